@@ -1,0 +1,40 @@
+# hostfit: `make build` compiles the shipped catalog for this machine, `make test` runs the tests.
+# Both create .venv and install what they need on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: build build-all validate check test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+build: $(STAMP)            ## compile this machine (HOST=name picks a declared host)
+	$(BIN)/hostfit build
+
+build-all: $(STAMP)        ## compile every declared host into out/
+	$(BIN)/hostfit build --all
+
+validate: $(STAMP)
+	$(BIN)/hostfit validate
+
+check: $(STAMP)            ## what CI enforces: valid sources and an up-to-date out/
+	$(BIN)/hostfit validate
+	$(BIN)/hostfit build --all --check
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python tests/bench/run.py
+
+clean:
+	rm -rf $(VENV) out/local out/.cache out/*/explain.json

@@ -1,0 +1,98 @@
+"""No-op rebuilds: when no input changed since the last identical build, reuse its outputs.
+
+A build records, in out/.cache/ (ignored by git), the size and modification time of every
+input (catalog files, the compiler itself, this machine's detected facts when they matter)
+and of every output. A later build with the same options whose inputs and outputs all stat
+the same skips the pipeline. It uses only the standard library and psutil, so it costs a
+few milliseconds rather than the import of the whole compiler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def _stat_tree(folder: Path, root: Path) -> list:
+    rows = []
+    if folder.is_dir():
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                st = path.stat()
+                rows.append((str(path.relative_to(root)), st.st_size, st.st_mtime_ns))
+    return rows
+
+
+def _fingerprint(root: Path, options) -> dict:
+    from . import hosts
+
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    personal = Path(config) / "hostfit" / "user.yaml"
+    detected = hosts.detect(hosts.machine_name()) if not options.all_hosts else None
+    return {
+        "options": [list(options.hosts), options.all_hosts, list(options.profiles), list(options.sets),
+                    str(options.out_dir or ""), options.with_staging],
+        "machine": hosts.machine_name(),
+        "detected": [detected.ram_mb, [g.to_dict() for g in detected.gpus]] if detected else None,
+        "inputs": _stat_tree(root / "sources", root) + _stat_tree(root / "profiles", root)
+        + _stat_tree(PACKAGE, PACKAGE.parent),
+        "personal": _stat_tree(personal.parent, personal.parent) if personal.is_file() else [],
+    }
+
+
+def _cache_file(root: Path, options) -> Path:
+    out = Path(options.out_dir) if options.out_dir else root / "out"
+    key = hashlib.sha256(json.dumps([str(root), list(options.hosts), options.all_hosts, list(options.profiles),
+                                     list(options.sets), options.with_staging]).encode()).hexdigest()[:16]
+    return out / ".cache" / f"build-{key}.json"
+
+
+def _stat_outputs(folders: list[str]) -> list:
+    rows = []
+    for folder in folders:
+        path = Path(folder) / "models.json"
+        st = path.stat()
+        rows.append((str(path), st.st_size, st.st_mtime_ns))
+    return rows
+
+
+def lookup(root: Path, options) -> list[tuple[str, dict, bool]] | None:
+    """The previous results, if nothing changed; None means "compile"."""
+    if options.check:
+        return None  # --check must compare against what the sources say now, never trust a cache
+    try:
+        record = json.loads(_cache_file(root, options).read_text())
+        if record["fingerprint"] != json.loads(json.dumps(_fingerprint(root, options))):
+            return None
+        if record["outputs"] != json.loads(json.dumps(_stat_outputs(record["folders"]))):
+            return None
+        return [(display, json.loads((Path(folder) / "models.json").read_text()), False)
+                for folder, display in zip(record["folders"], record["displays"])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store(root: Path, options, results: list[tuple[Path, dict]]) -> None:
+    folders = [str(folder) for folder, _ in results]
+    displays = []
+    for folder in folders:
+        try:
+            displays.append(str(Path(folder).resolve().relative_to(root.resolve())))
+        except ValueError:
+            displays.append(folder)
+    record = {"fingerprint": _fingerprint(root, options), "folders": folders, "displays": displays,
+              "outputs": _stat_outputs(folders)}
+    path = _cache_file(root, options)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next build its shortcut

@@ -1,0 +1,193 @@
+"""The command line: click turns flags into options, each command returns an exit status.
+
+Kept thin and quick to start: the pipeline is imported inside the commands that need it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import EXIT_INVALID, EXIT_OK, HostfitError
+
+
+class Context:
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+
+    def project(self):
+        from .pipeline import Project, find_root
+
+        root = self.directory.resolve() if self.directory else find_root(Path.cwd())
+        if self.directory and not (root / "sources").is_dir():
+            from .errors import UsageError
+            raise UsageError(f"{root} holds no sources/ folder")
+        return Project(root)
+
+
+def run(action) -> None:
+    """The single exit point: a HostfitError becomes its message and exit status, never a traceback."""
+    try:
+        status = action()
+    except HostfitError as exc:
+        from .errors import InputError
+        if isinstance(exc, InputError):
+            from . import report
+            click.echo(report.diagnostics(exc.diagnostics, []), err=True)
+        else:
+            click.echo(f"hostfit: error: {exc}", err=True)
+        status = exc.exit_status
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Work on the catalog repository at DIR (default: the nearest folder holding sources/).")
+@click.version_option(package_name="hostfit")
+@click.pass_context
+def main(ctx: click.Context, directory: Path | None) -> None:
+    """hostfit: compile a layered model catalog into one models.json per machine."""
+    ctx.obj = Context(directory)
+
+
+@main.command()
+@click.option("--host", "hosts", multiple=True, metavar="H", help="Compile declared host H ('local': this machine).")
+@click.option("--all", "all_hosts", is_flag=True, help="Compile every declared host.")
+@click.option("--profile", "profiles", multiple=True, metavar="P", help="Add profile P on top of the host's own.")
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a value, on top of every layer.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default out/).")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 naming the outputs that are stale.")
+@click.option("--with-staging", is_flag=True, help="Include sources/staging/ as a layer.")
+@click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
+@click.pass_obj
+def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_staging, quiet) -> None:
+    """Compile out/<host>/models.json (this machine's by default)."""
+    def action() -> int:
+        from . import buildcache, report
+        from .pipeline import BuildOptions
+
+        project = obj.project()
+        options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets), out_dir, check, with_staging)
+        cached = buildcache.lookup(project.root, options)
+        if cached is not None:
+            if not quiet:
+                _print_results(cached, check, single=len(cached) == 1 and not all_hosts)
+            return EXIT_OK
+        result = project.compile(options)
+        if result.errors or result.warnings:
+            click.echo(report.diagnostics(result.errors, result.warnings), err=True)
+        if result.errors:
+            return EXIT_INVALID
+        summaries = [(r.folder, r.output, r.stale) for r in result.results]
+        if check:
+            stale = [folder / "models.json" for folder, _, is_stale in summaries if is_stale]
+            for path in stale:
+                click.echo(f"stale: {project.display(path)}", err=True)
+            if stale:
+                click.echo("run `hostfit build --all` (or `make build-all`) and commit out/", err=True)
+                return EXIT_INVALID
+        else:
+            buildcache.store(project.root, options, [(r.folder, r.output) for r in result.results])
+        if not quiet:
+            _print_results([(project.display(f), o, s) for f, o, s in summaries], check,
+                           single=len(summaries) == 1 and not all_hosts)
+        return EXIT_OK
+
+    run(action)
+
+
+def _print_results(results, check: bool, single: bool) -> None:
+    from . import report
+
+    for folder, output, stale in results:
+        if single and not check:
+            click.echo(f"{folder}/models.json" + (" (updated)" if stale else " (unchanged)"))
+            click.echo(report.role_table(output))
+        else:
+            if check:
+                click.echo(f"{folder}/models.json: {'stale' if stale else 'up to date'}")
+            else:
+                click.echo(f"{folder}/models.json ({'updated' if stale else 'unchanged'})")
+
+
+@main.command(name="validate")
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text", show_default=True)
+@click.option("--max-errors", type=int, default=50, show_default=True, help="Show at most N problems (0: all).")
+@click.pass_obj
+def validate_command(obj: Context, paths, fmt, max_errors) -> None:
+    """Check the catalog (or just PATHs) and report every problem."""
+    def action() -> int:
+        from . import report
+        from .pipeline import Project
+
+        if paths:
+            root = obj.directory.resolve() if obj.directory else Path.cwd()
+            result = Project(root).validate(list(paths))
+        else:
+            result = obj.project().validate()
+        text = report.diagnostics(result.errors, result.warnings, fmt, max_errors)
+        if text:
+            click.echo(text, err=fmt == "text")
+        if fmt == "text" and result.ok:
+            click.echo("ok: no problems found", err=True)
+        return EXIT_INVALID if result.errors else EXIT_OK
+
+    run(action)
+
+
+@main.command()
+@click.argument("host")
+@click.argument("subject", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@click.pass_obj
+def explain(obj: Context, host: str, subject: str | None, as_json: bool) -> None:
+    """Why HOST's roles got their models; or where a value came from (a /json/pointer)."""
+    def action() -> int:
+        from . import explain as explainer
+        from .pipeline import BuildOptions
+
+        project = obj.project()
+        result = project.compile(BuildOptions(hosts=(host,)), write=False)
+        if result.errors or not result.results:
+            from . import report
+            click.echo(report.diagnostics(result.errors, result.warnings), err=True)
+            return EXIT_INVALID
+        import json
+        document = json.loads(result.results[0].explain_bytes)
+        click.echo(explainer.render(document, subject, as_json))
+        return EXIT_OK
+
+    run(action)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+def host(as_json: bool) -> None:
+    """Print the facts detected on this machine (RAM, GPUs) and the name builds use."""
+    def action() -> int:
+        from . import hosts
+
+        detected = hosts.detect(hosts.machine_name())
+        facts = {"name": detected.name, "ram_mb": detected.ram_mb, "available_mb": detected.available_mb,
+                 "gpus": [g.to_dict() for g in detected.gpus]}
+        if as_json:
+            import json
+            click.echo(json.dumps(facts, indent=2, sort_keys=True))
+        else:
+            click.echo(f"name:      {facts['name']}")
+            click.echo(f"ram:       {detected.ram_mb / 1024:.1f} GiB ({detected.ram_mb:,} MiB)")
+            click.echo(f"available: {(detected.available_mb or 0) / 1024:.1f} GiB")
+            gpus = ", ".join(f"{g.name} ({g.vram_mb / 1024:.0f} GiB)" for g in detected.gpus)
+            click.echo(f"gpus:      {gpus or 'none detected (nvidia-smi absent or reports none)'}")
+        return EXIT_OK
+
+    run(action)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

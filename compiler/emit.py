@@ -1,0 +1,131 @@
+"""Emit stage: a plan to the bytes of models.json and explain.json; atomic writes and --check.
+
+models.json holds only what the host depends on (the models its roles use, their aliases,
+host facts, profiles), in a canonical form: sorted keys, 2-space indent, shortest round-trip
+floats, a trailing newline; no timestamps, paths, line numbers, digests or versions. So a
+review diff shows real effects only. explain.json (ignored by git) carries what churns: the
+selection trace and the provenance of every value, with file:line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from . import schema
+from .errors import RuntimeFailure
+from .memory import Estimate, estimate
+from .merge import provenance
+from .select import Plan
+from .resolve import Catalog
+
+MODELS_JSON, EXPLAIN_JSON = "models.json", "explain.json"
+
+
+def output_document(plan: Plan, catalog: Catalog, profiles: list[str]) -> dict:
+    host = plan.host
+    used = plan.models_used()
+    sizes = _memory_by_model(plan, catalog)
+    models = {}
+    for model_id in used:
+        model = dict(catalog.models[model_id])
+        need = sizes[model_id]
+        model["memory_mb"], model["memory_method"] = need.mb, need.method
+        models[model_id] = model
+    aliases = {name: model_id for name, model_id in catalog.aliases().items() if model_id in models}
+    return {
+        "schema_version": 2,
+        "host": {"name": host.name, "ram_mb": host.ram_mb, "usable_mb": plan.budget.ram_mb,
+                 "vram_mb": host.vram_mb, "gpus": [gpu.to_dict() for gpu in host.gpus],
+                 "detected": host.detected, "max_loaded_models": host.max_loaded_models},
+        "profiles": profiles,
+        "roles": {name: role.output() for name, role in sorted(plan.roles.items())},
+        "models": models,
+        "aliases": aliases,
+    }
+
+
+def _memory_by_model(plan: Plan, catalog: Catalog) -> dict[str, Estimate]:
+    """Each used model's need at the largest context any role on this host asks of it."""
+    found: dict[str, Estimate] = {}
+    for role in plan.roles.values():
+        for verdict in role.candidates:
+            if verdict.memory is not None and verdict.verdict in ("chosen", "fallback"):
+                known = found.get(verdict.model)
+                if known is None or verdict.memory.mb > known.mb:
+                    found[verdict.model] = verdict.memory
+    selection = catalog.selection
+    for model_id in plan.models_used():
+        if model_id not in found:
+            found[model_id] = estimate(catalog.models[model_id], selection["context_default"],
+                                       selection["runtime_overhead_mb"])
+    return found
+
+
+def explain_document(plan: Plan, catalog: Catalog, output: dict) -> dict:
+    layers = catalog.layers
+    trail: dict[str, list[dict]] = {}
+
+    def record(prefix_pointer: str, source_path: tuple, value) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                record(f"{prefix_pointer}/{_escape(key)}", source_path + (key,), sub)
+            return
+        chain = provenance(layers, source_path)
+        if chain:
+            trail[prefix_pointer] = [setting.to_dict() for setting in chain]
+
+    for model_id in output["models"]:
+        record(f"/models/{_escape(model_id)}", ("models", model_id), catalog.models[model_id])
+    for role_name, role in catalog.roles.items():
+        record(f"/roles/{_escape(role_name)}", ("roles", role_name), role)
+    record("/selection", ("selection",), catalog.selection)
+    return {
+        "host": plan.host.name,
+        "budget": {"ram_mb": plan.budget.ram_mb, "vram_mb": plan.budget.vram_mb,
+                   "max_loaded_models": plan.budget.slots},
+        "layers": [{"layer": layer.name, "file": layer.doc.path} for layer in layers],
+        "roles": {name: role.trace() for name, role in sorted(plan.roles.items())},
+        "provenance": dict(sorted(trail.items())),
+    }
+
+
+def _escape(key) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
+
+
+def render(document: dict) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def output_problems(document: dict) -> list[str]:
+    """Schema errors in a compiled document (a compiler bug if ever non-empty)."""
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in schema.iter_errors("output", document, layer=False)]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def is_stale(path: Path, data: bytes) -> bool:
+    try:
+        return path.read_bytes() != data
+    except OSError:
+        return True

@@ -1,0 +1,68 @@
+"""Explain: render a host's explain.json for people (selection trace, provenance chains)."""
+
+from __future__ import annotations
+
+import json
+
+
+def render(document: dict, subject: str | None, as_json: bool = False) -> str:
+    if subject and subject.startswith("/"):
+        found = {p: chain for p, chain in document["provenance"].items()
+                 if p == subject or p.startswith(subject.rstrip("/") + "/")}
+        if as_json:
+            return json.dumps(found, indent=2, sort_keys=True)
+        if not found:
+            return f"{subject}: no layer sets this value (it is a default or derived at compile time)"
+        return "\n".join(_chain(pointer, chain) for pointer, chain in found.items())
+    roles = document["roles"]
+    if subject and subject in roles:
+        return json.dumps(roles[subject], indent=2) if as_json else _role(subject, roles[subject], document)
+    if subject:
+        prefix = "/models/" + subject.replace("~", "~0").replace("/", "~1")
+        found = {p: c for p, c in document["provenance"].items() if p.startswith(prefix + "/")}
+        if not found:
+            known = ", ".join(sorted(roles))
+            return f"{subject!r} is neither a role ({known}) nor a model this host uses, nor a /json/pointer"
+        users = [name for name, role in roles.items() if role["chosen"] == subject or subject in role["fallbacks"]]
+        head = f"model {subject}: used by {', '.join(users) or 'no role'}"
+        return head + "\n" + "\n".join(_chain(p, c) for p, c in found.items())
+    if as_json:
+        return json.dumps(document, indent=2, sort_keys=True)
+    budget = document["budget"]
+    lines = [f"host {document['host']}: {budget['ram_mb']:,} MiB RAM usable, {budget['vram_mb']:,} MiB VRAM usable"]
+    for name, role in roles.items():
+        chosen = role["chosen"] or "(none)"
+        lines.append(f"  {name}: {chosen} [{role['strategy']}, {len(role['candidates'])} candidates]")
+    return "\n".join(lines)
+
+
+def _role(name: str, role: dict, document: dict) -> str:
+    lines = [f"role {name} on {document['host']}: workload {role['workload']}, strategy {role['strategy']}, "
+             f"context {role['context']:,}" + (", resident" if role["resident"] else "")
+             + (", required" if role["required"] else ""),
+             f"  chosen: {role['chosen'] or '(none)'}",
+             f"  fallbacks: {', '.join(role['fallbacks']) or '(none)'}"]
+    if role.get("note"):
+        lines.append(f"  note: {role['note']}")
+    lines.append("  candidates, in order:")
+    for c in role["candidates"]:
+        numbers = ""
+        if c.get("memory"):
+            m = c["memory"]
+            numbers = (f" [{m['mb']:,} MiB: {m['method']}, weights {m['weights_mb']:,} + kv {m['kv_mb']:,}"
+                       f" ({m['kv_method']}) + overhead {m['overhead_mb']:,}]" if m["method"] not in ("declared", "cloud")
+                       else f" [{m['mb']:,} MiB: {m['method']}]")
+        lines.append(f"    {c['verdict']:<9} {c['model']}: {c['reason']}{numbers}")
+    if role.get("omitted_candidates"):
+        lines.append(f"    ... and {role['omitted_candidates']} more candidates")
+    return "\n".join(lines)
+
+
+def _chain(pointer: str, chain: list[dict]) -> str:
+    lines = [pointer]
+    for index, step in enumerate(chain):
+        last = index == len(chain) - 1
+        value = json.dumps(step["value"]) if step["action"] == "set" else step["action"]
+        marker = "=>" if last else "  "
+        lines.append(f"  {marker} {step['file']}:{step['line']}:{step['col']} ({step['layer']}): {value}")
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Hosts: the declared inventory (sources/hosts.yaml) and the facts detected on this machine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+
+GIB_IN_MB = 1024
+LOCAL = "local"  # the output folder of a machine that is not declared (ignored by git)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    vram_mb: int
+    vendor: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "vram_mb": self.vram_mb}
+        if self.vendor:
+            out["vendor"] = self.vendor
+        return out
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    ram_mb: int
+    gpus: tuple[Gpu, ...] = ()
+    profiles: tuple[str, ...] = ()
+    max_loaded_models: int | None = None
+    ram_reserve_gb: float | None = None
+    unified_memory: bool = False
+    detected: bool = False
+    available_mb: int | None = None
+    user: tuple[str, ...] = ()
+    hostnames: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def vram_mb(self) -> int:
+        return sum(gpu.vram_mb for gpu in self.gpus)
+
+
+def declared_hosts(hosts: dict) -> dict[str, Host]:
+    out = {}
+    for name, spec in sorted(hosts.items()):
+        out[name] = Host(
+            name=name,
+            ram_mb=int(round(spec["ram_gb"] * GIB_IN_MB)),
+            gpus=tuple(Gpu(g.get("name", "gpu"), int(round(g["vram_gb"] * GIB_IN_MB)), g.get("vendor"))
+                       for g in spec.get("gpus") or ()),
+            profiles=tuple(spec.get("profiles") or ()),
+            max_loaded_models=spec.get("max_loaded_models"),
+            ram_reserve_gb=spec.get("ram_reserve_gb"),
+            unified_memory=bool(spec.get("unified_memory", False)),
+            user=tuple(spec.get("user") or ()),
+            hostnames=tuple(h.lower() for h in spec.get("hostnames") or ()),
+        )
+    return out
+
+
+def machine_name() -> str:
+    """This machine's short host name, lower-cased (`HOST` in the environment overrides it)."""
+    return (os.environ.get("HOST") or socket.gethostname()).split(".")[0].lower()
+
+
+def find_declared(name: str, hosts: dict[str, Host]) -> Host | None:
+    name = name.lower()
+    for host in hosts.values():
+        if host.name.lower() == name or name in host.hostnames:
+            return host
+    return None
+
+
+def detect(name: str = LOCAL, profiles: tuple[str, ...] = ()) -> Host:
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return Host(name=name, ram_mb=memory.total // (1024 * 1024), gpus=tuple(detect_gpus()), profiles=profiles,
+                detected=True, available_mb=memory.available // (1024 * 1024))
+
+
+def detect_gpus(timeout: float = 5.0) -> list[Gpu]:
+    """NVIDIA GPUs through nvidia-smi, when it is installed; an error means no GPU, not a failure."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        result = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                                capture_output=True, text=True, timeout=timeout, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in result.stdout.splitlines():
+        name, _, mib = line.rpartition(",")
+        if name and mib.strip().isdigit():
+            gpus.append(Gpu(name.strip(), int(mib.strip()), "nvidia"))
+    return gpus
+
+
+def disagreement(declared: Host, detected: Host) -> str | None:
+    """A warning when this machine's RAM differs from its declaration by more than 10%."""
+    if not detected.ram_mb:
+        return None
+    diff = abs(detected.ram_mb - declared.ram_mb) / declared.ram_mb
+    if diff > 0.10:
+        return (f"host {declared.name!r} is declared with {declared.ram_mb / GIB_IN_MB:.1f} GiB RAM but this machine "
+                f"has {detected.ram_mb / GIB_IN_MB:.1f} GiB ({diff:.0%} apart); compiling the declared facts")
+    return None

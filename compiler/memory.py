@@ -1,0 +1,93 @@
+"""Memory estimation: how many MiB a model needs to run at a given context length.
+
+    needed = declared memory.ram_mb                                  (method "declared")
+           | weights + kv_cache + overhead                           ("gguf" / "estimated")
+    weights  = artifact.size_bytes                                   ("gguf": the file is loaded whole)
+             | params_b * 1e9 * bits_per_weight(quantization) / 8    ("estimated")
+    kv_cache = 2 * layers * context * kv_heads * head_dim * kv_bytes (exact, when `arch` is known)
+             | KV_MIB_PER_BPARAM_PER_KTOKEN * params_b * context / 1024   (heuristic otherwise)
+    overhead = RUNTIME_OVERHEAD_MB (llama.cpp compute buffers, runtime, scratch)
+
+Cloud models need no local memory (method "cloud").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+CLOUD_PROVIDERS = frozenset(("openai", "anthropic", "openrouter"))
+RUNTIME_OVERHEAD_MB = 512
+DEFAULT_CONTEXT = 4096
+# Llama-2-7B, which has no grouped-query attention, needs 2 GiB of f16 KV cache for 4,096
+# tokens: about 76 MiB per billion parameters per 1,024 tokens. Models with GQA need less, so
+# this over-estimates, which is the safe side for a fit decision.
+KV_MIB_PER_BPARAM_PER_KTOKEN = 76
+
+# Bits per weight. Block formats are exact from their ggml layout (Q4_0: 32 weights in 18
+# bytes = 4.5); the K-quant mixes (_S/_M/_L) are llama.cpp's measured averages on LLaMA-7B.
+BITS_PER_WEIGHT: dict[str, float] = {
+    "F32": 32.0, "F16": 16.0, "BF16": 16.0,
+    "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_1": 6.0, "Q5_0": 5.5, "Q5_K_M": 5.68, "Q5_K_S": 5.54,
+    "Q4_1": 5.0, "Q4_0": 4.5, "Q4_K_M": 4.84, "Q4_K_S": 4.58, "MXFP4": 4.25,
+    "Q3_K_L": 4.27, "Q3_K_M": 3.91, "Q3_K_S": 3.5, "Q2_K": 2.625,
+}
+UNKNOWN_QUANT_BPW = 16.0  # unquantized weights: the safe assumption
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mb: int
+    method: str  # declared | gguf | estimated | cloud
+    weights_mb: int = 0
+    kv_mb: int = 0
+    overhead_mb: int = 0
+    kv_method: str = ""  # exact | heuristic
+    context: int = 0
+
+    def to_dict(self) -> dict:
+        return {"mb": self.mb, "method": self.method, "weights_mb": self.weights_mb, "kv_mb": self.kv_mb,
+                "overhead_mb": self.overhead_mb, "kv_method": self.kv_method, "context": self.context}
+
+
+def is_cloud(model: dict) -> bool:
+    return model.get("provider") in CLOUD_PROVIDERS
+
+
+def bits_per_weight(quantization: str | None) -> float:
+    if not quantization:
+        return UNKNOWN_QUANT_BPW
+    return BITS_PER_WEIGHT.get(quantization.upper(), UNKNOWN_QUANT_BPW)
+
+
+def estimate(model: dict, context: int, overhead_mb: int = RUNTIME_OVERHEAD_MB) -> Estimate:
+    if is_cloud(model):
+        return Estimate(0, "cloud", context=context)
+    declared = (model.get("memory") or {}).get("ram_mb")
+    if declared:
+        return Estimate(int(declared), "declared", context=context)
+    window = model.get("context_window")
+    if window:
+        context = min(context, window)
+    artifact = model.get("artifact") or {}
+    size = artifact.get("size_bytes")
+    params_b = model.get("params_b") or 0
+    if size:
+        weights, method = size / MIB, "gguf"
+    else:
+        weights, method = params_b * 1e9 * bits_per_weight(model.get("quantization")) / 8 / MIB, "estimated"
+    arch = model.get("arch") or {}
+    if arch.get("layers") and arch.get("kv_heads") and arch.get("head_dim"):
+        kv_bytes = arch.get("kv_bytes", 2)
+        kv = 2 * arch["layers"] * context * arch["kv_heads"] * arch["head_dim"] * kv_bytes / MIB
+        kv_method = "exact"
+    else:
+        kv = KV_MIB_PER_BPARAM_PER_KTOKEN * params_b * context / 1024
+        kv_method = "heuristic"
+    weights_mb, kv_mb = _ceil(weights), _ceil(kv)
+    return Estimate(weights_mb + kv_mb + overhead_mb, method, weights_mb, kv_mb, overhead_mb, kv_method, context)
+
+
+def _ceil(value: float) -> int:
+    whole = int(value)
+    return whole if whole == value else whole + 1

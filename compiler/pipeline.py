@@ -1,0 +1,306 @@
+"""The front door: a Project runs the stages over a catalog folder and reports what happened.
+
+    per file:  load -> migrate -> validate.check_document
+    per host:  merge -> validate.check_merged -> resolve -> select -> emit
+
+Files are read once; hosts that share the same layers share one merged, checked and resolved
+catalog, so compiling 100 hosts costs one merge plus 100 selections. One bad file never hides
+the problems of the others, and nothing is written unless every host compiled cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import emit, hosts as hostmod, migrate, validate
+from .errors import Diagnostic, InputError, UsageError, did_you_mean
+from .hosts import LOCAL, Host
+from .load import Document, load_file
+from .merge import Layer, merge_layers, merge_patch, parse_set
+from .resolve import Catalog, resolve
+from .select import Plan, select
+
+SOURCE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    hosts: tuple[str, ...] = ()
+    all_hosts: bool = False
+    profiles: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ()
+    out_dir: Path | None = None
+    check: bool = False
+    with_staging: bool = False
+
+
+@dataclass
+class Sources:
+    """Every file of the catalog, loaded and checked on its own."""
+
+    catalogs: list[Document] = field(default_factory=list)
+    hosts_docs: list[Document] = field(default_factory=list)
+    profiles: dict[str, Document] = field(default_factory=dict)
+    discovered: dict[str, Document] = field(default_factory=dict)
+    errors: list[Diagnostic] = field(default_factory=list)
+    hosts: dict[str, Host] = field(default_factory=dict)
+    hosts_data: dict = field(default_factory=dict)
+
+
+@dataclass
+class Target:
+    host: Host
+    folder: str  # out/<folder>/
+    user_files: tuple[Path, ...] = ()
+
+
+@dataclass
+class HostResult:
+    host: Host
+    folder: Path
+    output: dict
+    models_bytes: bytes
+    explain_bytes: bytes
+    stale: bool
+    plan: Plan
+
+
+@dataclass
+class Report:
+    errors: list[Diagnostic] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
+    results: list[HostResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def find_root(start: Path) -> Path:
+    """The nearest folder at or above `start` that holds sources/."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / "sources").is_dir():
+            return folder
+    raise UsageError(f"no catalog here: neither {start} nor any parent holds a sources/ folder (use -C DIR)")
+
+
+class Project:
+    def __init__(self, root: Path):
+        self.root = root
+        self._compiled: dict[tuple, tuple[Catalog | None, list[Diagnostic]]] = {}
+
+    # ------------------------------------------------------------------------------ files
+
+    def display(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+    def read(self, path: Path, layer: str = "sources") -> tuple[Document | None, list[Diagnostic]]:
+        """load -> migrate -> check_document; a file that fails a stage yields its diagnostics."""
+        try:
+            doc = migrate.migrate(load_file(path, self.display(path), layer))
+        except InputError as exc:
+            return None, exc.diagnostics
+        return doc, validate.check_document(doc)
+
+    def source_files(self, with_staging: bool = False) -> list[Path]:
+        folders = [self.root / "sources"] + ([self.root / "sources" / "staging"] if with_staging else [])
+        files = [p for folder in folders if folder.is_dir() for p in sorted(folder.iterdir())
+                 if p.suffix in SOURCE_SUFFIXES and p.is_file()]
+        return files
+
+    def load_sources(self, with_staging: bool = False) -> Sources:
+        sources = Sources()
+        for path in self.source_files(with_staging):
+            doc, problems = self.read(path, "staging" if path.parent.name == "staging" else "sources")
+            sources.errors += problems
+            if doc is None:
+                continue
+            if doc.kind == "hosts":
+                sources.hosts_docs.append(doc)
+            elif doc.kind == "catalog":
+                sources.catalogs.append(doc)
+            else:
+                sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
+                                                 f"a {doc.kind} does not belong in sources/",
+                                                 "profiles live in profiles/<name>.yaml"))
+        discovered = self.root / "sources" / "discovered"
+        if discovered.is_dir():
+            for path in sorted(discovered.iterdir()):
+                if path.suffix in SOURCE_SUFFIXES:
+                    doc, problems = self.read(path, "discovered")
+                    sources.errors += problems
+                    if doc is not None:
+                        sources.discovered[path.stem] = doc
+        profile_dir = self.root / "profiles"
+        if profile_dir.is_dir():
+            for path in sorted(profile_dir.iterdir()):
+                if path.suffix not in SOURCE_SUFFIXES:
+                    continue
+                doc, problems = self.read(path, "profile")
+                sources.errors += problems
+                if doc is None:
+                    continue
+                if doc.kind != "profile":
+                    sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
+                                                     f"profiles/ holds profiles, found kind {doc.kind!r}"))
+                    continue
+                name = doc.data.get("name") or path.stem
+                if name in sources.profiles:
+                    sources.errors.append(Diagnostic(doc.path, *doc.where(("name",)), "E208",
+                                                     f"profile {name!r} is also defined in "
+                                                     f"{sources.profiles[name].path}"))
+                    continue
+                sources.profiles[name] = doc
+        sources.errors += validate.check_profiles(sources.profiles)
+        for doc in sources.hosts_docs:
+            sources.hosts_data = merge_patch(sources.hosts_data, doc.data.get("hosts") or {})
+            sources.errors += validate.check_host_profiles(doc, doc.data.get("hosts") or {}, sources.profiles)
+        if not sources.errors:
+            sources.hosts = hostmod.declared_hosts(sources.hosts_data)
+        return sources
+
+    # ---------------------------------------------------------------------------- targets
+
+    def targets(self, sources: Sources, options: BuildOptions, report: Report) -> list[Target]:
+        declared = sources.hosts
+        if options.all_hosts:
+            return [Target(h, h.name, self._user_files(h)) for h in declared.values()]
+        names = options.hosts or ()
+        out = []
+        for name in names:
+            if name == LOCAL:
+                out.append(self._local_target(sources))
+                continue
+            host = hostmod.find_declared(name, declared)
+            if host is None:
+                hint = did_you_mean(name, declared) or f"declared hosts: {', '.join(declared) or 'none'}"
+                raise UsageError(f"unknown host {name!r}; {hint} (or `--host local` for this machine)")
+            out.append(Target(host, host.name, self._user_files(host)))
+        if not names:  # this machine: its declaration if it has one, else what we detect
+            host = hostmod.find_declared(hostmod.machine_name(), declared)
+            if host is None:
+                out.append(self._local_target(sources))
+            else:
+                detected = hostmod.detect(host.name)
+                warning = hostmod.disagreement(host, detected)
+                if warning:
+                    report.warnings.append(Diagnostic("sources/hosts.yaml", 0, 0, "W401", warning,
+                                                      severity="warning"))
+                out.append(Target(host, host.name, self._user_files(host)))
+        return out
+
+    def _local_target(self, sources: Sources) -> Target:
+        """This machine, undeclared: detected facts, the `base` profile if there is one, the personal layer."""
+        config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        personal = Path(config) / "hostfit" / "user.yaml"
+        profiles = ("base",) if "base" in sources.profiles else ()
+        return Target(hostmod.detect(hostmod.machine_name(), profiles), LOCAL,
+                      (personal,) if personal.is_file() else ())
+
+    def _user_files(self, host: Host) -> tuple[Path, ...]:
+        return tuple(self.root / name for name in host.user)
+
+    # ---------------------------------------------------------------------------- compile
+
+    def profile_chain(self, names: list[str], sources: Sources) -> list[str]:
+        """Each profile after its own `extends` chain, parents first, each once."""
+        order: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in order or name not in sources.profiles:
+                return
+            for parent in sources.profiles[name].data.get("extends") or ():
+                visit(parent)
+            order.append(name)
+
+        for name in names:
+            visit(name)
+        return order
+
+    def layers_for(self, target: Target, sources: Sources, options: BuildOptions,
+                   report: Report) -> tuple[list[Layer], list[str]]:
+        layers = []
+        discovered = sources.discovered.get(target.host.name)
+        if discovered is not None:
+            layers.append(Layer("discovered", discovered))
+        layers += [Layer(doc.layer, doc) for doc in sources.catalogs]
+        for path in target.user_files:
+            doc, problems = self.read(path, "user")
+            report.errors.extend(p for p in problems if p not in report.errors)
+            if doc is not None:
+                layers.append(Layer("user", doc))
+        wanted = list(target.host.profiles) + [p for p in options.profiles if p not in target.host.profiles]
+        for name in options.profiles:
+            if name not in sources.profiles:
+                raise UsageError(f"unknown profile {name!r}; "
+                                 f"{did_you_mean(name, sources.profiles) or 'known: ' + ', '.join(sources.profiles)}")
+        chain = self.profile_chain(wanted, sources)
+        layers += [Layer(f"profile:{name}", sources.profiles[name]) for name in chain]
+        layers += parse_set(options.sets)
+        return layers, chain
+
+    def catalog_for(self, layers: list[Layer]) -> tuple[Catalog | None, list[Diagnostic]]:
+        key = tuple(id(layer.doc) for layer in layers)
+        if key not in self._compiled:
+            merged = merge_layers(layers)
+            problems = validate.check_merged(merged)
+            catalog = None
+            if not problems:
+                catalog, problems = resolve(merged)
+            self._compiled[key] = (catalog, problems)
+        return self._compiled[key]
+
+    def compile(self, options: BuildOptions, write: bool = True) -> Report:
+        report = self._compile(options)
+        report.errors = sorted(set(report.errors))
+        if report.ok and write and not options.check:
+            for result in report.results:
+                emit.write_atomic(result.folder / emit.MODELS_JSON, result.models_bytes)
+                emit.write_atomic(result.folder / emit.EXPLAIN_JSON, result.explain_bytes)
+        return report
+
+    def _compile(self, options: BuildOptions) -> Report:
+        report = Report()
+        sources = self.load_sources(options.with_staging)
+        report.errors += sources.errors
+        if report.errors:
+            return report
+        out_root = options.out_dir or self.root / "out"
+        for target in self.targets(sources, options, report):
+            layers, profiles = self.layers_for(target, sources, options, report)
+            catalog, problems = self.catalog_for(layers)
+            report.errors.extend(p for p in problems if p not in report.errors)
+            if catalog is None or problems:
+                continue
+            plan = select(catalog, target.host)
+            report.errors += plan.diagnostics
+            report.warnings += plan.warnings
+            output = emit.output_document(plan, catalog, profiles)
+            broken = emit.output_problems(output)
+            if broken:  # the compiler's own fault: say so plainly rather than write a bad file
+                raise AssertionError(f"compiled output for {target.host.name} breaks its schema: {broken[:3]}")
+            folder = out_root / target.folder
+            models_bytes = emit.render(output)
+            report.results.append(HostResult(
+                target.host, folder, output, models_bytes,
+                emit.render(emit.explain_document(plan, catalog, output)),
+                emit.is_stale(folder / emit.MODELS_JSON, models_bytes), plan))
+        return report
+
+    def validate(self, paths: list[Path] | None = None) -> Report:
+        """Check files alone (`paths`), or the whole catalog compiled for every declared host."""
+        report = Report()
+        if paths:
+            for path in paths:
+                _, problems = self.read(path)
+                report.errors += problems
+            report.errors = sorted(set(report.errors))
+            return report
+        compiled = self.compile(BuildOptions(all_hosts=True), write=False)
+        return compiled

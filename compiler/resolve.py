@@ -1,0 +1,82 @@
+"""Resolve stage: a merged catalog to one ready for selection (defaults, aliases, ids, URLs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import Diagnostic
+from .memory import DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, is_cloud
+from .merge import Layer, Merged, origin
+from .validate import alias_table
+
+SELECTION_DEFAULTS = {"ram_reserve_gb": 2, "vram_reserve_gb": 1, "basis": "total", "strategy": "auto",
+                      "allow_cloud": True, "context_default": DEFAULT_CONTEXT,
+                      "runtime_overhead_mb": RUNTIME_OVERHEAD_MB, "max_fallbacks": 3}
+MODEL_DEFAULTS = {"status": "active", "priority": 100, "recommended": False}
+HF_RESOLVE = "https://huggingface.co/{repo}/resolve/{revision}/{file}"
+
+
+@dataclass
+class Catalog:
+    models: dict[str, dict]
+    roles: dict[str, dict]
+    names: dict[str, str]  # lower-cased id or alias -> id
+    selection: dict
+    layers: tuple[Layer, ...]
+
+    def aliases(self) -> dict[str, str]:
+        return {name: model_id for name, model_id in self.names.items() if name != model_id}
+
+
+def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
+    data = merged.data
+
+    def locate(path):
+        return origin(merged.layers, path)
+
+    problems: list[Diagnostic] = []
+    names, _ = alias_table(data.get("models") or {}, locate)  # collisions were reported by validate
+    models = {}
+    for model_id, model in sorted((data.get("models") or {}).items()):
+        resolved = {**MODEL_DEFAULTS, **model}
+        artifact = model.get("artifact")
+        if artifact and not is_cloud(model):
+            resolved["artifact"] = {**artifact, "url": _artifact_url(model_id, artifact, locate, problems)}
+        models[model_id] = resolved
+    roles = {}
+    for role_name, role in sorted((data.get("roles") or {}).items()):
+        roles[role_name] = {
+            **role,
+            "prefer": [names.get(ref.lower(), ref) for ref in role.get("prefer") or ()],
+            "fallback": [names.get(ref.lower(), ref) for ref in role.get("fallback") or ()],
+        }
+    selection = {**SELECTION_DEFAULTS, **(data.get("selection") or {})}
+    return Catalog(models, roles, names, selection, merged.layers), problems
+
+
+def _artifact_url(model_id: str, artifact: dict, locate, problems: list[Diagnostic]) -> str | None:
+    if artifact.get("url"):
+        return artifact["url"]
+    fields = {"id": model_id, "repo": artifact.get("repo"), "revision": artifact.get("revision") or "main",
+              "file": artifact.get("file")}
+    template = artifact.get("url_template")
+    if template:
+        return _render(template, fields, ("models", model_id, "artifact", "url_template"), locate, problems)
+    if fields["repo"] and fields["file"]:
+        return HF_RESOLVE.format(**fields)
+    return None
+
+
+def _render(template: str, fields: dict, path, locate, problems: list[Diagnostic]) -> str | None:
+    """Only fields declared as templates are rendered: sandboxed, and an unknown name is an error."""
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    try:
+        return env.from_string(template).render(**fields)
+    except (jinja2.TemplateError, ValueError) as exc:
+        file, line, col = locate(path)
+        problems.append(Diagnostic(file, line, col, "E207", f"url_template cannot be rendered: {exc}",
+                                   f"available names: {', '.join(sorted(fields))}"))
+        return None
