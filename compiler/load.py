@@ -110,9 +110,10 @@ def load_file(path: Path, display: str | None = None, layer: str = "sources") ->
 
 # ---------------------------------------------------------------------------------- YAML
 
-_CORE_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+# The YAML 1.2 core schema, with digit-group underscores (1_000) as ruamel.yaml reads them.
+_CORE_INT = re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+)$")
 _CORE_FLOAT = re.compile(
-    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _BOOL_WORDS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
@@ -322,9 +323,12 @@ def load_yaml_text(text: str, display: str, layer: str = "sources") -> Document:
                          "a file holds one YAML document, found a second", "remove the `---` separator")
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        hint = None
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            hint = (f"{exc.context}, which started at line {exc.context_mark.line + 1}, "
+                    f"column {exc.context_mark.column + 1}")
         fail(display, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, "E002",
-             f"YAML syntax error: {message}")
+             f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}", hint)
     except yaml.YAMLError as exc:
         fail(display, 1, 1, "E002", f"YAML error: {exc}")
     if problems:

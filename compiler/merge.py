@@ -120,16 +120,26 @@ def provenance(layers: tuple[Layer, ...], path: YamlPath) -> list[Setting]:
 
 
 def origin(layers: tuple[Layer, ...], path: YamlPath) -> tuple[str, int, int]:
-    """(file, line, col) of the layer that last set `path` or its nearest ancestor."""
+    """(file, line, col) of `path` in the last layer that holds it (or, failing that, an ancestor)."""
     path = tuple(path)
-    while True:
-        for setting in reversed(provenance(layers, path)):
-            if setting.action in ("set", "replace"):
-                return setting.file, setting.line, setting.col
-        if not path:
-            doc = layers[-1].doc if layers else None
-            return (doc.path, 1, 1) if doc else ("<none>", 0, 0)
-        path = path[:-1]
+    for depth in range(len(path), -1, -1):
+        prefix = path[:depth]
+        for layer in reversed(layers):
+            if _holds(layer.doc.data, prefix):
+                return (layer.doc.path, *layer.doc.where(path))
+    return ("<none>", 0, 0)
+
+
+def _holds(data: Any, path: YamlPath) -> bool:
+    node = data
+    for key in path:
+        if isinstance(node, dict) and key in node and node[key] is not None:
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+        else:
+            return False
+    return True
 
 
 def _setting(layer: Layer, path: YamlPath, action: str, value: Any = None) -> Setting:
@@ -157,7 +167,7 @@ def parse_set(assignments: list[str] | tuple[str, ...]) -> list[Layer]:
         data: Any = value
         for key in reversed(path):
             data = {key: data}
-        if path[0] not in SECTIONS:
+        if path[0] not in SECTIONS[:3]:
             raise UsageError(f"--set {assignment!r}: the path must start with one of {', '.join(SECTIONS[:3])}")
         positions = {(): (1, 1)}
         for depth in range(1, len(path) + 1):

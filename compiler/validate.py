@@ -217,11 +217,9 @@ def _describe(error, locate: Locate) -> list[Diagnostic]:
                    did_you_mean(str(value), [str(v) for v in expected if v is not None]))]
     if keyword == "const":
         return [at(path, "E103", f"{field!r} must be {expected!r}, found {value!r}")]
-    if keyword == "propertyNames":
-        sub = error.context[0] if error.context else None
-        pattern = sub.validator_value if sub is not None and sub.validator == "pattern" else None
-        hint = f"names must match {pattern}" if pattern else None
-        if pattern and pattern.startswith("^[a-z0-9]"):
+    if "propertyNames" in error.absolute_schema_path:  # `value` is the offending key itself
+        hint = f"names must match {expected}" if keyword == "pattern" else error.message
+        if field == "models":
             hint = "model ids are lower case: letters, digits and . _ : / - (aliases may keep any case)"
         return [at(path + (value,), "E104", f"{value!r} is not a valid name in {field!r}", hint)]
     if keyword == "pattern":

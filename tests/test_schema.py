@@ -1,0 +1,82 @@
+"""Schemas: valid Draft 2020-12, within the keywords both validators implement alike, and the
+fast path agrees with the reference validator on every fixture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from compiler import schema
+from compiler.load import load_file
+
+from conftest import FIXTURES, REPO
+
+SHARED_KEYWORDS = {
+    "$schema", "$id", "$defs", "$ref", "title", "description", "type", "properties", "patternProperties",
+    "additionalProperties", "propertyNames", "required", "enum", "const", "pattern", "minimum", "maximum",
+    "exclusiveMinimum", "minLength", "maxLength", "minItems", "uniqueItems", "items", "anyOf",
+}
+SCHEMA_FILES = sorted((REPO / "compiler" / "schemas").glob("*.json"))
+
+
+def keywords(node, found: set, in_map: bool = False) -> set:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not in_map:
+                found.add(key)
+            keywords(value, found, in_map=(not in_map and key in ("properties", "patternProperties", "$defs")))
+    elif isinstance(node, list):
+        for item in node:
+            keywords(item, found)
+    return found
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=[p.name for p in SCHEMA_FILES])
+def test_schema_is_valid_2020_12_and_uses_shared_keywords_only(path: Path):
+    document = json.loads(path.read_text())
+    jsonschema.Draft202012Validator.check_schema(document)
+    assert document["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert keywords(document, set()) <= SHARED_KEYWORDS
+
+
+def all_documents():
+    for folder in (FIXTURES, REPO / "sources", REPO / "profiles"):
+        yield from sorted(folder.rglob("*.y*ml"))
+        yield from sorted(folder.rglob("*.json"))
+
+
+@pytest.mark.parametrize("path", list(all_documents()), ids=lambda p: str(p.relative_to(REPO)))
+def test_fast_path_agrees_with_reference(path: Path):
+    try:
+        doc = load_file(path)
+    except Exception:
+        pytest.skip("does not load: nothing to validate")
+    kind = doc.data.get("kind")
+    if kind not in ("catalog", "profile", "hosts") or doc.data.get("schema_version") != 2:
+        pytest.skip("not a version-2 document")
+    for layer in (True, False):
+        reference = not list(schema.reference_validator(kind, layer).iter_errors(doc.data))
+        assert schema.is_valid(kind, doc.data, layer) == reference
+
+
+def test_layer_schema_allows_null_patches_but_strict_does_not():
+    patch = {"schema_version": 2, "kind": "catalog", "models": {"m": {"params_b": None}}}
+    assert schema.is_valid("catalog", patch, layer=True)
+    assert not schema.is_valid("catalog", patch, layer=False)
+    full = {"schema_version": 2, "kind": "catalog", "models": {"m": {"provider": "local", "workloads": ["chat"]}}}
+    assert schema.is_valid("catalog", full, layer=False)
+    role_flag = {"schema_version": 2, "kind": "catalog", "roles": {"r": {"required": True}}}
+    assert schema.is_valid("catalog", role_flag, layer=True), "a property named 'required' must survive"
+
+
+def test_compiled_validators_are_cached_between_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    schema.fast_validator.cache_clear()
+    schema.fast_validator("hosts", True)
+    cached = list((tmp_path / "hostfit" / "schemas").glob("hosts-layer-*.marshal"))
+    assert len(cached) == 1
+    schema.fast_validator.cache_clear()
+    assert schema.fast_validator("hosts", True)({"schema_version": 2, "kind": "hosts"}) is not None
