@@ -17,12 +17,14 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 
 
-def _stat_tree(folder: Path, root: Path) -> list:
+def _stat_tree(folder: Path, root: Path, suffixes: tuple[str, ...] = ()) -> list:
     rows = []
     if folder.is_dir():
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames.sort()
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in sorted(filenames):
+                if suffixes and not name.endswith(suffixes):
+                    continue
                 path = Path(dirpath) / name
                 st = path.stat()
                 rows.append((str(path.relative_to(root)), st.st_size, st.st_mtime_ns))
@@ -34,14 +36,17 @@ def _fingerprint(root: Path, options) -> dict:
 
     config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     personal = Path(config) / "hostfit" / "user.yaml"
-    detected = hosts.detect(hosts.machine_name()) if not options.all_hosts else None
+    # only a build of this machine (no --host, or --host local) depends on what is detected
+    detected = None
+    if not options.all_hosts and (not options.hosts or hosts.LOCAL in options.hosts):
+        detected = hosts.detect(hosts.machine_name())
     return {
         "options": [list(options.hosts), options.all_hosts, list(options.profiles), list(options.sets),
                     str(options.out_dir or ""), options.with_staging],
         "machine": hosts.machine_name(),
         "detected": [detected.ram_mb, [g.to_dict() for g in detected.gpus]] if detected else None,
         "inputs": _stat_tree(root / "sources", root) + _stat_tree(root / "profiles", root)
-        + _stat_tree(PACKAGE, PACKAGE.parent),
+        + _stat_tree(PACKAGE, PACKAGE.parent, (".py", ".json")),
         "personal": _stat_tree(personal.parent, personal.parent) if personal.is_file() else [],
     }
 
@@ -62,7 +67,7 @@ def _stat_outputs(folders: list[str]) -> list:
     return rows
 
 
-def lookup(root: Path, options) -> list[tuple[str, dict, bool]] | None:
+def lookup(root: Path, options, read_outputs: bool = True) -> list[tuple[str, dict | None, bool]] | None:
     """The previous results, if nothing changed; None means "compile"."""
     if options.check:
         return None  # --check must compare against what the sources say now, never trust a cache
@@ -72,7 +77,7 @@ def lookup(root: Path, options) -> list[tuple[str, dict, bool]] | None:
             return None
         if record["outputs"] != json.loads(json.dumps(_stat_outputs(record["folders"]))):
             return None
-        return [(display, json.loads((Path(folder) / "models.json").read_text()), False)
+        return [(display, json.loads((Path(folder) / "models.json").read_text()) if read_outputs else None, False)
                 for folder, display in zip(record["folders"], record["displays"])]
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -17,14 +17,24 @@ class Context:
     def __init__(self, directory: Path | None):
         self.directory = directory
 
-    def project(self):
-        from .pipeline import Project, find_root
+    def root(self) -> Path:
+        from .errors import UsageError
 
-        root = self.directory.resolve() if self.directory else find_root(Path.cwd())
-        if self.directory and not (root / "sources").is_dir():
-            from .errors import UsageError
+        if self.directory is None:  # the nearest folder at or above the working directory with sources/
+            here = Path.cwd().resolve()
+            for folder in (here, *here.parents):
+                if (folder / "sources").is_dir():
+                    return folder
+            raise UsageError(f"no catalog here: neither {here} nor a parent holds a sources/ folder (use -C DIR)")
+        root = self.directory.resolve()
+        if not (root / "sources").is_dir():
             raise UsageError(f"{root} holds no sources/ folder")
-        return Project(root)
+        return root
+
+    def project(self):
+        from .pipeline import Project
+
+        return Project(self.root())
 
 
 def run(action) -> None:
@@ -67,17 +77,19 @@ def main(ctx: click.Context, directory: Path | None) -> None:
 def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_staging, quiet) -> None:
     """Compile out/<host>/models.json (this machine's by default)."""
     def action() -> int:
-        from . import buildcache, report
-        from .pipeline import BuildOptions
+        from . import buildcache
+        from .options import BuildOptions
 
-        project = obj.project()
+        root = obj.root()
         options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets), out_dir, check, with_staging)
-        cached = buildcache.lookup(project.root, options)
+        cached = buildcache.lookup(root, options, read_outputs=not quiet)
         if cached is not None:
             if not quiet:
                 _print_results(cached, check, single=len(cached) == 1 and not all_hosts)
             return EXIT_OK
+        project = obj.project()
         result = project.compile(options)
+        from . import report
         if result.errors or result.warnings:
             click.echo(report.diagnostics(result.errors, result.warnings), err=True)
         if result.errors:
@@ -149,7 +161,7 @@ def explain(obj: Context, host: str, subject: str | None, as_json: bool) -> None
     """Why HOST's roles got their models; or where a value came from (a /json/pointer)."""
     def action() -> int:
         from . import explain as explainer
-        from .pipeline import BuildOptions
+        from .options import BuildOptions
 
         project = obj.project()
         result = project.compile(BuildOptions(hosts=(host,)), write=False)

@@ -100,6 +100,11 @@ def render(document: dict) -> bytes:
     return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
 
 
+def render_compact(document: dict) -> bytes:
+    """For explain.json: read by programs, and json's C encoder only serves the compact form."""
+    return (json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
 def output_problems(document: dict) -> list[str]:
     """Schema errors in a compiled document (a compiler bug if ever non-empty)."""
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"

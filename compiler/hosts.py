@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 from dataclasses import dataclass, field
 
 GIB_IN_MB = 1024
@@ -64,7 +61,14 @@ def declared_hosts(hosts: dict) -> dict[str, Host]:
 
 def machine_name() -> str:
     """This machine's short host name, lower-cased (`HOST` in the environment overrides it)."""
-    return (os.environ.get("HOST") or socket.gethostname()).split(".")[0].lower()
+    if os.environ.get("HOST"):
+        name = os.environ["HOST"]
+    elif hasattr(os, "uname"):
+        name = os.uname().nodename
+    else:  # pragma: no cover - Windows
+        import socket
+        name = socket.gethostname()
+    return name.split(".")[0].lower()
 
 
 def find_declared(name: str, hosts: dict[str, Host]) -> Host | None:
@@ -85,6 +89,9 @@ def detect(name: str = LOCAL, profiles: tuple[str, ...] = ()) -> Host:
 
 def detect_gpus(timeout: float = 5.0) -> list[Gpu]:
     """NVIDIA GPUs through nvidia-smi, when it is installed; an error means no GPU, not a failure."""
+    import shutil
+    import subprocess
+
     exe = shutil.which("nvidia-smi")
     if not exe:
         return []

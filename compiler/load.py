@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from .errors import Diagnostic, LoadError
 

@@ -19,21 +19,11 @@ from .errors import Diagnostic, InputError, UsageError, did_you_mean
 from .hosts import LOCAL, Host
 from .load import Document, load_file
 from .merge import Layer, merge_layers, merge_patch, parse_set
+from .options import BuildOptions
 from .resolve import Catalog, resolve
 from .select import Plan, select
 
 SOURCE_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    hosts: tuple[str, ...] = ()
-    all_hosts: bool = False
-    profiles: tuple[str, ...] = ()
-    sets: tuple[str, ...] = ()
-    out_dir: Path | None = None
-    check: bool = False
-    with_staging: bool = False
 
 
 @dataclass
@@ -76,15 +66,6 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-def find_root(start: Path) -> Path:
-    """The nearest folder at or above `start` that holds sources/."""
-    start = start.resolve()
-    for folder in (start, *start.parents):
-        if (folder / "sources").is_dir():
-            return folder
-    raise UsageError(f"no catalog here: neither {start} nor any parent holds a sources/ folder (use -C DIR)")
 
 
 class Project:
@@ -289,7 +270,7 @@ class Project:
             models_bytes = emit.render(output)
             report.results.append(HostResult(
                 target.host, folder, output, models_bytes,
-                emit.render(emit.explain_document(plan, catalog, output)),
+                emit.render_compact(emit.explain_document(plan, catalog, output)),
                 emit.is_stale(folder / emit.MODELS_JSON, models_bytes), plan))
         return report
 

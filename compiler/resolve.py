@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import Diagnostic
 from .memory import DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, is_cloud
@@ -23,9 +23,14 @@ class Catalog:
     names: dict[str, str]  # lower-cased id or alias -> id
     selection: dict
     layers: tuple[Layer, ...]
+    # host-independent work of later stages, kept with the catalog it derives from (select's
+    # screening of each role's candidates), so 100 hosts sharing a catalog pay for it once
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def aliases(self) -> dict[str, str]:
-        return {name: model_id for name, model_id in self.names.items() if name != model_id}
+        if "aliases" not in self.memo:
+            self.memo["aliases"] = {name: model_id for name, model_id in self.names.items() if name != model_id}
+        return self.memo["aliases"]
 
 
 def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:

@@ -51,16 +51,25 @@ class Budget:
             self.ram_mb -= need_mb
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     model: str
     verdict: str  # chosen | fallback | survivor | rejected
-    reason: str
+    reason: str  # empty for "does not fit the host", which `describe` words from the numbers
     memory: Estimate | None = None
     placement: str | None = None
+    size: tuple = ()  # largest_fit's order: recommended first, then parameters, then memory
+    capacity: int = 0  # MiB usable when it was judged
+
+    def describe(self) -> str:
+        if self.reason:
+            return self.reason
+        if self.placement:
+            return f"fits ({self.placement})"
+        return f"needs {self.memory.mb:,} MiB, {self.capacity:,} MiB usable"
 
     def to_dict(self) -> dict:
-        out = {"model": self.model, "verdict": self.verdict, "reason": self.reason, "placement": self.placement}
+        out = {"model": self.model, "verdict": self.verdict, "reason": self.describe(), "placement": self.placement}
         if self.memory is not None:
             out["memory_mb"] = self.memory.mb
             out["memory"] = self.memory.to_dict()
@@ -128,20 +137,56 @@ def host_budget(host: Host, selection: dict) -> Budget:
 
 
 def select(catalog: Catalog, host: Host) -> Plan:
-    selection = catalog.selection
-    budget = host_budget(host, selection)
-    estimates: dict[tuple[str, int], Estimate] = {}
-    plans: dict[str, RolePlan] = {}
-    for name, role in catalog.roles.items():
-        plans[name] = _evaluate(name, role, catalog, budget, estimates)
+    budget = host_budget(host, catalog.selection)
+    plans = {name: _evaluate(name, catalog, budget) for name in catalog.roles}
     shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots)
     loaded: set[str] = set()
-    order = sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name))
-    for plan in order:
+    for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
         _choose(plan, catalog, shared if plan.resident else None, loaded)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
     return Plan(host, budget, plans, diagnostics, [])
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A role's candidates judged on everything but memory fit, which depends on the host."""
+
+    strategy: str
+    context: int
+    candidates: tuple[tuple[str, str | None, Estimate | None, tuple], ...]  # (model, rejection, need, size)
+    cloud: tuple[str, ...]
+
+
+def screen(name: str, catalog: Catalog) -> Screened:
+    key = ("screen", name)
+    if key not in catalog.memo:
+        catalog.memo[key] = _screen(catalog.roles[name], catalog)
+    return catalog.memo[key]
+
+
+def _screen(role: dict, catalog: Catalog) -> Screened:
+    selection = catalog.selection
+    strategy = role.get("strategy") or selection["strategy"]
+    if strategy == "auto":
+        strategy = "first_fit" if role.get("prefer") else "largest_fit"
+    requires = role.get("requires") or {}
+    context = requires.get("context_min") or selection["context_default"]
+    candidates = []
+    for model_id in _candidate_ids(role, catalog):
+        model = catalog.models[model_id]
+        if is_cloud(model):
+            candidates.append((model_id, "cloud models serve only as fallbacks", None, ()))
+        elif model.get("status") not in ELIGIBLE_STATUS:
+            candidates.append((model_id, f"status is {model.get('status')}", None, ()))
+        else:
+            problem = _requirement_problem(model, requires, context)
+            need = None if problem else estimate(model, context, selection["runtime_overhead_mb"])
+            size = (bool(model.get("recommended")), model.get("params_b") or 0, need.mb if need else 0)
+            candidates.append((model_id, problem, need, size))
+    cloud = tuple(ref for ref in [*(role.get("prefer") or ()), *(role.get("fallback") or ())]
+                  if ref in catalog.models and is_cloud(catalog.models[ref]))
+    return Screened(strategy, context, tuple(candidates), cloud)
 
 
 def _candidate_ids(role: dict, catalog: Catalog) -> list[str]:
@@ -183,46 +228,21 @@ def _requirement_problem(model: dict, requires: dict, context: int) -> str | Non
     return None
 
 
-def _evaluate(name: str, role: dict, catalog: Catalog, budget: Budget, estimates: dict) -> RolePlan:
-    selection = catalog.selection
-    strategy = role.get("strategy") or selection["strategy"]
-    if strategy == "auto":
-        strategy = "first_fit" if role.get("prefer") else "largest_fit"
-    requires = role.get("requires") or {}
-    context = requires.get("context_min") or selection["context_default"]
+def _evaluate(name: str, catalog: Catalog, budget: Budget) -> RolePlan:
+    role = catalog.roles[name]
+    screened = screen(name, catalog)
     plan = RolePlan(name, role["workload"], bool(role.get("required", False)), bool(role.get("resident", False)),
-                    strategy, context)
-    overhead = selection["runtime_overhead_mb"]
-    for model_id in _candidate_ids(role, catalog):
-        model = catalog.models[model_id]
-        if is_cloud(model):
-            plan.candidates.append(Verdict(model_id, "rejected", "cloud models serve only as fallbacks"))
-            continue
-        if model.get("status") not in ELIGIBLE_STATUS:
-            plan.candidates.append(Verdict(model_id, "rejected", f"status is {model.get('status')}"))
-            continue
-        problem = _requirement_problem(model, requires, context)
+                    screened.strategy, screened.context, cloud=list(screened.cloud))
+    verdicts = plan.candidates
+    capacity = budget.capacity()
+    for model_id, problem, need, size in screened.candidates:
         if problem:
-            plan.candidates.append(Verdict(model_id, "rejected", problem))
+            verdicts.append(Verdict(model_id, "rejected", problem))
             continue
-        key = (model_id, context)
-        need = estimates.get(key)
-        if need is None:
-            need = estimates[key] = estimate(model, context, overhead)
         placement = budget.place(need.mb)
-        if placement is None:
-            plan.candidates.append(Verdict(model_id, "rejected",
-                                           f"needs {need.mb:,} MiB, {budget.capacity():,} MiB usable", need))
-        else:
-            plan.candidates.append(Verdict(model_id, "survivor", f"fits ({placement})", need, placement))
-    plan.cloud = [ref for ref in [*(role.get("prefer") or ()), *(role.get("fallback") or ())]
-                  if ref in catalog.models and is_cloud(catalog.models[ref])]
+        verdicts.append(Verdict(model_id, "rejected" if placement is None else "survivor", "", need, placement,
+                                size, capacity))
     return plan
-
-
-def _size_key(catalog: Catalog, verdict: Verdict):
-    model = catalog.models[verdict.model]
-    return (bool(model.get("recommended")), model.get("params_b") or 0, verdict.memory.mb if verdict.memory else 0)
 
 
 def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: set[str]) -> None:
@@ -247,10 +267,10 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: set
         survivors = fitting
     if survivors:
         if plan.strategy == "largest_fit":
-            chosen = max(survivors, key=lambda v: _size_key(catalog, v))  # max keeps the first of equals
+            chosen = max(survivors, key=lambda v: v.size)  # max keeps the first of equals
         else:
             chosen = survivors[0]
-        chosen.verdict, chosen.reason = "chosen", f"{plan.strategy}: {chosen.reason}"
+        chosen.verdict, chosen.reason = "chosen", f"{plan.strategy}: {chosen.describe()}"
         plan.model, plan.placement, plan.memory_mb = chosen.model, chosen.placement, chosen.memory.mb
         if shared is not None and chosen.model not in loaded:
             shared.take(chosen.memory.mb, chosen.placement)
@@ -280,7 +300,7 @@ def _unserved(plan: RolePlan, host: Host, budget: Budget, catalog: Catalog) -> D
         hint = "add a smaller model to the role, lower ram_reserve_gb, or mark the role `required: false`"
     elif plan.candidates:
         detail = "no candidate meets the requirements (" + "; ".join(
-            f"{v.model}: {v.reason}" for v in plan.candidates[:3]) + ")"
+            f"{v.model}: {v.describe()}" for v in plan.candidates[:3]) + ")"
         hint = "relax the role's `requires` or add a model that meets them"
     else:
         detail = f"no model serves workload {plan.workload!r}"

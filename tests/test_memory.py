@@ -18,7 +18,7 @@ def test_declared_wins():
 def test_params_times_bits_per_weight_plus_exact_kv():
     need = estimate(QWEN7, 8192)
     weights = 7.62e9 * 5.68 / 8 / MIB
-    kv = 2 * 28 * 8192 * 4 * 128 * 2 / MIB  # = 448 MiB
+    assert 2 * 28 * 8192 * 4 * 128 * 2 / MIB == 448  # 2 x layers x context x kv_heads x head_dim x f16
     assert need.method == "estimated" and need.kv_method == "exact"
     assert need.weights_mb == pytest.approx(weights, abs=1)
     assert need.kv_mb == 448

@@ -1,0 +1,17 @@
+"""What a build was asked to do: the options object the CLI fills and the pipeline reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    hosts: tuple[str, ...] = ()  # declared host names, or "local"; none: this machine
+    all_hosts: bool = False
+    profiles: tuple[str, ...] = ()  # added after each host's own profiles
+    sets: tuple[str, ...] = ()  # --set PATH=VALUE, applied last
+    out_dir: Path | None = None
+    check: bool = False
+    with_staging: bool = False

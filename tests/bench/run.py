@@ -1,0 +1,139 @@
+"""hostfit's benchmarks, each against what a user would otherwise run, in the same run, as ratios.
+
+    make bench            (installs check-jsonschema and OmegaConf into .venv first)
+
+The catalog is built from ../shared/realdata (llmfit's hf_models.json plus LiteLLM's map:
+about 4,800 models, ~50,000 lines of YAML). Every figure is the best wall-clock time of
+REPEAT runs of a whole command in a fresh process, so start-up is counted on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+REALDATA = Path(os.environ.get("HOSTFIT_REALDATA", REPO.parent / "shared" / "realdata"))
+BIN = Path(sys.executable).parent
+REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+sys.path.insert(0, str(HERE))
+
+from make_catalog import build as build_catalog, to_yaml  # noqa: E402
+
+ROLES = """schema_version: 2
+kind: catalog
+roles:
+  chat: {workload: chat, requires: {context_min: 4096}, required: true}
+  code: {workload: code, requires: {context_min: 16384}}
+  embedding: {workload: embedding}
+  planner: {workload: chat, requires: {context_min: 32768}, resident: true}
+"""
+OMEGACONF_SCRIPT = """
+import sys
+from omegaconf import OmegaConf
+merged = OmegaConf.merge(*(OmegaConf.load(p) for p in sys.argv[1:]))
+data = OmegaConf.to_container(merged, resolve=True)
+print(len(data.get("models", {})))
+"""
+
+
+def timed(argv: list[str], env: dict, cwd: Path, before=None) -> tuple[float, subprocess.CompletedProcess]:
+    best, last = float("inf"), None
+    for _ in range(REPEAT):
+        if before:
+            before()
+        start = time.perf_counter()
+        last = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        best = min(best, time.perf_counter() - start)
+    return best, last
+
+
+def hosts_yaml(count: int) -> str:
+    lines = ["schema_version: 2", "kind: hosts", "hosts:"]
+    sizes = [8, 16, 24, 32, 48, 64, 96, 128]
+    for i in range(count):
+        gpu = f", gpus: [{{vram_gb: {8 * (1 + i % 3)}}}]" if i % 4 == 0 else ""
+        lines.append(f"  host-{i:03d}: {{ram_gb: {sizes[i % len(sizes)]}{gpu}}}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="hostfit-bench-"))
+    env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "XDG_CONFIG_HOME": str(work / "config"),
+           "HOST": "bench-host"}
+    try:
+        catalog = work / "catalog"
+        (catalog / "sources").mkdir(parents=True)
+        big = catalog / "sources" / "00-models.yaml"
+        big.write_text(to_yaml(build_catalog(REALDATA)))
+        (catalog / "sources" / "10-roles.yaml").write_text(ROLES)
+        (catalog / "sources" / "hosts.yaml").write_text(hosts_yaml(1))
+        many = work / "many"
+        shutil.copytree(catalog, many)
+        (many / "sources" / "hosts.yaml").write_text(hosts_yaml(100))
+        lines = len(big.read_text().splitlines())
+        models = len(json.loads(json.dumps(build_catalog(REALDATA)))["models"])
+        schema_file = work / "catalog.schema.json"
+        schema_file.write_text((REPO / "compiler" / "schemas" / "catalog.v2.json").read_text())
+        hostfit = str(BIN / "hostfit")
+        layers = [str(p) for p in sorted((catalog / "sources").glob("*.yaml")) if p.name != "hosts.yaml"]
+
+        def clear_cache(folder: Path):
+            return lambda: shutil.rmtree(folder / "out", ignore_errors=True)
+
+        # warm the compiled-schema cache once, as any second run of hostfit finds it
+        subprocess.run([hostfit, "validate", str(big)], env=env, cwd=work, capture_output=True)
+        rows = []
+        t_validate, r = timed([hostfit, "validate", str(big)], env, work)
+        assert r.returncode == 0, r.stderr
+        t_check, r = timed([str(BIN / "check-jsonschema"), "--schemafile", str(schema_file), str(big)], env, work)
+        assert r.returncode == 0, r.stdout + r.stderr
+        rows.append(("validate the 50k-line file", "check-jsonschema", t_validate, t_check, 0.25))
+        t_catalog, r = timed([hostfit, "-C", str(catalog), "validate"], env, work)
+        assert r.returncode == 0, r.stderr
+        rows.append(("validate the catalog (+ compile all hosts)", "check-jsonschema", t_catalog, t_check, None))
+
+        t_build, r = timed([hostfit, "-C", str(catalog), "build", "--host", "host-000", "--quiet"], env, work,
+                           clear_cache(catalog))
+        assert r.returncode == 0, r.stderr
+        # OmegaConf refuses a file this size by default (its 10,000-node alias guard counts every
+        # node); lifting the guard, as its message advises for trusted input, lets it be measured.
+        omega_env = {**env, "OMEGACONF_MAX_YAML_EXPANDED_NODES": "none"}
+        t_omega, r = timed([sys.executable, "-c", OMEGACONF_SCRIPT, *layers], omega_env, work)
+        omega_note = "" if r.returncode == 0 else " (OmegaConf failed: " + r.stderr.strip().splitlines()[-1][:80] + ")"
+        rows.append(("build 1 host", "OmegaConf load+merge+to_container", t_build, t_omega, 0.25))
+        t_many, r = timed([hostfit, "-C", str(many), "build", "--all", "--quiet"], env, work, clear_cache(many))
+        assert r.returncode == 0, r.stderr
+        rows.append(("build 100 hosts", "OmegaConf load+merge+to_container", t_many, t_omega, None))
+        subprocess.run([hostfit, "-C", str(catalog), "build", "--host", "host-000", "--quiet"], env=env, cwd=work)
+        t_noop, r = timed([hostfit, "-C", str(catalog), "build", "--host", "host-000", "--quiet"], env, work)
+        assert r.returncode == 0, r.stderr
+        rows.append(("no-op rebuild", "a full build of 1 host", t_noop, t_build, 0.05))
+        t_help, _ = timed([hostfit, "--help"], env, work)
+        rows.append(("no-op rebuild", "hostfit --help (start-up floor)", t_noop, t_help, None))
+        t_pass, _ = timed([sys.executable, "-c", "pass"], env, work)
+        rows.append(("hostfit --help", "python -c pass", t_help, t_pass, None))
+
+        print(f"hostfit benchmarks: {models:,} models, {lines:,} lines of YAML; best of {REPEAT} runs each\n")
+        print(f"{'measure':<44} {'hostfit':>9} {'baseline':>9} {'ratio':>7}  {'target':>7}  baseline")
+        for name, baseline, ours, theirs, target in rows:
+            ratio = ours / theirs
+            verdict = "" if target is None else ("ok" if ratio <= target else "MISSED")
+            goal = f"<={target:.2f}" if target is not None else "-"
+            print(f"{name:<44} {ours:>8.3f}s {theirs:>8.3f}s {ratio:>6.2f}x  {goal:>7} {verdict:>6}  {baseline}")
+        if omega_note:
+            print(omega_note)
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
