@@ -18,7 +18,7 @@ from . import emit, hosts as hostmod, migrate, validate
 from .errors import Diagnostic, InputError, UsageError, did_you_mean
 from .hosts import LOCAL, Host
 from .load import Document, load_file
-from .merge import Layer, merge_layers, merge_patch, parse_set
+from .merge import Layer, Merged, merge_layers, origin, parse_set
 from .options import BuildOptions
 from .resolve import Catalog, resolve
 from .select import Plan, select
@@ -36,7 +36,7 @@ class Sources:
     discovered: dict[str, Document] = field(default_factory=dict)
     errors: list[Diagnostic] = field(default_factory=list)
     hosts: dict[str, Host] = field(default_factory=dict)
-    hosts_data: dict = field(default_factory=dict)
+    inventory: Merged | None = None  # the merged hosts documents, for positions
 
 
 @dataclass
@@ -139,11 +139,10 @@ class Project:
                     continue
                 sources.profiles[name] = doc
         sources.errors += validate.check_profiles(sources.profiles)
-        for doc in sources.hosts_docs:
-            sources.hosts_data = merge_patch(sources.hosts_data, doc.data.get("hosts") or {})
-            sources.errors += validate.check_host_profiles(doc, doc.data.get("hosts") or {}, sources.profiles)
+        inventory = sources.inventory = merge_layers([Layer("hosts", doc) for doc in sources.hosts_docs])
+        sources.errors += validate.check_hosts(inventory, sources.profiles)
         if not sources.errors:
-            sources.hosts = hostmod.declared_hosts(sources.hosts_data)
+            sources.hosts = hostmod.declared_hosts(inventory.data.get("hosts") or {})
         return sources
 
     # ---------------------------------------------------------------------------- targets
@@ -171,8 +170,8 @@ class Project:
                 detected = hostmod.detect(host.name)
                 warning = hostmod.disagreement(host, detected)
                 if warning:
-                    report.warnings.append(Diagnostic("sources/hosts.yaml", 0, 0, "W401", warning,
-                                                      severity="warning"))
+                    where = origin(sources.inventory.layers, ("hosts", host.name))
+                    report.warnings.append(Diagnostic(*where, "W401", warning, severity="warning"))
                 out.append(Target(host, host.name, self._user_files(host)))
         return out
 
@@ -233,7 +232,7 @@ class Project:
             problems = validate.check_merged(merged)
             catalog = None
             if not problems:
-                catalog, problems = resolve(merged)
+                catalog, problems = resolve(merged)  # warnings, or errors of declared templates
             self._compiled[key] = (catalog, problems)
         return self._compiled[key]
 
@@ -256,12 +255,14 @@ class Project:
         for target in self.targets(sources, options, report):
             layers, profiles = self.layers_for(target, sources, options, report)
             catalog, problems = self.catalog_for(layers)
-            report.errors.extend(p for p in problems if p not in report.errors)
-            if catalog is None or problems:
+            for problem in problems:
+                found = report.errors if problem.severity == "error" else report.warnings
+                if problem not in found:
+                    found.append(problem)
+            if catalog is None or any(p.severity == "error" for p in problems):
                 continue
             plan = select(catalog, target.host)
             report.errors += plan.diagnostics
-            report.warnings += plan.warnings
             output = emit.output_document(plan, catalog, profiles)
             broken = emit.output_problems(output)
             if broken:  # the compiler's own fault: say so plainly rather than write a bad file

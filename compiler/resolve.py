@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import Diagnostic
-from .memory import DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, is_cloud
+from .memory import BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, is_cloud
 from .merge import Layer, Merged, origin
 from .validate import alias_table
 
@@ -44,6 +44,15 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
     models = {}
     for model_id, model in sorted((data.get("models") or {}).items()):
         resolved = {**MODEL_DEFAULTS, **model}
+        quant = model.get("quantization")
+        estimated = not is_cloud(model) and not (model.get("memory") or {}).get("ram_mb") \
+            and not (model.get("artifact") or {}).get("size_bytes")
+        if estimated and quant and quant.upper() not in BITS_PER_WEIGHT:
+            file, line, col = locate(("models", model_id, "quantization"))
+            problems.append(Diagnostic(
+                file, line, col, "W300", f"quantization {quant!r} of {model_id!r} has no bits-per-weight entry; "
+                f"its memory is estimated at {UNKNOWN_QUANT_BPW:g} bits per weight",
+                "declare memory.ram_mb or artifact.size_bytes for an exact figure", severity="warning"))
         artifact = model.get("artifact")
         if artifact and not is_cloud(model):
             resolved["artifact"] = {**artifact, "url": _artifact_url(model_id, artifact, locate, problems)}

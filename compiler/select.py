@@ -113,7 +113,6 @@ class Plan:
     budget: Budget
     roles: dict[str, RolePlan]
     diagnostics: list[Diagnostic]
-    warnings: list[Diagnostic]
 
     def models_used(self) -> list[str]:
         used = set()
@@ -145,7 +144,7 @@ def select(catalog: Catalog, host: Host) -> Plan:
         _choose(plan, catalog, shared if plan.resident else None, loaded)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
-    return Plan(host, budget, plans, diagnostics, [])
+    return Plan(host, budget, plans, diagnostics)
 
 
 @dataclass(frozen=True)

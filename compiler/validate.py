@@ -140,14 +140,20 @@ def _find_cycle(start: str, profiles: dict[str, Document]) -> list[str] | None:
     return cycle[smallest:] + cycle[:smallest]
 
 
-def check_host_profiles(hosts_doc: Document, hosts: dict, profiles: dict) -> list[Diagnostic]:
-    problems = []
+def check_hosts(merged: Merged, profiles: dict) -> list[Diagnostic]:
+    """The merged inventory against the strict hosts schema, and the profiles each host names."""
+
+    def locate(path):
+        return origin(merged.layers, path)
+
+    hosts = merged.data.get("hosts") or {}
+    problems = schema_diagnostics(
+        schema.iter_errors("hosts", {"schema_version": 2, "kind": "hosts", "hosts": hosts}, layer=False), locate)
     for name, spec in hosts.items():
-        for index, profile in enumerate((spec or {}).get("profiles") or ()):
+        for index, profile in enumerate((spec if isinstance(spec, dict) else {}).get("profiles") or ()):
             if profile not in profiles:
-                line, col = hosts_doc.where(("hosts", name, "profiles", index))
-                problems.append(Diagnostic(hosts_doc.path, line, col, "E206",
-                                           f"host {name!r} names unknown profile {profile!r}",
+                file, line, col = locate(("hosts", name, "profiles", index))
+                problems.append(Diagnostic(file, line, col, "E206", f"host {name!r} names unknown profile {profile!r}",
                                            did_you_mean(profile, profiles)))
     return problems
 

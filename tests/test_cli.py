@@ -22,8 +22,8 @@ def test_build_a_declared_host_prints_the_role_table(base_catalog: Path, monkeyp
     rows = [line.split() for line in result.stdout.splitlines()]
     assert ["chat", "big-chat", "5.5", "GiB", "cpu", "small-chat,", "cloud-mini"] in rows
     assert (out / "explain.json").is_file()
-    # this machine is not 8 GiB: the declared facts win, with a warning
-    assert "W401" in result.stderr
+    # this machine is not 8 GiB: the declared facts win, with a warning at the host's declaration
+    assert "sources/hosts.yaml:4:3: warning[W401]: host 'box-8' is declared with 8.0 GiB RAM" in result.stderr
 
 
 def test_an_undeclared_machine_compiles_detected_facts_into_out_local(base_catalog: Path):
@@ -145,3 +145,11 @@ def test_host_prints_detected_facts():
     result = run_cli("host", "--json")
     facts = json.loads(result.stdout)
     assert result.exit_code == 0 and facts["name"] == "test-machine" and facts["ram_mb"] > 0
+
+
+def test_unknown_quantization_is_a_warning_not_an_error(base_catalog: Path):
+    (base_catalog / "sources" / "20-iq.yaml").write_text(
+        "schema_version: 2\nkind: catalog\nmodels:\n  small-chat: {quantization: IQ4_XS}\n")
+    result = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
+    assert result.exit_code == 0
+    assert "sources/20-iq.yaml:4:16: warning[W300]: quantization 'IQ4_XS' of 'small-chat'" in result.stderr
