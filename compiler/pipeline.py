@@ -72,6 +72,7 @@ class Project:
     def __init__(self, root: Path):
         self.root = root
         self._compiled: dict[tuple, tuple[Catalog | None, list[Diagnostic]]] = {}
+        self._user_docs: dict[Path, tuple[Document | None, list[Diagnostic]]] = {}
 
     # ------------------------------------------------------------------------------ files
 
@@ -116,7 +117,10 @@ class Project:
                 if path.suffix in SOURCE_SUFFIXES:
                     doc, problems = self.read(path, "discovered")
                     sources.errors += problems
-                    if doc is not None:
+                    if doc is not None and doc.kind != "catalog":
+                        sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
+                                                         f"discovered/ holds catalog layers, found kind {doc.kind!r}"))
+                    elif doc is not None:
                         sources.discovered[path.stem] = doc
         profile_dir = self.root / "profiles"
         if profile_dir.is_dir():
@@ -211,7 +215,9 @@ class Project:
             layers.append(Layer("discovered", discovered))
         layers += [Layer(doc.layer, doc) for doc in sources.catalogs]
         for path in target.user_files:
-            doc, problems = self.read(path, "user")
+            if path not in self._user_docs:
+                self._user_docs[path] = self.read(path, "user")
+            doc, problems = self._user_docs[path]
             report.errors.extend(p for p in problems if p not in report.errors)
             if doc is not None:
                 layers.append(Layer("user", doc))
@@ -237,29 +243,24 @@ class Project:
         return self._compiled[key]
 
     def compile(self, options: BuildOptions, write: bool = True) -> Report:
-        report = self._compile(options)
+        report = self._compile(options, self.load_sources(options.with_staging))
         report.errors = sorted(set(report.errors))
+        report.warnings = sorted(set(report.warnings))
         if report.ok and write and not options.check:
             for result in report.results:
                 emit.write_atomic(result.folder / emit.MODELS_JSON, result.models_bytes)
                 emit.write_atomic(result.folder / emit.EXPLAIN_JSON, result.explain_bytes)
         return report
 
-    def _compile(self, options: BuildOptions) -> Report:
-        report = Report()
-        sources = self.load_sources(options.with_staging)
-        report.errors += sources.errors
+    def _compile(self, options: BuildOptions, sources: Sources) -> Report:
+        report = Report(errors=list(sources.errors))
         if report.errors:
             return report
         out_root = options.out_dir or self.root / "out"
         for target in self.targets(sources, options, report):
             layers, profiles = self.layers_for(target, sources, options, report)
-            catalog, problems = self.catalog_for(layers)
-            for problem in problems:
-                found = report.errors if problem.severity == "error" else report.warnings
-                if problem not in found:
-                    found.append(problem)
-            if catalog is None or any(p.severity == "error" for p in problems):
+            catalog = self._checked_catalog(layers, report)
+            if catalog is None:
                 continue
             plan = select(catalog, target.host)
             report.errors += plan.diagnostics
@@ -275,14 +276,32 @@ class Project:
                 emit.is_stale(folder / emit.MODELS_JSON, models_bytes), plan))
         return report
 
+    def _checked_catalog(self, layers: list[Layer], report: Report) -> Catalog | None:
+        """The catalog for these layers, its problems added to the report (each once)."""
+        catalog, problems = self.catalog_for(layers)
+        for problem in problems:
+            found = report.errors if problem.severity == "error" else report.warnings
+            if problem not in found:
+                found.append(problem)
+        return None if any(p.severity == "error" for p in problems) else catalog
+
     def validate(self, paths: list[Path] | None = None) -> Report:
-        """Check files alone (`paths`), or the whole catalog compiled for every declared host."""
-        report = Report()
+        """Check files alone (`paths`); or the whole catalog: compiled for every declared host,
+        and merged with each profile, so a profile no host uses is checked too."""
         if paths:
+            report = Report()
             for path in paths:
-                _, problems = self.read(path)
-                report.errors += problems
-            report.errors = sorted(set(report.errors))
-            return report
-        compiled = self.compile(BuildOptions(all_hosts=True), write=False)
-        return compiled
+                report.errors += self.read(path)[1]
+        else:
+            sources = self.load_sources()
+            report = self._compile(BuildOptions(all_hosts=True), sources)
+            if sources.errors:
+                return report
+            base = [Layer(doc.layer, doc) for doc in sources.catalogs]
+            self._checked_catalog(base, report)
+            for name in sources.profiles:
+                chain = self.profile_chain([name], sources)
+                self._checked_catalog(base + [Layer(f"profile:{p}", sources.profiles[p]) for p in chain], report)
+        report.errors = sorted(set(report.errors))
+        report.warnings = sorted(set(report.warnings))
+        return report

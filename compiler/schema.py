@@ -41,6 +41,7 @@ def layer_schema(kind: str, version: int = 2) -> dict:
     return schema
 
 
+NULL = {"type": "null"}  # second in each anyOf: tried only when the real schema fails
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs")
 _SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
 _SCHEMA_VALUES = ("items", "additionalProperties", "propertyNames", "not", "contains")
@@ -61,9 +62,9 @@ def _nullable(node: dict) -> None:
             _nullable(node[keyword])
     for keyword in ("properties", "patternProperties"):
         if keyword in node:
-            node[keyword] = {name: {"anyOf": [{"type": "null"}, sub]} for name, sub in node[keyword].items()}
+            node[keyword] = {name: {"anyOf": [sub, NULL]} for name, sub in node[keyword].items()}
     if isinstance(node.get("additionalProperties"), dict):
-        node["additionalProperties"] = {"anyOf": [{"type": "null"}, node["additionalProperties"]]}
+        node["additionalProperties"] = {"anyOf": [node["additionalProperties"], NULL]}
     if node.get("additionalProperties") is False:  # `$` keys are checked by validate, not here
         node.setdefault("patternProperties", {})["^\\$"] = {}
 

@@ -173,9 +173,9 @@ def _type_of(value) -> str:
 
 
 def _leaves(error):
-    """Unwrap the layer schema's `anyOf: [null, X]` so errors speak of X."""
-    if error.validator == "anyOf" and error.schema["anyOf"][:1] == [{"type": "null"}]:
-        inner = [e for e in error.context if e.relative_schema_path and e.relative_schema_path[0] == 1]
+    """Unwrap the layer schema's `anyOf: [X, null]` so errors speak of X."""
+    if error.validator == "anyOf" and error.schema["anyOf"][1:] == [schema.NULL]:
+        inner = [e for e in error.context if e.relative_schema_path and e.relative_schema_path[0] == 0]
         for sub in inner:
             yield from _leaves(sub)
         if not inner:

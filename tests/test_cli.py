@@ -153,3 +153,49 @@ def test_unknown_quantization_is_a_warning_not_an_error(base_catalog: Path):
     result = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
     assert result.exit_code == 0
     assert "sources/20-iq.yaml:4:16: warning[W300]: quantization 'IQ4_XS' of 'small-chat'" in result.stderr
+
+
+def test_output_changes_only_when_something_the_host_uses_changes(base_catalog: Path):
+    assert run_cli("-C", str(base_catalog), "build", "--all").exit_code == 0
+    before = tree_bytes(base_catalog / "out")
+    (base_catalog / "sources" / "05-unrelated.yaml").write_text(
+        "schema_version: 2\nkind: catalog\nmodels:\n  embedder: {provider: local, workloads: [embedding], "
+        "params_b: 0.1, aliases: [emb]}\n")
+    models = base_catalog / "sources" / "00-models.yaml"
+    models.write_text("# a comment moves every line below it\n" + models.read_text())
+    assert run_cli("-C", str(base_catalog), "build", "--all").exit_code == 0
+    after = tree_bytes(base_catalog / "out")
+    assert {k: v for k, v in after.items() if k.endswith("models.json")} == \
+        {k: v for k, v in before.items() if k.endswith("models.json")}
+    assert after["box-8/explain.json"] != before["box-8/explain.json"], "explain.json carries the new line numbers"
+
+
+def test_json_layers_and_catalogs_without_profiles(base_catalog: Path):
+    import shutil
+    shutil.rmtree(base_catalog / "profiles")
+    hosts = base_catalog / "sources" / "hosts.yaml"
+    hosts.write_text(hosts.read_text().replace(", profiles: [base]", ""))
+    (base_catalog / "sources" / "20-patch.json").write_text(
+        '{\n  "schema_version": 2,\n  "kind": "catalog",\n  "models": {\n    "big-chat": {"priority": 7}\n  }\n}\n')
+    result = run_cli("-C", str(base_catalog), "explain", "box-8", "/models/big-chat/priority")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["/models/big-chat/priority",
+                                          "  => sources/20-patch.json:5:18 (sources): 7"]
+
+
+def test_explain_a_model_lists_its_roles_and_provenance(base_catalog: Path):
+    result = run_cli("-C", str(base_catalog), "explain", "box-32", "small-chat")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "model small-chat: used by chat, summarization"
+    assert "/models/small-chat/aliases" in lines
+    summary = run_cli("-C", str(base_catalog), "explain", "box-32")
+    assert "  chat: big-chat [largest_fit, 2 candidates]" in summary.stdout
+
+
+def test_validate_checks_profiles_no_host_uses(base_catalog: Path):
+    (base_catalog / "profiles" / "unused.yaml").write_text(
+        "schema_version: 2\nkind: profile\nroles:\n  chat: {prefer: [big-chta]}\n")
+    result = run_cli("-C", str(base_catalog), "validate")
+    assert result.exit_code == 1
+    assert "profiles/unused.yaml:4:19: error[E200]: role 'chat' prefers unknown model 'big-chta'" in result.stderr
