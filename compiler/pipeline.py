@@ -295,13 +295,12 @@ class Project:
         else:
             sources = self.load_sources()
             report = self._compile(BuildOptions(all_hosts=True), sources)
-            if sources.errors:
-                return report
-            base = [Layer(doc.layer, doc) for doc in sources.catalogs]
-            self._checked_catalog(base, report)
-            for name in sources.profiles:
-                chain = self.profile_chain([name], sources)
-                self._checked_catalog(base + [Layer(f"profile:{p}", sources.profiles[p]) for p in chain], report)
+            if not sources.errors:
+                base = [Layer(doc.layer, doc) for doc in sources.catalogs]
+                self._checked_catalog(base, report)
+                for name in sources.profiles:
+                    chain = [Layer(f"profile:{p}", sources.profiles[p]) for p in self.profile_chain([name], sources)]
+                    self._checked_catalog(base + chain, report)
         report.errors = sorted(set(report.errors))
         report.warnings = sorted(set(report.warnings))
         return report
