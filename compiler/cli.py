@@ -90,8 +90,9 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
         project = obj.project()
         result = project.compile(options)
         from . import report
-        if result.errors or result.warnings:
-            click.echo(report.diagnostics(result.errors, result.warnings), err=True)
+        warnings = [] if quiet else result.warnings
+        if result.errors or warnings:
+            click.echo(report.diagnostics(result.errors, warnings), err=True)
         if result.errors:
             return EXIT_INVALID
         summaries = [(r.folder, r.output, r.stale) for r in result.results]
@@ -113,17 +114,16 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
 
 
 def _print_results(results, check: bool, single: bool) -> None:
+    """One line per host; the role table too when a single host was built."""
     from . import report
 
     for folder, output, stale in results:
-        if single and not check:
-            click.echo(f"{folder}/models.json" + (" (updated)" if stale else " (unchanged)"))
+        if check:
+            click.echo(f"{folder}/models.json: {'stale' if stale else 'up to date'}")
+            continue
+        click.echo(f"{folder}/models.json ({'updated' if stale else 'unchanged'})")
+        if single:
             click.echo(report.role_table(output))
-        else:
-            if check:
-                click.echo(f"{folder}/models.json: {'stale' if stale else 'up to date'}")
-            else:
-                click.echo(f"{folder}/models.json ({'updated' if stale else 'unchanged'})")
 
 
 @main.command(name="validate")

@@ -139,7 +139,7 @@ def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
     plans = {name: _evaluate(name, catalog, budget) for name in catalog.roles}
     shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots)
-    loaded: set[str] = set()
+    loaded: dict[str, str] = {}
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
         _choose(plan, catalog, shared if plan.resident else None, loaded)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
@@ -244,25 +244,29 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget) -> RolePlan:
     return plan
 
 
-def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: set[str]) -> None:
+def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: dict[str, str]) -> None:
+    """Pick the role's model and fallbacks; a resident role also takes its share of `shared`.
+
+    `loaded` maps each resident model chosen so far to its placement."""
     survivors = [v for v in plan.candidates if v.verdict == "survivor"]
     if shared is not None:  # resident: must fit beside the resident models chosen so far
         fitting = []
         for verdict in survivors:
-            if verdict.model in loaded:
+            if verdict.model in loaded:  # already resident for another role: it costs nothing more
+                verdict.placement = loaded[verdict.model]
                 fitting.append(verdict)
                 continue
-            if shared.slots is not None and len(loaded) >= shared.slots:
-                verdict.verdict, verdict.reason = "rejected", f"max_loaded_models ({shared.slots}) already resident"
-                continue
             placement = shared.place(verdict.memory.mb)
-            if placement is None:
-                verdict.verdict = "rejected"
+            if shared.slots is not None and len(loaded) >= shared.slots:
+                verdict.reason = f"max_loaded_models ({shared.slots}) reached by the resident roles packed before it"
+            elif placement is None:
                 verdict.reason = (f"needs {verdict.memory.mb:,} MiB, {shared.capacity():,} MiB left beside "
                                   f"the resident roles packed before it")
+            else:
+                verdict.placement = placement
+                fitting.append(verdict)
                 continue
-            verdict.placement = placement
-            fitting.append(verdict)
+            verdict.verdict, verdict.placement = "rejected", None
         survivors = fitting
     if survivors:
         if plan.strategy == "largest_fit":
@@ -273,7 +277,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: set
         plan.model, plan.placement, plan.memory_mb = chosen.model, chosen.placement, chosen.memory.mb
         if shared is not None and chosen.model not in loaded:
             shared.take(chosen.memory.mb, chosen.placement)
-            loaded.add(chosen.model)
+            loaded[chosen.model] = chosen.placement
     limit = catalog.selection["max_fallbacks"]
     for verdict in survivors:
         if verdict.verdict == "survivor" and len(plan.fallbacks) < limit:

@@ -35,6 +35,27 @@ roles:
   embedding: {workload: embedding}
   planner: {workload: chat, requires: {context_min: 32768}, resident: true}
 """
+LOADERS_SCRIPT = """
+import sys, time
+import yaml
+from ruamel.yaml import YAML
+from compiler.load import load_yaml_text
+text = open(sys.argv[1]).read()
+def best(fn):
+    times = []
+    for _ in range(int(sys.argv[2])):
+        start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
+    return min(times)
+rows = {
+    "hostfit (libyaml events, positions kept)": best(lambda: load_yaml_text(text, "f")),
+    "PyYAML CSafeLoader compose (positions kept)": best(lambda: yaml.compose(text, Loader=yaml.CSafeLoader)),
+    "PyYAML CSafeLoader load (no positions)": best(lambda: yaml.load(text, Loader=yaml.CSafeLoader)),
+    "ruamel.yaml safe load": best(lambda: YAML(typ="safe").load(text)),
+    "ruamel.yaml round-trip load": best(lambda: YAML().load(text)),
+}
+for name, seconds in rows.items():
+    print(f"{name}\t{seconds}")
+"""
 OMEGACONF_SCRIPT = """
 import sys
 from omegaconf import OmegaConf
@@ -121,7 +142,16 @@ def main() -> int:
         t_pass, _ = timed([sys.executable, "-c", "pass"], env, work)
         rows.append(("hostfit --help", "python -c pass", t_help, t_pass, None))
 
+        loaders = subprocess.run([sys.executable, "-c", LOADERS_SCRIPT, str(big), str(REPEAT)], env=env, cwd=REPO,
+                                 capture_output=True, text=True, check=True, timeout=900).stdout
+
         print(f"hostfit benchmarks: {models:,} models, {lines:,} lines of YAML; best of {REPEAT} runs each\n")
+        print("loading the YAML in one process (how the compile path's loader was chosen):")
+        timings = [line.split("\t") for line in loaders.strip().splitlines()]
+        ours = float(timings[0][1])
+        for name, seconds in timings:
+            print(f"  {name:<46} {float(seconds):>7.3f}s  {float(seconds) / ours:>6.2f}x hostfit's")
+        print()
         print(f"{'measure':<44} {'hostfit':>9} {'baseline':>9} {'ratio':>7}  {'target':>7}  baseline")
         for name, baseline, ours, theirs, target in rows:
             ratio = ours / theirs
