@@ -165,14 +165,14 @@ def explain(obj: Context, host: str, subject: str | None, as_json: bool) -> None
 
         project = obj.project()
         result = project.compile(BuildOptions(hosts=(host,)), write=False)
-        if result.errors or not result.results:
+        if result.errors:  # shown, but a host whose selection failed can still be explained
             from . import report
             click.echo(report.diagnostics(result.errors, result.warnings), err=True)
-            return EXIT_INVALID
-        import json
-        document = json.loads(result.results[0].explain_bytes)
-        click.echo(explainer.render(document, subject, as_json))
-        return EXIT_OK
+        if result.results:
+            import json
+            document = json.loads(result.results[0].explain_bytes)
+            click.echo(explainer.render(document, subject, as_json))
+        return EXIT_INVALID if result.errors else EXIT_OK
 
     run(action)
 

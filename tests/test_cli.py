@@ -199,3 +199,12 @@ def test_validate_checks_profiles_no_host_uses(base_catalog: Path):
     result = run_cli("-C", str(base_catalog), "validate")
     assert result.exit_code == 1
     assert "profiles/unused.yaml:4:19: error[E200]: role 'chat' prefers unknown model 'big-chta'" in result.stderr
+
+
+def test_explain_shows_why_a_required_role_cannot_be_served(base_catalog: Path):
+    (base_catalog / "sources" / "20-big.yaml").write_text(
+        "schema_version: 2\nkind: catalog\nroles:\n  chat: {prefer: [big-chat], requires: {context_min: 65536}}\n")
+    result = run_cli("-C", str(base_catalog), "explain", "box-8", "chat")
+    assert result.exit_code == 1
+    assert "error[E300]: required role 'chat' cannot be served on host 'box-8'" in result.stderr
+    assert "rejected  big-chat: context window 32,768 < required 65,536" in result.stdout
