@@ -3,13 +3,13 @@
     HostfitError                    anything hostfit reports instead of a traceback
     ├── InputError                  the catalog is at fault: exit status 1
     │   ├── LoadError               a file cannot be read as YAML/JSON (syntax, duplicate key, tag, bomb)
-    │   ├── VersionError            schema_version missing, not an integer, or newer than this compiler
-    │   └── ValidationError         the documents load but break the schema or a semantic rule
+    │   └── VersionError            schema_version missing, not an integer, or newer than this compiler
     ├── UsageError                  the command line is at fault: exit status 2
     └── RuntimeFailure              the machine is at fault (disk, network): exit status 3
 
 An InputError carries every Diagnostic found, not just the first, so a user fixes a file in
-one pass.
+one pass. Schema and semantic problems are not raised: validate returns them as data, so one
+bad file never stops the checks of the others.
 """
 
 from __future__ import annotations
@@ -59,10 +59,6 @@ class LoadError(InputError):
 
 
 class VersionError(InputError):
-    pass
-
-
-class ValidationError(InputError):
     pass
 
 

@@ -16,18 +16,7 @@ from .errors import UsageError
 from .load import Document, Positions, YamlPath, load_yaml_text
 
 SECTIONS = ("models", "roles", "selection", "hosts")
-META_KEYS = frozenset(("schema_version", "kind", "merge", "name", "extends", "description", "$schema", "$comment"))
 MERGE_KEY = "$merge"
-
-
-class _Missing:
-    """Not given at all, as opposed to an explicit null (which deletes)."""
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING = _Missing()
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import json
 
 from .errors import Diagnostic
 
-FORMATS = ("text", "json", "github")
 DEFAULT_LIMIT = 50
 
 

@@ -41,6 +41,13 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HOST", "test-machine")
 
 
+def add_layer(catalog: Path, name: str, body: str, folder: str = "sources") -> Path:
+    """Write a catalog layer (the schema_version/kind header is added) into the catalog."""
+    path = catalog / folder / name
+    path.write_text("schema_version: 2\nkind: catalog\n" + body)
+    return path
+
+
 def run_cli(*args: str):
     """Invoke hostfit in-process; returns click's Result (exit_code, stdout, stderr)."""
     return CliRunner().invoke(main, list(args), catch_exceptions=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tree_bytes
+from conftest import add_layer, run_cli, tree_bytes
 
 
 def test_build_a_declared_host_prints_the_role_table(base_catalog: Path, monkeypatch):
@@ -148,8 +148,8 @@ def test_host_prints_detected_facts():
 
 
 def test_unknown_quantization_is_a_warning_not_an_error(base_catalog: Path):
-    (base_catalog / "sources" / "20-iq.yaml").write_text(
-        "schema_version: 2\nkind: catalog\nmodels:\n  small-chat: {quantization: IQ4_XS}\n")
+    add_layer(base_catalog, "20-iq.yaml",
+        "models:\n  small-chat: {quantization: IQ4_XS}\n")
     result = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
     assert result.exit_code == 0
     assert "sources/20-iq.yaml:4:16: warning[W300]: quantization 'IQ4_XS' of 'small-chat'" in result.stderr
@@ -158,8 +158,8 @@ def test_unknown_quantization_is_a_warning_not_an_error(base_catalog: Path):
 def test_output_changes_only_when_something_the_host_uses_changes(base_catalog: Path):
     assert run_cli("-C", str(base_catalog), "build", "--all").exit_code == 0
     before = tree_bytes(base_catalog / "out")
-    (base_catalog / "sources" / "05-unrelated.yaml").write_text(
-        "schema_version: 2\nkind: catalog\nmodels:\n  embedder: {provider: local, workloads: [embedding], "
+    add_layer(base_catalog, "05-unrelated.yaml",
+        "models:\n  embedder: {provider: local, workloads: [embedding], "
         "params_b: 0.1, aliases: [emb]}\n")
     models = base_catalog / "sources" / "00-models.yaml"
     models.write_text("# a comment moves every line below it\n" + models.read_text())
@@ -202,9 +202,17 @@ def test_validate_checks_profiles_no_host_uses(base_catalog: Path):
 
 
 def test_explain_shows_why_a_required_role_cannot_be_served(base_catalog: Path):
-    (base_catalog / "sources" / "20-big.yaml").write_text(
-        "schema_version: 2\nkind: catalog\nroles:\n  chat: {prefer: [big-chat], requires: {context_min: 65536}}\n")
+    add_layer(base_catalog, "20-big.yaml",
+        "roles:\n  chat: {prefer: [big-chat], requires: {context_min: 65536}}\n")
     result = run_cli("-C", str(base_catalog), "explain", "box-8", "chat")
     assert result.exit_code == 1
     assert "error[E300]: required role 'chat' cannot be served on host 'box-8'" in result.stderr
     assert "rejected  big-chat: context window 32,768 < required 65,536" in result.stdout
+
+
+def test_a_disk_failure_exits_3_without_a_traceback(base_catalog: Path):
+    blocker = base_catalog / "not-a-folder"
+    blocker.write_text("a file where the output folder should go\n")
+    result = run_cli("-C", str(base_catalog), "build", "--all", "--out", str(blocker / "out"))
+    assert result.exit_code == 3
+    assert result.stderr.startswith("hostfit: error: cannot write ") and "Traceback" not in result.output
