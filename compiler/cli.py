@@ -152,6 +152,47 @@ def validate_command(obj: Context, paths, fmt, max_errors) -> None:
     run(action)
 
 
+@main.command(name="migrate")
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--write", is_flag=True, help="Rewrite the files in place (comments and order kept).")
+@click.option("--backup", is_flag=True, help="With --write: keep the original as FILE.bak.")
+@click.pass_obj
+def migrate_command(obj: Context, paths, write: bool, backup: bool) -> None:
+    """Bring files written for older schema versions up to date (a diff, or --write)."""
+    def action() -> int:
+        from . import edit, report
+        from .errors import InputError
+        from .pipeline import Project
+
+        project = Project(obj.directory.resolve() if obj.directory else Path.cwd()) if paths else obj.project()
+        errors, warnings, changed = [], [], 0
+        for path in paths or project.catalog_files():
+            try:
+                rewrite = edit.migrate_file(path, project.display(path))
+            except InputError as exc:
+                errors += exc.diagnostics
+                continue
+            if not rewrite.changed:
+                continue
+            changed += 1
+            warnings += rewrite.warnings
+            if write:
+                edit.write(rewrite, backup)
+                click.echo(f"migrated {rewrite.display}" + (f" (original kept as {rewrite.display}.bak)"
+                                                             if backup else ""), err=True)
+            else:
+                click.echo(rewrite.diff(), nl=False)
+        if errors or warnings:
+            click.echo(report.diagnostics(sorted(errors), sorted(warnings)), err=True)
+        if not changed and not errors:
+            click.echo("nothing to migrate: every file is at the current schema version", err=True)
+        elif changed and not write:
+            click.echo(f"{changed} file(s) would change; run with --write to rewrite them", err=True)
+        return EXIT_INVALID if errors else EXIT_OK
+
+    run(action)
+
+
 @main.command()
 @click.argument("host")
 @click.argument("subject", required=False)

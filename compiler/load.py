@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ class Positions:
 
     def _ensure(self) -> dict:
         return self._table
+
+    def items(self):
+        return self._ensure().items()
 
     def exact(self, path: YamlPath) -> tuple[int, int] | None:
         return self._ensure().get(tuple(path))
@@ -75,6 +78,7 @@ class Document:
     data: dict
     positions: Positions
     layer: str = "sources"
+    notes: list[Diagnostic] = field(default_factory=list)  # warnings found while loading/migrating
 
     @property
     def kind(self) -> Any:

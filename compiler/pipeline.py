@@ -30,6 +30,7 @@ SOURCE_SUFFIXES = (".yaml", ".yml", ".json")
 class Sources:
     """Every file of the catalog, loaded and checked on its own."""
 
+    warnings: list[Diagnostic] = field(default_factory=list)
     catalogs: list[Document] = field(default_factory=list)
     hosts_docs: list[Document] = field(default_factory=list)
     profiles: dict[str, Document] = field(default_factory=dict)
@@ -68,6 +69,14 @@ class Report:
         return not self.errors
 
 
+def route(problems: list[Diagnostic], errors: list[Diagnostic], warnings: list[Diagnostic]) -> None:
+    """File each problem under errors or warnings, once."""
+    for problem in problems:
+        found = errors if problem.severity == "error" else warnings
+        if problem not in found:
+            found.append(problem)
+
+
 class Project:
     def __init__(self, root: Path):
         self.root = root
@@ -83,12 +92,13 @@ class Project:
             return str(path)
 
     def read(self, path: Path, layer: str = "sources") -> tuple[Document | None, list[Diagnostic]]:
-        """load -> migrate -> check_document; a file that fails a stage yields its diagnostics."""
+        """load -> migrate -> check_document; a file that fails a stage yields its diagnostics
+        (errors, and warnings such as "migrated from version 1")."""
         try:
             doc = migrate.migrate(load_file(path, self.display(path), layer))
         except InputError as exc:
             return None, exc.diagnostics
-        return doc, validate.check_document(doc)
+        return doc, doc.notes + validate.check_document(doc)
 
     def source_files(self, with_staging: bool = False) -> list[Path]:
         folders = [self.root / "sources"] + ([self.root / "sources" / "staging"] if with_staging else [])
@@ -96,11 +106,17 @@ class Project:
                  if p.suffix in SOURCE_SUFFIXES and p.is_file()]
         return files
 
+    def catalog_files(self) -> list[Path]:
+        """Every document of the catalog: sources/ (staging/ and discovered/ too) and profiles/."""
+        folders = ("sources", "sources/staging", "sources/discovered", "profiles")
+        return [p for name in folders if (self.root / name).is_dir() for p in sorted((self.root / name).iterdir())
+                if p.suffix in SOURCE_SUFFIXES and p.is_file()]
+
     def load_sources(self, with_staging: bool = False) -> Sources:
         sources = Sources()
         for path in self.source_files(with_staging):
             doc, problems = self.read(path, "staging" if path.parent.name == "staging" else "sources")
-            sources.errors += problems
+            route(problems, sources.errors, sources.warnings)
             if doc is None:
                 continue
             if doc.kind == "hosts":
@@ -116,7 +132,7 @@ class Project:
             for path in sorted(discovered.iterdir()):
                 if path.suffix in SOURCE_SUFFIXES:
                     doc, problems = self.read(path, "discovered")
-                    sources.errors += problems
+                    route(problems, sources.errors, sources.warnings)
                     if doc is not None and doc.kind != "catalog":
                         sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
                                                          f"discovered/ holds catalog layers, found kind {doc.kind!r}"))
@@ -128,7 +144,7 @@ class Project:
                 if path.suffix not in SOURCE_SUFFIXES:
                     continue
                 doc, problems = self.read(path, "profile")
-                sources.errors += problems
+                route(problems, sources.errors, sources.warnings)
                 if doc is None:
                     continue
                 if doc.kind != "profile":
@@ -218,7 +234,7 @@ class Project:
             if path not in self._user_docs:
                 self._user_docs[path] = self.read(path, "user")
             doc, problems = self._user_docs[path]
-            report.errors.extend(p for p in problems if p not in report.errors)
+            route(problems, report.errors, report.warnings)
             if doc is not None:
                 layers.append(Layer("user", doc))
         wanted = list(target.host.profiles) + [p for p in options.profiles if p not in target.host.profiles]
@@ -253,7 +269,7 @@ class Project:
         return report
 
     def _compile(self, options: BuildOptions, sources: Sources) -> Report:
-        report = Report(errors=list(sources.errors))
+        report = Report(errors=list(sources.errors), warnings=list(sources.warnings))
         if report.errors:
             return report
         out_root = options.out_dir or self.root / "out"
@@ -279,10 +295,7 @@ class Project:
     def _checked_catalog(self, layers: list[Layer], report: Report) -> Catalog | None:
         """The catalog for these layers, its problems added to the report (each once)."""
         catalog, problems = self.catalog_for(layers)
-        for problem in problems:
-            found = report.errors if problem.severity == "error" else report.warnings
-            if problem not in found:
-                found.append(problem)
+        route(problems, report.errors, report.warnings)
         return None if any(p.severity == "error" for p in problems) else catalog
 
     def validate(self, paths: list[Path] | None = None) -> Report:
@@ -291,7 +304,7 @@ class Project:
         if paths:
             report = Report()
             for path in paths:
-                report.errors += self.read(path)[1]
+                route(self.read(path)[1], report.errors, report.warnings)
         else:
             sources = self.load_sources()
             report = self._compile(BuildOptions(all_hosts=True), sources)

@@ -85,7 +85,7 @@ def fast_validator(kind: str, layer: bool, version: int = 2):
     schema = layer_schema(kind, version) if layer else strict_schema(kind, version)
     text = json.dumps(schema, sort_keys=True)
     key = hashlib.sha256(f"{text}|{fastjsonschema.VERSION}|{sys.version}".encode()).hexdigest()[:24]
-    cache = _cache_dir() / f"{kind}-{'layer' if layer else 'strict'}-{key}.marshal"
+    cache = _cache_dir() / f"{kind}.v{version}-{'layer' if layer else 'strict'}-{key}.marshal"
     code = None
     try:
         code = marshal.loads(cache.read_bytes())
@@ -114,18 +114,18 @@ def _write_quietly(path: Path, data: bytes) -> None:
         pass
 
 
-def is_valid(kind: str, data, layer: bool) -> bool:
+def is_valid(kind: str, data, layer: bool, version: int = 2) -> bool:
     import fastjsonschema
 
     try:
-        fast_validator(kind, layer)(data)
+        fast_validator(kind, layer, version)(data)
     except fastjsonschema.JsonSchemaException:
         return False
     return True
 
 
-def iter_errors(kind: str, data, layer: bool):
-    """Every schema error in `data`, most specific first; empty for a valid document."""
-    if is_valid(kind, data, layer):
+def iter_errors(kind: str, data, layer: bool, version: int = 2):
+    """Every schema error in `data`; empty for a valid document."""
+    if is_valid(kind, data, layer, version):
         return []
-    return list(reference_validator(kind, layer).iter_errors(data))
+    return list(reference_validator(kind, layer, version).iter_errors(data))

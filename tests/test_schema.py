@@ -76,7 +76,7 @@ def test_compiled_validators_are_cached_between_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     schema.fast_validator.cache_clear()
     schema.fast_validator("hosts", True)
-    cached = list((tmp_path / "hostfit" / "schemas").glob("hosts-layer-*.marshal"))
+    cached = list((tmp_path / "hostfit" / "schemas").glob("hosts.v2-layer-*.marshal"))
     assert len(cached) == 1
     schema.fast_validator.cache_clear()
     assert schema.fast_validator("hosts", True)({"schema_version": 2, "kind": "hosts"}) is not None

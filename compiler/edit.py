@@ -1,0 +1,112 @@
+"""Edits of catalog files in place: ruamel.yaml round-trip, so the lines an edit does not touch
+keep their comments, order and quoting byte for byte; every result is re-validated before it
+is written, and written atomically.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import migrate as migration
+from . import validate
+from .emit import write_atomic
+from .errors import Diagnostic, InputError, RuntimeFailure
+from .load import load_json_text, load_yaml_text
+
+
+def roundtrip(text: str):
+    """A ruamel.yaml round-trip loader set to this file's own indentation, and the loaded tree."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    _, sequence, offset = load_yaml_guess_indent(text)
+    indents = [len(m.group(1)) for m in re.finditer(r"^( +)[^ #\-\n]", text, re.M)]
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap a long line the edit did not touch
+    yaml.indent(mapping=min(indents) if indents else 2, sequence=sequence or 2, offset=offset or 0)
+    return yaml, yaml.load(text)
+
+
+def dump(yaml, tree) -> str:
+    out = io.StringIO()
+    yaml.dump(tree, out)
+    return out.getvalue()
+
+
+def load_text(text: str, display: str):
+    return load_json_text(text, display) if display.endswith(".json") else load_yaml_text(text, display)
+
+
+def recheck(text: str, display: str) -> list[Diagnostic]:
+    """Errors the rewritten text would have: it must load, be at the current version and validate."""
+    try:
+        doc = load_text(text, display)
+        if migration.check_version(doc) != migration.CURRENT:
+            return [Diagnostic(display, 1, 1, "E014", "the rewrite is not at the current schema version")]
+    except InputError as exc:
+        return exc.diagnostics
+    return [d for d in validate.check_document(doc) if d.severity == "error"]
+
+
+@dataclass
+class Rewrite:
+    path: Path
+    display: str
+    before: str
+    after: str
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def diff(self) -> str:
+        return "".join(difflib.unified_diff(self.before.splitlines(True), self.after.splitlines(True),
+                                            f"a/{self.display}", f"b/{self.display}"))
+
+
+def migrate_file(path: Path, display: str) -> Rewrite:
+    """The file brought to the current schema version; raises InputError if it cannot be."""
+    try:
+        before = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError([Diagnostic(display, 0, 0, "E001", f"cannot read file: {exc}")]) from exc
+    doc = load_text(before, display)
+    version = migration.check_version(doc)
+    if version == migration.CURRENT:
+        return Rewrite(path, display, before, before)
+    warnings = migration.migrate(doc).notes  # validates the old version and collects what was kept aside
+    if display.endswith(".json"):
+        data = json.loads(before)
+        _run_steps(data, version)
+        after = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    else:
+        yaml, tree = roundtrip(before)
+        _run_steps(tree, version)
+        after = dump(yaml, tree)
+    problems = recheck(after, display)
+    if problems:
+        raise InputError([Diagnostic(display, 1, 1, "E014", "the migrated file would not validate; left unchanged",
+                                     "; ".join(f"{p.where}: {p.message}" for p in problems[:3]))])
+    return Rewrite(path, display, before, after, warnings)
+
+
+def _run_steps(tree, version: int) -> None:
+    for step_version in range(version, migration.CURRENT):
+        migration.TREE_STEPS[step_version](tree, migration.StepLog())
+
+
+def write(rewrite: Rewrite, backup: bool = False) -> None:
+    if backup:
+        try:
+            shutil.copy2(rewrite.path, rewrite.path.with_name(rewrite.path.name + ".bak"))
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot write the backup of {rewrite.display}: {exc.strerror or exc}") from exc
+    write_atomic(rewrite.path, rewrite.after.encode())
