@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MIB = 1024 * 1024
-CLOUD_PROVIDERS = frozenset(("openai", "anthropic", "openrouter"))
+LOCAL_PROVIDERS = frozenset(("local", "ollama", "huggingface"))  # any other provider is a cloud service
 RUNTIME_OVERHEAD_MB = 512
 DEFAULT_CONTEXT = 4096
 # Llama-2-7B, which has no grouped-query attention, needs 2 GiB of f16 KV cache for 4,096
@@ -51,7 +51,7 @@ class Estimate:
 
 
 def is_cloud(model: dict) -> bool:
-    return model.get("provider") in CLOUD_PROVIDERS
+    return model.get("provider", "local") not in LOCAL_PROVIDERS
 
 
 def bits_per_weight(quantization: str | None) -> float:

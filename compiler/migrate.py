@@ -159,7 +159,6 @@ ID_INVALID = re.compile(r"[^a-z0-9._:/-]+")
 ROLE_WORKLOADS = (("embed", "embedding"), ("summar", "summarization"), ("extract", "extraction"),
                   ("classif", "classification"), ("code", "code"), ("coder", "code"), ("program", "code"),
                   ("creativ", "creative"), ("writ", "creative"), ("story", "creative"))
-CLOUD_PROVIDERS = ("openai", "anthropic", "openrouter")
 SOURCE_PROVIDERS = {"ollama": "ollama", "huggingface": "huggingface", "hf": "huggingface", "local": "local",
                     "llamacpp": "local", "llama.cpp": "local", "gguf": "local"}
 SCORES = {"reasoning_strength": "reasoning", "coding_strength": "coding", "creativity": "creativity",
@@ -393,17 +392,11 @@ def _cloud(root, providers, cloud_ids, workloads, log: StepLog) -> None:
         entry = ((spec.get("models") or {}).get(mname)) or new_like(root)
         path = ("cloud_providers", pname, "models", mname)
         out = new_like(root)
-        provider = pname.lower() if pname.lower() in CLOUD_PROVIDERS else "openai"
-        out["provider"] = provider
+        out["provider"] = normalize_id(pname).replace(":", "-").replace("/", "-")
         listed = new_like(root, "list")
         listed.extend(workloads.get(model_id) or ["chat"])
         out["workloads"] = listed
         legacy = new_like(root)
-        if provider != pname.lower():
-            legacy["provider"] = pname
-            log.warn(("cloud_providers", pname), "W101",
-                     f"provider {pname!r} is not one of {', '.join(CLOUD_PROVIDERS)}; "
-                     f"{model_id!r} is declared an OpenAI-compatible model and the name kept under x-legacy")
         for key, value in entry.items():
             if key == "context_length":
                 out["context_window"] = value

@@ -53,7 +53,7 @@ def test_bad_input_messages(case: Path, base_catalog: Path, snapshot):
 def test_every_problem_in_every_file_is_reported_in_source_order(base_catalog: Path):
     (base_catalog / "sources" / "20-a.yaml").write_text(
         "schema_version: 2\nkind: catalog\nmodels:\n  x: {provider: local, workloads: [chat], params_b: big}\n"
-        "  y: {provider: locale, workloads: [chat]}\n")
+        "  y: {provider: Local Box, workloads: [chat]}\n")
     (base_catalog / "sources" / "30-b.yaml").write_text("schema_version: 2\nkind: catalog\nmodels: {a: {a: 1}, a: 2}\n")
     (base_catalog / "sources" / "40-c.yaml").write_text("schema_version: 9\nkind: catalog\n")
     result = run_cli("-C", str(base_catalog), "validate", "--format", "json")
