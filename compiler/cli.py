@@ -193,6 +193,42 @@ def migrate_command(obj: Context, paths, write: bool, backup: bool) -> None:
     run(action)
 
 
+IMPORT_FORMATS = ("gpt4all", "litellm", "openrouter", "llmfit", "registry")  # = importers.FORMATS (a test checks)
+
+
+@main.command(name="import")
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(IMPORT_FORMATS))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the catalog layer here (default: standard output).")
+def import_command(fmt: str, file: Path, output: Path | None) -> None:
+    """Turn a foreign catalog (GPT4All, LiteLLM, OpenRouter, llmfit, registry) into a catalog layer."""
+    def action() -> int:
+        from . import importers, report
+        from .emit import write_atomic
+        from .load import load_yaml_text
+        from .merge import Layer, merge_layers
+        from .validate import check_document, check_merged
+
+        imported = importers.run(fmt, file, str(file))
+        text = importers.render(imported)
+        doc = load_yaml_text(text, str(output or "<import>"))
+        problems = [p for p in check_document(doc) + check_merged(merge_layers([Layer("import", doc)]))
+                    if p.severity == "error"]
+        if problems:  # an importer bug: say so rather than write a layer that will not compile
+            click.echo(report.diagnostics(problems, []), err=True)
+            return EXIT_INVALID
+        if output:
+            write_atomic(output, text.encode())
+            click.echo(imported.summary() + f"\nwrote {output}")
+        else:
+            click.echo(text, nl=False)
+            click.echo(imported.summary(), err=True)
+        return EXIT_OK
+
+    run(action)
+
+
 @main.command()
 @click.argument("host")
 @click.argument("subject", required=False)

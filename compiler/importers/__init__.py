@@ -1,0 +1,194 @@
+"""Importers: foreign model catalogs to a version-2 catalog layer, and an account of what was
+left out (skipped entries with their reasons, fields with no version-2 home, renamed ids).
+
+Each format module has one pure function, `convert(data, out: Imported)`, from the parsed file
+to models; reading the file and writing the layer stay here and in the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import Diagnostic, InputError
+from ..migrate import normalize_id
+
+FORMATS = ("gpt4all", "litellm", "openrouter", "llmfit", "registry")
+FIELD_ORDER = ("name", "family", "params_b", "quantization", "context_window", "provider", "workloads",
+               "capabilities", "arch", "memory", "recommended", "priority", "status", "aliases", "tags", "license",
+               "description", "deprecation_date", "pricing", "api_key_env", "hf_repo", "artifact", "ollama")
+IMPORT_PRIORITY = 500  # imported models rank below a catalog's own (priority 100 by default)
+
+
+@dataclass
+class Imported:
+    source: str
+    format: str
+    models: dict[str, dict] = field(default_factory=dict)
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> source names
+    unmapped: Counter = field(default_factory=Counter)  # source field -> entries that had it
+    merged: list[tuple[str, str]] = field(default_factory=list)  # (source name, id it merged into)
+    suffixed: list[tuple[str, str]] = field(default_factory=list)  # (source name, id it was given)
+    _names: dict[str, str] = field(default_factory=dict)  # id -> source name
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped.setdefault(reason, []).append(str(name))
+
+    def unmapped_fields(self, fields) -> None:
+        self.unmapped.update(fields)
+
+    def add(self, name: str, model: dict) -> str:
+        """Add under a normalized id; ids that collide merge when the facts agree, else get a suffix."""
+        base = normalize_id(name)
+        model = {key: model[key] for key in FIELD_ORDER if model.get(key) is not None} | \
+            {key: value for key, value in sorted(model.items()) if key.startswith("x-") and value}
+        if base in self.models:
+            if _facts(self.models[base]) == _facts(model):
+                self.merged.append((str(name), base))
+                return base
+            n = 2
+            while f"{base}-{n}" in self.models:
+                n += 1
+            self.suffixed.append((str(name), f"{base}-{n}"))
+            base = f"{base}-{n}"
+        self.models[base] = model
+        self._names[base] = str(name)
+        return base
+
+    def layer(self) -> dict:
+        return {"schema_version": 2, "kind": "catalog",
+                "models": {model_id: self.models[model_id] for model_id in sorted(self.models)}}
+
+    def summary(self) -> str:
+        lines = [f"imported {len(self.models):,} models from {self.source} ({self.format})"]
+        skipped = sum(len(names) for names in self.skipped.values())
+        if skipped:
+            lines.append(f"skipped {skipped:,}:")
+            for reason, names in sorted(self.skipped.items(), key=lambda item: (-len(item[1]), item[0])):
+                shown = ", ".join(names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+                lines.append(f"  {len(names):>5}  {reason}: {shown}")
+        for what, pairs in (("merged (same facts, ids equal after normalization)", self.merged),
+                            ("renamed (ids equal after normalization, facts differ)", self.suffixed)):
+            if pairs:
+                lines.append(f"{what}: " + ", ".join(f"{name} -> {model_id}" for name, model_id in pairs))
+        if self.unmapped:
+            common = sorted(self.unmapped.items(), key=lambda item: (-item[1], item[0]))
+            shown = ", ".join(f"{name} ({count:,})" for name, count in common[:12])
+            more = f", and {len(common) - 12} more" if len(common) > 12 else ""
+            lines.append(f"fields not mapped, with the number of entries that had them: {shown}{more}")
+        return "\n".join(lines)
+
+
+def _facts(model: dict) -> dict:
+    return {key: value for key, value in model.items() if key != "name"}
+
+
+def run(fmt: str, path: Path, display: str) -> Imported:
+    if fmt not in FORMATS:  # pragma: no cover - click restricts the choice
+        raise ValueError(fmt)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise InputError([Diagnostic(display, 0, 0, "E001", f"cannot read file: {exc.strerror or exc}")]) from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        line, col = (exc.lineno, exc.colno) if isinstance(exc, json.JSONDecodeError) else (1, 1)
+        raise InputError([Diagnostic(display, line, col, "E002", f"not JSON: {exc}")]) from exc
+    out = Imported(path.name, fmt)
+    module = importlib.import_module(f"{__name__}.{fmt}")
+    try:
+        module.convert(data, out)
+    except FormatMismatch as exc:
+        raise InputError([Diagnostic(display, 1, 1, "E015", f"not a catalog in {fmt} format: {exc}",
+                                     f"formats: {', '.join(FORMATS)}")]) from None
+    return out
+
+
+class FormatMismatch(Exception):
+    """The file's top-level shape is not the one the format expects."""
+
+
+def render(imported: Imported) -> str:
+    import yaml
+
+    header = f"# Imported by `hostfit import {imported.format} {imported.source}`; edit freely or re-import.\n"
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return header + yaml.dump(imported.layer(), Dumper=dumper, sort_keys=False, allow_unicode=True, width=120)
+
+
+# ------------------------------------------------------------------------ shared converters
+
+def number(value) -> float | None:
+    """A number from a number or a numeric string; None for anything else (or NaN)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return None if isinstance(value, float) and math.isnan(value) else value
+    if isinstance(value, str):
+        try:
+            return number(float(value.strip().replace(",", "")))
+        except ValueError:
+            return None
+    return None
+
+
+def per_million(per_token) -> float | None:
+    """USD per token (a number or a decimal string with float noise) to USD per million tokens."""
+    value = number(per_token)
+    return None if value is None or value < 0 else round(value * 1_000_000, 6)
+
+
+_PARAM_WORDS = {"thousand": 1e-6, "k": 1e-6, "million": 1e-3, "m": 1e-3, "billion": 1.0, "b": 1.0,
+                "trillion": 1e3, "t": 1e3}
+
+
+def params_b(text) -> float | None:
+    """'8 billion', '137 million', '3B', '0.5b', '7.6B' -> billions of parameters."""
+    value = number(text)
+    if value is not None:
+        return value / 1e9 if value >= 1e6 else value
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]+)\s*", str(text or ""))
+    if not match or match.group(2).lower() not in _PARAM_WORDS:
+        return None
+    return round(float(match.group(1)) * _PARAM_WORDS[match.group(2).lower()], 6)
+
+
+def quantization(text) -> str | None:
+    """A quantization name as the catalog spells it: upper case, [A-Z0-9_]."""
+    if not text:
+        return None
+    name = re.sub(r"[^A-Z0-9_]+", "_", str(text).strip().upper()).strip("_")
+    return name or None
+
+
+def context(value, out: Imported, name: str) -> int | None | bool:
+    """A context window in tokens; False (and a skip) when it is implausible."""
+    tokens = number(value)
+    if tokens is None:
+        return None
+    tokens = int(tokens)
+    if not 128 <= tokens <= 10_000_000:
+        out.skip(name, "implausible context window (below 128 or above 10,000,000 tokens)")
+        return False
+    return tokens
+
+
+def hf_repo(value) -> str | None:
+    text = str(value or "").strip()
+    return text if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", text) else None
+
+
+def plain_text(html: str) -> str:
+    import html as html_module
+
+    text = re.sub(r"<\s*/?\s*(li|p|br|ul|ol)[^>]*>", " ", html or "", flags=re.I)
+    text = re.sub(r"<[^>]+>", "", text)
+    return re.sub(r"\s+", " ", html_module.unescape(text)).strip()
+
+
+def api_key_env(provider: str) -> str:
+    return re.sub(r"[^A-Z0-9]+", "_", provider.upper()).strip("_") + "_API_KEY"

@@ -1,0 +1,62 @@
+"""LiteLLM's model price and context-window map: cloud models keyed by provider/name."""
+
+from __future__ import annotations
+
+import re
+
+from . import FormatMismatch, Imported, api_key_env, context, normalize_id, number, per_million
+
+NOT_MODELS = {"sample_spec": "documentation of the format, not a model",
+              "fallback_generalizations": "fallback rules, not a model"}
+WORKLOADS = {"chat": "chat", "responses": "chat", "completion": "chat", "embedding": "embedding",
+             "rerank": "classification", "moderation": "classification"}
+LOCAL = {"ollama": "ollama", "ollama_chat": "ollama", "huggingface": "huggingface"}
+MAPPED = {"litellm_provider", "mode", "max_input_tokens", "max_tokens", "input_cost_per_token",
+          "output_cost_per_token", "deprecation_date", "supports_function_calling", "supports_tool_choice",
+          "supports_vision"}
+
+
+def convert(data, out: Imported) -> None:
+    if not isinstance(data, dict):
+        raise FormatMismatch("expected a JSON object keyed by model name")
+    for key, entry in data.items():
+        if key in NOT_MODELS:
+            out.skip(key, NOT_MODELS[key])
+            continue
+        if not isinstance(entry, dict):
+            out.skip(key, "not a model entry")
+            continue
+        mode = entry.get("mode")
+        if mode is None:
+            out.skip(key, "no mode (a pricing tier, not a model)")
+            continue
+        if mode not in WORKLOADS:
+            out.skip(key, f"mode {mode!r} is not a text workload" if len(str(mode)) < 40 else "mode is not one value")
+            continue
+        window = context(entry.get("max_input_tokens") or entry.get("max_tokens"), out, key)
+        if window is False:
+            continue
+        provider_name = str(entry.get("litellm_provider") or key.split("/")[0])
+        provider = LOCAL.get(provider_name) or normalize_id(provider_name).replace(":", "-").replace("/", "-")
+        pricing = {"input_per_mtok": per_million(entry.get("input_cost_per_token")),
+                   "output_per_mtok": per_million(entry.get("output_cost_per_token"))}
+        date = str(entry.get("deprecation_date") or "")
+        model = {
+            "name": key,
+            "context_window": window,
+            "provider": provider,
+            "workloads": [WORKLOADS[mode]],
+            "capabilities": {"tools": bool(entry.get("supports_function_calling") or entry.get("supports_tool_choice")),
+                             "vision": bool(entry.get("supports_vision"))},
+            "deprecation_date": date if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", date) else None,
+            "pricing": {k: v for k, v in pricing.items() if v is not None} or None,
+        }
+        if provider in LOCAL.values():
+            if provider == "ollama":
+                model["ollama"] = {"name": key.split("/", 1)[-1]}
+        else:
+            model["api_key_env"] = api_key_env(provider_name)
+        if number(entry.get("max_input_tokens")) is None and number(entry.get("max_tokens")) is None:
+            model.pop("context_window")
+        out.add(key, model)
+        out.unmapped_fields(k for k in entry if k not in MAPPED)

@@ -1,0 +1,74 @@
+"""llmfit's hf_models.json: Hugging Face models with parameter counts, architecture and RAM needs."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from . import FormatMismatch, IMPORT_PRIORITY, Imported, context, hf_repo, number, quantization
+
+FORMATS = {"gguf": "gguf", "mlx": "mlx", "awq": "safetensors", "gptq": "safetensors", "autoround": "safetensors"}
+KEPT = ("recommended_ram_gb", "min_vram_gb", "is_moe", "active_experts", "moe_intermediate_size",
+        "shared_expert_intermediate_size", "hf_downloads", "hf_likes", "release_date", "format", "gguf_sources")
+MAPPED = {"name", "parameters_raw", "min_ram_gb", "quantization", "context_length", "use_case", "capabilities",
+          "architecture", "num_hidden_layers", "num_key_value_heads", "head_dim", "hidden_size", "num_experts",
+          "active_parameters", "pipeline_tag", "license", *KEPT}
+RANDOM_REPO = re.compile(r"(^|[/_-])random([/_-]|$)", re.I)
+EMBEDDING_TAGS = {"sentence-similarity", "feature-extraction"}
+
+
+def convert(data, out: Imported) -> None:
+    if not isinstance(data, list):
+        raise FormatMismatch("expected a JSON array of models")
+    for entry in data:
+        name = str(entry.get("name") or "")
+        if not name:
+            out.skip("(unnamed)", "no name")
+            continue
+        if RANDOM_REPO.search(name):
+            out.skip(name, "test repository with random weights")
+            continue
+        window = context(entry.get("context_length"), out, name)
+        if window is False:
+            continue
+        raw = number(entry.get("parameters_raw"))
+        if not raw:
+            out.skip(name, "no parameter count")
+            continue
+        use = str(entry.get("use_case") or "").lower()
+        if "embedding" in use or entry.get("pipeline_tag") in EMBEDDING_TAGS:
+            workloads = ["embedding"]
+        elif "code" in use:
+            workloads = ["code", "chat"]
+        else:
+            workloads = ["chat"]
+        caps = entry.get("capabilities") or []
+        arch = {"layers": entry.get("num_hidden_layers"), "kv_heads": entry.get("num_key_value_heads"),
+                "head_dim": entry.get("head_dim"), "hidden_size": entry.get("hidden_size"),
+                "experts": entry.get("num_experts")}
+        arch = {k: v for k, v in arch.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 1}
+        active = number(entry.get("active_parameters"))
+        if active:
+            arch["active_params_b"] = round(active / 1e9, 4)
+        ram = number(entry.get("min_ram_gb"))
+        repo = hf_repo(name)
+        model = {
+            "name": name,
+            "family": entry.get("architecture") or None,
+            "params_b": round(raw / 1e9, 6) if raw >= 1e5 else 1e-4,
+            "quantization": quantization(entry.get("quantization")),
+            "context_window": window,
+            "provider": "local",
+            "workloads": workloads,
+            "capabilities": {"tools": "tool_use" in caps, "vision": "vision" in caps},
+            "arch": arch or None,
+            "memory": {"ram_mb": math.ceil(ram * 1024)} if ram and ram > 0 else None,
+            "priority": IMPORT_PRIORITY,
+            "license": entry.get("license") or None,
+            "hf_repo": repo,
+            "artifact": {"format": FORMATS.get(entry.get("format") or "", "safetensors"), "repo": repo}
+            if repo else None,
+            "x-llmfit": {key: entry[key] for key in KEPT if entry.get(key) not in (None, [], {})},
+        }
+        out.add(name, model)
+        out.unmapped_fields(key for key in entry if key not in MAPPED)
