@@ -23,15 +23,29 @@ from .load import load_json_text, load_yaml_text
 def roundtrip(text: str):
     """A ruamel.yaml round-trip loader set to this file's own indentation, and the loaded tree."""
     from ruamel.yaml import YAML
-    from ruamel.yaml.util import load_yaml_guess_indent
 
-    _, sequence, offset = load_yaml_guess_indent(text)
-    indents = [len(m.group(1)) for m in re.finditer(r"^( +)[^ #\-\n]", text, re.M)]
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap a long line the edit did not touch
-    yaml.indent(mapping=min(indents) if indents else 2, sequence=sequence or 2, offset=offset or 0)
+    yaml.indent(**guess_indent(text))
     return yaml, yaml.load(text)
+
+
+def guess_indent(text: str) -> dict:
+    """The file's mapping indent and its block-sequence dash offset, read off its lines
+    (ruamel's own guesser loads the whole file a second time to learn this)."""
+    indents = [len(m.group(1)) for m in re.finditer(r"^( +)[^ #\-\n]", text, re.M)]
+    offset = 0
+    previous = None
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("- ") and previous is not None and previous.rstrip().endswith(":"):
+            offset = len(line) - len(stripped) - (len(previous) - len(previous.lstrip(" ")))
+            break
+        previous = line
+    return {"mapping": min(indents) if indents else 2, "sequence": offset + 2, "offset": offset}
 
 
 def dump(yaml, tree) -> str:

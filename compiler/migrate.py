@@ -133,24 +133,22 @@ def new_like(node, kind: str = "map"):
 class StepLog:
     """What a step did: which old paths moved where, and what it had to keep aside."""
 
-    moves: list[tuple[YamlPath, YamlPath]] = field(default_factory=list)
+    moves: dict[YamlPath, YamlPath] = field(default_factory=dict)
     warnings: list[tuple[YamlPath, str, str]] = field(default_factory=list)  # (old path, code, message)
 
     def move(self, old: YamlPath, new: YamlPath) -> None:
-        self.moves.append((tuple(old), tuple(new)))
+        self.moves[tuple(old)] = tuple(new)
 
     def warn(self, old: YamlPath, code: str, message: str) -> None:
         self.warnings.append((tuple(old), code, message))
 
     def new_path(self, old: YamlPath) -> YamlPath:
         """Where `old` ended up: the most specific recorded move that covers it."""
-        best: tuple[YamlPath, YamlPath] | None = None
-        for before, after in self.moves:
-            if old[: len(before)] == before and (best is None or len(before) > len(best[0])):
-                best = (before, after)
-        if best is None:
-            return old
-        return best[1] + old[len(best[0]):]
+        for depth in range(len(old), 0, -1):
+            target = self.moves.get(old[:depth])
+            if target is not None:
+                return target + old[depth:]
+        return old
 
 
 # ----------------------------------------------------------------------------- v1 -> v2

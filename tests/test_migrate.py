@@ -163,3 +163,13 @@ def test_newer_documents_are_refused(tmp_path: Path):
     path.write_text("schema_version: 3\nkind: catalog\n")
     result = run_cli("-C", str(tmp_path), "migrate", str(path))
     assert result.exit_code == 1 and "error[E011]: schema_version 3 is newer" in result.stderr
+
+
+def test_indentation_of_the_file_is_kept(tmp_path: Path):
+    path = tmp_path / "legacy.yaml"
+    path.write_text("role_mappings:\n    chat:\n        preferred:\n        - 'llama3:8b'   # the default\n"
+                    "        - mistral:7b\n")
+    assert run_cli("-C", str(tmp_path), "migrate", "--write", str(path)).exit_code == 0
+    lines = path.read_text().splitlines()
+    assert "    chat:" in lines and "        - 'llama3:8b'   # the default" in lines and "        - mistral:7b" in lines
+    assert "        prefer:" in lines and "        workload: chat" in lines

@@ -85,6 +85,24 @@ def hosts_yaml(count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def v1_catalog(roles: int = 1000, models: int = 200) -> str:
+    """A version-1 file (the earlier role-mapping layout) with `roles` roles."""
+    lines = ["# generated for the migration benchmark", "role_mappings:"]
+    for i in range(roles):
+        picks = ", ".join(f"family-{(i + k) % models}:7b" for k in range(3))
+        lines += [f"  role-{i:04d}:", f"    preferred: [{picks}]", "    cloud_fallback: openai:gpt-4o-mini",
+                  "    requirements:", f"      reasoning_strength: 0.{i % 9 + 1}",
+                  f"      context_length_min: {4096 * (1 + i % 4)}", "      memory_gb_max: 16"]
+    lines.append("model_profiles:")
+    for i in range(models):
+        lines += [f"  family-{i}:7b:", "    capabilities:", "      context_length: 32768",
+                  "      quantization_level: Q4_K_M", "      model_size: 7B", "      reasoning_strength: 7",
+                  "      coding_strength: 0.6", "      memory_gb_estimate: 6.5", "      min_memory_gb: 6",
+                  "      supports_function_calling: true", "      model_source: ollama"]
+    lines += ["cloud_providers:", "  openai:", "    models:", "      gpt-4o-mini: {context_length: 128000}"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hostfit-bench-"))
     env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "XDG_CONFIG_HOME": str(work / "config"),
@@ -137,6 +155,31 @@ def main() -> int:
         t_noop, r = timed([hostfit, "-C", str(catalog), "build", "--host", "host-000", "--quiet"], env, work)
         assert r.returncode == 0, r.stderr
         rows.append(("no-op rebuild", "a full build of 1 host", t_noop, t_build, 0.05))
+        second = []  # (measure, baseline, ours, theirs)
+        for fmt, name in (("llmfit", "hf_models.json"), ("litellm", "model_prices_and_context_window.json")):
+            out = work / f"imported-{fmt}.yaml"
+            t_import, r = timed([hostfit, "import", fmt, str(REALDATA / name), "-o", str(out)], env, work)
+            assert r.returncode == 0, r.stderr
+            t_load, r = timed([hostfit, "validate", str(out)], env, work)
+            assert r.returncode == 0, r.stderr
+            second.append((f"import {fmt} ({name})", "hostfit validate of the imported v2 layer", t_import, t_load))
+        legacy = work / "legacy"
+        (legacy / "sources").mkdir(parents=True)
+        v1_text = v1_catalog()
+        v1_file = legacy / "sources" / "00-legacy.yaml"
+        v1_file.write_text(v1_text)
+        t_v1, r = timed([hostfit, "validate", str(v1_file)], env, work)
+        assert r.returncode == 0, r.stderr
+
+        def fresh_v1():
+            v1_file.write_text(v1_text)
+
+        t_write, r = timed([hostfit, "-C", str(legacy), "migrate", "--write", str(v1_file)], env, work, fresh_v1)
+        assert r.returncode == 0, r.stderr
+        t_v2, r = timed([hostfit, "validate", str(v1_file)], env, work)
+        assert r.returncode == 0, r.stderr
+        second.append(("load a 1,000-role v1 file (migrated in memory)", "the same data as v2", t_v1, t_v2))
+        second.append(("hostfit migrate --write (ruamel round-trip)", "loading the result as v2", t_write, t_v2))
         t_help, _ = timed([hostfit, "--help"], env, work)
         rows.append(("no-op rebuild", "hostfit --help (start-up floor)", t_noop, t_help, None))
         t_pass, _ = timed([sys.executable, "-c", "pass"], env, work)
@@ -160,6 +203,9 @@ def main() -> int:
             print(f"{name:<44} {ours:>8.3f}s {theirs:>8.3f}s {ratio:>6.2f}x  {goal:>7} {verdict:>6}  {baseline}")
         if omega_note:
             print(omega_note)
+        print(f"\n{'import and migration':<56} {'seconds':>9} {'baseline':>9} {'ratio':>7}  baseline")
+        for name, baseline, ours, theirs in second:
+            print(f"{name:<56} {ours:>8.3f}s {theirs:>8.3f}s {ours / theirs:>6.2f}x  {baseline}")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
