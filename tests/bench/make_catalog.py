@@ -7,23 +7,14 @@ schema-version-2 catalog layer. The importers (a later issue) do this properly.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
+
+from compiler.migrate import unique_id
 
 WORKLOAD_OF_MODE = {"chat": "chat", "completion": "chat", "embedding": "embedding",
                     "responses": "chat", "rerank": "classification", "moderation": "classification"}
 PROVIDERS = {"openai", "anthropic", "openrouter"}
-
-
-def model_id(raw: str, taken: set[str]) -> str:
-    base = re.sub(r"[^a-z0-9._:/-]+", "-", raw.lower()).strip("-._:/") or "model"
-    base = re.sub(r"^[^a-z0-9]+", "", base)
-    candidate, n = base, 2
-    while candidate in taken:
-        candidate, n = f"{base}-{n}", n + 1
-    taken.add(candidate)
-    return candidate
 
 
 def build(realdata: Path) -> dict:
@@ -46,7 +37,7 @@ def build(realdata: Path) -> dict:
         if entry.get("num_hidden_layers") and entry.get("num_key_value_heads") and entry.get("head_dim"):
             model["arch"] = {"layers": entry["num_hidden_layers"], "kv_heads": entry["num_key_value_heads"],
                              "head_dim": entry["head_dim"]}
-        models[model_id(entry["name"], taken)] = model
+        models[unique_id(entry["name"], taken)] = model
     litellm = json.loads((realdata / "model_prices_and_context_window.json").read_text())
     for key, entry in litellm.items():
         provider = entry.get("litellm_provider") if isinstance(entry, dict) else None
@@ -64,7 +55,7 @@ def build(realdata: Path) -> dict:
         if isinstance(entry.get("input_cost_per_token"), (int, float)):
             model["pricing"] = {"input_per_mtok": round(entry["input_cost_per_token"] * 1e6, 6),
                                 "output_per_mtok": round((entry.get("output_cost_per_token") or 0) * 1e6, 6)}
-        models[model_id(key, taken)] = model
+        models[unique_id(key, taken)] = model
     return {"schema_version": 2, "kind": "catalog", "models": models}
 
 
