@@ -34,7 +34,6 @@ class Imported:
     unmapped: Counter = field(default_factory=Counter)  # source field -> entries that had it
     merged: list[tuple[str, str]] = field(default_factory=list)  # (source name, id it merged into)
     suffixed: list[tuple[str, str]] = field(default_factory=list)  # (source name, id it was given)
-    _names: dict[str, str] = field(default_factory=dict)  # id -> source name
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.setdefault(reason, []).append(str(name))
@@ -57,7 +56,6 @@ class Imported:
             self.suffixed.append((str(name), f"{base}-{n}"))
             base = f"{base}-{n}"
         self.models[base] = model
-        self._names[base] = str(name)
         return base
 
     def layer(self) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from . import FormatMismatch, Imported, api_key_env, context, normalize_id, number, per_million
+from . import FormatMismatch, Imported, api_key_env, context, normalize_id, per_million
 
 NOT_MODELS = {"sample_spec": "documentation of the format, not a model",
               "fallback_generalizations": "fallback rules, not a model"}
@@ -56,7 +56,5 @@ def convert(data, out: Imported) -> None:
                 model["ollama"] = {"name": key.split("/", 1)[-1]}
         else:
             model["api_key_env"] = api_key_env(provider_name)
-        if number(entry.get("max_input_tokens")) is None and number(entry.get("max_tokens")) is None:
-            model.pop("context_window")
         out.add(key, model)
         out.unmapped_fields(k for k in entry if k not in MAPPED)
