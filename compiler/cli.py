@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .errors import EXIT_INVALID, EXIT_OK, HostfitError
+from .errors import EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, HostfitError, UsageError
 
 
 class Context:
@@ -18,8 +18,6 @@ class Context:
         self.directory = directory
 
     def root(self) -> Path:
-        from .errors import UsageError
-
         if self.directory is None:  # the nearest folder at or above the working directory with sources/
             here = Path.cwd().resolve()
             for folder in (here, *here.parents):
@@ -189,6 +187,208 @@ def migrate_command(obj: Context, paths, write: bool, backup: bool) -> None:
         elif changed and not write:
             click.echo(f"{changed} file(s) would change; run with --write to rewrite them", err=True)
         return EXIT_INVALID if errors else EXIT_OK
+
+    run(action)
+
+
+def _executor_setup(obj: Context, host: str | None, roles=(), with_fallbacks: bool = False, progress: str = "auto"):
+    from .executor import fetch as fetcher
+    from .executor.cache import Cache
+    from .executor.lock import Lock
+
+    folder = fetcher.host_folder(obj.root() / "out", host)
+    plan = fetcher.plan(folder, tuple(roles), with_fallbacks)
+    for note in plan.skipped:
+        click.echo(f"skipped {note}", err=True)
+    return plan, Cache(), Lock.load(folder / "models.lock", plan.host), fetcher.Reporter(progress)
+
+
+@main.command()
+@click.option("--host", metavar="H", help="A compiled host (default: this machine's).")
+@click.option("--role", "roles", multiple=True, metavar="R", help="Only the models of role R.")
+@click.option("--with-fallbacks", is_flag=True, help="Also the local models of each fallback chain.")
+@click.option("--require-pinned", is_flag=True, help="Fail on any artifact without a pinned sha256 (for CI).")
+@click.option("--json", "as_json", is_flag=True, help="Emit progress as JSON events.")
+@click.pass_obj
+def fetch(obj: Context, host, roles, with_fallbacks, require_pinned, as_json) -> None:
+    """Download, verify and cache the artifacts a compiled host uses (HOSTFIT_CACHE overrides the cache)."""
+    def action() -> int:
+        from .executor import fetch as fetcher
+
+        plan, cache, lock, reporter = _executor_setup(obj, host, roles, with_fallbacks, "json" if as_json else "auto")
+        fetcher.fetch(plan.artifacts, cache, lock, reporter, require_pinned)
+        for warning in cache.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        return EXIT_OK
+
+    run(action)
+
+
+@main.command(name="lock")
+@click.option("--host", metavar="H", help="A compiled host (default: this machine's).")
+@click.option("--with-fallbacks", is_flag=True, help="Also pin the local models of each fallback chain.")
+@click.pass_obj
+def lock_command(obj: Context, host, with_fallbacks) -> None:
+    """Pin url, revision, size and sha256 of every chosen artifact in out/<host>/models.lock."""
+    def action() -> int:
+        from .executor import fetch as fetcher
+
+        plan, cache, lock, reporter = _executor_setup(obj, host, (), with_fallbacks)
+        changed = fetcher.lock_all(plan.artifacts, cache, lock, reporter)
+        click.echo(f"{lock.path}: {len(plan.artifacts)} artifact(s) pinned, {changed} changed", err=True)
+        return EXIT_OK
+
+    run(action)
+
+
+@main.group()
+def cache() -> None:
+    """Inspect and tidy the artifact cache ($XDG_CACHE_HOME/hostfit/models, or HOSTFIT_CACHE)."""
+
+
+def _out_folder(obj: Context):
+    try:
+        return obj.root() / "out"
+    except HostfitError:
+        return None  # outside a catalog: no locks to respect
+
+
+@cache.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def cache_list(obj: Context, as_json: bool) -> None:
+    """Every cached artifact: size, sha256, last use; `pinned` when a lock under out/ pins it."""
+    def action() -> int:
+        import json
+        from .executor.cache import Cache, pinned
+
+        store = Cache()
+        pins = pinned(_out_folder(obj))
+        entries = store.entries()
+        if as_json:
+            click.echo(json.dumps([{**e.to_dict(), "pinned": (e.id, e.sha256) in pins} for e in entries.values()],
+                                  indent=2))
+        for entry in entries.values() if not as_json else ():
+            mark = " pinned" if (entry.id, entry.sha256) in pins else ""
+            click.echo(f"{entry.id}  {entry.size / 2**20:,.1f} MiB  sha256 {entry.sha256[:12]}  "
+                       f"last used {entry.last_used} ({entry.use_count}x){mark}")
+        for warning in store.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        return EXIT_OK
+
+    run(action)
+
+
+@cache.command(name="info")
+def cache_info() -> None:
+    """Where the cache is, how big, and what is left half-downloaded."""
+    def action() -> int:
+        from .executor.cache import Cache
+
+        store = Cache()
+        entries = store.entries()
+        parts = list((store.root / ".downloading").glob("*.part")) if (store.root / ".downloading").is_dir() else []
+        click.echo(f"cache:     {store.root}")
+        click.echo(f"artifacts: {len(entries)}, {sum(e.size for e in entries.values()) / 2**30:,.2f} GiB")
+        click.echo(f"partial:   {len(parts)} download(s), {sum(p.stat().st_size for p in parts) / 2**20:,.1f} MiB "
+                   f"({len(store.stale_parts())} older than 24 h)")
+        return EXIT_OK
+
+    run(action)
+
+
+@cache.command(name="verify")
+def cache_verify() -> None:
+    """Re-hash every cached artifact against the manifest; exit 3 on any mismatch."""
+    def action() -> int:
+        from .executor.cache import Cache, sha256_file
+
+        store = Cache()
+        bad = []
+        for entry in store.entries().values():
+            path = store.root / entry.path
+            actual = sha256_file(path) if path.exists() else None
+            if actual != entry.sha256:
+                bad.append(entry.id)
+                click.echo(f"{entry.id}: {'missing' if actual is None else 'sha256 ' + actual} "
+                           f"(manifest: {entry.sha256})", err=True)
+        click.echo(f"{len(store.entries()) - len(bad)} ok, {len(bad)} bad", err=True)
+        return EXIT_RUNTIME if bad else EXIT_OK
+
+    run(action)
+
+
+@cache.command(name="remove")
+@click.argument("models", nargs=-1, required=True)
+def cache_remove(models) -> None:
+    """Delete cached artifacts by model id."""
+    def action() -> int:
+        from .executor.cache import Cache
+
+        store = Cache()
+        missing = [m for m in models if not store.remove(m)]
+        for model in missing:
+            click.echo(f"{model}: not in the cache", err=True)
+        return EXIT_INVALID if missing else EXIT_OK
+
+    run(action)
+
+
+@cache.command(name="clean")
+@click.option("--older-than", default="30d", show_default=True, help="Remove artifacts unused this long.")
+@click.pass_obj
+def cache_clean(obj: Context, older_than: str) -> None:
+    """Remove artifacts unused for a while (never a pinned one) and partial downloads older than 24 h."""
+    def action() -> int:
+        from .executor.cache import Cache, age_seconds, parse_age, pinned
+
+        try:
+            limit = parse_age(older_than)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        store = Cache()
+        pins = pinned(_out_folder(obj))
+        old = [e.id for e in store.entries().values() if age_seconds(e.last_used) > limit and (e.id, e.sha256) not in pins]
+        for model in old:
+            store.remove(model)
+        parts = store.stale_parts()
+        for part in parts:
+            part.unlink(missing_ok=True)
+        click.echo(f"removed {len(old)} artifact(s) and {len(parts)} stale partial download(s)", err=True)
+        return EXIT_OK
+
+    run(action)
+
+
+@cache.command(name="prune")
+@click.option("--max-size", required=True, help="Evict least recently used artifacts until the cache fits (20G).")
+@click.pass_obj
+def cache_prune(obj: Context, max_size: str) -> None:
+    """LRU eviction down to --max-size; an artifact pinned by a lock under out/ is never evicted."""
+    def action() -> int:
+        from .executor.cache import Cache, parse_size, pinned
+
+        try:
+            limit = parse_size(max_size)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        store = Cache()
+        pins = pinned(_out_folder(obj))
+        entries = store.entries()
+        total = sum(e.size for e in entries.values())
+        evicted = []
+        for entry in sorted(entries.values(), key=lambda e: (e.last_used, e.id)):
+            if total <= limit:
+                break
+            if (entry.id, entry.sha256) in pins:
+                continue
+            store.remove(entry.id)
+            total -= entry.size
+            evicted.append(entry.id)
+        click.echo(f"evicted {len(evicted)} artifact(s){': ' + ', '.join(evicted) if evicted else ''}; "
+                   f"cache now {total / 2**30:,.2f} GiB" + (" (pinned artifacts keep it above the limit)"
+                                                           if total > limit else ""), err=True)
+        return EXIT_OK
 
     run(action)
 

@@ -6,6 +6,9 @@
     │   └── VersionError            schema_version missing, not an integer, or newer than this compiler
     ├── UsageError                  the command line is at fault: exit status 2
     └── RuntimeFailure              the machine is at fault (disk, network): exit status 3
+        ├── DownloadError           every mirror failed, after retries
+        ├── IntegrityError          the bytes arrived but are not the pinned ones (size, sha256)
+        └── DiskError               not enough free space, or the cache cannot be written
 
 An InputError carries every Diagnostic found, not just the first, so a user fixes a file in
 one pass. Schema and semantic problems are not raised: validate returns them as data, so one
@@ -68,6 +71,18 @@ class UsageError(HostfitError):
 
 class RuntimeFailure(HostfitError):
     exit_status = EXIT_RUNTIME
+
+
+class DownloadError(RuntimeFailure):
+    pass
+
+
+class IntegrityError(RuntimeFailure):
+    pass
+
+
+class DiskError(RuntimeFailure):
+    pass
 
 
 def did_you_mean(word: str, choices, cutoff: float = 0.6) -> str | None:
