@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import DiskError, InputError, Diagnostic
+from ..errors import DiskError
 from ..validate import file_name_problem
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._:/-]*$")
@@ -33,9 +33,12 @@ def cache_root() -> Path:
     return Path(base) / "hostfit" / "models"
 
 
-def unsafe(what: str, name: str, why: str) -> InputError:
-    return InputError([Diagnostic(what, 0, 0, "E209", f"refusing {name!r}: {why}",
-                                  "cache paths are built from model ids and plain file names only")])
+class UnsafeName(ValueError):
+    """A name that would put a file outside its place in the cache."""
+
+
+def unsafe(what: str, name: str, why: str) -> UnsafeName:
+    return UnsafeName(f"refusing {what} {name!r}: {why}")
 
 
 def escape_id(model_id: str) -> str:

@@ -105,7 +105,8 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
                 except Retry as exc:
                     errors.append(f"{url}: {exc}")
                     if attempt < ATTEMPTS - 1:
-                        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)
+                        base = float(os.environ.get("HOSTFIT_BACKOFF_BASE", BACKOFF_BASE))
+                        delay = min(BACKOFF_CAP, base * 2 ** attempt)
                         time.sleep(delay * (0.5 + random.random()))
                 except NextMirror as exc:
                     errors.append(f"{url}: {exc}")
@@ -157,7 +158,7 @@ def _attempt(client, url: str, part: Path, expected_size: int | None, progress) 
                 with open(part, "r+b" if offset else "wb") as handle:
                     handle.seek(offset)
                     handle.truncate()
-                    for chunk in response.iter_bytes(CHUNK):
+                    for chunk in response.iter_bytes():  # as received: a drop loses nothing already here
                         handle.write(chunk)
                         hasher.chunks.put(chunk)
                         written += len(chunk)

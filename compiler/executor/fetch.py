@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import Diagnostic, InputError, UsageError
 from ..memory import is_cloud
-from .cache import Cache, sha256_file
+from .cache import Cache, UnsafeName, check_file_name, escape_id, sha256_file
 from .download import download
 from .lock import Lock
 
@@ -71,8 +71,14 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
         if not artifact.get("url"):
             result.skipped.append(f"{model_id}: no single-file download URL (artifact.url or repo+file)")
             continue
-        result.artifacts.append(Artifact(model_id, artifact.get("file") or artifact["url"].rsplit("/", 1)[-1],
-                                         artifact["url"], tuple(artifact.get("mirrors") or ()),
+        file = artifact.get("file") or artifact["url"].rsplit("/", 1)[-1]
+        try:  # models.json is input too: nothing in it may name a path outside the cache
+            escape_id(model_id)
+            check_file_name(file)
+        except UnsafeName as exc:
+            raise InputError([Diagnostic(str(folder / "models.json"), 0, 0, "E209", str(exc),
+                                         "cache paths are built from model ids and plain file names only")]) from None
+        result.artifacts.append(Artifact(model_id, file, artifact["url"], tuple(artifact.get("mirrors") or ()),
                                          artifact.get("revision"), artifact.get("size_bytes"),
                                          artifact.get("sha256")))
     return result

@@ -1,0 +1,293 @@
+"""Fetch, lock and cache against a file server on 127.0.0.1 that the tests start and stop.
+Every fault test asserts the final state (file hash, manifest, leftovers) and what was requested."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from compiler.executor import download as downloader
+
+from conftest import add_layer, run_cli
+from httpserver import FileServer
+
+BLOB = bytes((i * 7 + i // 251) % 256 for i in range(3 * 1024 * 1024 + 12345))  # ~3 MiB, not repetitive
+SHA = hashlib.sha256(BLOB).hexdigest()
+
+
+@pytest.fixture
+def server():
+    srv = FileServer().start()
+    srv.files["tiny.gguf"] = BLOB
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOSTFIT_BACKOFF_BASE", "0.01")
+    monkeypatch.setenv("HOSTFIT_CACHE", str(tmp_path / "cache"))
+
+
+def compiled(base_catalog: Path, server: FileServer, sha: str | None = SHA, size: int | None = len(BLOB),
+             file: str = "tiny.gguf") -> Path:
+    artifact = {"url": server.url("tiny.gguf"), "file": file}
+    if sha:
+        artifact["sha256"] = sha
+    if size:
+        artifact["size_bytes"] = size
+    add_layer(base_catalog, "20-served.yaml",
+              "models:\n  small-chat:\n    artifact: " + json.dumps(artifact) + "\n"
+              "roles:\n  chat: {prefer: [small-chat]}\n")
+    result = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+    return base_catalog
+
+
+def cached(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / "small-chat" / "tiny.gguf"
+
+
+def manifest(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "cache" / "manifest.json").read_text())["artifacts"]
+
+
+def leftovers(tmp_path: Path) -> list[str]:
+    folder = tmp_path / "cache" / ".downloading"
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.is_dir() else []
+
+
+def fetch(catalog: Path, *extra: str):
+    return run_cli("-C", str(catalog), "fetch", "--host", "box-8", *extra)
+
+
+def test_fetch_verifies_caches_and_pins(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    result = fetch(catalog)
+    assert result.exit_code == 0, result.output
+    assert hashlib.sha256(cached(tmp_path).read_bytes()).hexdigest() == SHA
+    entry = manifest(tmp_path)["small-chat"]
+    assert (entry["size"], entry["sha256"], entry["use_count"]) == (len(BLOB), SHA, 1)
+    lock = json.loads((catalog / "out" / "box-8" / "models.lock").read_text())
+    assert lock["artifacts"]["small-chat"] == {"url": server.url("tiny.gguf"), "revision": None,
+                                               "file": "tiny.gguf", "size": len(BLOB), "sha256": SHA}
+    again = fetch(catalog)
+    assert again.exit_code == 0 and "small-chat: cached" in again.stderr
+    assert len(server.log) == 1, "a cached artifact is not downloaded again"
+    assert manifest(tmp_path)["small-chat"]["use_count"] == 2 and leftovers(tmp_path) == []
+
+
+def test_first_download_pins_and_later_fetches_verify(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server, sha=None, size=None)
+    assert fetch(catalog).exit_code == 0
+    assert json.loads((catalog / "out" / "box-8" / "models.lock").read_text())["artifacts"]["small-chat"]["sha256"] == SHA
+    cached(tmp_path).unlink()
+    (tmp_path / "cache" / "manifest.json").unlink()
+    server.faults["wrong"] = True
+    result = fetch(catalog)
+    assert result.exit_code == 3
+    assert f"expected {SHA}" in result.stderr and "the partial download was deleted" in result.stderr
+    assert not cached(tmp_path).exists() and leftovers(tmp_path) == []
+
+
+def test_dropped_connection_resumes_with_range(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    server.faults["drop_after"] = 1_000_000
+    result = fetch(catalog)
+    assert result.exit_code == 0, result.output
+    assert [(e["range"], e["status"]) for e in server.log] == [(None, 200), ("bytes=1000000-", 206)]
+    assert server.log[1]["sent"] == len(BLOB) - 1_000_000, "only the missing bytes were requested"
+    assert hashlib.sha256(cached(tmp_path).read_bytes()).hexdigest() == SHA and leftovers(tmp_path) == []
+
+
+def test_server_ignoring_range_restarts_from_zero(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    server.faults.update(drop_after=500_000, ignore_range=True)
+    assert fetch(catalog).exit_code == 0
+    assert [(e["range"], e["status"]) for e in server.log] == [(None, 200), ("bytes=500000-", 200)]
+    assert hashlib.sha256(cached(tmp_path).read_bytes()).hexdigest() == SHA
+
+
+def test_416_for_a_complete_partial_needs_no_download(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    part = tmp_path / "cache" / ".downloading" / "small-chat%2Ftiny.gguf.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(BLOB)
+    assert fetch(catalog).exit_code == 0
+    assert [(e["range"], e["status"], e["sent"]) for e in server.log] == [(f"bytes={len(BLOB)}-", 416, 0)]
+    assert hashlib.sha256(cached(tmp_path).read_bytes()).hexdigest() == SHA and not part.exists()
+
+
+def test_416_for_an_incomplete_partial_restarts(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    part = tmp_path / "cache" / ".downloading" / "small-chat%2Ftiny.gguf.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(BLOB[:1000])
+    server.faults["always_416"] = True
+    result = fetch(catalog)
+    server.faults.clear()
+    assert result.exit_code == 0, result.output
+    assert [e["status"] for e in server.log] == [416, 200]
+    assert hashlib.sha256(cached(tmp_path).read_bytes()).hexdigest() == SHA
+
+
+def test_5xx_is_retried(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    server.faults["fail"] = 2
+    assert fetch(catalog).exit_code == 0
+    assert [e["status"] for e in server.log] == [500, 500, 200]
+
+
+def test_persistent_failure_exits_3_after_bounded_retries(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    server.faults["fail"] = 100
+    result = fetch(catalog)
+    assert result.exit_code == 3 and "could not download tiny.gguf" in result.stderr
+    assert len(server.log) == downloader.ATTEMPTS
+
+
+def test_mirrors_are_tried_in_order(base_catalog, server, tmp_path):
+    mirror = FileServer().start()
+    try:
+        mirror.files["tiny.gguf"] = BLOB
+        add_layer(base_catalog, "20-served.yaml",
+                  "models:\n  small-chat:\n    artifact: " + json.dumps(
+                      {"url": server.url("missing.gguf"), "file": "tiny.gguf", "sha256": SHA,
+                       "mirrors": [mirror.url("tiny.gguf")]}) + "\nroles:\n  chat: {prefer: [small-chat]}\n")
+        assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+        assert fetch(base_catalog).exit_code == 0
+        assert [e["status"] for e in server.log] == [404] and [e["status"] for e in mirror.log] == [200]
+    finally:
+        mirror.stop()
+
+
+def test_truncated_body_then_hash_mismatch_leave_nothing_behind(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server, sha="0" * 64)
+    result = fetch(catalog)
+    assert result.exit_code == 3 and "sha256" in result.stderr
+    assert not cached(tmp_path).exists() and leftovers(tmp_path) == []
+    assert "small-chat" not in manifest(tmp_path) if (tmp_path / "cache" / "manifest.json").exists() else True
+
+
+def test_not_enough_disk_fails_before_downloading(base_catalog, server, tmp_path, monkeypatch):
+    catalog = compiled(base_catalog, server)
+    monkeypatch.setattr(downloader, "free_bytes", lambda path: 1000)
+    result = fetch(catalog)
+    assert result.exit_code == 3 and "not enough free disk" in result.stderr
+    assert not cached(tmp_path).exists() and leftovers(tmp_path) == [], "refused before writing a byte"
+
+
+def test_a_corrupt_manifest_is_rebuilt_with_a_warning(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    assert fetch(catalog).exit_code == 0
+    (tmp_path / "cache" / "manifest.json").write_text("{not json")
+    result = run_cli("-C", str(catalog), "cache", "list")
+    assert result.exit_code == 0 and "small-chat" in result.stdout
+    assert "rebuilt it from the cached files" in result.stderr
+    assert manifest(tmp_path)["small-chat"]["sha256"] == SHA
+    assert len(server.log) == 1
+
+
+def test_require_pinned_fails_on_anything_unpinned(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server, sha=None)
+    result = fetch(catalog, "--require-pinned")
+    assert result.exit_code == 1 and "not pinned: small-chat" in result.stderr and server.log == []
+    assert run_cli("-C", str(catalog), "lock", "--host", "box-8").exit_code == 0
+    assert fetch(catalog, "--require-pinned").exit_code == 0
+
+
+def test_names_that_would_escape_the_cache_are_refused(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    compiled_path = catalog / "out" / "box-8" / "models.json"
+    document = json.loads(compiled_path.read_text())
+    document["models"]["small-chat"]["artifact"]["file"] = "../../escaped.gguf"
+    compiled_path.write_text(json.dumps(document))
+    result = fetch(catalog)
+    assert result.exit_code == 1 and "error[E209]" in result.stderr
+    assert not (tmp_path / "escaped.gguf").exists() and server.log == []
+    compiled_path.unlink()
+    assert run_cli("-C", str(catalog), "build", "--host", "box-8").exit_code == 0
+    lock = catalog / "out" / "box-8" / "models.lock"
+    lock.write_text(json.dumps({"lock_version": 1, "host": "box-8", "artifacts": {
+        "small-chat": {"url": server.url("tiny.gguf"), "file": "/etc/passwd", "size": 1, "sha256": SHA}}}))
+    result = run_cli("-C", str(catalog), "lock", "--host", "box-8")
+    assert result.exit_code == 1 and "error[E210]: unreadable lock file: refusing artifact file '/etc/passwd'" \
+        in result.stderr
+    assert server.log == [] and not Path("/etc/passwd.part").exists()
+
+
+def test_json_progress_events(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    result = fetch(catalog, "--json")
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
+    assert events[-1]["sha256"] == SHA and events[-1]["downloaded"] is True
+
+
+def test_cache_commands(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    assert fetch(catalog).exit_code == 0
+    listed = run_cli("-C", str(catalog), "cache", "list")
+    assert "small-chat" in listed.stdout and "pinned" in listed.stdout
+    assert run_cli("-C", str(catalog), "cache", "verify").exit_code == 0
+    prune = run_cli("-C", str(catalog), "cache", "prune", "--max-size", "1M")
+    assert "evicted 0 artifact(s)" in prune.stderr and cached(tmp_path).exists(), "pinned artifacts stay"
+    (catalog / "out" / "box-8" / "models.lock").unlink()
+    prune = run_cli("-C", str(catalog), "cache", "prune", "--max-size", "1M")
+    assert "evicted 1 artifact(s): small-chat" in prune.stderr and not cached(tmp_path).exists()
+    stale = tmp_path / "cache" / ".downloading" / "old.part"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"x")
+    os.utime(stale, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    clean = run_cli("-C", str(catalog), "cache", "clean")
+    assert "1 stale partial download(s)" in clean.stderr and not stale.exists()
+    cached(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    assert fetch(catalog).exit_code == 0
+    cached(tmp_path).write_bytes(b"tampered")
+    assert run_cli("-C", str(catalog), "cache", "verify").exit_code == 3
+
+
+def _fetch_process(catalog: Path, tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "HOSTFIT_CACHE": str(tmp_path / "cache"), "HOSTFIT_BACKOFF_BASE": "0.01",
+           "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
+    return subprocess.Popen([sys.executable, "-m", "compiler.cli", "-C", str(catalog), "fetch", "--host", "box-8"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_kill_9_mid_transfer_then_resume(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    server.faults["throttle"] = 0.02  # ~3 MiB/s: the kill lands mid-transfer
+    process = _fetch_process(catalog, tmp_path)
+    part = tmp_path / "cache" / ".downloading" / "small-chat%2Ftiny.gguf.part"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not part.exists() or part.stat().st_size < 300_000):
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    had = part.stat().st_size
+    assert 0 < had < len(BLOB)
+    server.faults.clear()
+    result = fetch(catalog)
+    assert result.exit_code == 0, result.output
+    resumed = server.log[-1]
+    assert resumed["range"] == f"bytes={had}-" and resumed["status"] == 206
+    assert resumed["sent"] == len(BLOB) - had, "resumed, not restarted"
+    assert hashlib.sha256(cached(tmp_path).read_bytes()).hexdigest() == SHA and leftovers(tmp_path) == []
+
+
+def test_two_processes_fetching_one_artifact_download_it_once(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    server.faults["throttle"] = 0.005
+    first, second = _fetch_process(catalog, tmp_path), _fetch_process(catalog, tmp_path)
+    assert first.wait(timeout=60) == 0 and second.wait(timeout=60) == 0
+    assert [e["status"] for e in server.log] == [200]
+    assert hashlib.sha256(cached(tmp_path).read_bytes()).hexdigest() == SHA
+    assert manifest(tmp_path)["small-chat"]["use_count"] == 2
