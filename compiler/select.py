@@ -94,8 +94,8 @@ class RolePlan:
 
     def output(self) -> dict:
         return {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
-                "memory_mb": self.memory_mb, "workload": self.workload, "required": self.required,
-                "resident": self.resident}
+                "memory_mb": self.memory_mb, "context": self.context, "workload": self.workload,
+                "required": self.required, "resident": self.resident}
 
     def trace(self) -> dict:
         kept = self.candidates[:TRACE_LIMIT]
@@ -275,6 +275,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: dic
             chosen = survivors[0]
         chosen.verdict, chosen.reason = "chosen", f"{plan.strategy}: {chosen.describe()}"
         plan.model, plan.placement, plan.memory_mb = chosen.model, chosen.placement, chosen.memory.mb
+        plan.context = chosen.memory.context  # what the memory was sized for: the loader's n_ctx
         if shared is not None and chosen.model not in loaded:
             shared.take(chosen.memory.mb, chosen.placement)
             loaded[chosen.model] = chosen.placement
