@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+LLAMA_STAMP := $(VENV)/.installed-llama
 
 .PHONY: build build-all validate check test bench clean
 
@@ -12,6 +13,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
+
+# llama-cpp-python compiles llama.cpp (about 5 minutes here, once: pip caches the wheel)
+$(LLAMA_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,llama]'
+	touch $(LLAMA_STAMP)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
@@ -30,7 +36,7 @@ check: $(STAMP)            ## what CI enforces: valid sources and an up-to-date 
 	$(BIN)/hostfit validate
 	$(BIN)/hostfit build --all --check
 
-test: $(STAMP)
+test: $(LLAMA_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(BENCH_STAMP)

@@ -241,6 +241,46 @@ def lock_command(obj: Context, host, with_fallbacks) -> None:
     run(action)
 
 
+@main.command(name="load")
+@click.argument("role")
+@click.option("--host", metavar="H", help="A compiled host (default: this machine's).")
+@click.option("--backend", type=click.Choice(["llamacpp", "ollama"]), default="llamacpp", show_default=True)
+@click.option("--prompt", default=None, help="The smoke-test prompt.")
+@click.option("--threads", type=int, help="CPU threads (default: all).")
+@click.option("--gpu-layers", type=int, help="Layers to offload (default: from the compiled placement).")
+@click.option("--no-mmap", is_flag=True, help="Read the model into memory instead of mapping it.")
+@click.option("--mlock", is_flag=True, help="Lock the model in RAM.")
+@click.pass_obj
+def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers, no_mmap, mlock) -> None:
+    """Load ROLE's model (fetching it first), run a short generation, print load and first-token times."""
+    def action() -> int:
+        from .executor import fetch as fetcher
+        from .executor.loaders import DEFAULT_PROMPT, load_role
+
+        plan, cache, lock, reporter = _executor_setup(obj, host, (role,), True)
+        artifacts = {a.model_id: a for a in plan.artifacts}
+
+        def fetch_one(model_id: str):
+            if model_id not in artifacts:
+                from .errors import RuntimeFailure
+                raise RuntimeFailure(f"{model_id} has no artifact to fetch")
+            fetched = fetcher.fetch_one(artifacts[model_id], cache, lock, reporter)
+            if lock.pin(model_id, fetcher.lock_entry(fetched)):
+                lock.save()
+            return fetched.path
+
+        overrides = {"threads": threads, "gpu_layers": gpu_layers, "mmap": not no_mmap, "mlock": mlock,
+                     "interactive": True}
+        loaded = load_role(plan.folder, role, backend, prompt or DEFAULT_PROMPT, fetch_one, overrides,
+                           say=lambda text: click.echo(text, err=True))
+        click.echo(f"{role}: {loaded.model_id} loaded with {backend} in {loaded.load_seconds:.3f} s; "
+                   f"first token after {loaded.first_token_seconds:.3f} s")
+        click.echo(f"  output: {loaded.text.strip()!r}")
+        return EXIT_OK
+
+    run(action)
+
+
 @main.group()
 def cache() -> None:
     """Inspect and tidy the artifact cache ($XDG_CACHE_HOME/hostfit/models, or HOSTFIT_CACHE)."""

@@ -33,6 +33,24 @@ def shipped_catalog(tmp_path: Path) -> Path:
     return copy_catalog(REPO, tmp_path / "shipped")
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1", None}
+
+
+@pytest.fixture(autouse=True)
+def no_internet(monkeypatch: pytest.MonkeyPatch):
+    """Tests talk to servers on 127.0.0.1 only: resolving any other name fails the test loudly."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def loopback_only(host, *args, **kwargs):
+        if host not in LOOPBACK and not str(host).startswith("127."):
+            raise AssertionError(f"a test tried to reach {host!r}: tests never leave 127.0.0.1")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """No test reads the developer's ~/.config or writes their ~/.cache; the host name is fixed."""

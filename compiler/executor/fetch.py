@@ -154,12 +154,12 @@ def fetch(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporte
         for artifact in artifacts:
             results.append(fetch_one(artifact, cache, lock, reporter))
     finally:
-        if results and any(lock.pin(r.artifact.model_id, _lock_entry(r)) for r in results):
+        if results and any(lock.pin(r.artifact.model_id, lock_entry(r)) for r in results):
             lock.save()
     return results
 
 
-def _lock_entry(fetched: Fetched) -> dict:
+def lock_entry(fetched: Fetched) -> dict:
     a = fetched.artifact
     return {"url": a.url, "revision": a.revision, "file": a.file, "size": fetched.size, "sha256": fetched.sha256}
 
@@ -217,7 +217,7 @@ def lock_all(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Repo
             entry = {"url": artifact.url, "revision": artifact.revision, "file": artifact.file,
                      "size": artifact.size, "sha256": artifact.sha256}
         else:
-            entry = _lock_entry(fetch_one(artifact, cache, lock, reporter))
+            entry = lock_entry(fetch_one(artifact, cache, lock, reporter))
         changed += lock.pin(artifact.model_id, entry)
     if changed or not lock.path.exists():
         lock.save()

@@ -1,0 +1,230 @@
+"""Load a role's model and prove it works with a short generation: llama.cpp (llama-cpp-python,
+the optional `hostfit[llama]` extra) or Ollama (its HTTP API at OLLAMA_HOST). When a model fails
+to load, the next one of the role's fallback chain is fetched and tried, and the output says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import RuntimeFailure, UsageError
+from ..memory import is_cloud
+
+DEFAULT_PROMPT = "Say hello in five words."
+OLLAMA_DEFAULT = "http://127.0.0.1:11434"
+OLLAMA_START_TIMEOUT = 20.0
+
+
+class LoadFailure(RuntimeFailure):
+    """This model could not be loaded or did not generate; the next one may."""
+
+
+@dataclass
+class Loaded:
+    model_id: str
+    backend: str
+    load_seconds: float
+    first_token_seconds: float
+    text: str
+    attempts: list[tuple[str, str]] = field(default_factory=list)  # (model, why it failed) before this one
+
+
+@dataclass
+class Settings:
+    context: int
+    threads: int
+    gpu_layers: int
+    mmap: bool = True
+    mlock: bool = False
+
+
+def settings_for(role: dict, model: dict, threads: int | None, gpu_layers: int | None, mmap: bool,
+                 mlock: bool) -> Settings:
+    """llama.cpp parameters from the compiled role and model; flags override."""
+    if gpu_layers is None:  # all layers for a GPU placement; a split is refined by split_layers()
+        gpu_layers = -1 if role.get("placement") == "gpu" else 0
+    context = role.get("context") or min(model.get("context_window") or 4096, 4096)
+    return Settings(context, threads or os.cpu_count() or 1, gpu_layers, mmap, mlock)
+
+
+def split_layers(model: dict, role: dict, vram_mb: int) -> int:
+    """For a split placement: the share of layers that fits the usable VRAM."""
+    layers = (model.get("arch") or {}).get("layers")
+    if not layers or not role.get("memory_mb"):
+        return 0
+    return max(0, min(layers, int(layers * vram_mb / role["memory_mb"])))
+
+
+def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int = 8) -> tuple[float, float, str]:
+    """(load seconds, seconds to the first token, text) from llama-cpp-python."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        raise UsageError("the llama.cpp backend needs llama-cpp-python: pip install 'hostfit[llama]'") from exc
+    started = time.perf_counter()
+    try:
+        llm = Llama(model_path=str(path), n_ctx=settings.context, n_threads=settings.threads,
+                    n_gpu_layers=settings.gpu_layers, use_mmap=settings.mmap, use_mlock=settings.mlock,
+                    verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise LoadFailure(f"llama.cpp could not load {path.name}: {exc}") from exc
+    loaded = time.perf_counter()
+    first = None
+    pieces = []
+    try:
+        for chunk in llm(prompt, max_tokens=max_tokens, temperature=0.0, stream=True):
+            if first is None:
+                first = time.perf_counter()
+            pieces.append(chunk["choices"][0]["text"])
+    except (ValueError, RuntimeError) as exc:
+        raise LoadFailure(f"llama.cpp loaded {path.name} but could not generate: {exc}") from exc
+    finally:
+        close = getattr(llm, "close", None)
+        if close:
+            close()
+    return loaded - started, (first or time.perf_counter()) - loaded, "".join(pieces)
+
+
+# ---------------------------------------------------------------------------------- Ollama
+
+def ollama_base() -> str:
+    host = os.environ.get("OLLAMA_HOST") or OLLAMA_DEFAULT
+    return host if "://" in host else f"http://{host}"
+
+
+def auto_start_allowed(interactive: bool) -> bool:
+    """Consent to start `ollama serve`: env HOSTFIT_OLLAMA_AUTO_START, config ollama.auto_start, or a prompt."""
+    env = os.environ.get("HOSTFIT_OLLAMA_AUTO_START")
+    if env is not None:
+        return env.strip().lower() in ("1", "true", "yes", "on")
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "hostfit" / "config.yaml"
+    if config.is_file():
+        import yaml
+
+        try:
+            data = yaml.safe_load(config.read_text()) or {}
+            value = (data.get("ollama") or {}).get("auto_start")
+            if value is not None:
+                return bool(value)
+        except (yaml.YAMLError, AttributeError):
+            pass
+    if interactive and sys.stdin.isatty():
+        import click
+
+        return click.confirm(f"No Ollama server answers at {ollama_base()}. Start `ollama serve`?", default=False)
+    return False
+
+
+def ensure_ollama(client, interactive: bool) -> None:
+    import httpx
+
+    try:
+        client.get("/api/version")
+        return
+    except httpx.TransportError:
+        pass
+    if not auto_start_allowed(interactive):
+        raise RuntimeFailure(f"no Ollama server answers at {ollama_base()}; start it (`ollama serve`), or allow "
+                             "hostfit to: HOSTFIT_OLLAMA_AUTO_START=1 or `ollama: {auto_start: true}` in "
+                             "$XDG_CONFIG_HOME/hostfit/config.yaml")
+    exe = shutil.which("ollama")
+    if not exe:
+        raise RuntimeFailure("starting Ollama was allowed, but no `ollama` program is installed")
+    subprocess.Popen([exe, "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + OLLAMA_START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            client.get("/api/version")
+            return
+        except httpx.TransportError:
+            time.sleep(0.25)
+    raise RuntimeFailure(f"started `ollama serve`, but it did not answer within {OLLAMA_START_TIMEOUT:.0f} s")
+
+
+def ollama_load(name: str, settings: Settings, prompt: str, progress=None, interactive: bool = False,
+                keep_alive: str = "30m") -> tuple[float, float, str]:
+    """Pull (streamed), preload with a generation and keep_alive, confirm with /api/ps."""
+    import httpx
+
+    with httpx.Client(base_url=ollama_base(), timeout=httpx.Timeout(30.0, read=600.0)) as client:
+        ensure_ollama(client, interactive)
+        try:
+            with client.stream("POST", "/api/pull", json={"model": name, "stream": True}) as response:
+                if response.status_code != 200:
+                    raise LoadFailure(f"ollama pull {name}: HTTP {response.status_code}")
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if "error" in event:
+                        raise LoadFailure(f"ollama pull {name}: {event['error']}")
+                    if progress:
+                        progress(event)
+            started = time.perf_counter()
+            reply = client.post("/api/generate", json={
+                "model": name, "prompt": prompt, "stream": False, "keep_alive": keep_alive,
+                "options": {"num_ctx": settings.context, "num_predict": 8, "temperature": 0}})
+            if reply.status_code != 200:
+                raise LoadFailure(f"ollama generate {name}: HTTP {reply.status_code} {reply.text[:200]}")
+            body = reply.json()
+            total = time.perf_counter() - started
+            loaded = [m.get("name") or m.get("model") for m in client.get("/api/ps").json().get("models", [])]
+            if name not in loaded:
+                raise LoadFailure(f"ollama answered, but {name} is not among the loaded models ({loaded})")
+        except (httpx.TransportError, ValueError) as exc:
+            raise LoadFailure(f"ollama {name}: {exc}") from exc
+    load = body.get("load_duration", 0) / 1e9
+    first = body.get("prompt_eval_duration", 0) / 1e9 if body.get("prompt_eval_duration") else total - load
+    return load, first, body.get("response", "")
+
+
+# ------------------------------------------------------------------------------ the chain
+
+def load_role(folder: Path, role_name: str, backend: str, prompt: str, fetch_one, overrides: dict,
+              say=print) -> Loaded:
+    """Try the role's model, then its fallbacks in order, until one loads and generates."""
+    compiled = json.loads((folder / "models.json").read_text())
+    roles = compiled["roles"]
+    if role_name not in roles:
+        raise UsageError(f"unknown role {role_name!r}; roles: {', '.join(sorted(roles))}")
+    role = roles[role_name]
+    chain = [m for m in [role["model"], *role["fallbacks"]] if m]
+    attempts: list[tuple[str, str]] = []
+    for model_id in chain:
+        model = compiled["models"][model_id]
+        if is_cloud(model):
+            say(f"{role_name}: {model_id} is a cloud model ({model['provider']}); not loaded locally")
+            continue
+        if attempts:
+            say(f"{role_name}: trying fallback {model_id}")
+        settings = settings_for(role, model, overrides.get("threads"), overrides.get("gpu_layers"),
+                                overrides.get("mmap", True), overrides.get("mlock", False))
+        if settings.gpu_layers == 0 and role.get("placement") == "split" and overrides.get("gpu_layers") is None:
+            settings.gpu_layers = split_layers(model, role, compiled["host"].get("vram_mb") or 0)
+        try:
+            if backend == "ollama":
+                name = (model.get("ollama") or {}).get("name")
+                if not name:
+                    raise LoadFailure(f"{model_id} has no ollama.name")
+                load, first, text = ollama_load(name, settings, prompt, interactive=overrides.get("interactive", False))
+            else:
+                fetched = fetch_one(model_id)
+                load, first, text = llamacpp_load(fetched, settings, prompt)
+        except LoadFailure as exc:
+            say(f"{role_name}: {model_id} failed: {exc}")
+            attempts.append((model_id, str(exc)))
+            continue
+        except RuntimeFailure as exc:  # a fetch that failed is a failed candidate too
+            say(f"{role_name}: {model_id} could not be fetched: {exc}")
+            attempts.append((model_id, str(exc)))
+            continue
+        return Loaded(model_id, backend, load, first, text, attempts)
+    raise RuntimeFailure(f"no model of role {role_name!r} could be loaded: "
+                         + ("; ".join(f"{m}: {why}" for m, why in attempts) or "no local model in its chain"))

@@ -1,0 +1,87 @@
+"""A stand-in for Ollama's HTTP API on 127.0.0.1 (the documented endpoints: version, tags, show,
+pull with streamed status, generate with keep_alive, ps). `failing` names models whose pull fails."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOllama:
+    def __init__(self, failing: set[str] | None = None):
+        self.failing = failing or set()
+        self.loaded: dict[str, str] = {}  # name -> keep_alive
+        self.requests: list[tuple[str, dict]] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def start(self) -> "FakeOllama":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _json(self, status: int, body) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                fake.requests.append((self.path, {}))
+                if self.path == "/api/version":
+                    return self._json(200, {"version": "0.12.0"})
+                if self.path == "/api/tags":
+                    return self._json(200, {"models": [{"name": n, "model": n} for n in fake.loaded]})
+                if self.path == "/api/ps":
+                    return self._json(200, {"models": [{"name": n, "model": n, "expires_at": "2026-11-22T00:00:00Z"}
+                                                       for n in fake.loaded]})
+                return self._json(404, {"error": "not found"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                fake.requests.append((self.path, body))
+                name = body.get("model") or body.get("name")
+                if self.path == "/api/pull":
+                    lines = [{"status": "pulling manifest"}]
+                    if name in fake.failing:
+                        lines.append({"error": f"pull model manifest: file does not exist: {name}"})
+                    else:
+                        lines += [{"status": "pulling 0123abcd", "digest": "sha256:0123abcd", "total": 100,
+                                   "completed": done} for done in (0, 50, 100)]
+                        lines += [{"status": "verifying sha256 digest"}, {"status": "success"}]
+                    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/x-ndjson")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return None
+                if self.path == "/api/generate":
+                    fake.loaded[name] = body.get("keep_alive")
+                    return self._json(200, {"model": name, "response": "Hello from a fake model.", "done": True,
+                                            "load_duration": 120_000_000, "prompt_eval_duration": 30_000_000})
+                if self.path == "/api/show":
+                    return self._json(200, {"model_info": {"general.architecture": "llama"}})
+                return self._json(404, {"error": "not found"})
+
+        return Handler
