@@ -281,6 +281,52 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
     run(action)
 
 
+@main.command(name="apply")
+@click.option("--host", metavar="H", help="A compiled host (default: this machine's).")
+@click.option("--from", "bundle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Install from a bundle made by `hostfit bundle` (no network needed).")
+@click.pass_obj
+def apply_command(obj: Context, host, bundle_file) -> None:
+    """Fetch, lock and install the compiled models.json where applications read it ($XDG_DATA_HOME/hostfit)."""
+    def action() -> int:
+        from .executor import apply as applier
+        from .executor import fetch as fetcher
+        from .executor.cache import Cache
+
+        if bundle_file:
+            document, count = applier.apply_from(bundle_file, Cache())
+        else:
+            plan, cache, lock, reporter = _executor_setup(obj, host)
+            fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
+            if not lock.path.exists():
+                lock.save()
+            document, count = applier.installed_document(plan.folder, fetched), len(fetched)
+        target = applier.install(document)
+        click.echo(f"installed {target} ({document['host']['name']}, {count} artifact(s) verified)")
+        return EXIT_OK
+
+    run(action)
+
+
+@main.command(name="bundle")
+@click.argument("host")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def bundle_command(obj: Context, host, output) -> None:
+    """Pack HOST's models.json, lock and artifacts into one file for an air-gapped machine."""
+    def action() -> int:
+        from .executor import apply as applier
+        from .executor import fetch as fetcher
+
+        plan, cache, lock, reporter = _executor_setup(obj, host)
+        fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
+        count = applier.bundle(plan.folder, fetched, output)
+        click.echo(f"wrote {output}: models.json, models.lock and {count} artifact(s)")
+        return EXIT_OK
+
+    run(action)
+
+
 @main.group()
 def cache() -> None:
     """Inspect and tidy the artifact cache ($XDG_CACHE_HOME/hostfit/models, or HOSTFIT_CACHE)."""
