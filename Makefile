@@ -39,7 +39,8 @@ check: $(STAMP)            ## what CI enforces: valid sources and an up-to-date 
 test: $(LLAMA_STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP)      ## needs nginx (Debian nginx-light) for the download benchmark; installs it as root
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || (apt-get update -qq && apt-get install -y -qq nginx-light)
 	$(BIN)/python tests/bench/run.py
 
 clean:

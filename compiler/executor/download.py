@@ -8,9 +8,10 @@
     4xx, exhausted retries                  -> next mirror
     size or sha256 differ                   -> delete the partial, IntegrityError (exit 3)
 
-SHA-256 runs on a second thread fed chunk by chunk (hashlib releases the GIL on large
-buffers), so hashing overlaps the network and disk instead of following them. A resumed
-download hashes the bytes it already has once, before it asks for the rest.
+The receiving thread only reads the socket; 1 MiB blocks go to two more threads, one writing the
+file and one updating SHA-256 (file writes and hashlib both release the GIL), so network, disk
+and hashing overlap instead of taking turns. A resumed download hashes the bytes it already has
+once, before it asks for the rest.
 """
 
 from __future__ import annotations
@@ -58,15 +59,23 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-class _Hasher(threading.Thread):
-    def __init__(self, digest):
+class _Sink(threading.Thread):
+    """Consumes chunks on its own thread (file writes and hashlib both release the GIL), so the
+    network, the disk and SHA-256 proceed at once; the first error is kept for the caller."""
+
+    def __init__(self, consume):
         super().__init__(daemon=True)
-        self.digest = digest
-        self.chunks: queue.Queue = queue.Queue(maxsize=32)
+        self.consume = consume
+        self.chunks: queue.Queue = queue.Queue(maxsize=16)  # at most 16 MiB in flight: bounded memory
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         while (chunk := self.chunks.get()) is not None:
-            self.digest.update(chunk)
+            if self.error is None:
+                try:
+                    self.consume(chunk)
+                except BaseException as exc:  # reported by the caller after join()
+                    self.error = exc
 
 
 def _seed(part: Path) -> tuple[int, "hashlib._Hash"]:
@@ -151,24 +160,43 @@ def _attempt(client, url: str, part: Path, expected_size: int | None, progress) 
             if needed > 0 and free_bytes(part.parent) < needed + DISK_MARGIN:
                 raise DiskError(f"not enough free disk for {part.name}: {needed:,} bytes needed, "
                                 f"{free_bytes(part.parent):,} free in {part.parent}")
-            hasher = _Hasher(digest)
-            hasher.start()
-            written = offset
-            try:
-                with open(part, "r+b" if offset else "wb") as handle:
-                    handle.seek(offset)
-                    handle.truncate()
+            with open(part, "r+b" if offset else "wb") as handle:
+                handle.seek(offset)
+                handle.truncate()
+                sinks = [_Sink(handle.write), _Sink(digest.update)]
+                for sink in sinks:
+                    sink.start()
+                written = offset
+                pending = bytearray()
+
+                def dispatch() -> None:
+                    block = bytes(pending)
+                    pending.clear()
+                    for sink in sinks:
+                        sink.chunks.put(block)
+
+                try:
                     for chunk in response.iter_bytes():  # as received: a drop loses nothing already here
-                        handle.write(chunk)
-                        hasher.chunks.put(chunk)
+                        pending += chunk
                         written += len(chunk)
-                        if progress:
-                            progress(written, expected_size or total)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            finally:
-                hasher.chunks.put(None)
-                hasher.join()
+                        if len(pending) >= CHUNK:
+                            dispatch()
+                            if progress:
+                                progress(written, expected_size or total)
+                finally:
+                    if pending:
+                        dispatch()
+                    for sink in sinks:
+                        sink.chunks.put(None)
+                    for sink in sinks:
+                        sink.join()
+                for sink in sinks:
+                    if sink.error is not None:
+                        raise sink.error
+                if progress:
+                    progress(written, expected_size or total)
+                handle.flush()
+                os.fsync(handle.fileno())
             if total is not None and written != total:
                 raise Retry(f"connection ended at {written:,} of {total:,} bytes")
             return Outcome(written, digest.hexdigest(), url, offset)

@@ -203,6 +203,15 @@ def main() -> int:
             print(f"{name:<44} {ours:>8.3f}s {theirs:>8.3f}s {ratio:>6.2f}x  {goal:>7} {verdict:>6}  {baseline}")
         if omega_note:
             print(omega_note)
+        import fetch_bench
+
+        print()
+        for name, baseline, ours, theirs, target in fetch_bench.run(work, hostfit, env, REPEAT):
+            ratio = ours / theirs
+            verdict = "" if target is None else ("ok" if ratio <= target else "MISSED")
+            goal = f"<={target:.2f}" if target is not None else "-"
+            print(f"{name:<44} {ours:>8.3f}s {theirs:>8.3f}s {ratio:>6.2f}x  {goal:>7} {verdict:>6}  {baseline}")
+        print(fetch_bench.tiny_model_times(work))
         print(f"\n{'import and migration':<56} {'seconds':>9} {'baseline':>9} {'ratio':>7}  baseline")
         for name, baseline, ours, theirs in second:
             print(f"{name:<56} {ours:>8.3f}s {theirs:>8.3f}s {ours / theirs:>6.2f}x  {baseline}")

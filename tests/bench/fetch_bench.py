@@ -1,0 +1,130 @@
+"""Download benchmark: a 1 GiB artifact served by nginx on 127.0.0.1, fetched by `hostfit fetch`
+(streamed, SHA-256 on the fly, fsync, atomic rename) against `curl -o` (no hashing) and
+`curl | sha256sum`, in one run; plus hostfit's peak RSS and the tiny model's load times."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SIZE = 1 << 30
+NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {prefix}/tmp; proxy_temp_path {prefix}/tmp; fastcgi_temp_path {prefix}/tmp;
+    uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
+    server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def best(argv, env, runs, before=None, shell=False) -> float:
+    times = []
+    for _ in range(runs):
+        if before:
+            before()
+        start = time.perf_counter()
+        result = subprocess.run(argv, env=env, shell=shell, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"{argv} failed: {result.stderr[-500:]}")
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def run(work: Path, hostfit: str, env: dict, runs: int) -> list[tuple]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        print("fetch benchmark skipped: nginx is not installed (Debian package nginx-light)")
+        return []
+    root = work / "www"
+    root.mkdir()
+    blob = root / "big.gguf"
+    digest = hashlib.sha256()
+    with open(blob, "wb") as handle:
+        for _ in range(SIZE >> 24):
+            chunk = os.urandom(1 << 24)
+            digest.update(chunk)
+            handle.write(chunk)
+    for path in (work, root, blob):  # nginx's workers run as an unprivileged user
+        path.chmod(0o755)
+    port = free_port()
+    prefix = work / "nginx"
+    (prefix / "tmp").mkdir(parents=True)
+    (prefix / "nginx.conf").write_text(NGINX_CONF.format(prefix=prefix, port=port, root=root))
+    server = subprocess.Popen([nginx, "-c", str(prefix / "nginx.conf"), "-p", str(prefix)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/big.gguf"
+        catalog = work / "fetch-catalog"
+        (catalog / "sources").mkdir(parents=True)
+        (catalog / "sources" / "00.yaml").write_text(f"""schema_version: 2
+kind: catalog
+models:
+  big: {{provider: local, workloads: [chat], params_b: 0.5, context_window: 4096, memory: {{ram_mb: 1024}},
+        artifact: {{url: "{url}", file: big.gguf, size_bytes: {SIZE}, sha256: {digest.hexdigest()}}}}}
+roles:
+  chat: {{workload: chat, prefer: [big]}}
+""")
+        (catalog / "sources" / "hosts.yaml").write_text("schema_version: 2\nkind: hosts\nhosts:\n  bench: {ram_gb: 16}\n")
+        cache = work / "fetch-cache"
+        fenv = {**env, "HOSTFIT_CACHE": str(cache)}
+        subprocess.run([hostfit, "-C", str(catalog), "build", "--host", "bench", "-q"], env=fenv, check=True)
+
+        def clear():  # and flush: each run starts with no dirty pages left by the one before
+            shutil.rmtree(cache, ignore_errors=True)
+            (work / "curl.out").unlink(missing_ok=True)
+            os.sync()
+
+        t_curl = best(["curl", "-s", "-o", str(work / "curl.out"), url], fenv, runs, clear)
+        t_pipe = best(f"curl -s {url} | sha256sum", fenv, runs, clear, shell=True)
+        t_fetch = best([hostfit, "-C", str(catalog), "fetch", "--host", "bench"], fenv, runs, clear)
+        clear()
+        timed = subprocess.run(["/usr/bin/time", "-f", "%M", hostfit, "-C", str(catalog), "fetch", "--host", "bench"],
+                               env=fenv, capture_output=True, text=True, check=True)
+        rss_mb = int(re.findall(r"^(\d+)$", timed.stderr, re.M)[-1]) / 1024
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    rows = [("fetch 1 GiB: hostfit (sha256, fsync)", "curl -o (no hashing)", t_fetch, t_curl, 1.3),
+            ("fetch 1 GiB: hostfit", "curl | sha256sum", t_fetch, t_pipe, None)]
+    print(f"peak RSS of `hostfit fetch` of 1 GiB: {rss_mb:.0f} MB (target < 100 MB)")
+    return rows
+
+
+def tiny_model_times(work: Path) -> str:
+    code = ("import sys, time; sys.path.insert(0, 'tests'); from pathlib import Path;"
+            "from tinygguf import write_tiny_llama; from compiler.executor.loaders import Settings, llamacpp_load;"
+            "p = write_tiny_llama(Path(sys.argv[1]));"
+            "load, first, text = llamacpp_load(p, Settings(256, 2, 0), 'hello world');"
+            "print(f'{load:.4f} {first:.4f}')")
+    result = subprocess.run([sys.executable, "-c", code, str(work / "tiny.gguf")], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent.parent)
+    if result.returncode != 0:
+        return "tiny model: llama-cpp-python not installed (pip install 'hostfit[llama]')"
+    load, first = result.stdout.split()
+    return f"tiny llama GGUF through llama-cpp-python: load {float(load) * 1000:.1f} ms, first token {float(first) * 1000:.1f} ms"
