@@ -471,6 +471,8 @@ def cache_prune(obj: Context, max_size: str) -> None:
             store.remove(entry.id)
             total -= entry.size
             evicted.append(entry.id)
+        for part in store.stale_parts():
+            part.unlink(missing_ok=True)
         click.echo(f"evicted {len(evicted)} artifact(s){': ' + ', '.join(evicted) if evicted else ''}; "
                    f"cache now {total / 2**30:,.2f} GiB" + (" (pinned artifacts keep it above the limit)"
                                                            if total > limit else ""), err=True)

@@ -191,7 +191,7 @@ def test_a_corrupt_manifest_is_rebuilt_with_a_warning(base_catalog, server, tmp_
     (tmp_path / "cache" / "manifest.json").write_text("{not json")
     result = run_cli("-C", str(catalog), "cache", "list")
     assert result.exit_code == 0 and "small-chat" in result.stdout
-    assert "rebuilt it from the cached files" in result.stderr
+    assert "manifest.json was unreadable; rebuilt it from the 1 cached file(s)" in result.stderr
     assert manifest(tmp_path)["small-chat"]["sha256"] == SHA
     assert len(server.log) == 1
 

@@ -103,6 +103,8 @@ def test_ollama_pull_preload_and_confirm(base_catalog, served_tiny, monkeypatch)
         assert result.exit_code == 0, result.output
         assert "broken-model failed: ollama pull broken:latest: pull model manifest" in result.stderr
         assert "chat: tiny-llama loaded with ollama in 0.120 s" in result.stdout
+        assert "ollama pull tiny-llama:latest: pulling 0123abcd 100%" in result.stderr
+        assert "ollama pull tiny-llama:latest: success" in result.stderr
         generate = [body for path, body in fake.requests if path == "/api/generate"]
         assert generate == [{"model": "tiny-llama:latest", "prompt": "Say hello in five words.", "stream": False,
                              "keep_alive": "30m", "options": {"num_ctx": 128, "num_predict": 8, "temperature": 0}}]

@@ -125,8 +125,7 @@ class Cache:
     def _rebuild(self) -> dict[str, Entry]:
         """The manifest from the files themselves (hashing each): for a missing or corrupt one."""
         entries: dict[str, Entry] = {}
-        if self.manifest_path.exists():
-            self.warnings.append(f"{self.manifest_path} was unreadable; rebuilt it from the cached files")
+        existed = self.manifest_path.exists()
         if self.root.is_dir():
             for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 model_id = folder.name.replace("%2F", "/").replace("%3A", ":").replace("%25", "%")
@@ -134,7 +133,9 @@ class Cache:
                     stamp = datetime.fromtimestamp(file.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
                     entries[model_id] = Entry(model_id, str(file.relative_to(self.root)), file.stat().st_size,
                                               sha256_file(file), stamp, stamp, 0)
-        if self.manifest_path.exists() or entries:
+        if existed or entries:
+            self.warnings.append(f"{self.manifest_path} was {'unreadable' if existed else 'missing'}; "
+                                 f"rebuilt it from the {len(entries)} cached file(s)")
             self._write(entries)
         return entries
 

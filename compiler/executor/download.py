@@ -78,6 +78,24 @@ class _Sink(threading.Thread):
                     self.error = exc
 
 
+class _Writer:
+    """Writes blocks and flushes them to disk every FLUSH_EVERY bytes, on the writer thread, so
+    the final fsync (needed before the rename) has little left to do."""
+
+    FLUSH_EVERY = 64 << 20
+
+    def __init__(self, handle):
+        self.handle, self.unflushed = handle, 0
+
+    def __call__(self, block: bytes) -> None:
+        self.handle.write(block)
+        self.unflushed += len(block)
+        if self.unflushed >= self.FLUSH_EVERY:
+            self.handle.flush()
+            os.fdatasync(self.handle.fileno())
+            self.unflushed = 0
+
+
 def _seed(part: Path) -> tuple[int, "hashlib._Hash"]:
     digest = hashlib.sha256()
     size = 0
@@ -163,7 +181,7 @@ def _attempt(client, url: str, part: Path, expected_size: int | None, progress) 
             with open(part, "r+b" if offset else "wb") as handle:
                 handle.seek(offset)
                 handle.truncate()
-                sinks = [_Sink(handle.write), _Sink(digest.update)]
+                sinks = [_Sink(_Writer(handle)), _Sink(digest.update)]
                 for sink in sinks:
                     sink.start()
                 written = offset

@@ -187,6 +187,24 @@ def ollama_load(name: str, settings: Settings, prompt: str, progress=None, inter
 
 # ------------------------------------------------------------------------------ the chain
 
+def _pull_progress(say, name: str):
+    """One line per pull status (and per 25% of a layer), not one per streamed event."""
+    shown: set = set()
+
+    def progress(event: dict) -> None:
+        status = event.get("status", "")
+        if event.get("total"):
+            quarter = int(4 * event.get("completed", 0) / event["total"])
+            key = (status, quarter)
+            text = f"ollama pull {name}: {status} {25 * quarter}%"
+        else:
+            key, text = (status, None), f"ollama pull {name}: {status}"
+        if key not in shown:
+            shown.add(key)
+            say(text)
+    return progress
+
+
 def load_role(folder: Path, role_name: str, backend: str, prompt: str, fetch_one, overrides: dict,
               say=print) -> Loaded:
     """Try the role's model, then its fallbacks in order, until one loads and generates."""
@@ -213,7 +231,8 @@ def load_role(folder: Path, role_name: str, backend: str, prompt: str, fetch_one
                 name = (model.get("ollama") or {}).get("name")
                 if not name:
                     raise LoadFailure(f"{model_id} has no ollama.name")
-                load, first, text = ollama_load(name, settings, prompt, interactive=overrides.get("interactive", False))
+                load, first, text = ollama_load(name, settings, prompt, progress=_pull_progress(say, name),
+                                                interactive=overrides.get("interactive", False))
             else:
                 fetched = fetch_one(model_id)
                 load, first, text = llamacpp_load(fetched, settings, prompt)
