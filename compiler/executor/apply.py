@@ -86,14 +86,18 @@ def apply_from(path: Path, cache: Cache) -> tuple[dict, int]:
     except (OSError, tarfile.TarError) as exc:
         raise bad_bundle(path, f"not a readable tar file ({exc})") from exc
     with tar:
-        def read(name: str) -> bytes:
+        def regular(name: str) -> tarfile.TarInfo:
+            """The member `name`, which must be a regular file (no links, devices, folders)."""
             try:
                 member = tar.getmember(name)
             except KeyError:
                 raise bad_bundle(path, f"it has no {name}") from None
             if not member.isfile():
                 raise bad_bundle(path, f"{name} is not a regular file")
-            return tar.extractfile(member).read()
+            return member
+
+        def read(name: str) -> bytes:
+            return tar.extractfile(regular(name)).read()
 
         try:
             manifest = json.loads(read("bundle.json"))
@@ -112,12 +116,7 @@ def apply_from(path: Path, cache: Cache) -> tuple[dict, int]:
             pinned = (lock.get(model_id) or {}).get("sha256") or entry.get("sha256")
             if not pinned:
                 raise bad_bundle(path, f"{model_id!r} carries no sha256 to verify against")
-            try:
-                member = tar.getmember(expected)
-            except KeyError:
-                raise bad_bundle(path, f"{expected} is listed but missing") from None
-            if not member.isfile():
-                raise bad_bundle(path, f"{expected} is not a regular file")
+            member = regular(expected)
             final = cache.artifact_path(model_id, entry["file"])
             part = cache.part_path(model_id, entry["file"])
             part.parent.mkdir(parents=True, exist_ok=True)
