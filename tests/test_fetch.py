@@ -291,3 +291,16 @@ def test_two_processes_fetching_one_artifact_download_it_once(base_catalog, serv
     assert [e["status"] for e in server.log] == [200]
     assert hashlib.sha256(cached(tmp_path).read_bytes()).hexdigest() == SHA
     assert manifest(tmp_path)["small-chat"]["use_count"] == 2
+
+
+def test_every_fetched_artifact_is_pinned(base_catalog, server, tmp_path):
+    server.files["other.gguf"] = BLOB[::-1]
+    add_layer(base_catalog, "20-served.yaml", "models:\n"
+              f"  small-chat:\n    artifact: {{url: '{server.url('tiny.gguf')}', file: tiny.gguf}}\n"
+              f"  big-chat:\n    artifact: {{url: '{server.url('other.gguf')}', file: other.gguf}}\n"
+              "roles:\n  chat: {prefer: [big-chat]}\n  summarization: {prefer: [small-chat]}\n")
+    assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+    assert fetch(base_catalog).exit_code == 0
+    pins = json.loads((base_catalog / "out" / "box-8" / "models.lock").read_text())["artifacts"]
+    assert pins["small-chat"]["sha256"] == SHA
+    assert pins["big-chat"]["sha256"] == hashlib.sha256(BLOB[::-1]).hexdigest()

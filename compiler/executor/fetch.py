@@ -153,8 +153,9 @@ def fetch(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporte
     try:
         for artifact in artifacts:
             results.append(fetch_one(artifact, cache, lock, reporter))
-    finally:
-        if results and any(lock.pin(r.artifact.model_id, lock_entry(r)) for r in results):
+    finally:  # pin what was verified, even when a later artifact failed
+        changed = [lock.pin(r.artifact.model_id, lock_entry(r)) for r in results]
+        if any(changed):
             lock.save()
     return results
 
