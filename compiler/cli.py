@@ -150,6 +150,45 @@ def validate_command(obj: Context, paths, fmt, max_errors) -> None:
     run(action)
 
 
+@main.command(name="diff")
+@click.argument("old", required=False, type=click.Path(exists=True, path_type=Path))
+@click.argument("new", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--git", "ref", metavar="REF", help="Compare REF's sources, compiled, with the working tree's.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--exit-code", is_flag=True, help="Exit 1 when something changed, 0 when nothing did (2: error).")
+@click.pass_obj
+def diff_command(obj: Context, old, new, ref, fmt, exit_code) -> None:
+    """What a catalog change does, per host: OLD NEW (models.json files or out/ folders), or --git REF."""
+    def action() -> int:
+        import sys as _sys
+
+        from . import diff as differ
+        from .errors import InputError
+
+        if ref and (old or new) or not ref and not (old and new):
+            raise UsageError("give OLD and NEW, or --git REF")
+        try:
+            if ref:
+                project = obj.project()
+                before, after = differ.git_side(project.root, ref), differ.compiled_side(project)
+            else:
+                before, after = differ.read_side(old), differ.read_side(new)
+        except InputError as exc:
+            from . import report
+            click.echo(report.diagnostics(exc.diagnostics, []), err=True)
+            return 2
+        changes = differ.diff(before, after)
+        if fmt == "json":
+            click.echo(differ.render_json(changes))
+        elif fmt == "markdown":
+            click.echo(differ.render_markdown(changes))
+        else:
+            click.echo(differ.render_text(changes, colour=_sys.stdout.isatty()))
+        return (1 if changes else 0) if exit_code else EXIT_OK
+
+    run(action)
+
+
 @main.command(name="migrate")
 @click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--write", is_flag=True, help="Rewrite the files in place (comments and order kept).")

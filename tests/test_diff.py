@@ -1,0 +1,76 @@
+"""hostfit diff: per-host semantic differences of compiled output, in every format (snapshots
+reviewed like code), exit codes, and --git against a temporary repository."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import add_layer, run_cli
+
+CHANGES = {
+    "model-added": lambda c: add_layer(c, "20-new.yaml", "models:\n  mid-chat: {provider: local, workloads: [chat], "
+                                                          "params_b: 3, quantization: Q4_K_M, context_window: 16384}\n"),
+    "ram-reassigns-a-role": lambda c: (c / "sources" / "hosts.yaml").write_text(
+        (c / "sources" / "hosts.yaml").read_text().replace("box-8: {ram_gb: 8", "box-8: {ram_gb: 4")),
+    "profile-change": lambda c: (c / "profiles" / "base.yaml").write_text(
+        "schema_version: 2\nkind: profile\nname: base\nroles:\n  chat: {strategy: first_fit, prefer: [small-chat]}\n"),
+    "host-removed": lambda c: (c / "sources" / "hosts.yaml").write_text(
+        "schema_version: 2\nkind: hosts\nhosts:\n  box-32: {ram_gb: 32, profiles: [base]}\n"),
+    "field-in-one-layer": lambda c: add_layer(c, "30-patch.yaml", "models:\n  small-chat: {context_window: 4096}\n"),
+}
+
+
+def compile_into(catalog: Path, out: Path) -> None:
+    result = run_cli("-C", str(catalog), "build", "--all", "-q", "--out", str(out))
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_diff_formats(base_catalog: Path, tmp_path: Path, change: str, fmt: str, snapshot):
+    compile_into(base_catalog, tmp_path / "before")
+    CHANGES[change](base_catalog)
+    compile_into(base_catalog, tmp_path / "after")
+    result = run_cli("diff", str(tmp_path / "before"), str(tmp_path / "after"), "--format", fmt, "--exit-code")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == snapshot
+
+
+def test_exit_codes(base_catalog: Path, tmp_path: Path):
+    compile_into(base_catalog, tmp_path / "a")
+    same = run_cli("diff", str(tmp_path / "a"), str(tmp_path / "a"), "--exit-code")
+    assert same.exit_code == 0 and same.stdout.strip() == "no changes"
+    single = run_cli("diff", str(tmp_path / "a" / "box-8" / "models.json"), str(tmp_path / "a" / "box-8"),
+                     "--exit-code")
+    assert single.exit_code == 0
+    (tmp_path / "junk.json").write_text("{}")
+    assert run_cli("diff", str(tmp_path / "a"), str(tmp_path / "junk.json"), "--exit-code").exit_code == 2
+    assert run_cli("diff", str(tmp_path / "a")).exit_code == 2
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t", *args], check=True,
+                   capture_output=True)
+
+
+def test_diff_against_a_git_ref_explains_with_the_trace(base_catalog: Path):
+    git(base_catalog, "init", "-q")
+    git(base_catalog, "add", "-A")
+    git(base_catalog, "commit", "-q", "-m", "catalog")
+    add_layer(base_catalog, "20-roles.yaml", "roles:\n  chat: {requires: {context_min: 16384}}\n"
+                                             "models:\n  big-chat: {context_window: 8192}\n"
+                                             "  long-chat: {provider: local, workloads: [chat], params_b: 1, "
+                                             "quantization: Q4_K_M, context_window: 65536}\n")
+    result = run_cli("-C", str(base_catalog), "diff", "--git", "HEAD", "--format", "json", "--exit-code")
+    assert result.exit_code == 1, result.output
+    hosts = {h["host"]: h for h in json.loads(result.stdout)["hosts"]}
+    chat = next(r for r in hosts["box-32"]["roles"] if r["role"] == "chat")
+    assert (chat["old_model"], chat["new_model"]) == ("big-chat", "long-chat")
+    assert chat["reason"] == "big-chat context window 8,192 < required 16,384"
+    worktrees = subprocess.run(["git", "-C", str(base_catalog), "worktree", "list"], capture_output=True, text=True)
+    assert len(worktrees.stdout.strip().splitlines()) == 1, "the temporary worktree is removed"
+    assert run_cli("-C", str(base_catalog), "diff", "--git", "no-such-ref").exit_code == 2
