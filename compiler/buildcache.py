@@ -59,11 +59,14 @@ def _cache_file(root: Path, options) -> Path:
 
 
 def _stat_outputs(folders: list[str]) -> list:
+    """models.json and every export of each host: a deleted or edited output forces a build."""
     rows = []
     for folder in folders:
-        path = Path(folder) / "models.json"
-        st = path.stat()
-        rows.append((str(path), st.st_size, st.st_mtime_ns))
+        paths = [Path(folder) / "models.json"] + sorted((Path(folder) / "exports").rglob("*"))
+        for path in paths:
+            if path.is_file() or path.name == "models.json":
+                st = path.stat()
+                rows.append((str(path), st.st_size, st.st_mtime_ns))
     return rows
 
 

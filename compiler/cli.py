@@ -95,7 +95,8 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
             return EXIT_INVALID
         summaries = [(r.folder, r.output, r.stale) for r in result.results]
         if check:
-            stale = [folder / "models.json" for folder, _, is_stale in summaries if is_stale]
+            stale = [r.folder / "models.json" for r in result.results
+                     if emit_stale(r)] + [r.folder / "exports" / name for r in result.results for name in r.stale_exports]
             for path in stale:
                 click.echo(f"stale: {project.display(path)}", err=True)
             if stale:
@@ -109,6 +110,12 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
         return EXIT_OK
 
     run(action)
+
+
+def emit_stale(result) -> bool:
+    from .emit import is_stale
+
+    return is_stale(result.folder / "models.json", result.models_bytes)
 
 
 def _print_results(results, check: bool, single: bool) -> None:

@@ -21,7 +21,7 @@ from .merge import provenance
 from .select import Plan
 from .resolve import Catalog
 
-MODELS_JSON, EXPLAIN_JSON = "models.json", "explain.json"
+MODELS_JSON, EXPLAIN_JSON, EXPORTS = "models.json", "explain.json", "exports"
 
 
 def output_document(plan: Plan, catalog: Catalog, profiles: list[str]) -> dict:
@@ -134,3 +134,22 @@ def is_stale(path: Path, data: bytes) -> bool:
         return path.read_bytes() != data
     except OSError:
         return True
+
+
+def stale_exports(folder: Path, files: dict[str, bytes]) -> list[str]:
+    """Exports that differ from what would be written, or that would no longer be written."""
+    root = folder / EXPORTS
+    present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
+    return sorted({name for name, data in files.items() if is_stale(root / name, data)} | (present - set(files)))
+
+
+def write_exports(folder: Path, files: dict[str, bytes]) -> None:
+    root = folder / EXPORTS
+    for name, data in sorted(files.items()):
+        write_atomic(root / name, data)
+    if root.is_dir():
+        for path in sorted(root.rglob("*"), reverse=True):
+            if path.is_file() and str(path.relative_to(root)) not in files:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()

@@ -34,6 +34,7 @@ class Host:
     detected: bool = False
     available_mb: int | None = None
     user: tuple[str, ...] = ()
+    exports: tuple[str, ...] | None = None  # None: every built-in export
     hostnames: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -54,6 +55,7 @@ def declared_hosts(hosts: dict) -> dict[str, Host]:
             ram_reserve_gb=spec.get("ram_reserve_gb"),
             unified_memory=bool(spec.get("unified_memory", False)),
             user=tuple(spec.get("user") or ()),
+            exports=tuple(spec["exports"]) if spec.get("exports") is not None else None,
             hostnames=tuple(h.lower() for h in spec.get("hostnames") or ()),
         )
     return out

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import emit, hosts as hostmod, migrate, validate
+from . import emit, exports, hosts as hostmod, migrate, validate
 from .errors import Diagnostic, InputError, UsageError, did_you_mean
 from .hosts import LOCAL, Host
 from .load import Document, load_file
@@ -56,6 +56,8 @@ class HostResult:
     explain_bytes: bytes
     stale: bool
     plan: Plan
+    exports: dict[str, bytes] = field(default_factory=dict)
+    stale_exports: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -266,6 +268,7 @@ class Project:
             for result in report.results:
                 emit.write_atomic(result.folder / emit.MODELS_JSON, result.models_bytes)
                 emit.write_atomic(result.folder / emit.EXPLAIN_JSON, result.explain_bytes)
+                emit.write_exports(result.folder, result.exports)
         return report
 
     def _compile(self, options: BuildOptions, sources: Sources) -> Report:
@@ -286,10 +289,18 @@ class Project:
                 raise AssertionError(f"compiled output for {target.host.name} breaks its schema: {broken[:3]}")
             folder = out_root / target.folder
             models_bytes = emit.render(output)
+            try:
+                files = exports.render(output, list(target.host.exports) if target.host.exports is not None
+                                       else None, self.root / "templates")
+            except InputError as exc:
+                report.errors += exc.diagnostics
+                continue
+            stale_files = emit.stale_exports(folder, files)
             report.results.append(HostResult(
                 target.host, folder, output, models_bytes,
                 emit.render_compact(emit.explain_document(plan, catalog, output)),
-                emit.is_stale(folder / emit.MODELS_JSON, models_bytes), plan))
+                emit.is_stale(folder / emit.MODELS_JSON, models_bytes) or bool(stale_files), plan,
+                files, stale_files))
         return report
 
     def _checked_catalog(self, layers: list[Layer], report: Report) -> Catalog | None:
