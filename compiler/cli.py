@@ -161,7 +161,8 @@ def validate_command(obj: Context, paths, fmt, max_errors) -> None:
 @click.argument("old", required=False, type=click.Path(exists=True, path_type=Path))
 @click.argument("new", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--git", "ref", metavar="REF", help="Compare REF's sources, compiled, with the working tree's.")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "github"]), default="text",
+              show_default=True)
 @click.option("--exit-code", is_flag=True, help="Exit 1 when something changed, 0 when nothing did (2: error).")
 @click.pass_obj
 def diff_command(obj: Context, old, new, ref, fmt, exit_code) -> None:
@@ -189,6 +190,8 @@ def diff_command(obj: Context, old, new, ref, fmt, exit_code) -> None:
             click.echo(differ.render_json(changes))
         elif fmt == "markdown":
             click.echo(differ.render_markdown(changes))
+        elif fmt == "github":
+            click.echo(differ.render_github(changes))
         else:
             click.echo(differ.render_text(changes, colour=_sys.stdout.isatty()))
         return (1 if changes else 0) if exit_code else EXIT_OK
@@ -584,6 +587,19 @@ def explain(obj: Context, host: str, subject: str | None, as_json: bool) -> None
             document = json.loads(result.results[0].explain_bytes)
             click.echo(explainer.render(document, subject, as_json))
         return EXIT_INVALID if result.errors else EXIT_OK
+
+    run(action)
+
+
+@main.command(name="schema")
+@click.argument("kind", type=click.Choice(["catalog", "profile", "hosts", "output"]))
+def schema_command(kind: str) -> None:
+    """Print the JSON Schema of a document kind (save it to point your editor at it)."""
+    def action() -> int:
+        from .schema import SCHEMA_DIR
+
+        click.echo((SCHEMA_DIR / f"{kind}.v2.json").read_text(), nl=False)
+        return EXIT_OK
 
     run(action)
 

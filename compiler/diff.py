@@ -214,6 +214,15 @@ def render_markdown(diffs: list[HostDiff]) -> str:
     return "\n\n".join(parts)
 
 
+def render_github(diffs: list[HostDiff]) -> str:
+    """GitHub workflow annotations: one notice per host, the text diff as its message."""
+    lines = []
+    for d in diffs:
+        body = render_text([d]).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        lines.append(f"::notice title=hostfit diff: {d.host}::{body}")
+    return "\n".join(lines) or "::notice title=hostfit diff::no changes"
+
+
 def render_json(diffs: list[HostDiff]) -> str:
     return json.dumps({"changed": bool(diffs), "hosts": [d.to_dict() for d in diffs]}, indent=2, sort_keys=True)
 

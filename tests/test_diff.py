@@ -74,3 +74,20 @@ def test_diff_against_a_git_ref_explains_with_the_trace(base_catalog: Path):
     worktrees = subprocess.run(["git", "-C", str(base_catalog), "worktree", "list"], capture_output=True, text=True)
     assert len(worktrees.stdout.strip().splitlines()) == 1, "the temporary worktree is removed"
     assert run_cli("-C", str(base_catalog), "diff", "--git", "no-such-ref").exit_code == 2
+
+
+def test_github_annotations_and_pre_commit_hooks(base_catalog: Path, tmp_path: Path):
+    compile_into(base_catalog, tmp_path / "before")
+    CHANGES["ram-reassigns-a-role"](base_catalog)
+    compile_into(base_catalog, tmp_path / "after")
+    result = run_cli("diff", str(tmp_path / "before"), str(tmp_path / "after"), "--format", "github")
+    assert result.stdout.startswith("::notice title=hostfit diff: box-8::host box-8:%0A  host ram_mb: 8192 -> 4096")
+    import yaml
+    hooks = yaml.safe_load((Path(__file__).parent.parent / ".pre-commit-hooks.yaml").read_text())
+    assert {h["id"]: h["entry"] for h in hooks} == {"hostfit-validate": "hostfit validate",
+                                                      "hostfit-check": "hostfit build --all --check"}
+
+
+def test_schema_command_prints_the_shipped_schema():
+    result = run_cli("schema", "catalog")
+    assert json.loads(result.stdout)["$id"] == "urn:hostfit:schema:catalog.v2"
