@@ -91,3 +91,22 @@ def test_github_annotations_and_pre_commit_hooks(base_catalog: Path, tmp_path: P
 def test_schema_command_prints_the_shipped_schema():
     result = run_cli("schema", "catalog")
     assert json.loads(result.stdout)["$id"] == "urn:hostfit:schema:catalog.v2"
+
+
+def test_the_readme_diff_driver_recipe_works(tmp_path: Path, base_catalog: Path):
+    import os
+    import sys
+
+    repo = tmp_path / "repo"
+    compile_into(base_catalog, repo / "out")
+    (repo / ".gitattributes").write_text("out/*/models.json diff=hostfit\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "one")
+    CHANGES["ram-reassigns-a-role"](base_catalog)
+    compile_into(base_catalog, repo / "out")
+    command = f'sh -c "{sys.executable} -m compiler.cli diff \\"\\$2\\" \\"\\$5\\" || true" hostfit-diff'
+    git(repo, "config", "diff.hostfit.command", command)
+    shown = subprocess.run(["git", "-C", str(repo), "diff"], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert "chat: big-chat -> small-chat: box-8 now has 2.0 GiB usable (was 6.0)" in shown.stdout
