@@ -70,17 +70,19 @@ def main(ctx: click.Context, directory: Path | None) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default out/).")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 naming the outputs that are stale.")
 @click.option("--with-staging", is_flag=True, help="Include sources/staging/ as a layer.")
+@click.option("--discover", is_flag=True, help="Discover this machine's Ollama models live, as its lowest layer.")
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
 @click.pass_obj
-def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_staging, quiet) -> None:
+def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_staging, discover, quiet) -> None:
     """Compile out/<host>/models.json (this machine's by default)."""
     def action() -> int:
         from . import buildcache
         from .options import BuildOptions
 
         root = obj.root()
-        options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets), out_dir, check, with_staging)
-        cached = buildcache.lookup(root, options, read_outputs=not quiet)
+        options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets), out_dir, check, with_staging,
+                               discover)
+        cached = None if discover else buildcache.lookup(root, options, read_outputs=not quiet)
         if cached is not None:
             if not quiet:
                 _print_results(cached, check, single=len(cached) == 1 and not all_hosts)
@@ -587,6 +589,90 @@ def explain(obj: Context, host: str, subject: str | None, as_json: bool) -> None
             document = json.loads(result.results[0].explain_bytes)
             click.echo(explainer.render(document, subject, as_json))
         return EXIT_INVALID if result.errors else EXIT_OK
+
+    run(action)
+
+
+def _this_host(project, sources) -> str:
+    from . import hosts
+
+    declared = hosts.find_declared(hosts.machine_name(), sources.hosts)
+    return declared.name if declared else hosts.machine_name()
+
+
+@main.command(name="discover")
+@click.option("--ollama", "base", metavar="URL", help="Ollama's address (default: OLLAMA_HOST, else 127.0.0.1:11434).")
+@click.option("--write", is_flag=True, help="Write sources/discovered/<host>.yaml, a catalog layer.")
+@click.pass_obj
+def discover_command(obj: Context, base, write) -> None:
+    """List the models this machine's Ollama has installed (a missing Ollama is only a warning)."""
+    def action() -> int:
+        import yaml
+
+        from .discover import ollama
+        from .emit import write_atomic
+        from .load import load_yaml_text
+        from .validate import check_document
+
+        project = obj.project()
+        sources = project.load_sources()
+        host = _this_host(project, sources)
+        found = ollama.discover(host, base, project.ollama_names(sources))
+        for warning in found.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        for model_id, model in sorted(found.models.items()):
+            facts = ", ".join(str(x) for x in (model.get("params_b") and f"{model['params_b']}B",
+                                                model.get("quantization"),
+                                                model.get("context_window") and f"ctx {model['context_window']}")
+                              if x)
+            click.echo(f"{model_id}  ({model['ollama']['name']}, {model['provider']}{', ' + facts if facts else ''})")
+        if write:
+            text = (f"# Discovered on {host} from Ollama by `hostfit discover --write`; the lowest layer:\n"
+                    "# the catalog's own facts win over these.\n"
+                    + yaml.safe_dump(ollama.layer(found), sort_keys=False, allow_unicode=True))
+            target = project.root / "sources" / "discovered" / f"{host}.yaml"
+            problems = [p for p in check_document(load_yaml_text(text, project.display(target)))
+                        if p.severity == "error"]
+            if problems:
+                from . import report
+                click.echo(report.diagnostics(problems, []), err=True)
+                return EXIT_INVALID
+            write_atomic(target, text.encode())
+            click.echo(f"wrote {project.display(target)}: {len(found.models)} model(s)", err=True)
+        return EXIT_OK
+
+    run(action)
+
+
+@main.command(name="models")
+@click.option("--host", metavar="H", help="A declared host (default: this machine).")
+@click.option("--workload", metavar="W", help="Only models serving workload W.")
+@click.option("--provider", metavar="P", help="Only models from provider P.")
+@click.option("--all", "everything", is_flag=True, help="Also candidates, retired and other non-active models.")
+@click.option("--show-aliases", is_flag=True, help="List aliases (case-insensitive) and the ids they name.")
+@click.option("--include-suggestions", is_flag=True, help="Include staged candidates (sources/staging/).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def models_command(obj: Context, host, workload, provider, everything, show_aliases, include_suggestions,
+                   as_json) -> None:
+    """The catalog as a host sees it: recommended first, with memory, fit and installed marks."""
+    def action() -> int:
+        import json
+
+        from . import listing
+        from .options import BuildOptions
+
+        options = BuildOptions(hosts=(host,) if host else (), with_staging=include_suggestions)
+        catalog, target = obj.project().host_catalog(options)
+        if show_aliases:
+            aliases = dict(sorted(catalog.aliases().items()))
+            click.echo(json.dumps(aliases, indent=2) if as_json else
+                       "\n".join(f"{alias} -> {model_id}" for alias, model_id in aliases.items()))
+            return EXIT_OK
+        found = listing.rows(catalog, target, workload, provider, everything, include_suggestions)
+        click.echo(json.dumps(found, indent=2) if as_json else
+                   f"{target.name}: {len(found)} model(s)\n" + listing.table(found))
+        return EXIT_OK
 
     run(action)
 

@@ -15,3 +15,4 @@ class BuildOptions:
     out_dir: Path | None = None
     check: bool = False
     with_staging: bool = False
+    discover: bool = False  # this machine's Ollama, discovered live, as its discovered layer

@@ -45,6 +45,7 @@ class Target:
     host: Host
     folder: str  # out/<folder>/
     user_files: tuple[Path, ...] = ()
+    this_machine: bool = False  # what --discover may look at
 
 
 @dataclass
@@ -194,7 +195,7 @@ class Project:
                 if warning:
                     where = origin(sources.inventory.layers, ("hosts", host.name))
                     report.warnings.append(Diagnostic(*where, "W401", warning, severity="warning"))
-                out.append(Target(host, host.name, self._user_files(host)))
+                out.append(Target(host, host.name, self._user_files(host), this_machine=True))
         return out
 
     def _local_target(self, sources: Sources) -> Target:
@@ -203,7 +204,7 @@ class Project:
         personal = Path(config) / "hostfit" / "user.yaml"
         profiles = ("base",) if "base" in sources.profiles else ()
         return Target(hostmod.detect(hostmod.machine_name(), profiles), LOCAL,
-                      (personal,) if personal.is_file() else ())
+                      (personal,) if personal.is_file() else (), this_machine=True)
 
     def _user_files(self, host: Host) -> tuple[Path, ...]:
         return tuple(self.root / name for name in host.user)
@@ -225,9 +226,26 @@ class Project:
             visit(name)
         return order
 
+    def ollama_names(self, sources: Sources) -> dict[str, str]:
+        """ollama.name -> model id across the catalog layers, so discoveries patch known models."""
+        merged = merge_layers([Layer(doc.layer, doc) for doc in sources.catalogs])
+        return {m["ollama"]["name"]: model_id for model_id, m in (merged.data.get("models") or {}).items()
+                if isinstance(m, dict) and isinstance(m.get("ollama"), dict) and m["ollama"].get("name")}
+
+    def discover_live(self, host: str, sources: Sources, report: Report) -> None:
+        from .discover import ollama
+        from .load import Positions
+
+        found = ollama.discover(host, ids_by_ollama_name=self.ollama_names(sources))
+        report.warnings += [Diagnostic("ollama", 0, 0, "W500", w, severity="warning") for w in found.warnings]
+        sources.discovered[host] = Document(f"<ollama at {found.base}>", ollama.layer(found), Positions(),
+                                            "discovered")
+
     def layers_for(self, target: Target, sources: Sources, options: BuildOptions,
                    report: Report) -> tuple[list[Layer], list[str]]:
         layers = []
+        if options.discover and target.this_machine:
+            self.discover_live(target.host.name, sources, report)
         discovered = sources.discovered.get(target.host.name)
         if discovered is not None:
             layers.append(Layer("discovered", discovered))
@@ -302,6 +320,19 @@ class Project:
                 emit.is_stale(folder / emit.MODELS_JSON, models_bytes) or bool(stale_files), plan,
                 files, stale_files))
         return report
+
+    def host_catalog(self, options: BuildOptions) -> tuple[Catalog, Host]:
+        """The resolved catalog of one host (the first target of `options`), for listings."""
+        report = Report()
+        sources = self.load_sources(options.with_staging)
+        if sources.errors:
+            raise InputError(sources.errors)
+        target = self.targets(sources, options, report)[0]
+        layers, _ = self.layers_for(target, sources, options, report)
+        catalog = self._checked_catalog(layers, report)
+        if catalog is None:
+            raise InputError(report.errors)
+        return catalog, target.host
 
     def _checked_catalog(self, layers: list[Layer], report: Report) -> Catalog | None:
         """The catalog for these layers, its problems added to the report (each once)."""
