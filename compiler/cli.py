@@ -644,6 +644,81 @@ def discover_command(obj: Context, base, write) -> None:
     run(action)
 
 
+@main.command(name="ingest")
+@click.option("--source", "chosen", multiple=True, type=click.Choice(["hf", "openrouter", "curated"]),
+              help="Where to look (default: all three). HF_ENDPOINT and OPENROUTER_BASE_URL are honoured.")
+@click.option("--refresh", is_flag=True, help="Ignore cached responses (kept 6 hours).")
+@click.pass_obj
+def ingest_command(obj: Context, chosen, refresh) -> None:
+    """Stage candidate models from Hugging Face, OpenRouter and sources/curated.yaml for review."""
+    def action() -> int:
+        from .discover import ingest
+        from .emit import write_atomic
+
+        project = obj.project()
+        target = project.root / "sources" / "staging" / "candidates.json"
+        harvests = []
+        for source in chosen or ingest.SOURCES:
+            harvest = (ingest.from_hf(refresh) if source == "hf" else ingest.from_openrouter(refresh)
+                       if source == "openrouter" else ingest.from_curated(project.root))
+            for warning in harvest.warnings:
+                click.echo(f"warning: {warning}", err=True)
+            click.echo(f"{ingest.SOURCE_NAMES[source]}: {len(harvest.candidates)} candidate(s)", err=True)
+            harvests.append(harvest)
+        candidates = ingest.merge(harvests, ingest.read_staged(target))
+        write_atomic(target, ingest.render(ingest.document(candidates)))
+        click.echo(f"wrote {project.display(target)}: {len(candidates)} candidate(s); review it, then "
+                   "`hostfit adopt MODEL --role R`", err=True)
+        return EXIT_OK
+
+    run(action)
+
+
+def _apply_edits(project, edits, dry_run: bool) -> int:
+    from . import edit
+
+    rewrites = edit.edit_catalog(project, edits)
+    for rewrite in rewrites:
+        click.echo(rewrite.diff(), nl=False)
+        if not dry_run:
+            edit.write(rewrite)
+    click.echo("(dry run: nothing written)" if dry_run else
+               f"wrote {', '.join(r.display for r in rewrites if r.changed)}", err=True)
+    return EXIT_OK
+
+
+@main.command(name="adopt")
+@click.argument("model")
+@click.option("--role", required=True, metavar="R", help="The role that should use it.")
+@click.option("--priority", type=int, metavar="N", help="The model's priority (lower wins).")
+@click.option("--dry-run", is_flag=True, help="Print the diff, write nothing.")
+@click.pass_obj
+def adopt_command(obj: Context, model, role, priority, dry_run) -> None:
+    """Move a staged candidate (or a catalog model) into service for ROLE, editing the source YAML."""
+    def action() -> int:
+        from .curation import adopt
+
+        project = obj.project()
+        return _apply_edits(project, adopt(project, model, role, priority), dry_run)
+
+    run(action)
+
+
+@main.command(name="retire")
+@click.argument("model")
+@click.option("--dry-run", is_flag=True, help="Print the diff, write nothing.")
+@click.pass_obj
+def retire_command(obj: Context, model, dry_run) -> None:
+    """Mark a model retired and take it out of every prefer and fallback list."""
+    def action() -> int:
+        from .curation import retire
+
+        project = obj.project()
+        return _apply_edits(project, retire(project, model), dry_run)
+
+    run(action)
+
+
 @main.command(name="models")
 @click.option("--host", metavar="H", help="A declared host (default: this machine).")
 @click.option("--workload", metavar="W", help="Only models serving workload W.")

@@ -124,3 +124,38 @@ def write(rewrite: Rewrite, backup: bool = False) -> None:
         except OSError as exc:
             raise RuntimeFailure(f"cannot write the backup of {rewrite.display}: {exc.strerror or exc}") from exc
     write_atomic(rewrite.path, rewrite.after.encode())
+
+
+# ------------------------------------------------------------------------- adopt and retire
+
+def edit_catalog(project, edits: dict[Path, "callable"]) -> list[Rewrite]:
+    """Apply `edits` (file -> function changing its round-trip tree) and return the rewrites,
+    after checking that the whole catalog, edited, still validates; nothing is written here."""
+    import tempfile
+
+    from .pipeline import Project
+
+    rewrites = []
+    for path, change in sorted(edits.items()):
+        before = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            data = json.loads(before)
+            change(data)
+            after = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        else:
+            yaml, tree = roundtrip(before)
+            change(tree)
+            after = dump(yaml, tree)
+        rewrites.append(Rewrite(path, project.display(path), before, after))
+    with tempfile.TemporaryDirectory(prefix="hostfit-edit-") as tmp:
+        copy = Path(tmp)
+        for name in ("sources", "profiles", "templates"):
+            if (project.root / name).is_dir():
+                shutil.copytree(project.root / name, copy / name)
+        for rewrite in rewrites:
+            (copy / rewrite.path.relative_to(project.root)).write_text(rewrite.after, encoding="utf-8")
+        report = Project(copy).validate()
+    if report.errors:
+        raise InputError([Diagnostic(d.path, d.line, d.col, d.code, d.message + " (after the edit; nothing written)",
+                                     d.hint) for d in report.errors])
+    return rewrites

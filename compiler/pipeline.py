@@ -126,6 +126,10 @@ class Project:
                 sources.hosts_docs.append(doc)
             elif doc.kind == "catalog":
                 sources.catalogs.append(doc)
+            elif doc.kind == "candidates" and doc.layer == "staging":
+                from .discover.ingest import as_catalog
+                from .load import Positions
+                sources.catalogs.append(Document(doc.path, as_catalog(doc.data), Positions({(): (1, 1)}), "staging"))
             else:
                 sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
                                                  f"a {doc.kind} does not belong in sources/",

@@ -9,8 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOllama:
-    def __init__(self, failing: set[str] | None = None):
+    def __init__(self, failing: set[str] | None = None, installed: dict[str, dict] | None = None):
         self.failing = failing or set()
+        self.installed = installed or {}  # name -> {tag fields..., "show": {...} or None for a failing show}
         self.loaded: dict[str, str] = {}  # name -> keep_alive
         self.requests: list[tuple[str, dict]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -51,6 +52,10 @@ class FakeOllama:
                 if self.path == "/api/version":
                     return self._json(200, {"version": "0.12.0"})
                 if self.path == "/api/tags":
+                    if fake.installed:
+                        return self._json(200, {"models": [
+                            {"name": n, "model": n, **{k: v for k, v in spec.items() if k != "show"}}
+                            for n, spec in fake.installed.items()]})
                     return self._json(200, {"models": [{"name": n, "model": n} for n in fake.loaded]})
                 if self.path == "/api/ps":
                     return self._json(200, {"models": [{"name": n, "model": n, "expires_at": "2026-11-22T00:00:00Z"}
@@ -81,6 +86,11 @@ class FakeOllama:
                     return self._json(200, {"model": name, "response": "Hello from a fake model.", "done": True,
                                             "load_duration": 120_000_000, "prompt_eval_duration": 30_000_000})
                 if self.path == "/api/show":
+                    spec = fake.installed.get(name)
+                    if spec is not None:
+                        if spec.get("show") is None:
+                            return self._json(500, {"error": "failed to read manifest"})
+                        return self._json(200, spec["show"])
                     return self._json(200, {"model_info": {"general.architecture": "llama"}})
                 return self._json(404, {"error": "not found"})
 

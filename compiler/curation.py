@@ -1,0 +1,128 @@
+"""adopt and retire: move a model into (or out of) service by editing the catalog's own files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UsageError, did_you_mean
+from .merge import Layer, merge_layers
+from .migrate import normalize_id
+
+
+def _defining(docs, *path) -> list:
+    """The catalog documents whose data holds `path`, in layer order."""
+    out = []
+    for doc in docs:
+        node = doc.data
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            out.append(doc)
+    return out
+
+
+def _resolve(name: str, models: dict) -> str | None:
+    lowered = name.lower()
+    for model_id, model in models.items():
+        if model_id == lowered or lowered in [a.lower() for a in (model or {}).get("aliases") or []]:
+            return model_id
+    return None
+
+
+def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, callable]:
+    from .discover.ingest import read_staged
+
+    sources = project.load_sources()
+    merged = merge_layers([Layer(doc.layer, doc) for doc in sources.catalogs]).data
+    models, roles = merged.get("models") or {}, merged.get("roles") or {}
+    if role not in roles:
+        raise UsageError(f"unknown role {role!r}; {did_you_mean(role, roles) or 'roles: ' + ', '.join(sorted(roles))}")
+    edits: dict[Path, callable] = {}
+    model_id = _resolve(name, models)
+    workload = roles[role]["workload"]
+    if model_id is None:
+        staged_path = project.root / "sources" / "staging" / "candidates.json"
+        staged = read_staged(staged_path)
+        candidate = staged.get(name.lower())
+        if candidate is None:
+            raise UsageError(f"{name!r} is neither a catalog model nor a staged candidate; "
+                             + (did_you_mean(name, list(models) + [c["model_id"] for c in staged.values()])
+                                or "run `hostfit ingest` to stage candidates"))
+        model_id = normalize_id(candidate["model_id"])
+        home = next((doc for doc in sources.catalogs if isinstance(doc.data.get("models"), dict)
+                     and doc.layer == "sources"), None)
+        if home is None:
+            raise UsageError("no file under sources/ holds `models:` to adopt into")
+        entry = {"name": candidate["model_id"], "provider": candidate.get("provider") or "huggingface",
+                 "workloads": [workload], "status": "active", "priority": priority if priority is not None else 100}
+        if candidate.get("license"):
+            entry["license"] = candidate["license"]
+        if candidate.get("provider") == "huggingface" and "/" in candidate["model_id"]:
+            entry["hf_repo"] = candidate["model_id"]
+
+        def add_model(tree, model_id=model_id, entry=entry):
+            tree["models"][model_id] = entry
+        edits[project.root / home.path] = add_model
+
+        def mark_adopted(data, key=name.lower()):
+            for item in data["candidates"]:
+                if item["model_id"].lower() == key:
+                    item["status"] = "adopted"
+        edits[staged_path] = mark_adopted
+    else:
+        home = _defining(sources.catalogs, "models", model_id)[0]
+        model = models[model_id]
+
+        def update_model(tree, model_id=model_id, model=model):
+            entry = tree["models"][model_id]
+            if priority is not None:
+                entry["priority"] = priority
+            if workload not in (model.get("workloads") or []) and not roles[role].get("prefer"):
+                entry["workloads"].append(workload)
+            if entry.get("status") in ("candidate", "retired"):
+                entry["status"] = "active"
+        edits[project.root / home.path] = update_model
+    if roles[role].get("prefer") and model_id not in roles[role]["prefer"]:
+        role_home = _defining(sources.catalogs, "roles", role, "prefer")[-1]
+
+        def add_to_prefer(tree, model_id=model_id, previous=edits.get(project.root / role_home.path)):
+            if previous:
+                previous(tree)
+            tree["roles"][role]["prefer"].append(model_id)
+        edits[project.root / role_home.path] = add_to_prefer
+    return edits
+
+
+def retire(project, name: str) -> dict[Path, callable]:
+    sources = project.load_sources()
+    merged = merge_layers([Layer(doc.layer, doc) for doc in sources.catalogs]).data
+    models = merged.get("models") or {}
+    model_id = _resolve(name, models)
+    if model_id is None:
+        raise UsageError(f"unknown model {name!r}; {did_you_mean(name, models) or 'see `hostfit models --all`'}")
+    names = {model_id, *[a.lower() for a in models[model_id].get("aliases") or []]}
+    home = _defining(sources.catalogs, "models", model_id)[0]
+    edits: dict[Path, callable] = {}
+
+    def set_retired(tree):
+        tree["models"][model_id]["status"] = "retired"
+    edits[project.root / home.path] = set_retired
+    for doc in [*sources.catalogs, *sources.profiles.values()]:
+        roles = doc.data.get("roles") if isinstance(doc.data.get("roles"), dict) else {}
+        if not any(isinstance(r, dict) and any(str(x).lower() in names for key in ("prefer", "fallback")
+                                               for x in r.get(key) or []) for r in roles.values()):
+            continue
+        path = project.root / doc.path
+
+        def drop(tree, previous=edits.get(path)):
+            if previous:
+                previous(tree)
+            for spec in tree["roles"].values():
+                for key in ("prefer", "fallback"):
+                    items = spec.get(key) if spec else None
+                    if items is None:
+                        continue
+                    for index in [i for i, x in enumerate(items) if str(x).lower() in names][::-1]:
+                        del items[index]
+        edits[path] = drop
+    return edits

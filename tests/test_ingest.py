@@ -1,0 +1,120 @@
+"""Ingest from servers on 127.0.0.1 replaying real responses (OpenRouter's index from
+../shared/realdata, a Hugging Face listing built from llmfit's hf_models.json), with failures per
+source; de-duplication and provenance on overlapping models; statuses across re-ingests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compiler.discover import ingest
+
+from conftest import REPO, run_cli
+from jsonserver import JsonServer
+
+REALDATA = REPO.parent / "shared" / "realdata"
+pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is not beside this checkout")
+OPENROUTER = json.loads((REALDATA / "openrouter_models.json").read_text()) if REALDATA.is_dir() else {}
+HF_ROWS = json.loads((REALDATA / "hf_models.json").read_text()) if REALDATA.is_dir() else []
+OVERLAP = "deepseek-ai/DeepSeek-V4-Flash-0731"  # an OpenRouter model whose hugging_face_id the listing has too
+
+
+def hf_listing():
+    rows = sorted(HF_ROWS, key=lambda m: -m["hf_downloads"])[:250]
+    listing = [{"id": m["name"], "downloads": m["hf_downloads"], "likes": m["hf_likes"],
+                "tags": ["text-generation", "license:apache-2.0"] if i % 2 else ["text-generation"],
+                "pipeline_tag": "text-generation"} for i, m in enumerate(rows)]
+    return listing + [{"id": OVERLAP, "downloads": 7, "tags": ["license:mit"]}]
+
+
+@pytest.fixture
+def servers(monkeypatch):
+    listing = hf_listing()
+
+    def hf(query):
+        start = int((query.get("cursor") or ["0"])[0])
+        size = int((query.get("limit") or ["100"])[0])
+        page = listing[start:start + size]
+        headers = {}
+        if start + size < len(listing):
+            headers["Link"] = f'<{hub.base}/api/models?cursor={start + size}&limit={size}>; rel="next"'
+        return 200, page, headers
+
+    hub = JsonServer({"/api/models": hf})
+    index = JsonServer({"/api/v1/models": lambda q: (200, OPENROUTER, {})})
+    monkeypatch.setenv("HF_ENDPOINT", hub.base)
+    monkeypatch.setenv("OPENROUTER_BASE_URL", index.base + "/api/v1")
+    yield hub, index, listing
+    hub.stop()
+    index.stop()
+
+
+def staged(catalog: Path) -> dict:
+    return json.loads((catalog / "sources" / "staging" / "candidates.json").read_text())
+
+
+def test_ingest_dedupes_with_additive_provenance(base_catalog, servers):
+    hub, index, listing = servers
+    (base_catalog / "sources" / "curated.yaml").write_text(
+        "candidates:\n  - {model_id: Qwen/Qwen2.5-7B-Instruct, license: apache-2.0, tags: [chat]}\n")
+    result = run_cli("-C", str(base_catalog), "ingest")
+    assert result.exit_code == 0, result.output
+    document = staged(base_catalog)
+    assert document["kind"] == "candidates" and "fetched_at" in document
+    by_id = {c["model_id"].lower(): c for c in document["candidates"]}
+    overlap = by_id[OVERLAP.lower()]
+    assert overlap["source"] == "huggingface_hub+openrouter_index" and overlap["license"] == "mit"
+    assert overlap["popularity_score"] > 7, "the higher of the two popularity figures"
+    assert [c["model_id"].lower() for c in document["candidates"]] == sorted(by_id), "sorted, deterministic"
+    assert all(set(c) == {"model_id", "provider", "license", "source", "popularity_score", "tags", "status"}
+               for c in document["candidates"])
+    assert len([p for p in hub.log if p.startswith("/api/models")]) == 3, "pagination followed"
+    assert by_id["qwen/qwen2.5-7b-instruct"]["source"].endswith("curated")
+    assert "router" not in json.dumps([c for c in document["candidates"] if c["model_id"] == "openrouter/auto-beta"])
+
+
+def test_cached_responses_and_bounded_pages(base_catalog, servers, monkeypatch):
+    hub, index, listing = servers
+    monkeypatch.setattr(ingest, "MAX_PAGES", 2)
+    assert run_cli("-C", str(base_catalog), "ingest", "--source", "hf").exit_code == 0
+    assert len(hub.log) == 2, "pagination stops at MAX_PAGES"
+    assert run_cli("-C", str(base_catalog), "ingest", "--source", "hf").exit_code == 0
+    assert len(hub.log) == 2, "a second run within the cache's age asks nothing"
+    assert run_cli("-C", str(base_catalog), "ingest", "--source", "hf", "--refresh").exit_code == 0
+    assert len(hub.log) == 4
+
+
+@pytest.mark.parametrize("fault", ["500", "malformed", "timeout"])
+def test_a_failing_source_is_a_warning(base_catalog, servers, monkeypatch, fault):
+    hub, index, listing = servers
+    if fault == "500":
+        index.routes["/api/v1/models"] = lambda q: (500, {"error": "down"}, {})
+    elif fault == "malformed":
+        index.routes["/api/v1/models"] = lambda q: (200, b"<html>not json", {})
+    else:
+        monkeypatch.setattr(ingest, "TIMEOUT", 0.3)
+        index.delay = 1.0
+    result = run_cli("-C", str(base_catalog), "ingest", "--refresh")
+    assert result.exit_code == 0
+    assert "warning: openrouter:" in result.stderr and "openrouter_index: 0 candidate(s)" in result.stderr
+    assert len(staged(base_catalog)["candidates"]) == len({m["id"].lower() for m in listing}), \
+        "the other source still counts (case twins merge)"
+
+
+def test_statuses_survive_and_staging_becomes_a_layer(base_catalog, servers):
+    assert run_cli("-C", str(base_catalog), "ingest", "--source", "hf").exit_code == 0
+    path = base_catalog / "sources" / "staging" / "candidates.json"
+    document = json.loads(path.read_text())
+    first, second = document["candidates"][0], document["candidates"][1]
+    first["status"], second["status"] = "trial", "rejected"
+    path.write_text(json.dumps(document))
+    assert run_cli("-C", str(base_catalog), "ingest", "--source", "hf").exit_code == 0
+    statuses = {c["model_id"]: c["status"] for c in staged(base_catalog)["candidates"]}
+    assert statuses[first["model_id"]] == "trial" and statuses[second["model_id"]] == "rejected"
+    listed = run_cli("-C", str(base_catalog), "models", "--host", "box-32", "--include-suggestions", "--json")
+    ids = {r["id"]: r["status"] for r in json.loads(listed.stdout)}
+    from compiler.migrate import normalize_id
+    assert ids[normalize_id(first["model_id"])] == "active" and normalize_id(second["model_id"]) not in ids
+    assert run_cli("-C", str(base_catalog), "build", "--host", "box-32", "--with-staging").exit_code == 0
