@@ -86,21 +86,24 @@ def test_cached_responses_and_bounded_pages(base_catalog, servers, monkeypatch):
     assert len(hub.log) == 4
 
 
+@pytest.mark.parametrize("source", ["hf", "openrouter"])
 @pytest.mark.parametrize("fault", ["500", "malformed", "timeout"])
-def test_a_failing_source_is_a_warning(base_catalog, servers, monkeypatch, fault):
+def test_a_failing_source_is_a_warning(base_catalog, servers, monkeypatch, fault, source):
     hub, index, listing = servers
+    server, path = (hub, "/api/models") if source == "hf" else (index, "/api/v1/models")
     if fault == "500":
-        index.routes["/api/v1/models"] = lambda q: (500, {"error": "down"}, {})
+        server.routes[path] = lambda q: (500, {"error": "down"}, {})
     elif fault == "malformed":
-        index.routes["/api/v1/models"] = lambda q: (200, b"<html>not json", {})
+        server.routes[path] = lambda q: (200, b"<html>not json", {})
     else:
         monkeypatch.setattr(ingest, "TIMEOUT", 0.3)
-        index.delay = 1.0
+        server.delay = 1.0
     result = run_cli("-C", str(base_catalog), "ingest", "--refresh")
     assert result.exit_code == 0
-    assert "warning: openrouter:" in result.stderr and "openrouter_index: 0 candidate(s)" in result.stderr
-    assert len(staged(base_catalog)["candidates"]) == len({m["id"].lower() for m in listing}), \
-        "the other source still counts (case twins merge)"
+    name = {"hf": "huggingface_hub", "openrouter": "openrouter_index"}[source]
+    assert f"warning: {source}:" in result.stderr and f"{name}: 0 candidate(s)" in result.stderr
+    other = {c["source"] for c in staged(base_catalog)["candidates"]}
+    assert other == ({"openrouter_index"} if source == "hf" else {"huggingface_hub"}), "the other source still counts"
 
 
 def test_statuses_survive_and_staging_becomes_a_layer(base_catalog, servers):
