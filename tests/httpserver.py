@@ -7,41 +7,21 @@ bytes sent, so tests can assert what was actually asked for."""
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import LoopbackServer
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address):  # a client hanging up is part of the tests
-        pass
-
-
-class FileServer:
+class FileServer(LoopbackServer):
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.faults: dict = {}
         self.log: list[dict] = []
-        handler = self._handler()
-        self.httpd = _QuietServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        super().__init__(self._handler())
 
     def url(self, name: str) -> str:
         return f"{self.base}/{name}"
-
-    def start(self) -> "FileServer":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
     def _handler(self):
         server = self

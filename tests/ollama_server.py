@@ -4,31 +4,18 @@ pull with streamed status, generate with keep_alive, ps). `failing` names models
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import LoopbackServer
 
 
-class FakeOllama:
+class FakeOllama(LoopbackServer):
     def __init__(self, failing: set[str] | None = None, installed: dict[str, dict] | None = None):
         self.failing = failing or set()
         self.installed = installed or {}  # name -> {tag fields..., "show": {...} or None for a failing show}
         self.loaded: dict[str, str] = {}  # name -> keep_alive
         self.requests: list[tuple[str, dict]] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def start(self) -> "FakeOllama":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(self._handler())
 
     def _handler(self):
         fake = self
