@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 LLAMA_STAMP := $(VENV)/.installed-llama
 
-.PHONY: build build-all validate check test bench clean
+.PHONY: build build-all validate check test bench apply clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ check: $(STAMP)            ## what CI enforces: valid sources and an up-to-date 
 
 test: $(LLAMA_STAMP)
 	$(BIN)/python -m pytest -q
+
+apply: $(STAMP)            ## fetch, lock and install this machine's models (see README, "On the machine")
+	$(BIN)/hostfit apply
 
 bench: $(BENCH_STAMP)      ## needs nginx (Debian nginx-light) for the download benchmark; installs it as root
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || (apt-get update -qq && apt-get install -y -qq nginx-light)
