@@ -438,17 +438,13 @@ def cache_info() -> None:
 def cache_verify() -> None:
     """Re-hash every cached artifact against the manifest; exit 3 on any mismatch."""
     def action() -> int:
-        from .executor.cache import Cache, sha256_file
+        from .executor.cache import Cache, verify
 
         store = Cache()
-        bad = []
-        for entry in store.entries().values():
-            path = store.root / entry.path
-            actual = sha256_file(path) if path.exists() else None
-            if actual != entry.sha256:
-                bad.append(entry.id)
-                click.echo(f"{entry.id}: {'missing' if actual is None else 'sha256 ' + actual} "
-                           f"(manifest: {entry.sha256})", err=True)
+        bad = verify(store)
+        for model_id, actual, expected in bad:
+            click.echo(f"{model_id}: {'missing' if actual is None else 'sha256 ' + actual} (manifest: {expected})",
+                       err=True)
         click.echo(f"{len(store.entries()) - len(bad)} ok, {len(bad)} bad", err=True)
         return EXIT_RUNTIME if bad else EXIT_OK
 
@@ -477,21 +473,14 @@ def cache_remove(models) -> None:
 def cache_clean(obj: Context, older_than: str) -> None:
     """Remove artifacts unused for a while (never a pinned one) and partial downloads older than 24 h."""
     def action() -> int:
-        from .executor.cache import Cache, age_seconds, parse_age, pinned
+        from .executor.cache import Cache, clean, parse_age, pinned
 
         try:
             limit = parse_age(older_than)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        store = Cache()
-        pins = pinned(_out_folder(obj))
-        old = [e.id for e in store.entries().values() if age_seconds(e.last_used) > limit and (e.id, e.sha256) not in pins]
-        for model in old:
-            store.remove(model)
-        parts = store.stale_parts()
-        for part in parts:
-            part.unlink(missing_ok=True)
-        click.echo(f"removed {len(old)} artifact(s) and {len(parts)} stale partial download(s)", err=True)
+        removed, parts = clean(Cache(), limit, pinned(_out_folder(obj)))
+        click.echo(f"removed {len(removed)} artifact(s) and {parts} stale partial download(s)", err=True)
         return EXIT_OK
 
     run(action)
@@ -503,27 +492,13 @@ def cache_clean(obj: Context, older_than: str) -> None:
 def cache_prune(obj: Context, max_size: str) -> None:
     """LRU eviction down to --max-size; an artifact pinned by a lock under out/ is never evicted."""
     def action() -> int:
-        from .executor.cache import Cache, parse_size, pinned
+        from .executor.cache import Cache, parse_size, pinned, prune
 
         try:
             limit = parse_size(max_size)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        store = Cache()
-        pins = pinned(_out_folder(obj))
-        entries = store.entries()
-        total = sum(e.size for e in entries.values())
-        evicted = []
-        for entry in sorted(entries.values(), key=lambda e: (e.last_used, e.id)):
-            if total <= limit:
-                break
-            if (entry.id, entry.sha256) in pins:
-                continue
-            store.remove(entry.id)
-            total -= entry.size
-            evicted.append(entry.id)
-        for part in store.stale_parts():
-            part.unlink(missing_ok=True)
+        evicted, total = prune(Cache(), limit, pinned(_out_folder(obj)))
         click.echo(f"evicted {len(evicted)} artifact(s){': ' + ', '.join(evicted) if evicted else ''}; "
                    f"cache now {total / 2**30:,.2f} GiB" + (" (pinned artifacts keep it above the limit)"
                                                            if total > limit else ""), err=True)

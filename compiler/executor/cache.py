@@ -233,3 +233,45 @@ def pinned(out: Path | None) -> set[tuple[str, str]]:
 def age_seconds(stamp: str) -> float:
     then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     return (datetime.now(timezone.utc) - then).total_seconds()
+
+
+def clean(store: Cache, older_than: float, pins: set[tuple[str, str]]) -> tuple[list[str], int]:
+    """Remove artifacts unused for `older_than` seconds (never a pinned one) and stale partials."""
+    old = [e.id for e in store.entries().values()
+           if age_seconds(e.last_used) > older_than and (e.id, e.sha256) not in pins]
+    for model_id in old:
+        store.remove(model_id)
+    parts = store.stale_parts()
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return old, len(parts)
+
+
+def prune(store: Cache, limit: int, pins: set[tuple[str, str]]) -> tuple[list[str], int]:
+    """Evict least recently used artifacts until the cache fits `limit` bytes; pins stay.
+    Returns the evicted ids and the size left. Stale partials go too."""
+    entries = store.entries()
+    total = sum(e.size for e in entries.values())
+    evicted = []
+    for entry in sorted(entries.values(), key=lambda e: (e.last_used, e.id)):
+        if total <= limit:
+            break
+        if (entry.id, entry.sha256) in pins:
+            continue
+        store.remove(entry.id)
+        total -= entry.size
+        evicted.append(entry.id)
+    for part in store.stale_parts():
+        part.unlink(missing_ok=True)
+    return evicted, total
+
+
+def verify(store: Cache) -> list[tuple[str, str | None, str]]:
+    """(id, actual sha256 or None if missing, manifest sha256) for every artifact that fails."""
+    bad = []
+    for entry in store.entries().values():
+        path = store.root / entry.path
+        actual = sha256_file(path) if path.exists() else None
+        if actual != entry.sha256:
+            bad.append((entry.id, actual, entry.sha256))
+    return bad
