@@ -72,8 +72,8 @@ def _stat_outputs(folders: list[str]) -> list:
 
 def lookup(root: Path, options, read_outputs: bool = True) -> list[tuple[str, dict | None, bool]] | None:
     """The previous results, if nothing changed; None means "compile"."""
-    if options.check:
-        return None  # --check must compare against what the sources say now, never trust a cache
+    if options.check or options.discover:
+        return None  # --check compares with what the sources say now; a live discovery is an input no stat sees
     try:
         record = json.loads(_cache_file(root, options).read_text())
         if record["fingerprint"] != json.loads(json.dumps(_fingerprint(root, options))):
@@ -87,6 +87,9 @@ def lookup(root: Path, options, read_outputs: bool = True) -> list[tuple[str, di
 
 
 def store(root: Path, options, results: list[tuple[Path, dict]]) -> None:
+    if options.discover:  # its outputs depend on what Ollama said: no later build may reuse them
+        _cache_file(root, options).unlink(missing_ok=True)
+        return
     folders = [str(folder) for folder, _ in results]
     displays = []
     for folder in folders:

@@ -111,3 +111,14 @@ def test_models_filters_and_aliases(base_catalog: Path):
     assert "small-chat" in embed.stdout and "big-chat" not in embed.stdout
     aliases = run_cli("-C", str(base_catalog), "models", "--show-aliases")
     assert aliases.stdout.strip() == "tiny -> small-chat"
+
+
+def test_a_discovering_build_is_never_reused_by_a_plain_one(base_catalog: Path, fake, monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", fake.base)
+    assert run_cli("-C", str(base_catalog), "build").exit_code == 0
+    local = base_catalog / "out" / "local" / "models.json"
+    plain = local.read_bytes()
+    assert run_cli("-C", str(base_catalog), "build", "--discover").exit_code == 0
+    assert local.read_bytes() != plain, "the discovered models are in"
+    again = run_cli("-C", str(base_catalog), "build")
+    assert again.exit_code == 0 and local.read_bytes() == plain, "a plain build compiles without them again"
