@@ -82,7 +82,7 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
         root = obj.root()
         options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets), out_dir, check, with_staging,
                                discover)
-        cached = None if discover else buildcache.lookup(root, options, read_outputs=not quiet)
+        cached = buildcache.lookup(root, options, read_outputs=not quiet)
         if cached is not None:
             if not quiet:
                 _print_results(cached, check, single=len(cached) == 1 and not all_hosts)
@@ -97,8 +97,8 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
             return EXIT_INVALID
         summaries = [(r.folder, r.output, r.stale) for r in result.results]
         if check:
-            stale = [r.folder / "models.json" for r in result.results
-                     if emit_stale(r)] + [r.folder / "exports" / name for r in result.results for name in r.stale_exports]
+            stale = [r.folder / "models.json" for r in result.results if r.models_stale]
+            stale += [r.folder / "exports" / name for r in result.results for name in r.stale_exports]
             for path in stale:
                 click.echo(f"stale: {project.display(path)}", err=True)
             if stale:
@@ -112,12 +112,6 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
         return EXIT_OK
 
     run(action)
-
-
-def emit_stale(result) -> bool:
-    from .emit import is_stale
-
-    return is_stale(result.folder / "models.json", result.models_bytes)
 
 
 def _print_results(results, check: bool, single: bool) -> None:
@@ -322,7 +316,7 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
 
         overrides = {"threads": threads, "gpu_layers": gpu_layers, "mmap": not no_mmap, "mlock": mlock,
                      "interactive": True}
-        loaded = load_role(plan.folder, role, backend, prompt or DEFAULT_PROMPT, fetch_one, overrides,
+        loaded = load_role(plan.document, role, backend, prompt or DEFAULT_PROMPT, fetch_one, overrides,
                            say=lambda text: click.echo(text, err=True))
         click.echo(f"{role}: {loaded.model_id} loaded with {backend} in {loaded.load_seconds:.3f} s; "
                    f"first token after {loaded.first_token_seconds:.3f} s")
@@ -383,6 +377,14 @@ def cache() -> None:
     """Inspect and tidy the artifact cache ($XDG_CACHE_HOME/hostfit/models, or HOSTFIT_CACHE)."""
 
 
+def _parsed(parse, text: str):
+    """An option value through its parser; a bad one is a usage error (exit 2)."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _out_folder(obj: Context):
     try:
         return obj.root() / "out"
@@ -424,7 +426,7 @@ def cache_info() -> None:
 
         store = Cache()
         entries = store.entries()
-        parts = list((store.root / ".downloading").glob("*.part")) if (store.root / ".downloading").is_dir() else []
+        parts = store.parts()
         click.echo(f"cache:     {store.root}")
         click.echo(f"artifacts: {len(entries)}, {sum(e.size for e in entries.values()) / 2**30:,.2f} GiB")
         click.echo(f"partial:   {len(parts)} download(s), {sum(p.stat().st_size for p in parts) / 2**20:,.1f} MiB "
@@ -475,10 +477,7 @@ def cache_clean(obj: Context, older_than: str) -> None:
     def action() -> int:
         from .executor.cache import Cache, clean, parse_age, pinned
 
-        try:
-            limit = parse_age(older_than)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
+        limit = _parsed(parse_age, older_than)
         removed, parts = clean(Cache(), limit, pinned(_out_folder(obj)))
         click.echo(f"removed {len(removed)} artifact(s) and {parts} stale partial download(s)", err=True)
         return EXIT_OK
@@ -494,10 +493,7 @@ def cache_prune(obj: Context, max_size: str) -> None:
     def action() -> int:
         from .executor.cache import Cache, parse_size, pinned, prune
 
-        try:
-            limit = parse_size(max_size)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
+        limit = _parsed(parse_size, max_size)
         evicted, total = prune(Cache(), limit, pinned(_out_folder(obj)))
         click.echo(f"evicted {len(evicted)} artifact(s){': ' + ', '.join(evicted) if evicted else ''}; "
                    f"cache now {total / 2**30:,.2f} GiB" + (" (pinned artifacts keep it above the limit)"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UsageError, did_you_mean
-from .merge import Layer, merge_layers
+from .merge import merge_layers
 from .migrate import normalize_id
+from .validate import alias_table
 
 
 def _defining(docs, *path) -> list:
@@ -22,18 +23,16 @@ def _defining(docs, *path) -> list:
 
 
 def _resolve(name: str, models: dict) -> str | None:
-    lowered = name.lower()
-    for model_id, model in models.items():
-        if model_id == lowered or lowered in [a.lower() for a in (model or {}).get("aliases") or []]:
-            return model_id
-    return None
+    """A model id from an id or alias, case-insensitively (the table resolve uses)."""
+    names, _ = alias_table(models, lambda path: ("", 0, 0))
+    return names.get(name.lower())
 
 
 def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, callable]:
     from .discover.ingest import read_staged
 
     sources = project.load_sources()
-    merged = merge_layers([Layer(doc.layer, doc) for doc in sources.catalogs]).data
+    merged = merge_layers(sources.layers()).data
     models, roles = merged.get("models") or {}, merged.get("roles") or {}
     if role not in roles:
         raise UsageError(f"unknown role {role!r}; {did_you_mean(role, roles) or 'roles: ' + ', '.join(sorted(roles))}")
@@ -95,7 +94,7 @@ def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, cal
 
 def retire(project, name: str) -> dict[Path, callable]:
     sources = project.load_sources()
-    merged = merge_layers([Layer(doc.layer, doc) for doc in sources.catalogs]).data
+    merged = merge_layers(sources.layers()).data
     models = merged.get("models") or {}
     model_id = _resolve(name, models)
     if model_id is None:

@@ -60,10 +60,12 @@ def read_side(path: Path) -> Side:
 def _read(path: Path) -> dict:
     try:
         document = json.loads(path.read_text())
-        document["host"]["name"], document["roles"], document["models"]
-        return document
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise UsageError(f"{path}: not a compiled models.json ({exc})") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("host"), dict) or "name" not in document["host"] \
+            or not all(isinstance(document.get(key), dict) for key in ("roles", "models")):
+        raise UsageError(f"{path}: not a compiled models.json (no host, roles and models)")
+    return document
 
 
 def diff(old: Side, new: Side) -> list[HostDiff]:

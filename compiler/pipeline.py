@@ -39,6 +39,10 @@ class Sources:
     hosts: dict[str, Host] = field(default_factory=dict)
     inventory: Merged | None = None  # the merged hosts documents, for positions
 
+    def layers(self) -> list[Layer]:
+        """The catalog layers of sources/ (and staging/ when loaded), lowest first."""
+        return [Layer(doc.layer, doc) for doc in self.catalogs]
+
 
 @dataclass
 class Target:
@@ -55,10 +59,14 @@ class HostResult:
     output: dict
     models_bytes: bytes
     explain_bytes: bytes
-    stale: bool
+    models_stale: bool
     plan: Plan
     exports: dict[str, bytes] = field(default_factory=dict)
     stale_exports: list[str] = field(default_factory=list)
+
+    @property
+    def stale(self) -> bool:
+        return self.models_stale or bool(self.stale_exports)
 
 
 @dataclass
@@ -232,7 +240,7 @@ class Project:
 
     def ollama_names(self, sources: Sources) -> dict[str, str]:
         """ollama.name -> model id across the catalog layers, so discoveries patch known models."""
-        merged = merge_layers([Layer(doc.layer, doc) for doc in sources.catalogs])
+        merged = merge_layers(sources.layers())
         return {m["ollama"]["name"]: model_id for model_id, m in (merged.data.get("models") or {}).items()
                 if isinstance(m, dict) and isinstance(m.get("ollama"), dict) and m["ollama"].get("name")}
 
@@ -253,7 +261,7 @@ class Project:
         discovered = sources.discovered.get(target.host.name)
         if discovered is not None:
             layers.append(Layer("discovered", discovered))
-        layers += [Layer(doc.layer, doc) for doc in sources.catalogs]
+        layers += sources.layers()
         for path in target.user_files:
             if path not in self._user_docs:
                 self._user_docs[path] = self.read(path, "user")
@@ -321,7 +329,7 @@ class Project:
             report.results.append(HostResult(
                 target.host, folder, output, models_bytes,
                 emit.render_compact(emit.explain_document(plan, catalog, output)),
-                emit.is_stale(folder / emit.MODELS_JSON, models_bytes) or bool(stale_files), plan,
+                emit.is_stale(folder / emit.MODELS_JSON, models_bytes), plan,
                 files, stale_files))
         return report
 
@@ -355,7 +363,7 @@ class Project:
             sources = self.load_sources()
             report = self._compile(BuildOptions(all_hosts=True), sources)
             if not sources.errors:
-                base = [Layer(doc.layer, doc) for doc in sources.catalogs]
+                base = sources.layers()
                 self._checked_catalog(base, report)
                 for name in sources.profiles:
                     chain = [Layer(f"profile:{p}", sources.profiles[p]) for p in self.profile_chain([name], sources)]

@@ -3,6 +3,7 @@ that every imported layer compiles with the shipped roles for every shipped host
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -26,24 +27,14 @@ def imported(fmt: str, path: Path):
     return result, yaml.safe_load(importers.render(result))["models"]
 
 
-@pytest.fixture(scope="module")
-def llmfit():
-    return imported("llmfit", REALDATA / "hf_models.json")
+REAL_FILES = {"llmfit": "hf_models.json", "litellm": "model_prices_and_context_window.json",
+              "openrouter": "openrouter_models.json", "gpt4all": "models3.json"}
 
 
-@pytest.fixture(scope="module")
-def litellm():
-    return imported("litellm", REALDATA / "model_prices_and_context_window.json")
-
-
-@pytest.fixture(scope="module")
-def openrouter():
-    return imported("openrouter", REALDATA / "openrouter_models.json")
-
-
-@pytest.fixture(scope="module")
-def gpt4all():
-    return imported("gpt4all", REALDATA / "models3.json")
+@functools.cache
+def real(fmt: str):
+    """Each real file imported once per test session."""
+    return imported(fmt, REALDATA / REAL_FILES[fmt])
 
 
 def counts(result) -> dict:
@@ -54,8 +45,8 @@ def test_cli_formats_match_the_importers():
     assert IMPORT_FORMATS == importers.FORMATS
 
 
-def test_llmfit(llmfit):
-    result, models = llmfit
+def test_llmfit():
+    result, models = real("llmfit")
     assert len(models) == 1788
     assert counts(result) == {"test repository with random weights": 38,
                               "implausible context window (below 128 or above 10,000,000 tokens)": 26}
@@ -73,8 +64,8 @@ def test_llmfit(llmfit):
         "implausible context window (below 128 or above 10,000,000 tokens)"]
 
 
-def test_litellm(litellm):
-    result, models = litellm
+def test_litellm():
+    result, models = real("litellm")
     assert len(models) == 2547
     skipped = counts(result)
     assert skipped["documentation of the format, not a model"] == 1
@@ -92,8 +83,8 @@ def test_litellm(litellm):
     assert all(isinstance(m.get("context_window", 1), int) for m in models.values()), "float limits become ints"
 
 
-def test_openrouter(openrouter):
-    result, models = openrouter
+def test_openrouter():
+    result, models = real("openrouter")
     assert len(models) == 331 and counts(result) == {"router model (price -1: routes to other models)": 5}
     flash = models["deepseek/deepseek-v4-flash-0731"]
     assert flash["pricing"] == {"input_per_mtok": 0.14, "output_per_mtok": 0.28}
@@ -105,8 +96,8 @@ def test_openrouter(openrouter):
     assert all("hf_repo" not in m or "/" in m["hf_repo"] for m in models.values()), "empty ids are dropped"
 
 
-def test_gpt4all(gpt4all):
-    result, models = gpt4all
+def test_gpt4all():
+    result, models = real("gpt4all")
     assert len(models) == 32 and result.skipped == {}
     reasoner = models["qwen2.5-coder-7b-instruct-q4_0"]
     assert (reasoner["name"], reasoner["params_b"], reasoner["quantization"]) == ("Reasoner v1", 8.0, "Q4_0")

@@ -169,12 +169,14 @@ class Cache:
 
     # ------------------------------------------------------------------------ maintenance
 
-    def stale_parts(self, older_than: float = STALE_PART_SECONDS) -> list[Path]:
+    def parts(self) -> list[Path]:
+        """Partial downloads, resumable by the next fetch."""
         folder = self.root / ".downloading"
-        if not folder.is_dir():
-            return []
+        return sorted(folder.glob("*.part")) if folder.is_dir() else []
+
+    def stale_parts(self, older_than: float = STALE_PART_SECONDS) -> list[Path]:
         limit = time.time() - older_than
-        return sorted(p for p in folder.iterdir() if p.suffix == ".part" and p.stat().st_mtime < limit)
+        return [p for p in self.parts() if p.stat().st_mtime < limit]
 
     def remove(self, model_id: str) -> bool:
         removed = []

@@ -78,24 +78,6 @@ class _Sink(threading.Thread):
                     self.error = exc
 
 
-class _Writer:
-    """Writes blocks and flushes them to disk every FLUSH_EVERY bytes, on the writer thread, so
-    the final fsync (needed before the rename) has little left to do."""
-
-    FLUSH_EVERY = 64 << 20
-
-    def __init__(self, handle):
-        self.handle, self.unflushed = handle, 0
-
-    def __call__(self, block: bytes) -> None:
-        self.handle.write(block)
-        self.unflushed += len(block)
-        if self.unflushed >= self.FLUSH_EVERY:
-            self.handle.flush()
-            os.fdatasync(self.handle.fileno())
-            self.unflushed = 0
-
-
 def _seed(part: Path) -> tuple[int, "hashlib._Hash"]:
     digest = hashlib.sha256()
     size = 0
@@ -152,13 +134,12 @@ def _attempt(client, url: str, part: Path, expected_size: int | None, progress) 
         part.unlink()
         offset, digest = 0, hashlib.sha256()
     headers = {"Range": f"bytes={offset}-"} if offset else {}
-    start_offset = offset
     try:
         with client.stream("GET", url, headers=headers) as response:
             status = response.status_code
             if status == 416:
                 if expected_size is not None and offset == expected_size:
-                    return Outcome(offset, digest.hexdigest(), url, start_offset)
+                    return Outcome(offset, digest.hexdigest(), url, offset)
                 part.unlink(missing_ok=True)
                 raise Retry("416 Range Not Satisfiable for a partial that is not complete: restarting")
             if status >= 500 or status == 429:
@@ -173,7 +154,6 @@ def _attempt(client, url: str, part: Path, expected_size: int | None, progress) 
                     raise Retry(f"Content-Range {response.headers.get('content-range')!r} does not start at {offset}")
             elif offset:  # 200: the server ignored Range; take the whole body from the start
                 offset, digest = 0, hashlib.sha256()
-                total = _total(response, 0)
             needed = (expected_size or total or 0) - offset
             if needed > 0 and free_bytes(part.parent) < needed + DISK_MARGIN:
                 raise DiskError(f"not enough free disk for {part.name}: {needed:,} bytes needed, "
@@ -181,7 +161,7 @@ def _attempt(client, url: str, part: Path, expected_size: int | None, progress) 
             with open(part, "r+b" if offset else "wb") as handle:
                 handle.seek(offset)
                 handle.truncate()
-                sinks = [_Sink(_Writer(handle)), _Sink(digest.update)]
+                sinks = [_Sink(handle.write), _Sink(digest.update)]
                 for sink in sinks:
                     sink.start()
                 written = offset
@@ -225,12 +205,14 @@ def _attempt(client, url: str, part: Path, expected_size: int | None, progress) 
 
 
 def _total(response, offset: int) -> int | None:
+    """The artifact's full size: from Content-Range, else Content-Length (after `offset` for a 206)."""
     match = re.match(r"bytes \d+-\d+/(\d+)", response.headers.get("content-range", ""))
     if match:
         return int(match.group(1))
-    length = response.headers.get("content-length")
-    return offset + int(length) if length and length.isdigit() and response.status_code == 206 else \
-        (int(length) if length and length.isdigit() else None)
+    length = response.headers.get("content-length", "")
+    if not length.isdigit():
+        return None
+    return offset + int(length) if response.status_code == 206 else int(length)
 
 
 def _verify(outcome: Outcome, part: Path, expected_size: int | None, expected_sha: str | None) -> None:

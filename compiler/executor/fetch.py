@@ -32,6 +32,7 @@ class Plan:
     folder: Path
     artifacts: list[Artifact]
     skipped: list[str] = field(default_factory=list)  # models with nothing to fetch, and why
+    document: dict = field(default_factory=dict)  # the compiled models.json it was read from
 
 
 def host_folder(out: Path, host: str | None) -> Path:
@@ -62,7 +63,7 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
         for model_id in [role["model"]] + (role["fallbacks"] if with_fallbacks else []):
             if model_id and model_id not in wanted:
                 wanted.append(model_id)
-    result = Plan(compiled["host"]["name"], folder, [])
+    result = Plan(compiled["host"]["name"], folder, [], document=compiled)
     for model_id in wanted:
         model = compiled["models"][model_id]
         artifact = model.get("artifact") or {}

@@ -205,10 +205,9 @@ def _pull_progress(say, name: str):
     return progress
 
 
-def load_role(folder: Path, role_name: str, backend: str, prompt: str, fetch_one, overrides: dict,
+def load_role(compiled: dict, role_name: str, backend: str, prompt: str, fetch_one, overrides: dict,
               say=print) -> Loaded:
     """Try the role's model, then its fallbacks in order, until one loads and generates."""
-    compiled = json.loads((folder / "models.json").read_text())
     roles = compiled["roles"]
     if role_name not in roles:
         raise UsageError(f"unknown role {role_name!r}; roles: {', '.join(sorted(roles))}")
