@@ -9,6 +9,7 @@ ingested description holding `{{ ... }}` comes out literally.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from .errors import Diagnostic, InputError
@@ -20,7 +21,9 @@ BUILTINS = (*PER_HOST, *PER_MODEL)
 LOCAL = ("local", "ollama", "huggingface")
 
 
+@functools.cache
 def _environment(catalog_templates: Path | None):
+    """One sandboxed environment per template folder: its compiled templates serve every host."""
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
