@@ -46,6 +46,7 @@ def _fingerprint(root: Path, options) -> dict:
         "machine": hosts.machine_name(),
         "detected": [detected.ram_mb, [g.to_dict() for g in detected.gpus]] if detected else None,
         "inputs": _stat_tree(root / "sources", root) + _stat_tree(root / "profiles", root)
+        + _stat_tree(root / "templates", root)
         + _stat_tree(PACKAGE, PACKAGE.parent, (".py", ".json")),
         "personal": _stat_tree(personal.parent, personal.parent) if personal.is_file() else [],
     }

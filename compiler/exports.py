@@ -21,14 +21,19 @@ BUILTINS = (*PER_HOST, *PER_MODEL)
 LOCAL = ("local", "ollama", "huggingface")
 
 
-@functools.cache
 def _environment(catalog_templates: Path | None):
-    """One sandboxed environment per template folder: its compiled templates serve every host."""
+    folders = tuple(str(p) for p in (catalog_templates, PACKAGE_TEMPLATES) if p is not None and p.is_dir())
+    return _environment_for(folders)
+
+
+@functools.cache
+def _environment_for(folders: tuple[str, ...]):
+    """One sandboxed environment per set of template folders: its compiled templates serve every host
+    (jinja2 reloads a template whose file changed)."""
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
-    folders = [str(p) for p in (catalog_templates, PACKAGE_TEMPLATES) if p is not None and p.is_dir()]
-    return SandboxedEnvironment(loader=jinja2.FileSystemLoader(folders), undefined=jinja2.StrictUndefined,
+    return SandboxedEnvironment(loader=jinja2.FileSystemLoader(list(folders)), undefined=jinja2.StrictUndefined,
                                 autoescape=False, keep_trailing_newline=True, trim_blocks=False)
 
 

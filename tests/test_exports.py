@@ -105,3 +105,13 @@ def test_unknown_export_and_broken_template(base_catalog: Path):
 def test_exports_are_deterministic():
     document = json.loads((REPO / "out" / "workstation" / "models.json").read_text())
     assert exports.render(document, None, None) == exports.render(document, None, None)
+
+
+def test_editing_a_template_rebuilds(base_catalog: Path):
+    templates = base_catalog / "templates"
+    templates.mkdir()
+    (templates / "MODELS.md.j2").write_text("first\n")
+    assert run_cli("-C", str(base_catalog), "build", "--all").exit_code == 0
+    (templates / "MODELS.md.j2").write_text("second, and longer\n")
+    assert run_cli("-C", str(base_catalog), "build", "--all").exit_code == 0
+    assert (base_catalog / "out" / "box-8" / "exports" / "MODELS.md").read_text() == "second, and longer\n"
