@@ -129,6 +129,15 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise RuntimeFailure(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def update(path: Path, data: bytes) -> bool:
+    """write_atomic, unless the file already holds exactly these bytes (mtimes of unchanged outputs
+    stay put, and a rebuild of 100 hosts does not rewrite ~1,600 identical files). True if written."""
+    if not is_stale(path, data):
+        return False
+    write_atomic(path, data)
+    return True
+
+
 def is_stale(path: Path, data: bytes) -> bool:
     try:
         return path.read_bytes() != data
@@ -146,7 +155,7 @@ def stale_exports(folder: Path, files: dict[str, bytes]) -> list[str]:
 def write_exports(folder: Path, files: dict[str, bytes]) -> None:
     root = folder / EXPORTS
     for name, data in sorted(files.items()):
-        write_atomic(root / name, data)
+        update(root / name, data)
     if root.is_dir():
         for path in sorted(root.rglob("*"), reverse=True):
             if path.is_file() and str(path.relative_to(root)) not in files:

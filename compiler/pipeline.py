@@ -296,8 +296,8 @@ class Project:
         report.warnings = sorted(set(report.warnings))
         if report.ok and write and not options.check:
             for result in report.results:
-                emit.write_atomic(result.folder / emit.MODELS_JSON, result.models_bytes)
-                emit.write_atomic(result.folder / emit.EXPLAIN_JSON, result.explain_bytes)
+                emit.update(result.folder / emit.MODELS_JSON, result.models_bytes)
+                emit.update(result.folder / emit.EXPLAIN_JSON, result.explain_bytes)
                 emit.write_exports(result.folder, result.exports)
         return report
 
