@@ -326,8 +326,12 @@ def load_yaml_text(text: str, display: str, layer: str = "sources") -> Document:
         if exc.context and exc.context_mark and exc.context_mark is not mark:
             hint = (f"{exc.context}, which started at line {exc.context_mark.line + 1}, "
                     f"column {exc.context_mark.column + 1}")
-        fail(display, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, "E002",
-             f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}", hint)
+        problem = exc.problem or exc.context or "invalid YAML"
+        # libyaml >= 0.2.6 (PyYAML 6.0.2+ wheels) stops deep flow nesting in its scanner, before
+        # our own depth check sees the events: the same refusal, so the same code
+        code = "E004" if "nesting depth" in problem else "E002"
+        fail(display, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, code,
+             f"YAML syntax error: {problem}", hint)
     except yaml.YAMLError as exc:
         fail(display, 1, 1, "E002", f"YAML error: {exc}")
     if problems:
