@@ -312,9 +312,10 @@ def test_relative_xdg_values_do_not_move_what_hostfit_writes(tmp_path, monkeypat
     monkeypatch.delenv("HOSTFIT_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", "rel-cache")
     monkeypatch.setenv("XDG_DATA_HOME", "rel-data")
-    assert Cache(create=False).root == tmp_path / "home" / ".cache" / "hostfit" / "models"
     assert installed_path() == tmp_path / "home" / ".local" / "share" / "hostfit" / "models.json"
-    assert run_cli("cache", "info").exit_code == 0
+    result = run_cli("cache", "info")
+    assert result.exit_code == 0 and f"cache:     {tmp_path / 'home' / '.cache' / 'hostfit' / 'models'}\n" \
+        in result.stdout
     assert not (tmp_path / "rel-cache").exists() and not (tmp_path / "rel-data").exists()
 
 

@@ -154,8 +154,8 @@ class Cache:
                if legacy else ""))
 
     def _unusable(self, why: str) -> DiskError:
-        return DiskError(f"E221 {self.root} cannot be the artifact cache: {why}; {self._override_hint()}, "
-                         f"or make it a writable folder")
+        return DiskError(f"E221 {self.root} cannot be the artifact cache: {why}; make it a writable folder, "
+                         f"or {self._override_hint()}")
 
     # ------------------------------------------------------------------------------ paths
 
