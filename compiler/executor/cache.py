@@ -9,7 +9,8 @@ The cache owns only what it created. A missing or empty folder becomes a cache (
 manifest); a folder that holds anything else and no marker is refused by every command (E220, exit
 2: the configuration names the wrong folder, and nothing on the machine is broken), so pointing
 HOSTFIT_CACHE at $HOME by mistake deletes nothing. A location that cannot be a cache at all (a
-file, a read-only folder) is a disk fault (E221, exit 3), like a full disk.
+file, a read-only folder) is a disk fault (E221, exit 3), like a full disk; so is a link inside the
+cache that leads out of it (E222).
 
 The manifest is rewritten atomically under a file lock. Every entry must name the file of its own
 model inside the cache (`<escaped id>/<file>`, resolved, symlinks included); a missing, corrupt or
@@ -397,7 +398,7 @@ def pinned(out: Path | None) -> set[tuple[str, str]]:
 
 
 def age_seconds(stamp: str) -> float:
-    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    then = datetime.strptime(stamp, STAMP).replace(tzinfo=timezone.utc)
     return (datetime.now(timezone.utc) - then).total_seconds()
 
 
