@@ -196,6 +196,25 @@ def test_a_missing_manifest_is_rebuilt_only_from_the_caches_own_layout(tmp_path,
     assert (cache / "stray.txt").exists()
 
 
+@pytest.mark.parametrize("change", [{"size": "big"}, {"last_used": "yesterday"}, {"last_used": "2026-13-01T00:00:00Z"},
+                                    {"id": "other"}, {"path": "small-chat/../small-chat/tiny.gguf"}, {"sha256": None}],
+                         ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_a_wrongly_shaped_manifest_entry_is_rebuilt_not_a_traceback(tmp_path, monkeypatch, change):
+    cache = marked(tmp_path / "cache")
+    (cache / "small-chat").mkdir()
+    (cache / "small-chat" / "tiny.gguf").write_bytes(b"GGUF")
+    old_manifest(cache, {"small-chat": "small-chat/tiny.gguf"})
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["artifacts"]["small-chat"].update(change)
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("HOSTFIT_CACHE", str(cache))
+    results = [run_cli(*command) for command in (("cache", "clean", "--older-than", "30d"),
+                                                  ("cache", "prune", "--max-size", "1G"), ("cache", "list"))]
+    assert [r.exit_code for r in results] == [0, 0, 0], results[0].output
+    assert "rebuilt it from the 1 cached file(s)" in results[0].stderr
+    assert "small-chat" in results[2].stdout and (cache / "small-chat" / "tiny.gguf").exists()
+
+
 def test_deletion_is_guarded_in_one_place(tmp_path):
     store = Cache(tmp_path / "cache")
     beside = tmp_path / "beside.txt"

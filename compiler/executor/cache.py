@@ -42,6 +42,7 @@ MARKER_TEXT = ("hostfit-cache 1\n"
                "This folder is hostfit's artifact cache: hostfit writes and deletes files only in a folder\n"
                "holding this file. Delete the whole folder to drop the cache.\n")
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
+STAMP_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 class ForeignFolder(UsageError):
@@ -240,22 +241,21 @@ class Cache:
         if entry.id != key or not isinstance(entry.path, str):
             return "does not match its id"
         try:
-            expected = f"{escape_id(entry.id)}/{check_file_name(Path(entry.path).name)}"
+            expected = f"{escape_id(entry.id)}/{check_file_name(entry.path.rpartition('/')[2])}"
             if entry.path != expected:
                 return f"names {entry.path!r}, not {expected!r}"
         except UnsafeName as exc:
             return str(exc)
-        try:
-            self.inside(self.root / entry.path)
-        except LinkOut:
-            return f"points outside the cache ({entry.path!r} through a link)"
+        # the root is resolved and the path is two plain names, so it can only leave the root through
+        # a link; hostfit makes none (two lstat calls, not a resolve: a 1,000-entry manifest reads in ms)
+        folder = os.path.join(self.root, entry.path.partition("/")[0])
+        if os.path.islink(folder) or os.path.islink(os.path.join(self.root, entry.path)):
+            return f"points outside the cache ({entry.path!r} is reached through a link)"
         if not (isinstance(entry.size, int) and not isinstance(entry.size, bool) and entry.size >= 0
                 and isinstance(entry.sha256, str) and isinstance(entry.use_count, int)):
             return "has a wrong size, sha256 or use count"
-        try:
-            datetime.strptime(entry.last_used, STAMP)
-            datetime.strptime(entry.downloaded_at, STAMP)
-        except (TypeError, ValueError):
+        if not all(isinstance(stamp, str) and STAMP_PATTERN.fullmatch(stamp) and parse_stamp(stamp)
+                   for stamp in (entry.last_used, entry.downloaded_at)):
             return "has a wrong time stamp"
         return None
 
@@ -397,9 +397,16 @@ def pinned(out: Path | None) -> set[tuple[str, str]]:
     return pins
 
 
+def parse_stamp(stamp: str) -> datetime | None:
+    """A manifest time stamp (STAMP), or None for an impossible date such as month 13."""
+    try:
+        return datetime.fromisoformat(stamp)  # Python 3.11 reads the trailing Z; far faster than strptime
+    except ValueError:
+        return None
+
+
 def age_seconds(stamp: str) -> float:
-    then = datetime.strptime(stamp, STAMP).replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - then).total_seconds()
+    return (datetime.now(timezone.utc) - parse_stamp(stamp)).total_seconds()
 
 
 def clean(store: Cache, older_than: float, pins: set[tuple[str, str]]) -> tuple[list[str], int]:
