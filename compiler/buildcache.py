@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+from . import paths
+
 PACKAGE = Path(__file__).resolve().parent
 
 
@@ -34,8 +36,7 @@ def _stat_tree(folder: Path, root: Path, suffixes: tuple[str, ...] = ()) -> list
 def _fingerprint(root: Path, options) -> dict:
     from . import hosts
 
-    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    personal = Path(config) / "hostfit" / "user.yaml"
+    personal = paths.user_layer()
     # only a build of this machine (no --host, or --host local) depends on what is detected
     detected = None
     if not options.all_hosts and (not options.hosts or hosts.LOCAL in options.hosts):

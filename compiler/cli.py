@@ -392,6 +392,18 @@ def _out_folder(obj: Context):
         return None  # outside a catalog: no locks to respect
 
 
+def _store():
+    """The cache as it is: these commands never create one, and refuse a folder hostfit did not make."""
+    from .executor.cache import Cache
+
+    return Cache(create=False)
+
+
+def _warn(store) -> None:
+    for warning in store.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
 @cache.command(name="list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -399,9 +411,9 @@ def cache_list(obj: Context, as_json: bool) -> None:
     """Every cached artifact: size, sha256, last use; `pinned` when a lock under out/ pins it."""
     def action() -> int:
         import json
-        from .executor.cache import Cache, pinned
+        from .executor.cache import pinned
 
-        store = Cache()
+        store = _store()
         pins = pinned(_out_folder(obj))
         entries = store.entries()
         if as_json:
@@ -411,8 +423,7 @@ def cache_list(obj: Context, as_json: bool) -> None:
             mark = " pinned" if (entry.id, entry.sha256) in pins else ""
             click.echo(f"{entry.id}  {entry.size / 2**20:,.1f} MiB  sha256 {entry.sha256[:12]}  "
                        f"last used {entry.last_used} ({entry.use_count}x){mark}")
-        for warning in store.warnings:
-            click.echo(f"warning: {warning}", err=True)
+        _warn(store)
         return EXIT_OK
 
     run(action)
@@ -422,15 +433,14 @@ def cache_list(obj: Context, as_json: bool) -> None:
 def cache_info() -> None:
     """Where the cache is, how big, and what is left half-downloaded."""
     def action() -> int:
-        from .executor.cache import Cache
-
-        store = Cache()
+        store = _store()
         entries = store.entries()
         parts = store.parts()
         click.echo(f"cache:     {store.root}")
         click.echo(f"artifacts: {len(entries)}, {sum(e.size for e in entries.values()) / 2**30:,.2f} GiB")
         click.echo(f"partial:   {len(parts)} download(s), {sum(p.stat().st_size for p in parts) / 2**20:,.1f} MiB "
                    f"({len(store.stale_parts())} older than 24 h)")
+        _warn(store)
         return EXIT_OK
 
     run(action)
@@ -440,14 +450,15 @@ def cache_info() -> None:
 def cache_verify() -> None:
     """Re-hash every cached artifact against the manifest; exit 3 on any mismatch."""
     def action() -> int:
-        from .executor.cache import Cache, verify
+        from .executor.cache import verify
 
-        store = Cache()
+        store = _store()
         bad = verify(store)
         for model_id, actual, expected in bad:
             click.echo(f"{model_id}: {'missing' if actual is None else 'sha256 ' + actual} (manifest: {expected})",
                        err=True)
         click.echo(f"{len(store.entries()) - len(bad)} ok, {len(bad)} bad", err=True)
+        _warn(store)
         return EXIT_RUNTIME if bad else EXIT_OK
 
     run(action)
@@ -458,12 +469,11 @@ def cache_verify() -> None:
 def cache_remove(models) -> None:
     """Delete cached artifacts by model id."""
     def action() -> int:
-        from .executor.cache import Cache
-
-        store = Cache()
+        store = _store()
         missing = [m for m in models if not store.remove(m)]
         for model in missing:
             click.echo(f"{model}: not in the cache", err=True)
+        _warn(store)
         return EXIT_INVALID if missing else EXIT_OK
 
     run(action)
@@ -475,11 +485,13 @@ def cache_remove(models) -> None:
 def cache_clean(obj: Context, older_than: str) -> None:
     """Remove artifacts unused for a while (never a pinned one) and partial downloads older than 24 h."""
     def action() -> int:
-        from .executor.cache import Cache, clean, parse_age, pinned
+        from .executor.cache import clean, parse_age, pinned
 
         limit = _parsed(parse_age, older_than)
-        removed, parts = clean(Cache(), limit, pinned(_out_folder(obj)))
+        store = _store()
+        removed, parts = clean(store, limit, pinned(_out_folder(obj)))
         click.echo(f"removed {len(removed)} artifact(s) and {parts} stale partial download(s)", err=True)
+        _warn(store)
         return EXIT_OK
 
     run(action)
@@ -491,13 +503,15 @@ def cache_clean(obj: Context, older_than: str) -> None:
 def cache_prune(obj: Context, max_size: str) -> None:
     """LRU eviction down to --max-size; an artifact pinned by a lock under out/ is never evicted."""
     def action() -> int:
-        from .executor.cache import Cache, parse_size, pinned, prune
+        from .executor.cache import parse_size, pinned, prune
 
         limit = _parsed(parse_size, max_size)
-        evicted, total = prune(Cache(), limit, pinned(_out_folder(obj)))
+        store = _store()
+        evicted, total = prune(store, limit, pinned(_out_folder(obj)))
         click.echo(f"evicted {len(evicted)} artifact(s){': ' + ', '.join(evicted) if evicted else ''}; "
                    f"cache now {total / 2**30:,.2f} GiB" + (" (pinned artifacts keep it above the limit)"
                                                            if total > limit else ""), err=True)
+        _warn(store)
         return EXIT_OK
 
     run(action)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import emit, exports, hosts as hostmod, migrate, validate
+from . import emit, exports, hosts as hostmod, migrate, paths, validate
 from .errors import Diagnostic, InputError, UsageError, did_you_mean
 from .hosts import LOCAL, Host
 from .load import Document, load_file
@@ -212,8 +212,7 @@ class Project:
 
     def _local_target(self, sources: Sources) -> Target:
         """This machine, undeclared: detected facts, the `base` profile if there is one, the personal layer."""
-        config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-        personal = Path(config) / "hostfit" / "user.yaml"
+        personal = paths.user_layer()
         profiles = ("base",) if "base" in sources.profiles else ()
         return Target(hostmod.detect(hostmod.machine_name(), profiles), LOCAL,
                       (personal,) if personal.is_file() else (), this_machine=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from compiler.executor import download as downloader
+from compiler.executor.cache import Cache
 
 from conftest import add_layer, run_cli
 from httpserver import FileServer
@@ -119,7 +120,8 @@ def test_server_ignoring_range_restarts_from_zero(base_catalog, server, tmp_path
 def test_416_for_a_complete_partial_needs_no_download(base_catalog, server, tmp_path):
     catalog = compiled(base_catalog, server)
     part = tmp_path / "cache" / ".downloading" / "small-chat%2Ftiny.gguf.part"
-    part.parent.mkdir(parents=True)
+    Cache(tmp_path / "cache")  # a cache hostfit made, then a partial download left in it
+    part.parent.mkdir()
     part.write_bytes(BLOB)
     assert fetch(catalog).exit_code == 0
     assert [(e["range"], e["status"], e["sent"]) for e in server.log] == [(f"bytes={len(BLOB)}-", 416, 0)]
@@ -129,7 +131,8 @@ def test_416_for_a_complete_partial_needs_no_download(base_catalog, server, tmp_
 def test_416_for_an_incomplete_partial_restarts(base_catalog, server, tmp_path):
     catalog = compiled(base_catalog, server)
     part = tmp_path / "cache" / ".downloading" / "small-chat%2Ftiny.gguf.part"
-    part.parent.mkdir(parents=True)
+    Cache(tmp_path / "cache")  # a cache hostfit made, then a partial download left in it
+    part.parent.mkdir()
     part.write_bytes(BLOB[:1000])
     server.faults["always_416"] = True
     result = fetch(catalog)

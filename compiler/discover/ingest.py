@@ -9,11 +9,12 @@ cached under $XDG_CACHE_HOME/hostfit/ingest for MAX_AGE seconds; pagination stop
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .. import paths
 
 SOURCES = ("hf", "openrouter", "curated")
 SOURCE_NAMES = {"hf": "huggingface_hub", "openrouter": "openrouter_index", "curated": "curated"}
@@ -31,8 +32,7 @@ class Harvest:
 
 
 def _cache_file(name: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "hostfit" / "ingest" / f"{name}.json"
+    return paths.ingest_cache() / f"{name}.json"
 
 
 def _cached_get(name: str, url: str, params: dict | None, refresh: bool, warnings: list[str]):
@@ -78,7 +78,7 @@ def _license(tags: list) -> str | None:
 
 def from_hf(refresh: bool = False) -> Harvest:
     out = Harvest()
-    base = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    base = paths.hf_endpoint()
     url = f"{base}/api/models"
     params: dict | None = {"pipeline_tag": "text-generation", "sort": "downloads", "direction": "-1",
                            "limit": str(PAGE_SIZE)}
@@ -109,7 +109,7 @@ def from_hf(refresh: bool = False) -> Harvest:
 
 def from_openrouter(refresh: bool = False) -> Harvest:
     out = Harvest()
-    base = (os.environ.get("OPENROUTER_BASE_URL") or "https://openrouter.ai/api/v1").rstrip("/")
+    base = paths.openrouter_base()
     body, _ = _cached_get("openrouter", f"{base}/models", None, refresh, out.warnings)
     if body is None:
         return out

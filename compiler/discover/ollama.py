@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .. import paths
 from ..migrate import normalize_id
 
 TIMEOUT = 5.0  # seconds per request: a slow Ollama is a warning, not a stall
@@ -18,8 +19,7 @@ class Discovery:
 
 
 def base_url(explicit: str | None = None) -> str:
-    host = explicit or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
-    return host if "://" in host else f"http://{host}"
+    return paths.ollama_host(explicit)
 
 
 def _facts(name: str, tag: dict, show: dict | None, host: str, ids_by_ollama_name: dict[str, str]) -> tuple[str, dict]:

@@ -130,7 +130,7 @@ def apply_from(path: Path, cache: Cache) -> tuple[dict, int]:
                     handle.write(chunk)
                     size += len(chunk)
             if digest.hexdigest() != pinned:
-                part.unlink(missing_ok=True)
+                cache.delete(part)
                 raise IntegrityError(f"{path}: {model_id} has sha256 {digest.hexdigest()}, the bundle pins {pinned}")
             part.replace(final)
             cache.record(model_id, final, size, pinned, downloaded=True)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import paths
 from ..errors import DiskError, DownloadError, IntegrityError
 from ..validate import url_problem
 
@@ -114,7 +115,7 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
                 except Retry as exc:
                     errors.append(f"{url}: {exc}")
                     if attempt < ATTEMPTS - 1:
-                        base = float(os.environ.get("HOSTFIT_BACKOFF_BASE", BACKOFF_BASE))
+                        base = float(paths.env(paths.HOSTFIT_BACKOFF_BASE) or BACKOFF_BASE)
                         delay = min(BACKOFF_CAP, base * 2 ** attempt)
                         time.sleep(delay * (0.5 + random.random()))
                 except NextMirror as exc:

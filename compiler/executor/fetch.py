@@ -198,7 +198,7 @@ def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter) 
                 fetched = Fetched(artifact, final, final.stat().st_size, actual, False)
                 reporter.finish(fetched)
                 return fetched
-            final.unlink()
+            cache.delete(final)
         tick = reporter.start(artifact, size)
         try:
             outcome = download([artifact.url, *artifact.mirrors], part, final, size, sha, tick)

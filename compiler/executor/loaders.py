@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import paths
 from ..errors import RuntimeFailure, UsageError
 from ..memory import is_cloud
 
 DEFAULT_PROMPT = "Say hello in five words."
-OLLAMA_DEFAULT = "http://127.0.0.1:11434"
 OLLAMA_START_TIMEOUT = 20.0
 
 
@@ -95,16 +95,15 @@ def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int =
 # ---------------------------------------------------------------------------------- Ollama
 
 def ollama_base() -> str:
-    host = os.environ.get("OLLAMA_HOST") or OLLAMA_DEFAULT
-    return host if "://" in host else f"http://{host}"
+    return paths.ollama_host()
 
 
 def auto_start_allowed(interactive: bool) -> bool:
     """Consent to start `ollama serve`: env HOSTFIT_OLLAMA_AUTO_START, config ollama.auto_start, or a prompt."""
-    env = os.environ.get("HOSTFIT_OLLAMA_AUTO_START")
+    env = paths.env(paths.HOSTFIT_OLLAMA_AUTO_START)
     if env is not None:
         return env.strip().lower() in ("1", "true", "yes", "on")
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "hostfit" / "config.yaml"
+    config = paths.config_file()
     if config.is_file():
         import yaml
 
