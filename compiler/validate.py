@@ -11,6 +11,7 @@ Profiles' `extends` graph and the hosts' profile names are checked once for the 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -32,7 +33,7 @@ def check_document(doc: Document) -> list[Diagnostic]:
     problems = schema_diagnostics(schema.iter_errors(kind, doc.data, layer=True), locate)
     problems += _dollar_keys(doc)
     if kind in ("catalog", "profile"):
-        problems += _artifacts(doc.data.get("models"), locate)
+        problems += _artifacts(doc.data.get("models"), locate) + _names(doc.data.get("models"), locate)
     return problems
 
 
@@ -48,7 +49,7 @@ def check_merged(merged: Merged) -> list[Diagnostic]:
     problems = schema_diagnostics(schema.iter_errors("catalog", document, layer=False), locate)
     models = data.get("models") or {}
     names, alias_problems = alias_table(models, locate)
-    problems += alias_problems
+    problems += alias_problems + _names(models, locate)  # again: discovered and staged layers skip check_document
     for role_name, role in (data.get("roles") or {}).items():
         if not isinstance(role, dict):
             continue
@@ -292,14 +293,70 @@ def url_problem(url: str) -> str | None:
     return f"scheme {parts.scheme or '(none)'!r} is not allowed; use https"
 
 
+# Names that reach exports (shell scripts, Modelfiles, YAML, Markdown) and cache paths keep to characters
+# none of those languages treats specially, and start with a letter or digit: never an option (`-x`), a
+# hidden file or `~`. The export templates quote every value as well; this keeps outputs plain and readable.
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")
+FILE_NAME_HINT = "a plain file name: letters, digits and . _ + -, starting with a letter or digit " \
+                 "(the cache decides where it is stored)"
+# what may appear in a URL at all (RFC 3986): no spaces, quotes, backslashes, control or non-ASCII characters
+URL_CHARS = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+")
+# kind -> (code, what, pattern, hint)
+NAMES = {
+    "ollama": ("E230", "Ollama name", re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}"),
+               "letters, digits and . _ : / -, starting with a letter or digit (e.g. qwen2.5-coder:7b)"),
+    "revision": ("E231", "artifact revision", re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}"),
+                 "a branch, tag or commit: letters, digits and . _ / -, starting with a letter or digit"),
+    "alias": ("E232", "alias", re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+@-]{0,199}"),
+              "letters (any case), digits and . _ : / + @ -, starting with a letter or digit"),
+}
+
+
 def file_name_problem(name: str) -> str | None:
     if "/" in name or "\\" in name:
         return "contains a path separator"
-    if name in (".", "..") or ".." in name.split("/"):
+    if name in (".", ".."):
         return "is a relative path component"
     if name.startswith("~") or (len(name) > 1 and name[1] == ":"):
         return "looks like an absolute path"
+    if len(name) > 255:
+        return "is longer than 255 characters"
+    if not FILE_NAME.fullmatch(name):
+        bad = sorted({c for c in name[1:] if not FILE_NAME.fullmatch("a" + c)})
+        if bad or not name:
+            return "contains " + ", ".join(repr(c) for c in bad[:5]) if bad else "is empty"
+        return "does not start with a letter or digit"
     return None
+
+
+def name_problem(kind: str, value: str) -> str | None:
+    """Why an identifier of this kind (see NAMES) is refused, or None."""
+    _, what, pattern, _ = NAMES[kind]
+    if pattern.fullmatch(value):
+        return None
+    bad = sorted({c for c in value if not pattern.fullmatch("a" + c)})
+    why = f"contains {', '.join(repr(c) for c in bad[:5])}" if bad else \
+        ("is empty" if not value else "is too long" if len(value) > 200 else "does not start with a letter or digit")
+    return f"{what} {value!r} {why}"
+
+
+def _names(models, locate: Locate) -> list[Diagnostic]:
+    """Identifiers that reach exports (Ollama names, revisions, aliases), each in its character set."""
+    problems = []
+    for model_id, model in models.items() if isinstance(models, dict) else ():
+        if not isinstance(model, dict):
+            continue
+        ollama, artifact, aliases = (model.get(key) for key in ("ollama", "artifact", "aliases"))
+        found = [("ollama", ("ollama", "name"), ollama.get("name") if isinstance(ollama, dict) else None),
+                 ("revision", ("artifact", "revision"),
+                  artifact.get("revision") if isinstance(artifact, dict) else None)]
+        found += [("alias", ("aliases", i), a) for i, a in enumerate(aliases if isinstance(aliases, list) else ())]
+        for kind, path, value in found:
+            problem = name_problem(kind, value) if isinstance(value, str) else None
+            if problem:
+                code, _, _, hint = NAMES[kind]
+                problems.append(Diagnostic(*locate(("models", model_id, *path)), code, problem, hint))
+    return problems
 
 
 def _artifacts(models, locate: Locate) -> list[Diagnostic]:
@@ -316,12 +373,17 @@ def _artifacts(models, locate: Locate) -> list[Diagnostic]:
             problem = file_name_problem(name)
             if problem:
                 problems.append(Diagnostic(*locate(base + ("file",)), "E204",
-                                           f"artifact file {name!r} {problem}",
-                                           "a plain file name: the cache decides where it is stored"))
+                                           f"artifact file {name!r} {problem}", FILE_NAME_HINT))
         urls = [(base + ("url",), artifact.get("url"))]
         urls += [(base + ("mirrors", i), u) for i, u in enumerate(artifact.get("mirrors") or ())]
-        for path, url in urls:
-            if isinstance(url, str):
+        template = artifact.get("url_template")
+        for path, url in urls + [(base + ("url_template",), template)]:
+            if isinstance(url, str) and not URL_CHARS.fullmatch(url.replace("{", "").replace("}", "")
+                                                              if path[-1] == "url_template" else url):
+                problems.append(Diagnostic(*locate(path), "E233", f"URL {url!r} holds characters a URL cannot hold",
+                                           "percent-encode spaces, quotes, backslashes, control and non-ASCII "
+                                           "characters (a space is %20)"))
+            elif isinstance(url, str) and path[-1] != "url_template":
                 problem = url_problem(url)
                 if problem:
                     problems.append(Diagnostic(*locate(path), "E205", f"download URL {url!r}: {problem}"))

@@ -188,5 +188,23 @@ def plain_text(html: str) -> str:
     return re.sub(r"\s+", " ", html_module.unescape(text)).strip()
 
 
+def unsafe_names(out: Imported, name, file=None, url=None, ollama=None) -> bool:
+    """True, and the entry skipped with the reason, when a name that would reach exports and the cache
+    (artifact file, download URL, Ollama name) is outside the character set validation allows: renaming a
+    file would break its download, so such entries are left out and named in the summary."""
+    from ..validate import URL_CHARS, file_name_problem, name_problem
+
+    name = str(name).encode("unicode_escape").decode()[:60]  # shown in the summary: one line, no control codes
+    if file is not None and (not isinstance(file, str) or file_name_problem(file)):
+        out.skip(name, "unsafe artifact file name (allowed: letters, digits and . _ + -)")
+    elif url is not None and (not isinstance(url, str) or not URL_CHARS.fullmatch(url)):
+        out.skip(name, "unsafe download URL (spaces, quotes, control or non-ASCII characters)")
+    elif ollama is not None and (not isinstance(ollama, str) or name_problem("ollama", ollama)):
+        out.skip(name, "unsafe Ollama name (allowed: letters, digits and . _ : / -)")
+    else:
+        return False
+    return True
+
+
 def api_key_env(provider: str) -> str:
     return re.sub(r"[^A-Z0-9]+", "_", provider.upper()).strip("_") + "_API_KEY"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import FormatMismatch, IMPORT_PRIORITY, Imported, params_b, plain_text, quantization
+from . import FormatMismatch, IMPORT_PRIORITY, Imported, params_b, plain_text, quantization, unsafe_names
 
 MAPPED = {"name", "filename", "filesize", "ramrequired", "parameters", "quant", "type", "description", "url",
           "md5sum", "sha256sum", "removedIn", "embeddingModel"}
@@ -16,6 +16,8 @@ def convert(data, out: Imported) -> None:
             out.skip(str(entry.get("name") if isinstance(entry, dict) else entry)[:60], "no filename")
             continue
         filename = entry["filename"]
+        if unsafe_names(out, str(entry.get("name") or filename)[:60], file=filename, url=entry.get("url") or None):
+            continue
         embedding = str(entry.get("embeddingModel", "")).lower() == "true"
         text = " ".join(str(entry.get(k, "")) for k in ("name", "filename")).lower()
         workloads = ["embedding"] if embedding else (["code", "chat"] if "code" in text or "coder" in text

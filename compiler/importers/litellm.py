@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from . import FormatMismatch, Imported, api_key_env, context, normalize_id, per_million
+from . import FormatMismatch, Imported, api_key_env, context, normalize_id, per_million, unsafe_names
 
 NOT_MODELS = {"sample_spec": "documentation of the format, not a model",
               "fallback_generalizations": "fallback rules, not a model"}
@@ -53,6 +53,8 @@ def convert(data, out: Imported) -> None:
         }
         if provider in LOCAL.values():
             if provider == "ollama":
+                if unsafe_names(out, key, ollama=key.split("/", 1)[-1]):
+                    continue
                 model["ollama"] = {"name": key.split("/", 1)[-1]}
         else:
             model["api_key_env"] = api_key_env(provider_name)

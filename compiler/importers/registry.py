@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from . import FormatMismatch, IMPORT_PRIORITY, Imported, context, hf_repo, number, params_b, quantization
+from . import FormatMismatch, IMPORT_PRIORITY, Imported, context, hf_repo, number, params_b, quantization, \
+    unsafe_names
 
 MAPPED = {"ID", "Name", "Family", "Parameters", "Quantization", "ContextWindow", "FileSizeMB", "RAMRequiredMB",
           "HuggingFaceRepo", "Filename", "SHA256", "Recommended", "Description", "Tags"}
@@ -32,6 +33,8 @@ def convert(data, out: Imported) -> None:
         tags = [str(t).lower() for t in tags]
         workloads = sorted({WORKLOAD_TAGS[t] for t in tags if t in WORKLOAD_TAGS}) or ["chat"]
         filename = str(entry.get("Filename") or "")
+        if unsafe_names(out, name, file=filename or None):
+            continue
         sha = str(entry.get("SHA256") or "").strip().lower()
         size_mb, ram_mb = number(entry.get("FileSizeMB")), number(entry.get("RAMRequiredMB"))
         artifact = {"format": "gguf" if filename.lower().endswith(".gguf") else None,
