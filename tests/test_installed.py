@@ -15,7 +15,7 @@ from the wheel, which test_wheel_installed_in_a_clean_venv_builds_the_shipped_ca
   folder is on PYTHONPATH with PIP_NO_INDEX and build isolation off, so pip finds every
   dependency already installed and builds hostfit with the setuptools of the test extra. A
   user's pre-commit downloads those dependencies from the package registry instead: nothing
-  else differs. About 15 s on 2 cores, most of it virtualenv and pip.
+  else differs. 15-30 s on 2 cores, most of it virtualenv and pip.
 """
 
 from __future__ import annotations
