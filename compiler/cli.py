@@ -345,7 +345,7 @@ def apply_command(obj: Context, host, bundle_file) -> None:
             fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
             if not lock.path.exists():
                 lock.save()
-            document, count = applier.installed_document(plan.folder, fetched), len(fetched)
+            document, count = applier.installed_document(plan.document, fetched), len(fetched)
         target = applier.install(document)
         click.echo(f"installed {target} ({document['host']['name']}, {count} artifact(s) verified)")
         return EXIT_OK
@@ -365,7 +365,7 @@ def bundle_command(obj: Context, host, output) -> None:
 
         plan, cache, lock, reporter = _executor_setup(obj, host)
         fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
-        count = applier.bundle(plan.folder, fetched, output)
+        count = applier.bundle(plan, lock, fetched, output)
         click.echo(f"wrote {output}: models.json, models.lock and {count} artifact(s)")
         return EXIT_OK
 
@@ -399,7 +399,8 @@ def cache_list(obj: Context, as_json: bool) -> None:
     """Every cached artifact: size, sha256, last use; `pinned` when a lock under out/ pins it."""
     def action() -> int:
         import json
-        from .executor.cache import Cache, pinned
+        from .executor.cache import Cache
+        from .executor.lock import pinned
 
         store = Cache()
         pins = pinned(_out_folder(obj))
@@ -475,7 +476,8 @@ def cache_remove(models) -> None:
 def cache_clean(obj: Context, older_than: str) -> None:
     """Remove artifacts unused for a while (never a pinned one) and partial downloads older than 24 h."""
     def action() -> int:
-        from .executor.cache import Cache, clean, parse_age, pinned
+        from .executor.cache import Cache, clean, parse_age
+        from .executor.lock import pinned
 
         limit = _parsed(parse_age, older_than)
         removed, parts = clean(Cache(), limit, pinned(_out_folder(obj)))
@@ -491,7 +493,8 @@ def cache_clean(obj: Context, older_than: str) -> None:
 def cache_prune(obj: Context, max_size: str) -> None:
     """LRU eviction down to --max-size; an artifact pinned by a lock under out/ is never evicted."""
     def action() -> int:
-        from .executor.cache import Cache, parse_size, pinned, prune
+        from .executor.cache import Cache, parse_size, prune
+        from .executor.lock import pinned
 
         limit = _parsed(parse_size, max_size)
         evicted, total = prune(Cache(), limit, pinned(_out_folder(obj)))

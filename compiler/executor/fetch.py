@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..errors import Diagnostic, InputError, UsageError
 from ..memory import is_cloud
-from .cache import Cache, UnsafeName, check_file_name, escape_id, sha256_file
+from .cache import Cache, sha256_file
+from .documents import artifact_file, read_models
 from .download import download
 from .lock import Lock
 
@@ -52,7 +53,7 @@ def host_folder(out: Path, host: str | None) -> Path:
 
 
 def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False) -> Plan:
-    compiled = json.loads((folder / "models.json").read_text())
+    compiled = read_models(folder / "models.json").data  # schema-checked; ids and file names confined
     known = compiled["roles"]
     for role in roles:
         if role not in known:
@@ -72,16 +73,9 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
         if not artifact.get("url"):
             result.skipped.append(f"{model_id}: no single-file download URL (artifact.url or repo+file)")
             continue
-        file = artifact.get("file") or artifact["url"].rsplit("/", 1)[-1]
-        try:  # models.json is input too: nothing in it may name a path outside the cache
-            escape_id(model_id)
-            check_file_name(file)
-        except UnsafeName as exc:
-            raise InputError([Diagnostic(str(folder / "models.json"), 0, 0, "E209", str(exc),
-                                         "cache paths are built from model ids and plain file names only")]) from None
-        result.artifacts.append(Artifact(model_id, file, artifact["url"], tuple(artifact.get("mirrors") or ()),
-                                         artifact.get("revision"), artifact.get("size_bytes"),
-                                         artifact.get("sha256")))
+        result.artifacts.append(Artifact(model_id, artifact_file(artifact), artifact["url"],
+                                         tuple(artifact.get("mirrors") or ()), artifact.get("revision"),
+                                         artifact.get("size_bytes"), artifact.get("sha256")))
     return result
 
 
