@@ -109,6 +109,29 @@ def test_every_command_refuses_a_broken_models_json(tmp_path, command, shape):
     assert_refused(result, tmp_path, catalog, before, catalog / "out" / "box-8" / "models.json")
 
 
+def test_a_host_name_never_leads_out_of_out(tmp_path):
+    catalog = catalog_with(tmp_path, good_models())
+    (catalog / "elsewhere").mkdir()
+    (catalog / "elsewhere" / "models.json").write_text(GOOD)
+    before = tree_bytes(catalog)
+    result = run_cli("-C", str(catalog), "lock", "--host", "../elsewhere")
+    assert result.exit_code == 2 and "'../elsewhere' is not a host name" in result.stderr, result.output
+    assert tree_bytes(catalog) == before
+
+
+def test_a_document_over_the_size_bound_is_refused_unread(tmp_path, monkeypatch):
+    from compiler.executor import documents
+
+    monkeypatch.setattr(documents, "MAX_DOCUMENT_BYTES", 500)  # for 64 MiB: models.json is ~900 bytes
+    catalog = catalog_with(tmp_path, GOOD)
+    result = run_cli("-C", str(catalog), "fetch", "--host", "box-8")
+    assert result.exit_code == 1 and f"{catalog / 'out' / 'box-8' / 'models.json'}: error[E273]" in result.stderr
+    bundle = forge(tmp_path)
+    result = run_cli("apply", "--from", str(bundle))
+    assert result.exit_code == 1 and f"{bundle}[models.json]: error[E273]" in result.stderr, result.output
+    assert_nothing_applied(tmp_path)
+
+
 def test_diagnostics_point_into_the_file():
     from compiler.executor import documents
 
@@ -194,14 +217,13 @@ def sparse(name: str, realsize: int, data: bytes = b"x" * 512) -> tuple[tarfile.
     return info, sparse_map + data
 
 
-def apply_bounded(bundle: Path, file_limit: int = 64 << 20) -> subprocess.CompletedProcess:
-    """`hostfit apply --from` in a process that may not map 1 GiB nor write a file over 64 MiB."""
+def bounded(*args: str, file_limit: int = 64 << 20) -> subprocess.CompletedProcess:
+    """hostfit in a process that may not map 1 GiB, nor write a file over 64 MiB, nor run 30 s."""
     def limits():
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
-    return subprocess.run([sys.executable, "-c", "from compiler.cli import main; main()", "apply", "--from",
-                           str(bundle)], capture_output=True, text=True, preexec_fn=limits, timeout=120,
-                          cwd=REPO, env=os.environ)
+    return subprocess.run([sys.executable, "-c", "from compiler.cli import main; main()", *args],
+                          capture_output=True, text=True, preexec_fn=limits, timeout=30, cwd=REPO, env=os.environ)
 
 
 def assert_nothing_applied(tmp_path: Path) -> None:
@@ -217,24 +239,36 @@ def test_a_sparse_member_is_refused_without_reading_it(tmp_path, member):
     take 3 GiB of memory or disk; the bounded process proves neither happens."""
     bundle = forge(tmp_path, infos={member: sparse(member, 3 << 30)})
     assert bundle.stat().st_size < 5 * 2**20
-    result = apply_bounded(bundle)
+    result = bounded("apply", "--from", str(bundle))
     assert result.returncode == 1, result.stderr[-2000:]
     assert f"{bundle}: error[E213]: refusing bundle: {member} is a sparse member" in result.stderr
     assert_nothing_applied(tmp_path)
 
 
+def test_a_bundle_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "bundle.tar"
+    os.mkfifo(fifo)
+    result = bounded("apply", "--from", str(fifo))
+    assert result.returncode == 1 and "refusing bundle: it is not a regular file" in result.stderr
+
+
 def test_a_disk_that_refuses_the_copy_is_exit_3_and_leaves_no_partial(tmp_path):
-    result = apply_bounded(forge(tmp_path), file_limit=1 << 20)  # the artifact is 3 MiB
+    result = bounded("apply", "--from", str(forge(tmp_path)), file_limit=1 << 20)  # the artifact is 3 MiB
     assert result.returncode == 3, result.stderr[-2000:]
     assert "hostfit: error: cannot write" in result.stderr and "File too large" in result.stderr
     assert_nothing_applied(tmp_path)
 
 
-def test_a_lock_that_cannot_be_read_is_exit_3(tmp_path):
+def test_a_lock_that_is_not_a_file_is_refused_without_blocking(tmp_path):
     catalog = catalog_with(tmp_path, good_models())
-    (catalog / "out" / "box-8" / "models.lock").mkdir()
+    lock = catalog / "out" / "box-8" / "models.lock"
+    lock.mkdir()
     result = run_cli("-C", str(catalog), "fetch", "--host", "box-8")
-    assert result.exit_code == 3 and f"cannot read {catalog / 'out' / 'box-8' / 'models.lock'}" in result.stderr
+    assert result.exit_code == 1 and f"{lock}: error[E001]: cannot read file: not a regular file" in result.stderr
+    lock.rmdir()
+    os.mkfifo(lock)  # opened for reading, a FIFO waits for a writer forever
+    result = bounded("-C", str(catalog), "fetch", "--host", "box-8")
+    assert result.returncode == 1 and f"{lock}: error[E001]" in result.stderr
 
 
 def test_a_member_larger_than_its_manifest_says_is_refused_before_copying(tmp_path):

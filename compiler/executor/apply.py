@@ -87,9 +87,11 @@ def apply_from(path: Path, cache: Cache) -> tuple[dict, int]:
     """Verify and unpack a bundle into the cache; returns the document to install and the count.
 
     Everything is checked before the first byte enters the cache: the three documents through
-    their readers, every member's name, type and size (as its tar header declares it, against the
-    manifest and the lock, and against the archive's real length). Then each artifact is copied in
-    1 MiB blocks, never more bytes than declared, hashed on the way."""
+    their readers, every member's name, type and size (as its tar header declares it, against
+    bundle.json and the lock). Then each artifact is copied in 1 MiB blocks, never more bytes than
+    declared, hashed on the way. Nothing is ever read whole but the (bounded) documents."""
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise bad_bundle(path, "it is not a regular file")
     try:
         with tarfile.open(path, "r:") as tar:  # a bundle is a plain tar: no decompression to bound
             members = _members(path, tar)
@@ -170,7 +172,7 @@ def _unpack(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo, cache: Ca
         with open(part, "wb") as handle:
             while left:
                 chunk = source.read(min(BLOCK, left))
-                if not chunk:
+                if not chunk:  # tarfile raises on a short member; this keeps the loop bounded regardless
                     raise bad_bundle(path, f"it is truncated inside {member.name}")
                 digest.update(chunk)
                 handle.write(chunk)

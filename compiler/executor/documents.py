@@ -11,6 +11,7 @@ A problem is an InputError (exit 1) with file:line:col; a file that cannot be re
 from __future__ import annotations
 
 import itertools
+import stat
 from pathlib import Path
 
 from .. import schema
@@ -38,13 +39,17 @@ def read_lock(path: Path) -> Document | None:
 
 
 def read_bytes(path: Path) -> bytes:
+    """The whole file, if it is a regular one (a FIFO would block) of at most MAX_DOCUMENT_BYTES."""
     try:
-        size = path.stat().st_size
-        if size > MAX_DOCUMENT_BYTES:
-            raise too_large(str(path), size)
-        return path.read_bytes()
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise InputError([Diagnostic(str(path), 0, 0, "E001", "cannot read file: not a regular file")])
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as exc:  # the file is there (or was): the disk or its permissions are at fault
         raise DiskError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise too_large(str(path), path.stat().st_size)
+    return raw
 
 
 def too_large(display: str, size: int) -> InputError:

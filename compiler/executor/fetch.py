@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,11 +37,16 @@ class Plan:
     document: dict = field(default_factory=dict)  # the compiled models.json it was read from
 
 
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # as hosts.v2.json names them
+
+
 def host_folder(out: Path, host: str | None) -> Path:
     """out/<host>/, or for this machine its declared name's folder if built, else out/local/."""
     from ..hosts import LOCAL, machine_name
 
     if host:
+        if not HOST_NAME.match(host):  # one folder under out/, never a path out of it
+            raise UsageError(f"{host!r} is not a host name (letters, digits, '.', '_' and '-')")
         folder = out / host
     else:
         folder = out / machine_name()
