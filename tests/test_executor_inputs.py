@@ -37,8 +37,10 @@ def good_models(url: str = UNREACHABLE, file: str = "tiny.gguf") -> dict:
         "profiles": ["base"],
         "roles": {"chat": {"model": "small-chat", "fallbacks": ["cloud-mini"], "placement": "cpu",
                            "memory_mb": 900, "context": 4096, "required": True, "resident": False,
-                           "workload": "chat"}},
-        "models": {"small-chat": model("local", artifact={"format": "gguf", "url": url, "file": file}),
+                           "workload": "chat"},
+                  "summarize": {"model": "small-chat", "fallbacks": [], "placement": "split", "memory_mb": 900}},
+        "models": {"small-chat": model("local", artifact={"format": "gguf", "url": url, "file": file},
+                                       arch={"layers": 24}),
                    "cloud-mini": model("openai", api_key_env="OPENAI_API_KEY")},
         "aliases": {"tiny": "small-chat"},
     }
@@ -344,3 +346,98 @@ def test_a_good_forged_bundle_applies(tmp_path):
     assert (tmp_path / "cache" / "small-chat" / "tiny.gguf").read_bytes() == BLOB
     installed = json.loads((tmp_path / "data" / "hostfit" / "models.json").read_text())
     assert installed["models"]["small-chat"]["artifact"]["path"] == str(tmp_path / "cache" / "small-chat" / "tiny.gguf")
+
+
+# ------------------------------------------------------- what the readers accept is usable
+
+VALUES = [None, True, 0, -1, 10**30, 1.5, "", "x", "chat", "small-chat", "cloud-mini", "/etc/shadow", "../x",
+          [], {}, ["small-chat"], {"x": 1}]
+
+
+def mutated(document, rng, changes: int = 3):
+    """A copy with a few values replaced by ones of other types, or keys deleted."""
+    document = copy.deepcopy(document)
+
+    def paths(value, path=()):
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, child in items:
+            yield path + (key,)
+            yield from paths(child, path + (key,))
+    for _ in range(rng.randint(1, changes)):
+        found = list(paths(document))
+        if not found:
+            break
+        path = rng.choice(found)
+        parent = document
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(parent, dict) and rng.random() < 0.3:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = copy.deepcopy(rng.choice(VALUES))
+    return document
+
+
+def test_whatever_the_models_reader_accepts_the_executor_can_use(tmp_path):
+    """Seeded: 400 mutations of a good models.json; each is refused (InputError) or planned,
+    loaded (every role's chain) and installed without any other exception."""
+    import random
+
+    from compiler.errors import RuntimeFailure
+    from compiler.executor import apply as applier
+    from compiler.executor import fetch as fetcher
+    from compiler.executor.loaders import LoadFailure, load_role
+
+    def fetch_one(model_id):
+        raise LoadFailure("not in this test")
+
+    rng = random.Random(9)
+    folder = tmp_path / "out" / "box-8"
+    folder.mkdir(parents=True)
+    accepted = 0
+    for _ in range(400):
+        (folder / "models.json").write_text(json.dumps(mutated(good_models(), rng)))
+        try:
+            plan = fetcher.plan(folder, with_fallbacks=True)
+        except InputError as exc:
+            assert exc.diagnostics and all(d.path == str(folder / "models.json") for d in exc.diagnostics)
+            continue
+        accepted += 1
+        for role in plan.document["roles"]:
+            try:
+                load_role(plan.document, role, "llamacpp", "hi", fetch_one, {}, say=lambda text: None)
+            except RuntimeFailure:
+                pass
+        applier.installed_document(plan.document, [])
+    assert 40 < accepted < 360, f"the mutations reach both sides of the reader ({accepted} accepted)"
+
+
+def test_whatever_apply_from_is_given_ends_in_a_diagnostic(tmp_path):
+    """Seeded: 150 bundles with mutated bundle.json, models.json and lock; apply --from either
+    installs or raises a HostfitError (exit 1 or 3), never anything else."""
+    import hashlib
+    import random
+
+    from compiler.errors import HostfitError
+    from compiler.executor import apply as applier
+    from compiler.executor.cache import Cache
+
+    blob = b"GGUF" + bytes(range(256)) * 4
+    sha = hashlib.sha256(blob).hexdigest()
+    manifest = {"bundle_version": 1, "host": "box-8", "artifacts": {"small-chat": {
+        "member": "artifacts/small-chat/tiny.gguf", "file": "tiny.gguf", "size": len(blob), "sha256": sha}}}
+    lock = good_lock(size=len(blob), sha256=sha)
+    rng = random.Random(7)
+    outcomes = {"installed": 0, "refused": 0}
+    for index in range(150):
+        part = rng.choice(["manifest", "models", "lock"])
+        bundle = forge(tmp_path, models=mutated(good_models(), rng) if part == "models" else good_models(),
+                       manifest=mutated(manifest, rng) if part == "manifest" else manifest,
+                       lock=mutated(lock, rng) if part == "lock" else lock, artifact=blob)
+        try:
+            applier.apply_from(bundle, Cache(tmp_path / f"cache{index}"))
+            outcomes["installed"] += 1
+        except HostfitError as exc:
+            assert exc.exit_status in (1, 3)
+            outcomes["refused"] += 1
+    assert outcomes["installed"] > 5 and outcomes["refused"] > 50, outcomes
