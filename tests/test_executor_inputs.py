@@ -254,6 +254,16 @@ def test_a_bundle_that_is_not_a_regular_file_is_refused_without_blocking(tmp_pat
     assert result.returncode == 1 and "refusing bundle: it is not a regular file" in result.stderr
 
 
+def test_a_large_extended_header_is_refused_before_it_is_read(tmp_path):
+    """tarfile reads pax records whole: 2 MiB of them stand for the gigabytes a bundle could hold."""
+    info = tarfile.TarInfo("models.json")
+    info.pax_headers = {"comment": "x" * (2 << 20)}
+    bundle = forge(tmp_path, infos={"models.json": (info, json.dumps(good_models()).encode())})
+    result = run_cli("apply", "--from", str(bundle))
+    assert result.exit_code == 1 and "an extended header of 2,097,1" in result.stderr, result.output
+    assert_nothing_applied(tmp_path)
+
+
 def test_a_disk_that_refuses_the_copy_is_exit_3_and_leaves_no_partial(tmp_path):
     result = bounded("apply", "--from", str(forge(tmp_path)), file_limit=1 << 20)  # the artifact is 3 MiB
     assert result.returncode == 3, result.stderr[-2000:]

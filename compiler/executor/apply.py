@@ -27,6 +27,19 @@ from .fetch import Fetched, Plan
 from .lock import Lock
 
 BLOCK = 1 << 20
+MAX_EXTENDED_HEADER = 1 << 20  # a pax record or GNU long name; hostfit writes none over 1 KiB
+
+
+class _BoundedHeaders(tarfile.TarInfo):
+    """tarfile reads an extended header (pax records, a GNU long name) whole while it lists the
+    members: refuse a large one before it is read."""
+
+    def _proc_member(self, tar):
+        extended = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                    tarfile.GNUTYPE_LONGLINK)
+        if self.type in extended and self.size > MAX_EXTENDED_HEADER:
+            raise tarfile.HeaderError(f"an extended header of {self.size:,} bytes")
+        return super()._proc_member(tar)
 
 
 def installed_document(document: dict, fetched: list[Fetched]) -> dict:
@@ -93,7 +106,7 @@ def apply_from(path: Path, cache: Cache) -> tuple[dict, int]:
     if not path.is_file():  # a FIFO or a device would block or never end
         raise bad_bundle(path, "it is not a regular file")
     try:
-        with tarfile.open(path, "r:") as tar:  # a bundle is a plain tar: no decompression to bound
+        with tarfile.open(path, "r:", tarinfo=_BoundedHeaders) as tar:  # a bundle is a plain tar: no decompression to bound
             members = _members(path, tar)
             manifest = documents.parse_manifest(_metadata(path, tar, members, "bundle.json"),
                                                 f"{path}[bundle.json]").data
