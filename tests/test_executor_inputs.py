@@ -64,6 +64,9 @@ BAD_MODELS = {
     "model-a-string": changed(lambda d: d["models"].update({"small-chat": "x"})),
     "artifact-a-string": changed(lambda d: d["models"]["small-chat"].update(artifact="x")),
     "artifact-url-a-number": changed(lambda d: d["models"]["small-chat"]["artifact"].update(url=5)),
+    "not-a-number": GOOD.replace('"priority": 100', '"priority": NaN', 1),
+    "infinite-number": GOOD.replace('"priority": 100', '"priority": 1e400', 1),
+    "integer-of-5000-digits": GOOD.replace('"priority": 100', '"priority": 1' + "0" * 5000, 1),
     "absolute-artifact-path": changed(lambda d: d["models"]["small-chat"]["artifact"].update(path="/etc/shadow")),
 }
 COMMANDS = {
@@ -146,6 +149,11 @@ def test_diagnostics_point_into_the_file():
         documents.parse_models(BAD_MODELS["newer-version"].encode(), "m.json")
     assert [d.code for d in caught.value.diagnostics] == ["E011"]
     assert "schema_version 99 is newer than this hostfit reads (2)" in caught.value.diagnostics[0].message
+    priority = GOOD.splitlines().index('      "priority": 100,') + 1
+    for shape, code in (("not-a-number", "E274"), ("integer-of-5000-digits", "E002")):
+        with pytest.raises(InputError) as caught:
+            documents.parse_models(BAD_MODELS[shape].encode(), "m.json")
+        assert [(d.line, d.code) for d in caught.value.diagnostics] == [(priority, code)]
     assert documents.parse_models(GOOD.encode(), "m.json").data == good_models()
 
 

@@ -11,6 +11,8 @@ A problem is an InputError (exit 1) with file:line:col; a file that cannot be re
 from __future__ import annotations
 
 import itertools
+import math
+import re
 import stat
 from pathlib import Path
 
@@ -100,8 +102,15 @@ def _load(raw: bytes, display: str, version_field: str, version: int, kind: str,
                                     hint)]) from None
     try:
         doc = load_json_text(text, display, layer="out")
-    except ValueError as exc:  # the json module's own limits (an integer of over 4,300 digits)
-        raise LoadError([Diagnostic(display, 1, 1, "E002", f"JSON error: {exc}", hint)]) from exc
+    except ValueError as exc:  # the json module's own limit: an integer of over 4,300 digits
+        long = re.search(r"[0-9]{4000,}", text)
+        line = text.count("\n", 0, long.start()) + 1 if long else 1
+        col = long.start() - text.rfind("\n", 0, long.start()) if long else 1
+        raise LoadError([Diagnostic(display, line, col, "E002", f"JSON error: {str(exc)[:120]}", hint)]) from exc
+    problems = [_at(doc, where, "E274", f"{value} is not a number JSON allows", "write a finite number")
+                for where, value in _non_finite(doc.data)]
+    if problems:
+        raise InputError(problems)
     found = doc.data.get(version_field)
     if isinstance(found, int) and not isinstance(found, bool) and found > version:
         raise InputError([_at(doc, (version_field,), "E011",
@@ -115,6 +124,18 @@ def _load(raw: bytes, display: str, version_field: str, version: int, kind: str,
     if problems:
         raise InputError(problems)
     return doc
+
+
+def _non_finite(value, path: tuple = ()):
+    """(path, value) of every NaN or infinity: Python's json reads NaN, Infinity and 1e400."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, path + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, path + (index,))
 
 
 def _models_problems(doc: Document) -> list[Diagnostic]:
