@@ -154,6 +154,11 @@ def test_diagnostics_point_into_the_file():
         with pytest.raises(InputError) as caught:
             documents.parse_models(BAD_MODELS[shape].encode(), "m.json")
         assert [(d.line, d.code) for d in caught.value.diagnostics] == [(priority, code)]
+    with pytest.raises(InputError) as caught:
+        documents.parse_models(b'{"schema_version": 2}', "m.json")
+    assert [d.message for d in caught.value.diagnostics] == [
+        f"'document' is missing required field {field!r}" for field in ("aliases", "host", "models", "profiles",
+                                                                           "roles")], "each once"
     assert documents.parse_models(GOOD.encode(), "m.json").data == good_models()
 
 

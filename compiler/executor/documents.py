@@ -120,22 +120,26 @@ def _load(raw: bytes, display: str, version_field: str, version: int, kind: str,
 
     errors = itertools.islice(schema.iter_errors(kind, doc.data, layer=False, version=schema_version),
                               MAX_SCHEMA_DIAGNOSTICS)
-    problems = schema_diagnostics(errors, lambda path: (display, *doc.where(path)))
+    # jsonschema reports `required` once per missing field, each error naming them all: dedupe
+    problems = list(dict.fromkeys(schema_diagnostics(errors, lambda path: (display, *doc.where(path)))))
     if problems:
         raise InputError(problems)
     return doc
 
 
-def _non_finite(value, path: tuple = ()):
-    """(path, value) of every NaN or infinity: Python's json reads NaN, Infinity and 1e400."""
-    if isinstance(value, float) and not math.isfinite(value):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _non_finite(item, path + (key,))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _non_finite(item, path + (index,))
+def _non_finite(data) -> list[tuple[tuple, float]]:
+    """(path, value) of every NaN or infinity (Python's json reads NaN, Infinity and 1e400);
+    a loop, not recursion, so any nesting json accepted is walked."""
+    found, stack = [], [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append((path, value))
+        elif isinstance(value, dict):
+            stack.extend((path + (key,), item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((path + (index,), item) for index, item in enumerate(value))
+    return found
 
 
 def _models_problems(doc: Document) -> list[Diagnostic]:
