@@ -114,6 +114,15 @@ def test_every_command_refuses_a_broken_models_json(tmp_path, command, shape):
     assert_refused(result, tmp_path, catalog, before, catalog / "out" / "box-8" / "models.json")
 
 
+def test_a_bundle_that_cannot_be_written_is_exit_3(tmp_path):
+    models = good_models()
+    del models["models"]["small-chat"]["artifact"]["url"]  # nothing to fetch
+    catalog = catalog_with(tmp_path, models)
+    result = run_cli("-C", str(catalog), "bundle", "box-8", "-o", str(tmp_path / "no" / "such" / "box-8.tar"))
+    assert result.exit_code == 3 and f"cannot write {tmp_path / 'no' / 'such' / 'box-8.tar'}" in result.stderr
+    assert run_cli("-C", str(catalog), "bundle", "box-8", "-o", str(tmp_path / "box-8.tar")).exit_code == 0
+
+
 def test_a_host_name_never_leads_out_of_out(tmp_path):
     catalog = catalog_with(tmp_path, good_models())
     (catalog / "elsewhere").mkdir()

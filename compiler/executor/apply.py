@@ -78,6 +78,8 @@ def bundle(plan: Plan, lock: Lock, fetched: list[Fetched], output: Path) -> int:
             for item in fetched:
                 tar.add(item.path, arcname=artifacts[item.artifact.model_id]["member"])
         tmp.replace(output)
+    except OSError as exc:
+        raise DiskError(f"cannot write {output}: {exc.strerror or exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return len(artifacts)
