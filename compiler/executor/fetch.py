@@ -49,8 +49,9 @@ def host_folder(out: Path, host: str | None) -> Path:
             raise UsageError(f"{host!r} is not a host name (letters, digits, '.', '_' and '-')")
         folder = out / host
     else:
-        folder = out / machine_name()
-        if not (folder / "models.json").exists():
+        name = machine_name()
+        folder = out / name
+        if not HOST_NAME.match(name) or not (folder / "models.json").exists():
             folder = out / LOCAL
     if not (folder / "models.json").exists():
         raise UsageError(f"{folder / 'models.json'} does not exist: run `hostfit build"
