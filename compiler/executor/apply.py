@@ -108,7 +108,8 @@ def apply_from(path: Path, cache: Cache) -> tuple[dict, int]:
     if not path.is_file():  # a FIFO or a device would block or never end
         raise bad_bundle(path, "it is not a regular file")
     try:
-        with tarfile.open(path, "r:", tarinfo=_BoundedHeaders) as tar:  # a bundle is a plain tar: no decompression to bound
+        # a bundle is a plain tar ("r:"): no decompression to bound
+        with tarfile.open(path, "r:", tarinfo=_BoundedHeaders) as tar:
             members = _members(path, tar)
             manifest = documents.parse_manifest(_metadata(path, tar, members, "bundle.json"),
                                                 f"{path}[bundle.json]").data
