@@ -245,7 +245,8 @@ def _executor_setup(obj: Context, host: str | None, roles=(), with_fallbacks: bo
     plan = fetcher.plan(folder, tuple(roles), with_fallbacks)
     for note in plan.skipped:
         click.echo(f"skipped {note}", err=True)
-    return plan, Cache(), Lock.load(folder / "models.lock", plan.host), fetcher.Reporter(progress)
+    lock = Lock.load(folder / "models.lock", plan.host)  # every input is checked before the cache is created
+    return plan, Cache(), lock, fetcher.Reporter(progress)
 
 
 @main.command()
@@ -336,16 +337,15 @@ def apply_command(obj: Context, host, bundle_file) -> None:
     def action() -> int:
         from .executor import apply as applier
         from .executor import fetch as fetcher
-        from .executor.cache import Cache
 
         if bundle_file:
-            document, count = applier.apply_from(bundle_file, Cache())
+            document, count = applier.apply_from(bundle_file)
         else:
             plan, cache, lock, reporter = _executor_setup(obj, host)
             fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
             if not lock.path.exists():
                 lock.save()
-            document, count = applier.installed_document(plan.folder, fetched), len(fetched)
+            document, count = applier.installed_document(plan.document, fetched), len(fetched)
         target = applier.install(document)
         click.echo(f"installed {target} ({document['host']['name']}, {count} artifact(s) verified)")
         return EXIT_OK
@@ -365,7 +365,7 @@ def bundle_command(obj: Context, host, output) -> None:
 
         plan, cache, lock, reporter = _executor_setup(obj, host)
         fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
-        count = applier.bundle(plan.folder, fetched, output)
+        count = applier.bundle(plan, lock, fetched, output)
         click.echo(f"wrote {output}: models.json, models.lock and {count} artifact(s)")
         return EXIT_OK
 
@@ -411,7 +411,7 @@ def cache_list(obj: Context, as_json: bool) -> None:
     """Every cached artifact: size, sha256, last use; `pinned` when a lock under out/ pins it."""
     def action() -> int:
         import json
-        from .executor.cache import pinned
+        from .executor.lock import pinned
 
         store = _store()
         pins = pinned(_out_folder(obj))
@@ -485,7 +485,8 @@ def cache_remove(models) -> None:
 def cache_clean(obj: Context, older_than: str) -> None:
     """Remove artifacts unused for a while (never a pinned one) and partial downloads older than 24 h."""
     def action() -> int:
-        from .executor.cache import clean, parse_age, pinned
+        from .executor.cache import clean, parse_age
+        from .executor.lock import pinned
 
         limit = _parsed(parse_age, older_than)
         store = _store()
@@ -503,7 +504,8 @@ def cache_clean(obj: Context, older_than: str) -> None:
 def cache_prune(obj: Context, max_size: str) -> None:
     """LRU eviction down to --max-size; an artifact pinned by a lock under out/ is never evicted."""
     def action() -> int:
-        from .executor.cache import parse_size, pinned, prune
+        from .executor.cache import parse_size, prune
+        from .executor.lock import pinned
 
         limit = _parsed(parse_size, max_size)
         store = _store()

@@ -383,20 +383,6 @@ def parse_age(text: str) -> float:
     return float(match.group(1)) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[match.group(2)]
 
 
-def pinned(out: Path | None) -> set[tuple[str, str]]:
-    """(model id, sha256) of everything a lock under out/ pins: never evicted by prune."""
-    pins: set[tuple[str, str]] = set()
-    if out is None or not out.is_dir():
-        return pins
-    for path in sorted(out.glob("*/models.lock")):
-        try:
-            for model_id, entry in json.loads(path.read_text())["artifacts"].items():
-                pins.add((model_id, entry.get("sha256")))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
-    return pins
-
-
 def parse_stamp(stamp: str) -> datetime | None:
     """A manifest time stamp (STAMP), or None for an impossible date such as month 13."""
     try:

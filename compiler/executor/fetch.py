@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from ..errors import Diagnostic, InputError, UsageError
 from ..memory import is_cloud
-from .cache import Cache, UnsafeName, check_file_name, escape_id, sha256_file
+from .cache import Cache, sha256_file
+from .documents import artifact_file, read_models
 from .download import download
 from .lock import Lock
 
@@ -35,15 +37,21 @@ class Plan:
     document: dict = field(default_factory=dict)  # the compiled models.json it was read from
 
 
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # as hosts.v2.json names them
+
+
 def host_folder(out: Path, host: str | None) -> Path:
     """out/<host>/, or for this machine its declared name's folder if built, else out/local/."""
     from ..hosts import LOCAL, machine_name
 
     if host:
+        if not HOST_NAME.match(host):  # one folder under out/, never a path out of it
+            raise UsageError(f"{host!r} is not a host name (letters, digits, '.', '_' and '-')")
         folder = out / host
     else:
-        folder = out / machine_name()
-        if not (folder / "models.json").exists():
+        name = machine_name()
+        folder = out / name
+        if not HOST_NAME.match(name) or not (folder / "models.json").exists():
             folder = out / LOCAL
     if not (folder / "models.json").exists():
         raise UsageError(f"{folder / 'models.json'} does not exist: run `hostfit build"
@@ -52,7 +60,7 @@ def host_folder(out: Path, host: str | None) -> Path:
 
 
 def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False) -> Plan:
-    compiled = json.loads((folder / "models.json").read_text())
+    compiled = read_models(folder / "models.json").data  # schema-checked; ids and file names confined
     known = compiled["roles"]
     for role in roles:
         if role not in known:
@@ -72,16 +80,9 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
         if not artifact.get("url"):
             result.skipped.append(f"{model_id}: no single-file download URL (artifact.url or repo+file)")
             continue
-        file = artifact.get("file") or artifact["url"].rsplit("/", 1)[-1]
-        try:  # models.json is input too: nothing in it may name a path outside the cache
-            escape_id(model_id)
-            check_file_name(file)
-        except UnsafeName as exc:
-            raise InputError([Diagnostic(str(folder / "models.json"), 0, 0, "E209", str(exc),
-                                         "cache paths are built from model ids and plain file names only")]) from None
-        result.artifacts.append(Artifact(model_id, file, artifact["url"], tuple(artifact.get("mirrors") or ()),
-                                         artifact.get("revision"), artifact.get("size_bytes"),
-                                         artifact.get("sha256")))
+        result.artifacts.append(Artifact(model_id, artifact_file(artifact), artifact["url"],
+                                         tuple(artifact.get("mirrors") or ()), artifact.get("revision"),
+                                         artifact.get("size_bytes"), artifact.get("sha256")))
     return result
 
 

@@ -206,7 +206,9 @@ def _pull_progress(say, name: str):
 
 def load_role(compiled: dict, role_name: str, backend: str, prompt: str, fetch_one, overrides: dict,
               say=print) -> Loaded:
-    """Try the role's model, then its fallbacks in order, until one loads and generates."""
+    """Try the role's model, then its fallbacks in order, until one loads and generates.
+    `compiled` comes from documents.read_models (the plan's document): schema-checked, and every
+    model its roles name is defined, so the lookups below cannot fail."""
     roles = compiled["roles"]
     if role_name not in roles:
         raise UsageError(f"unknown role {role_name!r}; roles: {', '.join(sorted(roles))}")

@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 from ..emit import write_atomic
-from ..errors import Diagnostic, InputError
-from .cache import check_file_name, escape_id
+from ..errors import InputError
+from .documents import LOCK_VERSION, read_lock
 
-LOCK_VERSION = 1
 FIELDS = ("url", "revision", "file", "size", "sha256")
 
 
@@ -22,20 +21,8 @@ class Lock:
 
     @classmethod
     def load(cls, path: Path, host: str) -> "Lock":
-        if not path.exists():
-            return cls(path, host)
-        try:
-            data = json.loads(path.read_text())
-            artifacts = data["artifacts"]
-            if data.get("lock_version") != LOCK_VERSION or not isinstance(artifacts, dict):
-                raise ValueError(f"lock_version {data.get('lock_version')!r}, expected {LOCK_VERSION}")
-            for model_id, entry in artifacts.items():  # a lock is input too: it names cache paths
-                escape_id(model_id)
-                check_file_name(entry["file"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError([Diagnostic(str(path), 1, 1, "E210", f"unreadable lock file: {exc}",
-                                         "delete it and run `hostfit lock` to pin again")]) from exc
-        return cls(path, host, artifacts)
+        doc = read_lock(path)  # checked against lock.v1.json, names confined to the cache
+        return cls(path, host, doc.data["artifacts"] if doc else None)
 
     def get(self, model_id: str) -> dict | None:
         return self.artifacts.get(model_id)
@@ -48,7 +35,27 @@ class Lock:
         self.artifacts[model_id] = entry
         return True
 
-    def save(self) -> None:
+    def render(self) -> bytes:
         body = {"lock_version": LOCK_VERSION, "host": self.host,
                 "artifacts": {key: self.artifacts[key] for key in sorted(self.artifacts)}}
-        write_atomic(self.path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+        return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
+
+    def save(self) -> None:
+        write_atomic(self.path, self.render())
+
+
+def pinned(out: Path | None) -> set[tuple[str, str]]:
+    """(model id, sha256) of everything a lock under out/ pins: never evicted by prune or clean.
+    A lock that cannot be read is an error, not an empty pin set: its pins would be lost."""
+    pins: set[tuple[str, str]] = set()
+    problems = []
+    for path in sorted(out.glob("*/models.lock")) if out is not None and out.is_dir() else ():
+        try:
+            doc = read_lock(path)
+        except InputError as exc:
+            problems.extend(exc.diagnostics)
+            continue
+        pins.update((model_id, entry.get("sha256")) for model_id, entry in doc.data["artifacts"].items())
+    if problems:
+        raise InputError(problems)
+    return pins
