@@ -99,9 +99,12 @@ def fail(display: str, line: int, col: int, code: str, message: str, hint: str |
     raise LoadError([Diagnostic(display, line, col, code, message, hint)])
 
 
-def load_file(path: Path, display: str | None = None, layer: str = "sources") -> Document:
+def load_file(path: Path, display: str | None = None, layer: str = "sources", as_json: bool | None = None) -> Document:
+    """A catalog file, by its suffix: YAML, or JSON for `.json` (or whenever `as_json`)."""
     display = display or str(path)
-    return _parse(read_regular(path, display), path, display, layer)
+    if as_json is None:
+        as_json = path.suffix.lower() == ".json"
+    return _parse(read_regular(path, display), as_json, display, layer)
 
 
 def read_regular(path: Path, display: str) -> bytes:
@@ -140,12 +143,12 @@ def _special_kind(mode: int) -> str | None:
     return "a special file"
 
 
-def _parse(raw: bytes, path: Path, display: str, layer: str) -> Document:
+def _parse(raw: bytes, as_json: bool, display: str, layer: str) -> Document:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         fail(display, 1, 1, "E002", f"file is not UTF-8 ({exc.reason} at byte {exc.start})")
-    if path.suffix.lower() == ".json":
+    if as_json:
         return load_json_text(text, display, layer)
     return load_yaml_text(text, display, layer)
 
@@ -168,10 +171,12 @@ _NO_TAG_HINT = "hostfit reads plain data only: strings, numbers, booleans, null,
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _surrogate_problem(display: str, line: int, col: int) -> Diagnostic:
-    return Diagnostic(display, line, col, "E017", "a string holds a lone surrogate escape (such as \\ud800)",
-                      "a lone UTF-16 surrogate is not a character and cannot be written as UTF-8; "
-                      "escape a character outside the BMP as a pair (\\ud83d\\ude00) or write it as is")
+def _surrogate_problem(display: str, line: int, col: int, text: str = "") -> Diagnostic:
+    found = _SURROGATE.search(text)
+    escape = f" \\u{ord(found.group()):04x}" if found else ""
+    return Diagnostic(display, line, col, "E017", f"a string holds a lone surrogate{escape}",
+                      "half of a UTF-16 pair is not a character and cannot be written as UTF-8; "
+                      "write the character itself (or, in JSON, both halves of its pair)")
 
 
 class _Merge:
@@ -346,7 +351,7 @@ def load_yaml_text(text: str, display: str, layer: str = "sources") -> Document:
                                                _NUMBER_HINT))
                     value = None
                 if check_surrogates and isinstance(value, str) and _SURROGATE.search(value):
-                    problems.append(_surrogate_problem(display, mark.line + 1, mark.column + 1))
+                    problems.append(_surrogate_problem(display, mark.line + 1, mark.column + 1, value))
                     value = None
                 if event.anchor:
                     anchors[event.anchor] = (value, 1)
@@ -549,9 +554,10 @@ def _has_surrogate(data) -> bool:
 def _json_surrogate_problems(text: str, display: str) -> list[Diagnostic]:
     """Each string token whose escapes decode to a lone surrogate, at its position."""
     position = _line_col(text)
-    problems = [_surrogate_problem(display, *position(match.start(1)))
-                for match in _JSON_TOKEN.finditer(text)
-                if match.group(1) and "\\u" in match.group(1) and _SURROGATE.search(json.loads(match.group(1)))]
+    strings = ((match.start(1), json.loads(match.group(1))) for match in _JSON_TOKEN.finditer(text)
+               if match.group(1) and "\\u" in match.group(1))
+    problems = [_surrogate_problem(display, *position(start), value) for start, value in strings
+                if _SURROGATE.search(value)]
     return problems or [_surrogate_problem(display, 1, 1)]
 
 
