@@ -246,25 +246,32 @@ def compiled_side(project) -> Side:
                 {r.host.name: json.loads(r.explain_bytes) for r in report.results})
 
 
+def _git(*args: str):
+    """Run git; a missing git is the user's setup, said plainly rather than as a traceback."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True)
+    except OSError as exc:
+        raise UsageError(f"--git needs git: {exc.strerror or exc}") from exc
+
+
 def git_side(root: Path, ref: str) -> Side:
     """REF's sources, compiled in a temporary worktree that is removed afterwards."""
-    import subprocess
     import tempfile
 
     from .pipeline import Project
 
-    top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    top = _git("-C", str(root), "rev-parse", "--show-toplevel")
     if top.returncode != 0:
         raise UsageError(f"{root} is not in a git repository")
     with tempfile.TemporaryDirectory(prefix="hostfit-diff-") as tmp:
         worktree = Path(tmp) / "tree"
-        added = subprocess.run(["git", "-C", top.stdout.strip(), "worktree", "add", "--detach", "--quiet",
-                                str(worktree), ref], capture_output=True, text=True)
+        added = _git("-C", top.stdout.strip(), "worktree", "add", "--detach", "--quiet", str(worktree), ref)
         if added.returncode != 0:
             raise UsageError(f"cannot check out {ref!r}: {added.stderr.strip()}")
         try:
             catalog = worktree / Path(root).resolve().relative_to(Path(top.stdout.strip()).resolve())
             return compiled_side(Project(catalog))
         finally:
-            subprocess.run(["git", "-C", top.stdout.strip(), "worktree", "remove", "--force", str(worktree)],
-                           capture_output=True)
+            _git("-C", top.stdout.strip(), "worktree", "remove", "--force", str(worktree))

@@ -102,6 +102,8 @@ def fail(display: str, line: int, col: int, code: str, message: str, hint: str |
 def load_file(path: Path, display: str | None = None, layer: str = "sources", as_json: bool | None = None) -> Document:
     """A catalog file, by its suffix: YAML, or JSON for `.json` (or whenever `as_json`)."""
     display = display or str(path)
+    if _SURROGATE.search(display):  # undecodable bytes (surrogateescape): no output could name the file
+        fail(display, 0, 0, "E020", "the file name is not valid UTF-8", "rename the file")
     if as_json is None:
         as_json = path.suffix.lower() == ".json"
     return _parse(read_regular(path, display), as_json, display, layer)

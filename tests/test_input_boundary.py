@@ -101,6 +101,15 @@ def test_a_dangling_symlink_in_sources_is_an_error_naming_it(base_catalog: Path)
                                         "'../elsewhere/20-moved.yaml', which does not exist")
 
 
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="file names there are always Unicode")
+def test_a_file_name_that_is_not_utf8_is_an_error_not_a_crash(base_catalog: Path):
+    """Its name would go into explain.json's provenance, which must be UTF-8."""
+    (base_catalog / os.fsdecode(b"sources/20-caf\xe9.yaml")).write_text("schema_version: 2\nkind: catalog\n")
+    result = run_cli("-C", str(base_catalog), "build", "--all")
+    assert result.exit_code == 1
+    assert "20-caf\\udce9.yaml: error[E020]: the file name is not valid UTF-8" in result.stderr
+
+
 # ----------------------------------------------------- shapes the schema has already rejected
 
 @pytest.mark.parametrize("setting", ["models=5", "models=[1]", "roles=5", "roles.chat.prefer=5",
@@ -232,3 +241,10 @@ def test_a_bug_is_not_hidden_by_the_boundary():
 
     with pytest.raises(KeyError):
         cli.run(bug)
+
+
+def test_diff_git_without_git_installed_is_a_usage_error(base_catalog: Path, monkeypatch):
+    monkeypatch.setenv("PATH", str(base_catalog / "no-bin"))
+    result = run_cli("-C", str(base_catalog), "diff", "--git", "HEAD")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("hostfit: error: --git needs git: No such file or directory")
