@@ -75,13 +75,13 @@ def hostfit(catalog: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
-def test_fifos_and_sockets_in_the_catalog_are_refused_without_being_opened(base_catalog: Path, tmp_path: Path):
+def test_fifos_and_sockets_in_the_catalog_are_refused_without_being_opened(base_catalog: Path, monkeypatch):
     os.mkfifo(base_catalog / "profiles" / "pipe.yaml")
     listener = socket.socket(socket.AF_UNIX)
-    os.chdir(base_catalog)  # an AF_UNIX path is limited to ~100 bytes: bind by a relative name
+    monkeypatch.chdir(base_catalog)  # an AF_UNIX path is limited to ~100 bytes: bind by a relative name
     try:
         listener.bind("sources/20-socket.json")
-        for command in (("validate",), ("build", "--all")):
+        for command in (("validate",), ("build", "--all"), ("migrate",)):
             result = hostfit(base_catalog, *command)
             assert result.returncode == 1, result.stderr
             assert "profiles/pipe.yaml: error[E018]: a FIFO (named pipe), not a regular file" in result.stderr
@@ -89,7 +89,6 @@ def test_fifos_and_sockets_in_the_catalog_are_refused_without_being_opened(base_
             assert "Traceback" not in result.stderr
     finally:
         listener.close()
-        os.chdir(REPO)
 
 
 def test_a_dangling_symlink_in_sources_is_an_error_naming_it(base_catalog: Path):
