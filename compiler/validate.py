@@ -66,14 +66,14 @@ def check_merged(merged: Merged) -> list[Diagnostic]:
     models = mapping(data.get("models"))
     names, alias_problems = alias_table(models, locate)
     problems += alias_problems
-    for role_name, role in mapping(data.get("roles")).items():
-        for field in ("prefer", "fallback"):
-            for index, ref in str_items(mapping(role).get(field)):
-                if ref.lower() not in names:
-                    file, line, col = locate(("roles", role_name, field, index))
-                    problems.append(Diagnostic(file, line, col, "E200",
-                                               f"role {role_name!r} {field}s unknown model {ref!r}",
-                                               did_you_mean(ref, list(models) + _aliases(models))))
+    unknown = [(role_name, field, index, ref) for role_name, role in mapping(data.get("roles")).items()
+               for field in ("prefer", "fallback") for index, ref in str_items(mapping(role).get(field))
+               if ref.lower() not in names]
+    choices = list(models) + _aliases(models) if len(unknown) <= MAX_GUESSES else []  # as for unknown fields
+    for role_name, field, index, ref in unknown:
+        file, line, col = locate(("roles", role_name, field, index))
+        problems.append(Diagnostic(file, line, col, "E200", f"role {role_name!r} {field}s unknown model {ref!r}",
+                                   did_you_mean(ref, choices) if choices else None))
     return problems
 
 
