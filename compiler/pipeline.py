@@ -247,8 +247,12 @@ class Project:
     def ollama_names(self, sources: Sources) -> dict[str, str]:
         """ollama.name -> model id across the catalog layers, so discoveries patch known models."""
         merged = merge_layers(sources.layers())
-        return {m["ollama"]["name"]: model_id for model_id, m in validate.mapping(merged.data.get("models")).items()
-                if isinstance(m, dict) and isinstance(m.get("ollama"), dict) and isinstance(m["ollama"].get("name"), str)}
+        names = {}
+        for model_id, model in validate.mapping(merged.data.get("models")).items():
+            name = validate.mapping(validate.mapping(model).get("ollama")).get("name")
+            if isinstance(name, str) and name:
+                names[name] = model_id
+        return names
 
     def discover_live(self, host: str, sources: Sources, report: Report) -> None:
         from .discover import ollama

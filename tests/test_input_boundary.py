@@ -40,7 +40,7 @@ def test_yaml_numbers_that_are_not_finite_or_out_of_range_are_refused_at_their_p
 
 @pytest.mark.parametrize("text, where", [
     ('{"v": NaN}', (1, 7)), ('{"v": -Infinity}', (1, 7)), ('{"v": 1e400}', (1, 7)),
-    (f'{{"v": {HUGE}}}', (1, 7)), (f'{{"v":\n  [1, {-MAX_NUMBER - 1}]}}', (2, 7)),
+    (f'{{"v": {HUGE}}}', (1, 7)), (f'{{"v":\n  [1, {-MAX_NUMBER - 1}]}}', (2, 7)), ('{"v": [[1, [NaN]]]}', (1, 13)),
 ])
 def test_json_numbers_that_are_not_finite_or_out_of_range_are_refused_at_their_position(text, where):
     assert refused(load_json_text, text) == [(*where, "E016")]
