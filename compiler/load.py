@@ -225,7 +225,7 @@ def _in_range(number, text: str):
 def _to_int(value: str) -> int:
     low = value.lower()
     base, digits = (8, value[2:]) if low.startswith("0o") else (16, value[2:]) if low.startswith("0x") else (10, value)
-    if len(digits.replace("_", "")) > 24:  # out of range whatever the digits; and int() of 4,301 raises
+    if len(digits.replace("_", "").lstrip("+-0")) > 24:  # out of range anyway, and int() of 4,301 digits raises
         return _in_range(math.inf, value)
     return _in_range(int(digits, base), value)
 
