@@ -36,7 +36,12 @@ class Context:
 
 
 def run(action) -> None:
-    """The single exit point: a HostfitError becomes its message and exit status, never a traceback."""
+    """The single exit point: a HostfitError becomes its message and exit status, never a traceback.
+
+    Each stage translates the exceptions of its own boundary (`raise ... from exc`); what the
+    machine can still throw anywhere (a disk or permission failure, memory) is translated last
+    here, as a run-time failure (exit 3) naming the path. Any other exception is a bug in
+    hostfit and is deliberately not caught: its traceback is the report, and tests see it."""
     try:
         status = action()
     except HostfitError as exc:
@@ -47,6 +52,13 @@ def run(action) -> None:
         else:
             click.echo(f"hostfit: error: {exc}", err=True)
         status = exc.exit_status
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"hostfit: error: {where}{exc.strerror or exc}", err=True)
+        status = EXIT_RUNTIME
+    except MemoryError:
+        click.echo("hostfit: error: out of memory", err=True)
+        status = EXIT_RUNTIME
     except KeyboardInterrupt:
         status = 130
     sys.exit(status)
@@ -177,10 +189,10 @@ def diff_command(obj: Context, old, new, ref, fmt, exit_code) -> None:
                 before, after = differ.git_side(project.root, ref), differ.compiled_side(project)
             else:
                 before, after = differ.read_side(old), differ.read_side(new)
-        except InputError as exc:
+        except InputError as exc:  # bad input exits 1, but with --exit-code 1 means "changed"
             from . import report
             click.echo(report.diagnostics(exc.diagnostics, []), err=True)
-            return 2
+            return 2 if exit_code else EXIT_INVALID
         changes = differ.diff(before, after)
         if fmt == "json":
             click.echo(differ.render_json(changes))

@@ -88,9 +88,11 @@ class Rewrite:
 
 def migrate_file(path: Path, display: str) -> Rewrite:
     """The file brought to the current schema version; raises InputError if it cannot be."""
+    from .load import read_regular
+
     try:
-        before = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        before = read_regular(path, display).decode("utf-8-sig")  # a FIFO or dangling link: refused by name
+    except UnicodeDecodeError as exc:
         raise InputError([Diagnostic(display, 0, 0, "E001", f"cannot read file: {exc}")]) from exc
     doc = load_text(before, display)
     version = migration.check_version(doc)

@@ -10,7 +10,6 @@ the problems of the others, and nothing is written unless every host compiled cl
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,15 @@ from .resolve import Catalog, resolve
 from .select import Plan, select
 
 SOURCE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The catalog files of one folder, by name: every entry with a source suffix that is not a
+    folder. Dangling links, FIFOs and devices are listed too, for load_file to refuse by name
+    (skipping them would hide a file the user meant to be read)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if p.suffix in SOURCE_SUFFIXES and not p.is_dir()]
 
 
 @dataclass
@@ -81,11 +89,16 @@ class Report:
 
 
 def route(problems: list[Diagnostic], errors: list[Diagnostic], warnings: list[Diagnostic]) -> None:
-    """File each problem under errors or warnings, once."""
-    for problem in problems:
-        found = errors if problem.severity == "error" else warnings
-        if problem not in found:
-            found.append(problem)
+    """File each problem under errors or warnings, once (a set per call: linear, as
+    10,000 problems in one file would make a list search quadratic)."""
+    for found, is_error in ((errors, True), (warnings, False)):
+        new = [p for p in problems if (p.severity == "error") == is_error]
+        if new:
+            known = set(found)
+            for problem in new:
+                if problem not in known:
+                    known.add(problem)
+                    found.append(problem)
 
 
 class Project:
@@ -98,7 +111,8 @@ class Project:
 
     def display(self, path: Path) -> str:
         try:
-            return str(path.resolve().relative_to(self.root.resolve()))
+            # the parent resolved, not the file: a link is shown by its own name (even a dangling one)
+            return str((path.parent.resolve() / path.name).relative_to(self.root.resolve()))
         except ValueError:
             return str(path)
 
@@ -113,15 +127,12 @@ class Project:
 
     def source_files(self, with_staging: bool = False) -> list[Path]:
         folders = [self.root / "sources"] + ([self.root / "sources" / "staging"] if with_staging else [])
-        files = [p for folder in folders if folder.is_dir() for p in sorted(folder.iterdir())
-                 if p.suffix in SOURCE_SUFFIXES and p.is_file()]
-        return files
+        return [p for folder in folders for p in folder_files(folder)]
 
     def catalog_files(self) -> list[Path]:
         """Every document of the catalog: sources/ (staging/ and discovered/ too) and profiles/."""
         folders = ("sources", "sources/staging", "sources/discovered", "profiles")
-        return [p for name in folders if (self.root / name).is_dir() for p in sorted((self.root / name).iterdir())
-                if p.suffix in SOURCE_SUFFIXES and p.is_file()]
+        return [p for name in folders for p in folder_files(self.root / name)]
 
     def load_sources(self, with_staging: bool = False) -> Sources:
         sources = Sources()
@@ -142,37 +153,31 @@ class Project:
                 sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
                                                  f"a {doc.kind} does not belong in sources/",
                                                  "profiles live in profiles/<name>.yaml"))
-        discovered = self.root / "sources" / "discovered"
-        if discovered.is_dir():
-            for path in sorted(discovered.iterdir()):
-                if path.suffix in SOURCE_SUFFIXES:
-                    doc, problems = self.read(path, "discovered")
-                    route(problems, sources.errors, sources.warnings)
-                    if doc is not None and doc.kind != "catalog":
-                        sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
-                                                         f"discovered/ holds catalog layers, found kind {doc.kind!r}"))
-                    elif doc is not None:
-                        sources.discovered[path.stem] = doc
-        profile_dir = self.root / "profiles"
-        if profile_dir.is_dir():
-            for path in sorted(profile_dir.iterdir()):
-                if path.suffix not in SOURCE_SUFFIXES:
-                    continue
-                doc, problems = self.read(path, "profile")
-                route(problems, sources.errors, sources.warnings)
-                if doc is None:
-                    continue
-                if doc.kind != "profile":
-                    sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
-                                                     f"profiles/ holds profiles, found kind {doc.kind!r}"))
-                    continue
-                name = doc.data.get("name") or path.stem
-                if name in sources.profiles:
-                    sources.errors.append(Diagnostic(doc.path, *doc.where(("name",)), "E208",
-                                                     f"profile {name!r} is also defined in "
-                                                     f"{sources.profiles[name].path}"))
-                    continue
-                sources.profiles[name] = doc
+        for path in folder_files(self.root / "sources" / "discovered"):
+            doc, problems = self.read(path, "discovered")
+            route(problems, sources.errors, sources.warnings)
+            if doc is not None and doc.kind != "catalog":
+                sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
+                                                 f"discovered/ holds catalog layers, found kind {doc.kind!r}"))
+            elif doc is not None:
+                sources.discovered[path.stem] = doc
+        for path in folder_files(self.root / "profiles"):
+            doc, problems = self.read(path, "profile")
+            route(problems, sources.errors, sources.warnings)
+            if doc is None:
+                continue
+            if doc.kind != "profile":
+                sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
+                                                 f"profiles/ holds profiles, found kind {doc.kind!r}"))
+                continue
+            name = doc.data.get("name")
+            name = name if isinstance(name, str) and name else path.stem  # a wrong shape: the schema says so
+            if name in sources.profiles:
+                sources.errors.append(Diagnostic(doc.path, *doc.where(("name",)), "E208",
+                                                 f"profile {name!r} is also defined in "
+                                                 f"{sources.profiles[name].path}"))
+                continue
+            sources.profiles[name] = doc
         sources.errors += validate.check_profiles(sources.profiles)
         inventory = sources.inventory = merge_layers([Layer("hosts", doc) for doc in sources.hosts_docs])
         sources.errors += validate.check_hosts(inventory, sources.profiles)
@@ -229,7 +234,7 @@ class Project:
         def visit(name: str) -> None:
             if name in order or name not in sources.profiles:
                 return
-            for parent in sources.profiles[name].data.get("extends") or ():
+            for _, parent in validate.str_items(sources.profiles[name].data.get("extends")):
                 visit(parent)
             order.append(name)
 
@@ -240,8 +245,12 @@ class Project:
     def ollama_names(self, sources: Sources) -> dict[str, str]:
         """ollama.name -> model id across the catalog layers, so discoveries patch known models."""
         merged = merge_layers(sources.layers())
-        return {m["ollama"]["name"]: model_id for model_id, m in (merged.data.get("models") or {}).items()
-                if isinstance(m, dict) and isinstance(m.get("ollama"), dict) and m["ollama"].get("name")}
+        names = {}
+        for model_id, model in validate.mapping(merged.data.get("models")).items():
+            name = validate.mapping(validate.mapping(model).get("ollama")).get("name")
+            if isinstance(name, str) and name:
+                names[name] = model_id
+        return names
 
     def discover_live(self, host: str, sources: Sources, report: Report) -> None:
         from .discover import ollama

@@ -21,7 +21,21 @@ from .load import Document, YamlPath
 from .merge import Merged, origin
 
 KNOWN_DOLLAR_KEYS = {"$schema": "top", "$comment": "any", "$merge": "any"}
+MAX_GUESSES = 100  # unknown fields of one mapping that get a did-you-mean hint each
 Locate = Callable[[YamlPath], tuple[str, int, int]]
+
+
+# The semantic checks run beside the schema, on data it may have rejected: they read every
+# value through these two, so a wrong shape (reported by the schema) is skipped, never a crash.
+
+def mapping(value) -> dict:
+    """`value` if it is a mapping, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def str_items(value) -> list[tuple[int, str]]:
+    """(index, item) for the string items of a list; nothing for any other shape."""
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, str)] if isinstance(value, list) else []
 
 
 def check_document(doc: Document) -> list[Diagnostic]:
@@ -47,24 +61,24 @@ def check_merged(merged: Merged) -> list[Diagnostic]:
     document = {"schema_version": 2, "kind": "catalog",
                 **{k: v for k, v in data.items() if k in ("models", "roles", "selection")}}
     problems = schema_diagnostics(schema.iter_errors("catalog", document, layer=False), locate)
-    models = data.get("models") or {}
+    if data.get("models") is not None and not isinstance(data["models"], dict):
+        return problems  # every reference would be "unknown": the schema's error says why
+    models = mapping(data.get("models"))
     names, alias_problems = alias_table(models, locate)
     problems += alias_problems + _names(models, locate)  # again: discovered and staged layers skip check_document
-    for role_name, role in (data.get("roles") or {}).items():
-        if not isinstance(role, dict):
-            continue
-        for field in ("prefer", "fallback"):
-            for index, ref in enumerate(role.get(field) or ()):
-                if isinstance(ref, str) and ref.lower() not in names:
-                    file, line, col = locate(("roles", role_name, field, index))
-                    problems.append(Diagnostic(file, line, col, "E200",
-                                               f"role {role_name!r} {field}s unknown model {ref!r}",
-                                               did_you_mean(ref, list(models) + _aliases(models))))
+    unknown = [(role_name, field, index, ref) for role_name, role in mapping(data.get("roles")).items()
+               for field in ("prefer", "fallback") for index, ref in str_items(mapping(role).get(field))
+               if ref.lower() not in names]
+    choices = list(models) + _aliases(models) if len(unknown) <= MAX_GUESSES else []  # as for unknown fields
+    for role_name, field, index, ref in unknown:
+        file, line, col = locate(("roles", role_name, field, index))
+        problems.append(Diagnostic(file, line, col, "E200", f"role {role_name!r} {field}s unknown model {ref!r}",
+                                   did_you_mean(ref, choices) if choices else None))
     return problems
 
 
 def _aliases(models: dict) -> list[str]:
-    return [a for m in models.values() if isinstance(m, dict) for a in m.get("aliases") or () if isinstance(a, str)]
+    return [a for m in models.values() for _, a in str_items(mapping(m).get("aliases"))]
 
 
 def alias_table(models: dict, locate: Locate) -> tuple[dict[str, str], list[Diagnostic]]:
@@ -74,11 +88,7 @@ def alias_table(models: dict, locate: Locate) -> tuple[dict[str, str], list[Diag
     for model_id in models:
         names[model_id.lower()] = (model_id, ("models", model_id))
     for model_id, model in models.items():
-        if not isinstance(model, dict):
-            continue
-        for index, alias in enumerate(model.get("aliases") or ()):
-            if not isinstance(alias, str):
-                continue
+        for index, alias in str_items(mapping(model).get("aliases")):
             key = alias.lower()
             path = ("models", model_id, "aliases", index)
             if key in names and names[key][0] != model_id:
@@ -99,7 +109,7 @@ def check_profiles(profiles: dict[str, Document]) -> list[Diagnostic]:
     """Unknown `extends` targets and `extends` cycles (each cycle reported once)."""
     problems = []
     for name, doc in sorted(profiles.items()):
-        for index, parent in enumerate(doc.data.get("extends") or ()):
+        for index, parent in str_items(doc.data.get("extends")):
             if parent not in profiles:
                 line, col = doc.where(("extends", index))
                 problems.append(Diagnostic(doc.path, line, col, "E206", f"profile {name!r} extends unknown profile "
@@ -110,7 +120,7 @@ def check_profiles(profiles: dict[str, Document]) -> list[Diagnostic]:
         if cycle and frozenset(cycle) not in reported:
             reported.add(frozenset(cycle))
             doc = profiles[cycle[0]]
-            index = (doc.data.get("extends") or []).index(cycle[1 % len(cycle)])
+            index = next(i for i, parent in str_items(doc.data.get("extends")) if parent == cycle[1 % len(cycle)])
             line, col = doc.where(("extends", index))
             problems.append(Diagnostic(doc.path, line, col, "E202",
                                        "profile extends cycle: " + " -> ".join(cycle + [cycle[0]]),
@@ -127,7 +137,7 @@ def _find_cycle(start: str, profiles: dict[str, Document]) -> list[str] | None:
         if name not in profiles:
             return None
         path.append(name)
-        for parent in profiles[name].data.get("extends") or ():
+        for _, parent in str_items(profiles[name].data.get("extends")):
             found = visit(parent)
             if found:
                 return found
@@ -150,8 +160,8 @@ def check_hosts(merged: Merged, profiles: dict) -> list[Diagnostic]:
     hosts = merged.data.get("hosts") or {}
     problems = schema_diagnostics(
         schema.iter_errors("hosts", {"schema_version": 2, "kind": "hosts", "hosts": hosts}, layer=False), locate)
-    for name, spec in hosts.items():
-        for index, profile in enumerate((spec if isinstance(spec, dict) else {}).get("profiles") or ()):
+    for name, spec in mapping(hosts).items():
+        for index, profile in str_items(mapping(spec).get("profiles")):
             if profile not in profiles:
                 file, line, col = locate(("hosts", name, "profiles", index))
                 problems.append(Diagnostic(file, line, col, "E206", f"host {name!r} names unknown profile {profile!r}",
@@ -205,11 +215,14 @@ def _describe(error, locate: Locate) -> list[Diagnostic]:
 
     if keyword == "additionalProperties" and isinstance(value, dict):
         known = set(error.schema.get("properties", {}))
-        patterns = list(error.schema.get("patternProperties", {}))
-        import re
-        extra = [k for k in value if k not in known and not any(re.search(p, k) for p in patterns)]
+        patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+        extra = [k for k in value if k not in known and not any(p.search(k) for p in patterns)]
+        listing = f"known fields: {', '.join(sorted(known))}"
+        # A guess per key helps with a few typos; hundreds of unknown keys in one mapping are
+        # the wrong data, not typos, and guessing for each (difflib) would dominate the run.
+        guess = len(extra) <= MAX_GUESSES
         return [at(path + (key,), "E101", f"unknown field {key!r}" + (f" in {field!r}" if path else ""),
-                   did_you_mean(key, known) or f"known fields: {', '.join(sorted(known))}") for key in extra]
+                   (guess and did_you_mean(key, known)) or listing) for key in extra]
     if keyword == "required":
         missing = [k for k in expected if isinstance(value, dict) and k not in value]
         return [at(path, "E102", f"{field!r} is missing required field {key!r}") for key in missing]
@@ -375,7 +388,7 @@ def _artifacts(models, locate: Locate) -> list[Diagnostic]:
                 problems.append(Diagnostic(*locate(base + ("file",)), "E204",
                                            f"artifact file {name!r} {problem}", FILE_NAME_HINT))
         urls = [(base + ("url",), artifact.get("url"))]
-        urls += [(base + ("mirrors", i), u) for i, u in enumerate(artifact.get("mirrors") or ())]
+        urls += [(base + ("mirrors", i), u) for i, u in str_items(artifact.get("mirrors"))]
         template = artifact.get("url_template")
         for path, url in urls + [(base + ("url_template",), template)]:
             if isinstance(url, str) and not URL_CHARS.fullmatch(url.replace("{", "").replace("}", "")

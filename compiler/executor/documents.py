@@ -11,8 +11,6 @@ A problem is an InputError (exit 1) with file:line:col; a file that cannot be re
 from __future__ import annotations
 
 import itertools
-import math
-import re
 import stat
 from pathlib import Path
 
@@ -100,17 +98,7 @@ def _load(raw: bytes, display: str, version_field: str, version: int, kind: str,
     except UnicodeDecodeError as exc:
         raise LoadError([Diagnostic(display, 1, 1, "E002", f"file is not UTF-8 ({exc.reason} at byte {exc.start})",
                                     hint)]) from None
-    try:
-        doc = load_json_text(text, display, layer="out")
-    except ValueError as exc:  # the json module's own limit: an integer of over 4,300 digits
-        long = re.search(r"[0-9]{4000,}", text)
-        line = text.count("\n", 0, long.start()) + 1 if long else 1
-        col = long.start() - text.rfind("\n", 0, long.start()) if long else 1
-        raise LoadError([Diagnostic(display, line, col, "E002", f"JSON error: {str(exc)[:120]}", hint)]) from exc
-    problems = [_at(doc, where, "E274", f"{value} is not a number JSON allows", "write a finite number")
-                for where, value in _non_finite(doc.data)]
-    if problems:
-        raise InputError(problems)
+    doc = load_json_text(text, display, layer="out")  # NaN, infinities and huge integers: E016 there
     found = doc.data.get(version_field)
     if isinstance(found, int) and not isinstance(found, bool) and found > version:
         raise InputError([_at(doc, (version_field,), "E011",
@@ -125,21 +113,6 @@ def _load(raw: bytes, display: str, version_field: str, version: int, kind: str,
     if problems:
         raise InputError(problems)
     return doc
-
-
-def _non_finite(data) -> list[tuple[tuple, float]]:
-    """(path, value) of every NaN or infinity (Python's json reads NaN, Infinity and 1e400);
-    a loop, not recursion, so any nesting json accepted is walked."""
-    found, stack = [], [((), data)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            found.append((path, value))
-        elif isinstance(value, dict):
-            stack.extend((path + (key,), item) for key, item in value.items())
-        elif isinstance(value, list):
-            stack.extend((path + (index,), item) for index, item in enumerate(value))
-    return found
 
 
 def _models_problems(doc: Document) -> list[Diagnostic]:
