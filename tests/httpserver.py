@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from http.server import BaseHTTPRequestHandler
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, trickle
 
 
 class FileServer(LoopbackServer):
@@ -137,17 +137,7 @@ class FileServer(LoopbackServer):
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                ends = time.monotonic() + at_most
-                for byte in body:
-                    if time.monotonic() > ends:
-                        break
-                    try:
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                    except (BrokenPipeError, ConnectionResetError):
-                        return
-                    entry["sent"] += 1
-                    time.sleep(seconds)
+                entry["sent"] = trickle(self.wfile, body, seconds, at_most)
                 self.close_connection = True
 
         return Handler

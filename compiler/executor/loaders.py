@@ -129,9 +129,9 @@ def auto_start_allowed(interactive: bool) -> bool:
     return False
 
 
-def _ask(client, method: str, path: str, seconds: float = OLLAMA_ASK, read: float = 30.0, **kwargs):
-    """(status, body) of one bounded request to Ollama."""
-    response, body = request(client, method, path, Deadline(seconds), MAX_REPLY, f"ollama {path}", read=read,
+def _ask(client, method: str, path: str, seconds: float | None = None, read: float = 30.0, **kwargs):
+    """(status, body) of one bounded request to Ollama (OLLAMA_ASK seconds in all unless told)."""
+    response, body = request(client, method, path, Deadline(seconds or OLLAMA_ASK), MAX_REPLY, f"ollama {path}", read=read,
                              **kwargs)
     return response.status_code, body
 
