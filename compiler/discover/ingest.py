@@ -57,14 +57,15 @@ def _cached_get(name: str, url: str, params: dict | None, refresh: bool, warning
     try:
         with httpx.Client(follow_redirects=True) as client:
             response, raw = request(client, "GET", url, Deadline(TIMEOUT), MAX_BODY, shown, params=params)
-        response.raise_for_status()
+        if response.status_code >= 400:
+            warnings.append(f"{name}: {shown} failed (HTTP {response.status_code}); no candidates from it")
+            return None, None
         body = json.loads(raw)
     except (httpx.TimeoutException, DeadlinePassed):
         warnings.append(f"{name}: {shown} did not answer within {TIMEOUT:g} s; no candidates from it")
         return None, None
     except (httpx.HTTPError, ValueError, LimitExceeded) as exc:
-        reason = str(exc).replace(url, shown)[:120]  # httpx names the URL in its messages
-        warnings.append(f"{name}: {shown} failed ({type(exc).__name__}: {reason}); no candidates from it")
+        warnings.append(f"{name}: {shown} failed ({type(exc).__name__}: {str(exc)[:120]}); no candidates from it")
         return None, None
     following = response.links.get("next", {}).get("url")
     try:

@@ -152,8 +152,7 @@ def _seed(part: Path) -> tuple[int, "hashlib._Hash"]:
 
 
 def download(urls: list[str], part: Path, final: Path, expected_size: int | None, expected_sha: str | None,
-             progress: Callable[[int, int | None], None] | None = None, client=None,
-             fmt: str | None = None) -> Outcome:
+             progress: Callable[[int, int | None], None] | None = None, fmt: str | None = None) -> Outcome:
     """Fetch the first URL that works into `part`, check and verify it, rename it to `final`."""
     import httpx
 
@@ -164,8 +163,7 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
     min_speed, deadline = limits(expected_size)
     part.parent.mkdir(parents=True, exist_ok=True)
     final.parent.mkdir(parents=True, exist_ok=True)
-    own_client = client is None
-    client = client or httpx.Client(follow_redirects=False, verify=True)  # redirects: _open() checks each
+    client = httpx.Client(follow_redirects=False, verify=True)  # redirects: _open() checks each one
     budget = _Budget(MAX_REQUESTS)
     errors: list[str] = []
     try:
@@ -189,8 +187,7 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
     except GiveUp as exc:
         errors.append(str(exc))
     finally:
-        if own_client:
-            client.close()
+        client.close()
     raise DownloadError(f"could not download {final.name}: " + "; ".join(errors[-3:]))
 
 
@@ -277,7 +274,6 @@ def _receive(response, url: str, part: Path, offset: int, digest, expected_size:
     if needed > 0 and free_bytes(part.parent) < needed + DISK_MARGIN:
         raise DiskError(f"not enough free disk for {part.name}: {needed:,} bytes needed, "
                         f"{free_bytes(part.parent):,} free in {part.parent}")
-    window = min(SPEED_WINDOW, deadline.seconds)
     with open(part, "r+b" if offset else "wb") as handle:
         handle.seek(offset)
         handle.truncate()
@@ -311,9 +307,9 @@ def _receive(response, url: str, part: Path, offset: int, digest, expected_size:
                     if progress:
                         progress(written, limit)
                 now = time.monotonic()
-                if now - since >= window:  # the minimum-speed rule: a trickle is a stall
+                if now - since >= SPEED_WINDOW:  # the minimum-speed rule: a trickle is a stall
                     if (written - since_bytes) / (now - since) < min_speed:
-                        raise Retry(f"slower than {min_speed:,.0f} bytes/s for {window:g} s")
+                        raise Retry(f"slower than {min_speed:,.0f} bytes/s for {SPEED_WINDOW:g} s")
                     since, since_bytes = now, written
         finally:
             if pending:

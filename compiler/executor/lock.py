@@ -47,6 +47,8 @@ class Lock:
         known = self.artifacts.get(model_id) or {}
         if entry["final_url"] is None and all(known.get(k) == entry[k] for k in ("url", "file", "sha256")):
             entry["final_url"] = known.get("final_url")  # served from the cache: where it came from still holds
+        if entry["final_url"] is None:
+            del entry["final_url"]  # not known (pinned from the catalog): locks without it stay as they were
         if self.artifacts.get(model_id) == entry:
             return False
         self.artifacts[model_id] = entry
