@@ -55,7 +55,7 @@ IDENTITY = {"Accept-Encoding": "identity"}  # ask for bytes as stored: nothing t
 def check_identity(response, what: str) -> None:
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise LimitExceeded(f"{what}: refused a compressed body (Content-Encoding: {encoding}); "
+        raise LimitExceeded(f"refused a compressed body from {what} (Content-Encoding: {encoding}); "
                             "identity encoding was asked for")
 
 

@@ -331,7 +331,7 @@ def test_a_gzip_bomb_is_refused_not_inflated(base_catalog, server, tmp_path):
     server.faults["gzip"] = gzip.compress(b"GGUF" + bytes(64 << 20), compresslevel=9)  # ~64 KB -> 64 MiB
     result = fetch(catalog)
     assert result.exit_code == 3, result.output
-    assert "refused a compressed body (Content-Encoding: gzip)" in result.stderr
+    assert "refused a compressed body from the server (Content-Encoding: gzip)" in result.stderr
     assert [e["accept_encoding"] for e in server.log] == ["identity"], "identity asked for, one request"
     assert not cached(tmp_path).exists() and leftovers(tmp_path) == [] and pins(catalog) == {}
 

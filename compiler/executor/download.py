@@ -258,7 +258,7 @@ def _receive(response, url: str, part: Path, offset: int, digest, expected_size:
     kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind in ("text/html", "application/xhtml+xml"):
         raise NextMirror(f"the server sent an HTML page (Content-Type: {kind}), not the artifact")
-    check_identity(response, redact_url(url))  # before any size: a compressed body's sizes are not the artifact's
+    check_identity(response, "the server")  # before any size: a compressed body's sizes are not the artifact's
     total = _total(response, offset)
     if offset and status == 206:
         match = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("content-range", ""))
@@ -292,7 +292,7 @@ def _receive(response, url: str, part: Path, offset: int, digest, expected_size:
                 sink.chunks.put(block)
 
         try:
-            for chunk in raw_chunks(response, deadline, redact_url(url)):  # as received, never inflated
+            for chunk in raw_chunks(response, deadline, "the server"):  # as received, never inflated
                 if limit is not None and written + len(chunk) > limit:
                     chunk, overflow = chunk[:limit - written], True
                 pending += chunk
