@@ -324,5 +324,7 @@ def _artifacts(models, locate: Locate) -> list[Diagnostic]:
             if isinstance(url, str):
                 problem = url_problem(url)
                 if problem:
-                    problems.append(Diagnostic(*locate(path), "E205", f"download URL {url!r}: {problem}"))
+                    from .net import redact_url  # a password in a URL is never printed
+
+                    problems.append(Diagnostic(*locate(path), "E205", f"download URL {redact_url(url)!r}: {problem}"))
     return problems

@@ -14,7 +14,7 @@ from compiler.discover import ingest, ollama
 from compiler.executor import loaders
 from compiler.net import redact_url
 
-from conftest import run_cli, tree_bytes
+from conftest import add_layer, run_cli, tree_bytes
 from jsonserver import JsonServer
 from ollama_server import FakeOllama
 
@@ -110,3 +110,11 @@ def test_a_password_in_ollama_host_is_not_in_messages(base_catalog: Path, monkey
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
     assert json.dumps(redact_url(url)).count("S3CRET") == 0
+
+
+def test_a_password_in_a_refused_catalog_url_is_not_printed(base_catalog: Path):
+    add_layer(base_catalog, "20-secret.yaml", "models:\n  small-chat:\n    artifact: "
+              "{url: 'http://admin:S3CRET@mirror.example/m.gguf', file: m.gguf}\n")
+    result = run_cli("-C", str(base_catalog), "validate")
+    assert result.exit_code == 1 and "error[E205]: download URL 'http://***@mirror.example/m.gguf'" in result.output
+    assert "S3CRET" not in result.output
