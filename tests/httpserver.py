@@ -55,7 +55,8 @@ class FileServer(LoopbackServer):
                     page = b"<!DOCTYPE html><html><body>Sign in to continue</body></html>"
                     return self._reply(entry, 200, page, faults.get("content_type", "text/html; charset=utf-8"))
                 if faults.get("gzip") is not None:
-                    return self._reply(entry, 200, faults["gzip"], "application/octet-stream", {"Content-Encoding": "gzip"})
+                    return self._reply(entry, 200, faults["gzip"], "application/octet-stream",
+                                       {"Content-Encoding": "gzip"})
                 if faults.get("endless"):
                     return self._endless(entry, faults["endless"])
                 if faults.get("trickle"):

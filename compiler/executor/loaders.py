@@ -125,14 +125,15 @@ def auto_start_allowed(interactive: bool) -> bool:
     if interactive and sys.stdin.isatty():
         import click
 
-        return click.confirm(f"No Ollama server answers at {redact_url(ollama_base())}. Start `ollama serve`?", default=False)
+        return click.confirm(f"No Ollama server answers at {redact_url(ollama_base())}. Start `ollama serve`?",
+                             default=False)
     return False
 
 
 def _ask(client, method: str, path: str, seconds: float | None = None, read: float = 30.0, **kwargs):
     """(status, body) of one bounded request to Ollama (OLLAMA_ASK seconds in all unless told)."""
-    response, body = request(client, method, path, Deadline(seconds or OLLAMA_ASK), MAX_REPLY, f"ollama {path}", read=read,
-                             **kwargs)
+    response, body = request(client, method, path, Deadline(seconds or OLLAMA_ASK), MAX_REPLY, f"ollama {path}",
+                             read=read, **kwargs)
     return response.status_code, body
 
 
@@ -145,8 +146,8 @@ def ensure_ollama(client, interactive: bool) -> None:
     except (httpx.TransportError, LimitExceeded):
         pass
     if not auto_start_allowed(interactive):
-        raise RuntimeFailure(f"no Ollama server answers at {redact_url(ollama_base())}; start it (`ollama serve`), or allow "
-                             "hostfit to: HOSTFIT_OLLAMA_AUTO_START=1 or `ollama: {auto_start: true}` in "
+        raise RuntimeFailure(f"no Ollama server answers at {redact_url(ollama_base())}; start it (`ollama serve`), "
+                             "or allow hostfit to: HOSTFIT_OLLAMA_AUTO_START=1 or `ollama: {auto_start: true}` in "
                              "$XDG_CONFIG_HOME/hostfit/config.yaml")
     exe = shutil.which("ollama")
     if not exe:

@@ -1,7 +1,7 @@
 """out/<host>/models.lock: what was verified, pinned (url, revision, file, size, sha256, and
 final_url: where the bytes came from after redirects), like a package lock file. URLs are
-written redacted (no user name, password or signature). Later fetches verify against it; `fetch --require-pinned` refuses anything
-it does not pin."""
+written redacted (no user name, password or signature). Later fetches verify against it;
+`fetch --require-pinned` refuses anything it does not pin."""
 
 from __future__ import annotations
 
