@@ -118,3 +118,14 @@ def test_a_password_in_a_refused_catalog_url_is_not_printed(base_catalog: Path):
     result = run_cli("-C", str(base_catalog), "validate")
     assert result.exit_code == 1 and "error[E205]: download URL 'http://***@mirror.example/m.gguf'" in result.output
     assert "S3CRET" not in result.output
+
+
+def test_pull_progress_survives_odd_events_and_stays_bounded():
+    said: list[str] = []
+    progress = loaders._pull_progress(said.append, "m")
+    for event in ({"status": "pulling", "total": "100", "completed": 5}, {"status": ["x"], "total": 0},
+                  {"status": "pulling", "total": 100, "completed": 1e400}, {"status": "s" * 10_000}):
+        progress(event)
+    for i in range(5000):
+        progress({"status": f"layer {i}"})
+    assert len(said) == loaders.MAX_STATUSES and max(map(len, said)) <= 250

@@ -6,6 +6,7 @@ to load, the next one of the role's fallback chain is fetched and tried, and the
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ OLLAMA_PULL = 6 * 3600.0  # seconds in all for a pull (gigabytes over a slow lin
 OLLAMA_GENERATE = 900.0  # seconds in all to load a model and generate a few tokens
 MAX_LINE = 1 << 20  # bytes per streamed pull status line (they are ~200 bytes)
 MAX_REPLY = 16 << 20  # bytes per JSON reply
+MAX_STATUSES = 1000  # distinct pull statuses shown; a stream of endless new ones is not echoed forever
 
 
 class LoadFailure(RuntimeFailure):
@@ -213,19 +215,24 @@ def _pull(client, name: str, progress) -> None:
 
 # ------------------------------------------------------------------------------ the chain
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _pull_progress(say, name: str):
     """One line per pull status (and per 25% of a layer), not one per streamed event."""
     shown: set = set()
 
     def progress(event: dict) -> None:
-        status = event.get("status", "")
-        if event.get("total"):
-            quarter = int(4 * event.get("completed", 0) / event["total"])
+        status = str(event.get("status", ""))[:200]  # a server's text: shown, so bounded
+        total, completed = event.get("total"), event.get("completed", 0)
+        if _number(total) and total > 0 and _number(completed):
+            quarter = max(0, min(4, int(4 * completed / total)))
             key = (status, quarter)
             text = f"ollama pull {name}: {status} {25 * quarter}%"
         else:
             key, text = (status, None), f"ollama pull {name}: {status}"
-        if key not in shown:
+        if key not in shown and len(shown) < MAX_STATUSES:
             shown.add(key)
             say(text)
     return progress
