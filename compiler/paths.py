@@ -17,6 +17,8 @@ from pathlib import Path
 HOSTFIT_CACHE = "HOSTFIT_CACHE"  # the artifact cache folder, instead of $XDG_CACHE_HOME/hostfit/models
 HOSTFIT_OLLAMA_AUTO_START = "HOSTFIT_OLLAMA_AUTO_START"  # consent to start `ollama serve`
 HOSTFIT_BACKOFF_BASE = "HOSTFIT_BACKOFF_BASE"  # seconds before the first download retry (tests shorten it)
+HOSTFIT_DOWNLOAD_DEADLINE = "HOSTFIT_DOWNLOAD_DEADLINE"  # seconds for one artifact, all attempts and mirrors
+HOSTFIT_MIN_SPEED = "HOSTFIT_MIN_SPEED"  # bytes/s averaged over the stall window; slower is a stall
 HOST = "HOST"  # this machine's name, instead of the system's host name
 OLLAMA_HOST = "OLLAMA_HOST"  # the Ollama server (Ollama's own variable)
 HF_ENDPOINT = "HF_ENDPOINT"  # the Hugging Face hub (the hub client's own variable)

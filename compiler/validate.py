@@ -399,5 +399,7 @@ def _artifacts(models, locate: Locate) -> list[Diagnostic]:
             elif isinstance(url, str) and path[-1] != "url_template":
                 problem = url_problem(url)
                 if problem:
-                    problems.append(Diagnostic(*locate(path), "E205", f"download URL {url!r}: {problem}"))
+                    from .net import redact_url  # a password in a URL is never printed
+
+                    problems.append(Diagnostic(*locate(path), "E205", f"download URL {redact_url(url)!r}: {problem}"))
     return problems

@@ -15,13 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import paths
+from ..net import Deadline, DeadlinePassed, LimitExceeded, redact_url, request
 
 SOURCES = ("hf", "openrouter", "curated")
 SOURCE_NAMES = {"hf": "huggingface_hub", "openrouter": "openrouter_index", "curated": "curated"}
 MAX_AGE = 6 * 3600
 MAX_PAGES = 5
 PAGE_SIZE = 100
-TIMEOUT = 10.0
+TIMEOUT = 10.0  # seconds per request, all of it (connect, every read, redirects)
+MAX_BODY = 32 << 20  # bytes per response; a page of 100 models is ~100 KB
 STATUSES = ("pending", "trial", "adopted", "rejected")
 
 
@@ -50,20 +52,24 @@ def _cached_get(name: str, url: str, params: dict | None, refresh: bool, warning
                 return cached["body"], cached.get("next")
         except (OSError, ValueError, KeyError):
             pass
+    shown = redact_url(url)
     try:
-        response = httpx.get(url, params=params, timeout=httpx.Timeout(TIMEOUT), follow_redirects=True)
-        response.raise_for_status()
-        body = response.json()
-    except httpx.TimeoutException:
-        warnings.append(f"{name}: {url} did not answer within {TIMEOUT:g} s; no candidates from it")
+        with httpx.Client(follow_redirects=True) as client:
+            response, raw = request(client, "GET", url, Deadline(TIMEOUT), MAX_BODY, shown, params=params)
+        if response.status_code >= 400:
+            warnings.append(f"{name}: {shown} failed (HTTP {response.status_code}); no candidates from it")
+            return None, None
+        body = json.loads(raw)
+    except (httpx.TimeoutException, DeadlinePassed):
+        warnings.append(f"{name}: {shown} did not answer within {TIMEOUT:g} s; no candidates from it")
         return None, None
-    except (httpx.HTTPError, ValueError) as exc:
-        warnings.append(f"{name}: {url} failed ({type(exc).__name__}: {str(exc)[:120]}); no candidates from it")
+    except (httpx.HTTPError, ValueError, LimitExceeded) as exc:
+        warnings.append(f"{name}: {shown} failed ({type(exc).__name__}: {str(exc)[:120]}); no candidates from it")
         return None, None
     following = response.links.get("next", {}).get("url")
     try:
         key.parent.mkdir(parents=True, exist_ok=True)
-        key.write_text(json.dumps({"url": url, "body": body, "next": following}))
+        key.write_text(json.dumps({"url": shown, "body": body, "next": following}))
     except OSError:
         pass
     return body, following

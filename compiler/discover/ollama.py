@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from .. import paths
 from ..migrate import normalize_id
+from ..net import Deadline, DeadlinePassed, LimitExceeded, redact_url, request
 
-TIMEOUT = 5.0  # seconds per request: a slow Ollama is a warning, not a stall
+TIMEOUT = 5.0  # seconds per request, all of it (connect, every read): a slow Ollama is a warning, not a stall
+MAX_BODY = 16 << 20  # bytes per response; /api/tags and /api/show answers are kilobytes
 
 
 @dataclass
 class Discovery:
-    base: str
+    base: str  # where Ollama was asked, redacted: fit to show and write
     models: dict[str, dict] = field(default_factory=dict)  # id -> catalog model entry
     warnings: list[str] = field(default_factory=list)
 
@@ -66,29 +69,35 @@ def discover(host: str, base: str | None = None, ids_by_ollama_name: dict[str, s
     """Everything Ollama at `base` has installed; never raises for an absent or broken server."""
     import httpx
 
-    found = Discovery(base_url(base))
+    address = base_url(base)
+    found = Discovery(redact_url(address))
     ids = ids_by_ollama_name or {}
+
+    def ask(client, method: str, path: str, **kwargs):
+        """One request within `timeout` seconds in all, its JSON answer; HTTPStatusError for an error status."""
+        response, body = request(client, method, path, Deadline(timeout), MAX_BODY, f"ollama {path}", **kwargs)
+        response.raise_for_status()
+        return json.loads(body)
+
     try:
-        with httpx.Client(base_url=found.base, timeout=httpx.Timeout(timeout)) as client:
-            tags = client.get("/api/tags")
-            tags.raise_for_status()
-            entries = tags.json().get("models") or []
+        with httpx.Client(base_url=address) as client:
+            entries = ask(client, "GET", "/api/tags").get("models") or []
             for tag in sorted(entries, key=lambda t: str(t.get("name") or t.get("model") or "")):
                 name = str(tag.get("name") or tag.get("model") or "")
                 if not name:
                     continue
                 show = None
                 try:
-                    reply = client.post("/api/show", json={"model": name})
-                    reply.raise_for_status()
-                    show = reply.json()
-                except (httpx.HTTPError, ValueError) as exc:
+                    show = ask(client, "POST", "/api/show", json={"model": name})
+                except (httpx.HTTPError, ValueError, LimitExceeded) as exc:
                     found.warnings.append(f"ollama: no details for {name} ({type(exc).__name__}); "
                                           "using what /api/tags says")
                 model_id, model = _facts(name, tag, show, host, ids)
                 found.models[model_id] = model
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, DeadlinePassed):
         found.warnings.append(f"ollama at {found.base} did not answer within {timeout:g} s; nothing discovered")
+    except LimitExceeded as exc:
+        found.warnings.append(f"ollama at {found.base} answered out of bounds ({exc}); nothing discovered")
     except (httpx.HTTPError, ValueError, AttributeError) as exc:
         found.warnings.append(f"no Ollama at {found.base} ({type(exc).__name__}); nothing discovered")
     return found

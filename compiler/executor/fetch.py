@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import Diagnostic, InputError, UsageError
 from ..memory import is_cloud
+from ..net import redact_url
 from .cache import Cache, sha256_file
 from .documents import artifact_file, read_models
 from .download import download
@@ -26,6 +27,15 @@ class Artifact:
     revision: str | None = None
     size: int | None = None
     sha256: str | None = None  # from the catalog
+    format: str | None = None  # the catalog's artifact.format, else from the file's extension
+
+
+def file_format(declared: str | None, file: str) -> str | None:
+    """The format whose magic bytes a download must start with."""
+    if declared:
+        return declared
+    suffix = file.rsplit(".", 1)[-1].lower() if "." in file else ""
+    return suffix if suffix in ("gguf", "safetensors") else None
 
 
 @dataclass
@@ -82,7 +92,8 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
             continue
         result.artifacts.append(Artifact(model_id, artifact_file(artifact), artifact["url"],
                                          tuple(artifact.get("mirrors") or ()), artifact.get("revision"),
-                                         artifact.get("size_bytes"), artifact.get("sha256")))
+                                         artifact.get("size_bytes"), artifact.get("sha256"),
+                                         file_format(artifact.get("format"), artifact_file(artifact))))
     return result
 
 
@@ -94,6 +105,7 @@ class Fetched:
     sha256: str
     downloaded: bool
     resumed_from: int = 0
+    final_url: str | None = None  # where the bytes came from after redirects (None: from the cache)
 
 
 class Reporter:
@@ -109,7 +121,7 @@ class Reporter:
             print(json.dumps(fields, sort_keys=True), file=self.stream, flush=True)
 
     def start(self, artifact: Artifact, expected: int | None):
-        self.event(event="start", model=artifact.model_id, url=artifact.url, size=expected)
+        self.event(event="start", model=artifact.model_id, url=redact_url(artifact.url), size=expected)
         if self.mode == "bar":
             from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
                                        TransferSpeedColumn)
@@ -164,12 +176,13 @@ def fetch(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporte
 
 def lock_entry(fetched: Fetched) -> dict:
     a = fetched.artifact
-    return {"url": a.url, "revision": a.revision, "file": a.file, "size": fetched.size, "sha256": fetched.sha256}
+    return {"url": redact_url(a.url), "final_url": fetched.final_url and redact_url(fetched.final_url),
+            "revision": a.revision, "file": a.file, "size": fetched.size, "sha256": fetched.sha256}
 
 
 def expected(artifact: Artifact, lock: Lock) -> tuple[int | None, str | None]:
     pinned = lock.get(artifact.model_id) or {}
-    if pinned and (pinned.get("url"), pinned.get("file")) != (artifact.url, artifact.file):
+    if pinned and (pinned.get("url"), pinned.get("file")) != (redact_url(artifact.url), artifact.file):
         pinned = {}  # the catalog now points elsewhere: the old pin says nothing about it
     sha = artifact.sha256 or pinned.get("sha256")
     if artifact.sha256 and pinned.get("sha256") and artifact.sha256 != pinned["sha256"]:
@@ -202,11 +215,11 @@ def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter) 
             cache.delete(final)
         tick = reporter.start(artifact, size)
         try:
-            outcome = download([artifact.url, *artifact.mirrors], part, final, size, sha, tick)
+            outcome = download([artifact.url, *artifact.mirrors], part, final, size, sha, tick, fmt=artifact.format)
         finally:
             reporter.stop()
         cache.record(artifact.model_id, final, outcome.size, outcome.sha256, downloaded=True)
-        fetched = Fetched(artifact, final, outcome.size, outcome.sha256, True, outcome.resumed_from)
+        fetched = Fetched(artifact, final, outcome.size, outcome.sha256, True, outcome.resumed_from, outcome.url)
         reporter.finish(fetched)
         return fetched
 
@@ -217,7 +230,7 @@ def lock_all(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Repo
     changed = 0
     for artifact in artifacts:
         if artifact.sha256 and artifact.size:
-            entry = {"url": artifact.url, "revision": artifact.revision, "file": artifact.file,
+            entry = {"url": redact_url(artifact.url), "revision": artifact.revision, "file": artifact.file,
                      "size": artifact.size, "sha256": artifact.sha256}
         else:
             entry = lock_entry(fetch_one(artifact, cache, lock, reporter))

@@ -1,6 +1,7 @@
-"""out/<host>/models.lock: what was verified, pinned (url, revision, file, size, sha256), like a
-package lock file. Later fetches verify against it; `fetch --require-pinned` refuses anything
-it does not pin."""
+"""out/<host>/models.lock: what was verified, pinned (url, revision, file, size, sha256, and
+final_url: where the bytes came from after redirects), like a package lock file. URLs are
+written redacted (no user name, password or signature). Later fetches verify against it;
+`fetch --require-pinned` refuses anything it does not pin."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ..emit import write_atomic
 from ..errors import InputError
 from .documents import LOCK_VERSION, read_lock
 
-FIELDS = ("url", "revision", "file", "size", "sha256")
+FIELDS = ("url", "final_url", "revision", "file", "size", "sha256")
 
 
 class Lock:
@@ -30,6 +31,11 @@ class Lock:
     def pin(self, model_id: str, entry: dict) -> bool:
         """Record a verified artifact; True when that changed the lock."""
         entry = {key: entry.get(key) for key in FIELDS}
+        known = self.artifacts.get(model_id) or {}
+        if entry["final_url"] is None and all(known.get(k) == entry[k] for k in ("url", "file", "sha256")):
+            entry["final_url"] = known.get("final_url")  # served from the cache: where it came from still holds
+        if entry["final_url"] is None:
+            del entry["final_url"]  # not known (pinned from the catalog): locks without it stay as they were
         if self.artifacts.get(model_id) == entry:
             return False
         self.artifacts[model_id] = entry
