@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -124,7 +125,8 @@ def publish(out_root: Path, hosts: dict[str, dict[str, bytes]]) -> list[str]:
     out_root = Path(out_root)
     umask = current_umask()
     with locked(out_root):
-        changed = [name for name, files in hosts.items() if _differs(out_root / name, files, umask)]
+        kept = {name: _unchanged(out_root / name, files, umask) for name, files in hosts.items()}
+        changed = [name for name, files in hosts.items() if kept[name] is not None]
         if not changed:
             return []
         try:
@@ -134,8 +136,11 @@ def publish(out_root: Path, hosts: dict[str, dict[str, bytes]]) -> list[str]:
         except OSError as exc:
             raise RuntimeFailure(f"cannot write {out_root / '.cache'}: {exc.strerror or exc}") from exc
         try:
+            written: list[Path] = []
             for name in changed:  # every host staged before any is swapped: a full disk changes nothing
-                _stage(out_root / name, staging / "new" / name, hosts[name], umask)
+                written += _stage(out_root / name, staging / "new" / name, hosts[name], kept[name], umask)
+            for path in written:  # durable before a swap makes it visible (one pass: the journal
+                _fsync(path)      # commits the first fsync's neighbours with it)
             for name in changed:
                 _carry(out_root / name, staging / "new" / name)
                 _swap(staging / "new" / name, out_root / name, staging / "old" / name)
@@ -166,16 +171,11 @@ def cleanup(out_root: Path) -> None:
         raise RuntimeFailure(f"cannot tidy {cache} after an interrupted build: {exc.strerror or exc}") from exc
 
 
-def _differs(folder: Path, files: dict[str, bytes], umask: int) -> bool:
-    """Whether out/<host>/ lacks these exact bytes and modes, or holds an owned file no longer written
-    (or a temporary file an older hostfit left)."""
-    present = set(_owned_files(folder))
-    if present != set(files):
-        return True
-    for name, data in files.items():
-        if _same_file(folder / name, data, umask) is None:
-            return True
-    return False
+def _unchanged(folder: Path, files: dict[str, bytes], umask: int) -> set[str] | None:
+    """None if out/<host>/ holds these exact bytes and modes and no other owned file (nor a temporary
+    file an older hostfit left); else the names among `files` that are already right."""
+    same = {name for name, data in files.items() if _same_file(folder / name, data, umask)}
+    return None if same == set(files) == set(_owned_files(folder)) else same
 
 
 def _owned_files(folder: Path) -> list[str]:
@@ -200,29 +200,33 @@ def _leftover(name: str) -> bool:
     return name.endswith(".tmp") and any(name.startswith(f".{owned}.") for owned in OWNED)
 
 
-def _same_file(path: Path, data: bytes, umask: int) -> os.stat_result | None:
-    """The stat of `path` if it holds exactly `data` with the mode it should have, else None."""
+def _same_file(path: Path, data: bytes, umask: int) -> bool:
+    """Whether `path` is a plain file holding exactly `data` with the mode it should have."""
     try:
         st = path.lstat()
-        if not path.is_file() or path.is_symlink() or st.st_size != len(data) \
-                or st.st_mode & 0o7777 != mode_for(data, umask):
-            return None
-        return st if path.read_bytes() == data else None
+        return stat.S_ISREG(st.st_mode) and st.st_size == len(data) \
+            and st.st_mode & 0o7777 == mode_for(data, umask) and path.read_bytes() == data
     except OSError:
-        return None
+        return False
 
 
-def _stage(folder: Path, staged: Path, files: dict[str, bytes], umask: int) -> None:
+def _stage(folder: Path, staged: Path, files: dict[str, bytes], same: set[str], umask: int) -> list[Path]:
+    """The host's new folder, at `staged`; returns the files written (the rest are links)."""
     staged.mkdir()
     with contextlib.suppress(OSError):
         shutil.copymode(folder, staged)
+    written, folders = [], {staged}
     for name, data in sorted(files.items()):
         target = staged / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if _same_file(folder / name, data, umask) is not None:
+        if target.parent not in folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(target.parent)
+        if name in same:
             _link_or_copy(folder / name, target)  # the same inode: its mtime stays, git sees no change
         else:
             _write_new(target, data, mode_for(data, umask))
+            written.append(target)
+    return written
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
@@ -231,7 +235,14 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)  # durable before the swap makes it visible
+    finally:
+        os.close(fd)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 

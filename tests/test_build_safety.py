@@ -136,6 +136,37 @@ def test_kill_9_during_build_leaves_each_host_old_or_new_and_the_next_build_clea
           "or temporary file behind")
 
 
+CRASH_AFTER_SWAPS = """
+import os, sys
+from compiler import cli, publish
+real, done = publish._swap, [0]
+def swap(*args):
+    real(*args)
+    done[0] += 1
+    if done[0] == int(os.environ["SWAPS"]):
+        os._exit(137)  # as a kill -9 right after this host's folder was swapped in
+publish._swap = swap
+cli.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the one-rename swap is Linux's renameat2")
+@pytest.mark.parametrize("swaps", [1, 6])
+def test_a_build_killed_between_two_hosts_swaps_leaves_both_complete(states, tmp_path: Path, swaps):
+    """Random kills rarely land in the few microseconds of the swaps: die right after the n-th one."""
+    out = tmp_path / "out"
+    reset_to_old(states, out)
+    died = subprocess.run([sys.executable, "-c", CRASH_AFTER_SWAPS, "-C", str(states["catalog"]), "build", "--all",
+                           "-q", "--out", str(out)], env={**states["env"], "SWAPS": str(swaps)},
+                          capture_output=True, text=True, timeout=120)
+    assert died.returncode == 137, died.stderr
+    assert check_each_host_old_or_new(states, out) == {"new": swaps, "old": len(states["old"]) - swaps}
+    after = run_cli("-C", str(states["catalog"]), "build", "--all", "-q", "--out", str(out))
+    assert after.exit_code == 0, after.output
+    assert check_each_host_old_or_new(states, out)["new"] == len(states["new"])
+    assert leftovers(out) == []
+
+
 def test_two_builds_at_once_both_succeed_with_complete_results(states, tmp_path: Path):
     out = tmp_path / "out"
     for _ in range(PAIRS):
