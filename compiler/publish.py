@@ -35,7 +35,7 @@ _held: dict[str, int] = {}  # out folders this process has locked, with nesting 
 
 
 @contextlib.contextmanager
-def locked(out_root: Path, wait_s: float = LOCK_WAIT_S, on_wait=None):
+def locked(out_root: Path, wait_s: float | None = None, on_wait=None):
     """Hold out/.cache/build.lock (re-entrant within a process), then remove what a build killed
     earlier left. `on_wait(message)` is called once if another build holds the lock; after `wait_s`
     seconds a RuntimeFailure says who holds it."""
@@ -54,7 +54,7 @@ def locked(out_root: Path, wait_s: float = LOCK_WAIT_S, on_wait=None):
     except OSError as exc:
         raise RuntimeFailure(f"cannot write {path} (the build lock): {exc.strerror or exc}") from exc
     try:
-        _acquire(fd, path, wait_s, on_wait)
+        _acquire(fd, path, LOCK_WAIT_S if wait_s is None else wait_s, on_wait)
         _held[key] = 1
         try:
             cleanup(Path(out_root))
@@ -84,7 +84,8 @@ def _acquire(fd: int, path: Path, wait_s: float, on_wait) -> None:
 def _read_holder(fd: int) -> str:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
-        return os.read(fd, 32).decode(errors="replace").strip() or "?"
+        words = os.read(fd, 32).decode(errors="replace").split()
+        return words[0] if words else "?"
     except OSError:
         return "?"
 

@@ -250,6 +250,29 @@ def test_without_rename_exchange_a_build_killed_between_its_two_renames_is_undon
     assert leftovers(out) == []
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_a_build_that_waits_too_long_for_the_lock_exits_3_and_writes_nothing(base_catalog: Path, monkeypatch):
+    import fcntl
+
+    from compiler import publish
+
+    assert run_cli("-C", str(base_catalog), "build", "--all").exit_code == 0
+    out = base_catalog / "out"
+    roles = base_catalog / "sources" / "10-roles.yaml"
+    roles.write_text(roles.read_text().replace("prefer: [small-chat]", "prefer: [big-chat, small-chat]"))
+    before = {name: host_tree(out / name) for name in ("box-8", "box-32")}
+    monkeypatch.setattr(publish, "LOCK_WAIT_S", 0.3)
+    with open(out / ".cache" / "build.lock", "r+") as other:  # as another build process holds it
+        other.write("4242\n")
+        other.flush()
+        fcntl.flock(other, fcntl.LOCK_EX)
+        result = run_cli("-C", str(base_catalog), "build", "--all")
+    assert result.exit_code == 3, result.output
+    assert "waiting for another build (pid 4242)" in result.stderr
+    assert "another build (pid 4242) has held" in result.stderr and "try again" in result.stderr
+    assert {name: host_tree(out / name) for name in ("box-8", "box-32")} == before
+
+
 # ---------------------------------------------------------------------------------------- finding 6
 
 def test_editing_a_hosts_user_file_rebuilds(base_catalog: Path):
@@ -284,6 +307,22 @@ def test_editing_a_file_in_a_symlinked_source_folder_rebuilds(base_catalog: Path
     assert again.exit_code == 0 and "out/box-32/models.json (updated)" in again.stdout, again.stdout
     assert json.loads(target.read_text())["roles"]["chat"]["model"] == "big-chat"
     assert run_cli(*build, "--check").exit_code == 0
+
+
+def test_a_link_loop_under_sources_is_fingerprinted_once(base_catalog: Path):
+    staging = base_catalog / "sources" / "staging"
+    staging.mkdir()
+    (staging / "loop").symlink_to("..", target_is_directory=True)
+    build = ("-C", str(base_catalog), "build", "--all", "--with-staging")
+    assert run_cli(*build).exit_code == 0
+    assert "unchanged" in run_cli(*build).stdout
+
+
+def test_a_dangling_link_under_sources_is_no_traceback(base_catalog: Path):
+    """The cache cannot stat it, so it stands aside (main raised FileNotFoundError from the cache)."""
+    (base_catalog / "sources" / "zz.yaml").symlink_to(base_catalog / "nowhere.yaml")
+    result = run_cli("-C", str(base_catalog), "build", "--all")  # CliRunner re-raises any exception
+    assert result.exit_code in (0, 1) and "Traceback" not in result.output
 
 
 # ---------------------------------------------------------------------------------------- modes, mtimes
