@@ -2,9 +2,10 @@
 
 A build records, in out/.cache/ (ignored by git), the size and modification time of every
 input (catalog files with symlinked folders followed, templates, the files of hosts' `user:`
-lists, the compiler itself, this machine's detected facts when they matter) and of every output. A later build with the same options whose inputs and outputs all stat
-the same skips the pipeline. It uses only the standard library and psutil, so it costs a
-few milliseconds rather than the import of the whole compiler.
+lists, the compiler itself, this machine's detected facts when they matter) and of every output.
+A later build with the same options whose inputs and outputs all stat the same skips the
+pipeline. It uses only the standard library and psutil, so it costs a few milliseconds rather
+than the import of the whole compiler.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def fingerprint(root: Path, options) -> dict | None:
     """What the build reads, as sizes and mtimes: sources/, profiles/, templates/ (links followed),
     the compiler with its built-in templates, the personal layer, this machine's facts when they
     matter. None when something cannot be statted: then the cache is not used. The files named in a
-    host's `user:` list are recorded by the build itself (Project.inputs), as only it knows them."""
+    host's `user:` list are recorded by the build itself (Project.read_inputs), as only it knows them."""
     try:
         return json.loads(json.dumps(_fingerprint(root, options)))
     except OSError:

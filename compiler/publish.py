@@ -77,8 +77,11 @@ def _acquire(fd: int, path: Path, wait_s: float, on_wait) -> None:
             on_wait(f"waiting for another build (pid {holder}) to finish writing {path.parent.parent}")
             told = True
         time.sleep(0.05)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, f"{os.getpid():<12}\n".encode())  # fixed width: no truncation needed, no stale digits
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid():<12}\n".encode())  # fixed width: no truncation, no stale digits
+    except OSError:
+        pass  # only the waiting message of another build would miss the pid
 
 
 def _read_holder(fd: int) -> str:
@@ -94,6 +97,7 @@ def _try_lock(fd: int) -> bool:
     try:
         if sys.platform == "win32":
             import msvcrt
+            os.lseek(fd, 0, os.SEEK_SET)  # msvcrt locks bytes from the current position
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         else:
             import fcntl
@@ -101,7 +105,7 @@ def _try_lock(fd: int) -> bool:
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             return False
-        raise RuntimeFailure(f"cannot lock: {exc.strerror or exc}") from exc
+        raise RuntimeFailure(f"cannot take the build lock: {exc.strerror or exc}") from exc
     return True
 
 
@@ -150,7 +154,8 @@ def publish(out_root: Path, hosts: dict[str, dict[str, bytes]]) -> list[str]:
             raise RuntimeFailure(f"cannot write {where}: {exc.strerror or exc}; "
                                  f"hosts not yet replaced keep their previous outputs") from exc
         finally:
-            _remove(staging)
+            with contextlib.suppress(OSError):  # what it cannot undo now, the next build will
+                _discard(staging, out_root)
     return changed
 
 
@@ -161,15 +166,20 @@ def cleanup(out_root: Path) -> None:
     try:
         for entry in sorted(cache.iterdir()) if cache.is_dir() else ():
             if entry.name.startswith("staging-") and entry.is_dir() and not entry.is_symlink():
-                for moved in sorted((entry / "old").glob("*")):
-                    home = Path(out_root) / moved.name
-                    if not os.path.lexists(home):  # interrupted between the two renames of _swap
-                        os.rename(moved, home)
-                _remove(entry)
+                _discard(entry, Path(out_root))
             elif entry.name.endswith(".tmp") and entry.is_file():
                 entry.unlink(missing_ok=True)
     except OSError as exc:
         raise RuntimeFailure(f"cannot tidy {cache} after an interrupted build: {exc.strerror or exc}") from exc
+
+
+def _discard(staging: Path, out_root: Path) -> None:
+    """Remove a staging folder, first putting back a host folder moved aside (a build stopped between
+    the two renames of _swap)."""
+    for moved in sorted((staging / "old").glob("*")):
+        if not os.path.lexists(out_root / moved.name):
+            os.rename(moved, out_root / moved.name)
+    _remove(staging)
 
 
 def _unchanged(folder: Path, files: dict[str, bytes], umask: int) -> set[str] | None:
