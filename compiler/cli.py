@@ -94,13 +94,14 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
         root = obj.root()
         options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets), out_dir, check, with_staging,
                                discover)
-        cached = buildcache.lookup(root, options, read_outputs=not quiet)
+        fingerprint = buildcache.fingerprint(root, options)
+        cached = buildcache.lookup(root, options, fingerprint, read_outputs=not quiet)
         if cached is not None:
             if not quiet:
                 _print_results(cached, check, single=len(cached) == 1 and not all_hosts)
             return EXIT_OK
         project = obj.project()
-        result = project.compile(options)
+        result = project.compile(options, write=False)
         from . import report
         warnings = [] if quiet else result.warnings
         if result.errors or warnings:
@@ -117,7 +118,15 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
                 click.echo("run `hostfit build --all` (or `make build-all`) and commit out/", err=True)
                 return EXIT_INVALID
         else:
-            buildcache.store(project.root, options, [(r.folder, r.output) for r in result.results])
+            from . import publish
+
+            # two builds take turns to write out/; the cache record is written under the same lock, so
+            # it always describes the outputs beside it
+            on_wait = None if quiet else (lambda message: click.echo(message, err=True))
+            with publish.locked(project.out_root(options), on_wait=on_wait):
+                project.write(options, result)
+                buildcache.store(project.root, options, fingerprint, [(r.folder, r.output) for r in result.results],
+                                 project.read_inputs)
         if not quiet:
             _print_results([(project.display(f), o, s) for f, o, s in summaries], check,
                            single=len(summaries) == 1 and not all_hosts)

@@ -1,4 +1,5 @@
-"""Emit stage: a plan to the bytes of models.json and explain.json; atomic writes and --check.
+"""Emit stage: a plan to the bytes of models.json and explain.json; atomic writes and --check
+(compiler/publish.py puts a build's outputs in place).
 
 models.json holds only what the host depends on (the models its roles use, their aliases,
 host facts, profiles), in a canonical form: sorted keys, 2-space indent, shortest round-trip
@@ -14,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import schema
+from . import publish, schema
 from .errors import RuntimeFailure
 from .memory import Estimate, estimate
 from .merge import provenance
@@ -112,11 +113,17 @@ def output_problems(document: dict) -> list[str]:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """Write to a temporary file beside `path`, then rename: readers never see half a file. The file
+    keeps the mode it had; a new one gets the umask's (mkstemp alone would make it 0600)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~publish.current_umask()
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -127,15 +134,6 @@ def write_atomic(path: Path, data: bytes) -> None:
             raise
     except OSError as exc:
         raise RuntimeFailure(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def update(path: Path, data: bytes) -> bool:
-    """write_atomic, unless the file already holds exactly these bytes (mtimes of unchanged outputs
-    stay put, and a rebuild of 100 hosts does not rewrite ~1,600 identical files). True if written."""
-    if not is_stale(path, data):
-        return False
-    write_atomic(path, data)
-    return True
 
 
 def is_stale(path: Path, data: bytes) -> bool:
@@ -150,15 +148,3 @@ def stale_exports(folder: Path, files: dict[str, bytes]) -> list[str]:
     root = folder / EXPORTS
     present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
     return sorted({name for name, data in files.items() if is_stale(root / name, data)} | (present - set(files)))
-
-
-def write_exports(folder: Path, files: dict[str, bytes]) -> None:
-    root = folder / EXPORTS
-    for name, data in sorted(files.items()):
-        update(root / name, data)
-    if root.is_dir():
-        for path in sorted(root.rglob("*"), reverse=True):
-            if path.is_file() and str(path.relative_to(root)) not in files:
-                path.unlink()
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()

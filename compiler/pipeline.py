@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import emit, exports, hosts as hostmod, migrate, paths, validate
+from . import emit, exports, hosts as hostmod, migrate, paths, publish, validate
 from .errors import Diagnostic, InputError, UsageError, did_you_mean
 from .hosts import LOCAL, Host
 from .load import Document, load_file
@@ -76,6 +76,11 @@ class HostResult:
     def stale(self) -> bool:
         return self.models_stale or bool(self.stale_exports)
 
+    def outputs(self) -> dict[str, bytes]:
+        """Everything the build writes into out/<host>/, by relative path."""
+        return {emit.MODELS_JSON: self.models_bytes, emit.EXPLAIN_JSON: self.explain_bytes,
+                **{f"{emit.EXPORTS}/{name}": data for name, data in self.exports.items()}}
+
 
 @dataclass
 class Report:
@@ -106,6 +111,9 @@ class Project:
         self.root = root
         self._compiled: dict[tuple, tuple[Catalog | None, list[Diagnostic]]] = {}
         self._user_docs: dict[Path, tuple[Document | None, list[Diagnostic]]] = {}
+        # files read beyond sources/, profiles/ and templates/ (hosts' `user:` lists), as the no-op
+        # cache's stat rows taken before reading; None once one cannot be statted
+        self.read_inputs: list[list] | None = []
 
     # ------------------------------------------------------------------------------ files
 
@@ -272,6 +280,7 @@ class Project:
         layers += sources.layers()
         for path in target.user_files:
             if path not in self._user_docs:
+                self._note_input(path)
                 self._user_docs[path] = self.read(path, "user")
             doc, problems = self._user_docs[path]
             route(problems, report.errors, report.warnings)
@@ -286,6 +295,14 @@ class Project:
         layers += [Layer(f"profile:{name}", sources.profiles[name]) for name in chain]
         layers += parse_set(options.sets)
         return layers, chain
+
+    def _note_input(self, path: Path) -> None:
+        from . import buildcache
+        try:
+            if self.read_inputs is not None:
+                self.read_inputs.append(buildcache.stat_row(path))
+        except OSError:
+            self.read_inputs = None
 
     def catalog_for(self, layers: list[Layer]) -> tuple[Catalog | None, list[Diagnostic]]:
         key = tuple(id(layer.doc) for layer in layers)
@@ -303,17 +320,21 @@ class Project:
         report.errors = sorted(set(report.errors))
         report.warnings = sorted(set(report.warnings))
         if report.ok and write and not options.check:
-            for result in report.results:
-                emit.update(result.folder / emit.MODELS_JSON, result.models_bytes)
-                emit.update(result.folder / emit.EXPLAIN_JSON, result.explain_bytes)
-                emit.write_exports(result.folder, result.exports)
+            self.write(options, report)
         return report
+
+    def write(self, options: BuildOptions, report: Report) -> None:
+        """Each host's outputs replace its old ones as one unit (see publish.py)."""
+        publish.publish(self.out_root(options), {r.folder.name: r.outputs() for r in report.results})
+
+    def out_root(self, options: BuildOptions) -> Path:
+        return Path(options.out_dir) if options.out_dir else self.root / "out"
 
     def _compile(self, options: BuildOptions, sources: Sources) -> Report:
         report = Report(errors=list(sources.errors), warnings=list(sources.warnings))
         if report.errors:
             return report
-        out_root = options.out_dir or self.root / "out"
+        out_root = self.out_root(options)
         for target in self.targets(sources, options, report):
             layers, profiles = self.layers_for(target, sources, options, report)
             catalog = self._checked_catalog(layers, report)
