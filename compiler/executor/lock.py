@@ -47,7 +47,11 @@ class Lock:
         return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
 
     def save(self) -> None:
-        write_atomic(self.path, self.render())
+        from .. import publish
+
+        # out/<host>/models.lock lives in a folder a build swaps as a unit: write it under the build lock
+        with publish.locked(self.path.parent.parent):
+            write_atomic(self.path, self.render())
 
 
 def pinned(out: Path | None) -> set[tuple[str, str]]:
