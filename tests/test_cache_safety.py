@@ -89,16 +89,37 @@ def test_fetch_writes_nothing_into_a_folder_hostfit_did_not_make(base_catalog, s
                                                                                       "notes.txt"]
 
 
-def test_an_older_unmarked_cache_is_named_with_the_command_that_adopts_it(tmp_path, monkeypatch):
-    legacy = tmp_path / "legacy"
-    (legacy / "small-chat").mkdir(parents=True)
-    (legacy / "small-chat" / "tiny.gguf").write_bytes(b"x")
-    old_manifest(legacy, {"small-chat": "small-chat/tiny.gguf"})
-    monkeypatch.setenv("HOSTFIT_CACHE", str(legacy))
+def test_an_older_unmarked_cache_is_never_advised_to_be_marked(tmp_path, monkeypatch):
+    """REVIEW 3: the E220 hint said `touch .hostfit-cache` whenever a manifest.json was there; in a
+    $HOME-like folder following it made the user's projects prunable. It now advises a new folder."""
+    home = home_like(tmp_path / "home")
+    (home / "manifest.json").write_text("{}")
+    monkeypatch.setenv("HOSTFIT_CACHE", str(home))
     result = run_cli("cache", "list")
-    assert result.exit_code == 2 and f"touch {legacy / '.hostfit-cache'}" in result.stderr
-    (legacy / ".hostfit-cache").touch()
-    assert "small-chat" in run_cli("cache", "list").stdout
+    assert result.exit_code == 2 and "E220" in result.stderr
+    assert "touch" not in result.stderr and ".hostfit-cache" in result.stderr
+    assert "new, empty folder" in result.stderr
+
+
+def test_a_marked_home_like_folder_loses_nothing_to_prune_or_clean(tmp_path, monkeypatch):
+    """REVIEW 3: had the user marked such a folder anyway, the manifest rebuild took every lower-case
+    folder for a model folder and `cache prune --max-size 0` deleted projects/main.py. A rebuild now takes
+    only hostfit's exact layout: one model-artifact file alone in a model folder."""
+    home = marked(tmp_path / "home")
+    files = {"projects/main.py": "print('hi')\n", "notes/todo.gguf": "x", "notes/more.txt": "y",
+             "weights/model.gguf": "GGUF", "docs/readme": "z"}
+    for name, text in files.items():
+        (home / name).parent.mkdir(parents=True, exist_ok=True)
+        (home / name).write_text(text)
+        os.utime(home / name, (OLD, OLD))
+    (home / "manifest.json").write_text("{}")
+    monkeypatch.setenv("HOSTFIT_CACHE", str(home))
+    listed = run_cli("cache", "list", "--json")
+    assert listed.exit_code == 0 and [e["id"] for e in json.loads(listed.stdout)] == ["weights"]
+    assert run_cli("cache", "clean", "--older-than", "1d").exit_code == 0
+    assert run_cli("cache", "prune", "--max-size", "0").exit_code == 0
+    assert all((home / name).read_text() == text for name, text in files.items() if name != "weights/model.gguf")
+    assert not (home / "weights" / "model.gguf").exists(), "hostfit's own layout is still its to evict"
 
 
 @pytest.mark.parametrize("state", ["missing", "empty"])

@@ -41,6 +41,9 @@ MARKER = ".hostfit-cache"
 MARKER_TEXT = ("hostfit-cache 1\n"
                "This folder is hostfit's artifact cache: hostfit writes and deletes files only in a folder\n"
                "holding this file. Delete the whole folder to drop the cache.\n")
+# the files a model artifact is (GGUF, safetensors, PyTorch, ONNX, MLX's weights): a manifest rebuild
+# takes over nothing else
+ARTIFACT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".onnx", ".npz")
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
 STAMP_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
@@ -148,12 +151,14 @@ class Cache:
         return f"set {paths.HOSTFIT_CACHE} to a new or empty folder"
 
     def _foreign(self) -> ForeignFolder:
+        # never advise marking the folder: a marker makes hostfit own whatever is there, and in a folder
+        # like $HOME the user's own files would then be the cache's to list and delete
         legacy = (self.root / "manifest.json").is_file()
         return ForeignFolder(
             f"E220 {self.root} is not a hostfit cache: it holds files and no {MARKER} marker, so hostfit "
             f"will neither write nor delete anything there; {self._override_hint()}"
-            + (f" (if an older hostfit made this cache, mark it as hostfit's: touch {self.root / MARKER})"
-               if legacy else ""))
+            + (" (if an older hostfit made this cache, use a new, empty folder and fetch again; do not mark "
+               "a folder that holds anything but hostfit's artifacts)" if legacy else ""))
 
     def _unusable(self, why: str) -> DiskError:
         return DiskError(f"E221 {self.root} cannot be the artifact cache: {why}; make it a writable folder, "
@@ -283,20 +288,27 @@ class Cache:
         return entries
 
     def _own_files(self) -> dict[str, Entry]:
+        """The artifacts a rebuild may take over: only hostfit's exact layout, a folder named by an escaped
+        model id holding one regular file with a model artifact's extension and nothing else. A folder
+        holding anything more (another file, a sub-folder, a link) is not one hostfit made, and is left
+        alone: what a rebuilt manifest lists, clean and prune may delete."""
         entries: dict[str, Entry] = {}
         for folder in sorted(self.root.iterdir()):
             model_id = unescape_id(folder.name)
             if model_id is None or folder.is_symlink() or not folder.is_dir():
                 continue
-            for file in sorted(folder.iterdir()):
-                if file.name.endswith(".lock") or file.is_symlink() or not file.is_file():
-                    continue
-                try:
-                    relative = f"{folder.name}/{check_file_name(file.name)}"
-                except UnsafeName:
-                    continue
-                stamp = datetime.fromtimestamp(file.stat().st_mtime, timezone.utc).strftime(STAMP)
-                entries[model_id] = Entry(model_id, relative, file.stat().st_size, sha256_file(file), stamp, stamp, 0)
+            inside = list(folder.iterdir())
+            if len(inside) != 1:
+                continue
+            file = inside[0]
+            if not file.name.lower().endswith(ARTIFACT_SUFFIXES) or not stat.S_ISREG(file.lstat().st_mode):
+                continue
+            try:
+                relative = f"{folder.name}/{check_file_name(file.name)}"
+            except UnsafeName:
+                continue
+            stamp = datetime.fromtimestamp(file.stat().st_mtime, timezone.utc).strftime(STAMP)
+            entries[model_id] = Entry(model_id, relative, file.stat().st_size, sha256_file(file), stamp, stamp, 0)
         return entries
 
     def _write(self, entries: dict[str, Entry]) -> None:
