@@ -381,9 +381,11 @@ def apply_command(obj: Context, host, bundle_file) -> None:
 def bundle_command(obj: Context, host, output) -> None:
     """Pack HOST's models.json, lock and artifacts into one file for an air-gapped machine."""
     def action() -> int:
+        from .emit import output_mode
         from .executor import apply as applier
         from .executor import fetch as fetcher
 
+        output_mode(output)  # a device, FIFO or link is refused before anything is downloaded
         plan, cache, lock, reporter = _executor_setup(obj, host)
         fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
         count = applier.bundle(plan, lock, fetched, output)

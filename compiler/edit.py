@@ -121,8 +121,8 @@ def _run_steps(tree, version: int) -> None:
 
 def write(rewrite: Rewrite, backup: bool = False) -> None:
     if backup:
-        try:
-            shutil.copy2(rewrite.path, rewrite.path.with_name(rewrite.path.name + ".bak"))
+        try:  # through write_atomic: a FILE.bak link someone planted is replaced, never written through
+            write_atomic(rewrite.path.with_name(rewrite.path.name + ".bak"), rewrite.path.read_bytes())
         except OSError as exc:
             raise RuntimeFailure(f"cannot write the backup of {rewrite.display}: {exc.strerror or exc}") from exc
     write_atomic(rewrite.path, rewrite.after.encode())

@@ -19,7 +19,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..emit import render, write_atomic
+from ..emit import atomic_output, render, write_atomic
 from ..errors import Diagnostic, DiskError, InputError, IntegrityError
 from ..runtime import check, installed_path
 from . import documents
@@ -69,20 +69,16 @@ def bundle(plan: Plan, lock: Lock, fetched: list[Fetched], output: Path) -> int:
         artifacts[item.artifact.model_id] = {"member": member, "file": item.artifact.file, "size": item.size,
                                              "sha256": item.sha256}
     manifest = {"bundle_version": documents.BUNDLE_VERSION, "host": plan.host, "artifacts": artifacts}
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
-        with tarfile.open(tmp, "w") as tar:
-            _add_bytes(tar, "bundle.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-            _add_bytes(tar, "models.json", render(plan.document))
-            if lock.path.exists():
-                _add_bytes(tar, "models.lock", lock.render())
-            for item in fetched:
-                tar.add(item.path, arcname=artifacts[item.artifact.model_id]["member"])
-        tmp.replace(output)
-    except OSError as exc:
-        raise DiskError(f"cannot write {output}: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    # the output goes through emit's atomic writer: a fresh mkstemp file (never a planted link) renamed
+    # over the output, which must be missing or a regular file (E025)
+    # (no folder is created for it: a typo in -o is an error, not a new folder)
+    with atomic_output(output, make_parents=False) as handle, tarfile.open(fileobj=handle, mode="w") as tar:
+        _add_bytes(tar, "bundle.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        _add_bytes(tar, "models.json", render(plan.document))
+        if lock.path.exists():
+            _add_bytes(tar, "models.lock", lock.render())
+        for item in fetched:
+            tar.add(item.path, arcname=artifacts[item.artifact.model_id]["member"])
     return len(artifacts)
 
 
