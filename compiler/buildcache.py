@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from . import paths
@@ -66,15 +67,20 @@ def _fingerprint(root: Path, options) -> dict:
     if not options.all_hosts and (not options.hosts or hosts.LOCAL in options.hosts):
         detected = hosts.detect(hosts.machine_name())
     return {
-        "options": [list(options.hosts), options.all_hosts, list(options.profiles), list(options.sets),
+        # --set values may hold secrets (a URL's password): the record keeps only their hash
+        "options": [list(options.hosts), options.all_hosts, list(options.profiles), _hashed(options.sets),
                     str(options.out_dir or ""), options.with_staging],
         "machine": hosts.machine_name(),
         "detected": [detected.ram_mb, [g.to_dict() for g in detected.gpus]] if detected else None,
         "inputs": _stat_tree(root / "sources", root) + _stat_tree(root / "profiles", root)
         + _stat_tree(root / "templates", root)
         + _stat_tree(PACKAGE, PACKAGE.parent, (".py", ".json", ".j2")),
-        "personal": _stat_tree(personal.parent, personal.parent) if personal.is_file() else [],
+        "personal": _stat_tree(personal.parent, personal.parent) if os.path.lexists(personal) else [],
     }
+
+
+def _hashed(sets) -> str:
+    return hashlib.sha256(json.dumps(list(sets)).encode()).hexdigest()
 
 
 def _cache_file(root: Path, options) -> Path:
@@ -138,8 +144,10 @@ def store(root: Path, options, fingerprint: dict | None, results: list[tuple[Pat
               "outputs": _stat_outputs(folders)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # removed by the next build if this one dies
-        tmp.write_text(json.dumps(record))
+        # a fresh mkstemp file, never a planted link; a leftover is removed by the next build
+        fd, tmp = tempfile.mkstemp(prefix=f"{path.stem}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(record))
         os.replace(tmp, path)
     except OSError:
         pass  # a cache that cannot be written only costs the next build its shortcut

@@ -562,8 +562,8 @@ def import_command(fmt: str, file: Path, output: Path | None) -> None:
         imported = importers.run(fmt, file, str(file))
         text = importers.render(imported)
         doc = load_yaml_text(text, str(output or "<import>"))
-        problems = [p for p in check_document(doc) + check_merged(merge_layers([Layer("import", doc)]))
-                    if p.severity == "error"]
+        problems = sorted({p for p in check_document(doc) + check_merged(merge_layers([Layer("import", doc)]))
+                           if p.severity == "error"})
         if problems:  # an importer bug: say so rather than write a layer that will not compile
             click.echo(report.diagnostics(problems, []), err=True)
             return EXIT_INVALID

@@ -65,7 +65,9 @@ def check_merged(merged: Merged) -> list[Diagnostic]:
         return problems  # every reference would be "unknown": the schema's error says why
     models = mapping(data.get("models"))
     names, alias_problems = alias_table(models, locate)
-    problems += alias_problems + _names(models, locate)  # again: discovered and staged layers skip check_document
+    # again on the merged values: --set, discovered and staged layers skip check_document (a problem of a
+    # file layer is located at the same place twice, and callers report each diagnostic once)
+    problems += alias_problems + _names(models, locate) + _artifacts(models, locate)
     unknown = [(role_name, field, index, ref) for role_name, role in mapping(data.get("roles")).items()
                for field in ("prefer", "fallback") for index, ref in str_items(mapping(role).get(field))
                if ref.lower() not in names]
