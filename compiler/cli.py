@@ -79,7 +79,7 @@ def main(ctx: click.Context, directory: Path | None) -> None:
 @click.option("--all", "all_hosts", is_flag=True, help="Compile every declared host.")
 @click.option("--profile", "profiles", multiple=True, metavar="P", help="Add profile P on top of the host's own.")
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a value, on top of every layer.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default out/).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default out/).")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 naming the outputs that are stale.")
 @click.option("--with-staging", is_flag=True, help="Include sources/staging/ as a layer.")
 @click.option("--discover", is_flag=True, help="Discover this machine's Ollama models live, as its lowest layer.")
@@ -91,9 +91,11 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
         from . import buildcache
         from .options import BuildOptions
 
+        if out_dir is not None and not str(out_dir):  # '' would write into the working directory
+            raise UsageError("--out needs a folder name (it is empty)")
         root = obj.root()
-        options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets), out_dir, check, with_staging,
-                               discover)
+        options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets),
+                               Path(out_dir) if out_dir else None, check, with_staging, discover)
         fingerprint = buildcache.fingerprint(root, options)
         cached = buildcache.lookup(root, options, fingerprint, read_outputs=not quiet)
         if cached is not None:
@@ -151,7 +153,8 @@ def _print_results(results, check: bool, single: bool) -> None:
 @main.command(name="validate")
 @click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text", show_default=True)
-@click.option("--max-errors", type=int, default=50, show_default=True, help="Show at most N problems (0: all).")
+@click.option("--max-errors", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Show at most N problems (0: all).")
 @click.pass_obj
 def validate_command(obj: Context, paths, fmt, max_errors) -> None:
     """Check the catalog (or just PATHs) and report every problem."""
@@ -192,6 +195,8 @@ def diff_command(obj: Context, old, new, ref, fmt, exit_code) -> None:
 
         if ref and (old or new) or not ref and not (old and new):
             raise UsageError("give OLD and NEW, or --git REF")
+        if ref and ref.startswith("-"):  # git would read it as an option
+            raise UsageError(f"--git {ref!r}: a git ref cannot start with '-'")
         try:
             if ref:
                 project = obj.project()

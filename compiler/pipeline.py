@@ -10,6 +10,7 @@ the problems of the others, and nothing is written unless every host compiled cl
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,8 +228,9 @@ class Project:
         """This machine, undeclared: detected facts, the `base` profile if there is one, the personal layer."""
         personal = paths.user_layer()
         profiles = ("base",) if "base" in sources.profiles else ()
+        # anything at that path is read: a FIFO or a dangling link is an error naming it (E018, E019)
         return Target(hostmod.detect(hostmod.machine_name(), profiles), LOCAL,
-                      (personal,) if personal.is_file() else (), this_machine=True)
+                      (personal,) if os.path.lexists(personal) else (), this_machine=True)
 
     def _user_files(self, host: Host) -> tuple[Path, ...]:
         return tuple(self.root / name for name in host.user)
