@@ -8,13 +8,18 @@ discovery warns, a load fails over to the next model.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterator
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
+from urllib.parse import unquote
 
 CONNECT = 10.0  # seconds to open a connection
 READ = 30.0  # seconds one read may wait for the next bytes
-SECRET_PARAMS = ("token", "key", "sig", "secret", "pass", "auth", "credential")  # query names, as substrings
+# a parameter (query, `;` path parameter or fragment) whose name contains one of these, case-insensitively,
+# has its value redacted: token, access_token, key, api_key, apikey, sig, signature, X-Amz-Signature,
+# hmac, password, pwd, secret, credential, X-Amz-Credential, auth... (README, "The lock")
+SECRET_PARAMS = ("token", "key", "sig", "secret", "pass", "pwd", "auth", "credential", "hmac")
 REDACTED = "***"
 
 
@@ -24,6 +29,14 @@ class LimitExceeded(Exception):
 
 class DeadlinePassed(LimitExceeded):
     """The total deadline passed."""
+
+
+class BadResponse(ValueError):
+    """A server's answer is not the JSON it should be (malformed, or nested too deeply to parse)."""
+
+
+class BadURL(ValueError):
+    """A configured server address that is not an http(s) URL httpx can use."""
 
 
 class Deadline:
@@ -107,26 +120,69 @@ def request(client, method: str, url: str, deadline: Deadline, limit: int, what:
         return response, read_body(response, deadline, limit, what)
 
 
-def redact_url(url: str) -> str:
-    """`url` fit to show or write: a user name or password and secret-looking query values
-    (token, key, signature...) become ***. Anything unparsable is shown as ***."""
-    url = str(url)
-    bare = "://" not in url  # OLLAMA_HOST may be host:port, or user:password@host:port
+def parse_json(body: bytes, what: str):
+    """A server's JSON answer; BadResponse (a ValueError) for anything else. Every server response
+    hostfit decodes goes through here: a deeply nested answer raises RecursionError inside the json
+    module, which is translated here, once."""
     try:
-        parts = urlsplit("//" + url if bare else url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = REDACTED + "@" + netloc.rsplit("@", 1)[1]
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(_secret(name) for name, _ in pairs):
-                query = urlencode([(name, REDACTED if _secret(name) else value) for name, value in pairs], safe="*")
-        shown = SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment).geturl()
-        return shown[2:] if bare else shown
-    except ValueError:
-        return REDACTED
+        return json.loads(body)
+    except RecursionError as exc:
+        raise BadResponse(f"{what}: the answer is JSON nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise BadResponse(f"{what}: the answer is not JSON ({str(exc)[:120]})") from exc
+
+
+def check_base_url(url: str) -> str:
+    """`url` if httpx can use it as a server's base URL (http or https, a host, printable); else BadURL
+    with a message that shows it redacted."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+        problem = None if parsed.scheme in ("http", "https") and parsed.host else "not an http(s) URL with a host"
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        problem = str(exc).split("\n")[0][:120]
+        userinfo = url.partition("://")[2].split("/")[0].rpartition("@")[0]
+        for secret in filter(None, re.split("[:@]", userinfo)):  # httpx may quote a part of the URL
+            problem = problem.replace(secret, REDACTED)
+    if problem:
+        raise BadURL(f"{redact_url(url)!r} is not a usable server URL: {problem}")
+    return url
+
+
+_PATH_PARAM = re.compile(r";([^;/=]*)=([^;/]*)")
+
+
+def redact_url(url: str) -> str:
+    """`url` fit to show or write: the user name and password, and the value of every parameter with a
+    secret-looking name (SECRET_PARAMS; in the query, in `;` path parameters and in the fragment)
+    become ***. The string is cut as a URL is, by hand, so nothing is re-encoded and even a URL that
+    does not parse is redacted."""
+    url = str(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # OLLAMA_HOST may be host:port, or user:password@host:port
+        scheme, rest = "", url
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        authority = REDACTED + "@" + authority.rpartition("@")[2]
+    tail, hashmark, fragment = tail.partition("#")
+    path, mark, query = tail.partition("?")
+    path = _PATH_PARAM.sub(lambda m: f";{m.group(1)}={REDACTED}" if _secret(m.group(1)) else m.group(0), path)
+    shown = scheme + sep + authority + path + mark + _redact_pairs(query) + hashmark + _redact_pairs(fragment)
+    return shown
+
+
+def _redact_pairs(text: str) -> str:
+    """`a=1&token=x;b=2` with the secret values as ***; the separators and the rest kept verbatim."""
+    pieces = re.split(r"([&;])", text)
+    for index in range(0, len(pieces), 2):
+        name, equals, _ = pieces[index].partition("=")
+        if equals and _secret(name):
+            pieces[index] = f"{name}={REDACTED}"
+    return "".join(pieces)
 
 
 def _secret(name: str) -> bool:
-    return any(word in name.lower() for word in SECRET_PARAMS)
+    name = unquote(name).lower()
+    return any(word in name for word in SECRET_PARAMS)

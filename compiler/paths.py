@@ -19,6 +19,7 @@ HOSTFIT_OLLAMA_AUTO_START = "HOSTFIT_OLLAMA_AUTO_START"  # consent to start `oll
 HOSTFIT_BACKOFF_BASE = "HOSTFIT_BACKOFF_BASE"  # seconds before the first download retry (tests shorten it)
 HOSTFIT_DOWNLOAD_DEADLINE = "HOSTFIT_DOWNLOAD_DEADLINE"  # seconds for one artifact, all attempts and mirrors
 HOSTFIT_MIN_SPEED = "HOSTFIT_MIN_SPEED"  # bytes/s averaged over the stall window; slower is a stall
+HOSTFIT_MAX_UNSIZED = "HOSTFIT_MAX_UNSIZED"  # bytes an artifact of unknown size may reach (download.size_ceiling)
 HOST = "HOST"  # this machine's name, instead of the system's host name
 OLLAMA_HOST = "OLLAMA_HOST"  # the Ollama server (Ollama's own variable)
 HF_ENDPOINT = "HF_ENDPOINT"  # the Hugging Face hub (the hub client's own variable)

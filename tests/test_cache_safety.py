@@ -12,6 +12,8 @@ import errno
 import json
 import os
 import re
+import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -409,3 +411,61 @@ def test_paths_is_standard_library_only_and_the_readme_documents_every_variable(
         assert f"`{name}`" in table, name
     for url in (paths.OLLAMA_DEFAULT, paths.HF_DEFAULT, paths.OPENROUTER_DEFAULT):
         assert url in table, url
+
+
+# ------------------------------------------------ special files in the cache (REVIEW problem I)
+
+def hostfit(*args: str, cache: Path, timeout: float = 20) -> subprocess.CompletedProcess:
+    """hostfit in a child process, so a command that blocks on a FIFO fails the test instead of hanging it."""
+    env = {**os.environ, "HOSTFIT_CACHE": str(cache), "HOSTFIT_BACKOFF_BASE": "0.01"}
+    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def fifo_cache(tmp_path: Path, where: str) -> Path:
+    """A marked cache whose manifest lists small-chat, with a FIFO at `where` (relative to the cache)."""
+    cache = marked(tmp_path / "cache")
+    (cache / "small-chat").mkdir()
+    (cache / ".downloading").mkdir()
+    os.mkfifo(cache / where)
+    old_manifest(cache, {"small-chat": "small-chat/tiny.gguf"})
+    return cache
+
+
+@pytest.mark.parametrize("where", ["small-chat/tiny.gguf", ".downloading/small-chat%2Ftiny.gguf.part"])
+def test_a_fifo_in_the_cache_is_refused_by_fetch_not_opened(base_catalog, server, tmp_path, where):  # noqa: F811
+    catalog = compiled(base_catalog, server)
+    cache = fifo_cache(tmp_path, where)
+    for command in ("fetch", "bundle"):
+        args = ("fetch", "--host", "box-8") if command == "fetch" else ("bundle", "box-8", "-o",
+                                                                           str(tmp_path / "b.tar"))
+        result = hostfit("-C", str(catalog), *args, cache=cache)
+        assert result.returncode == 3, result.stderr
+        assert f"{cache / where} is not a regular file" in result.stderr and "Traceback" not in result.stderr
+        assert stat.S_ISFIFO(os.lstat(cache / where).st_mode), "reported, left as it is"
+    assert not (tmp_path / "b.tar").exists()
+
+
+def test_cache_verify_reports_a_fifo_without_opening_it(tmp_path):
+    cache = fifo_cache(tmp_path, "small-chat/tiny.gguf")
+    result = hostfit("cache", "verify", cache=cache)
+    assert result.returncode == 3, result.stderr
+    assert "small-chat: missing" in result.stderr and "0 ok, 1 bad" in result.stderr
+    assert "tiny.gguf is not a regular file; it was not read" in result.stderr
+
+
+def test_bundle_packs_artifacts_only_from_regular_files(base_catalog, server, tmp_path):  # noqa: F811
+    from compiler.errors import DiskError
+    from compiler.executor import apply as applier
+    from compiler.executor.fetch import Fetched, plan
+    from compiler.executor.lock import Lock
+
+    catalog = compiled(base_catalog, server)
+    folder = catalog / "out" / "box-8"
+    planned = plan(folder)
+    fifo = tmp_path / "swapped.gguf"  # what the cache held when bundle came to read it
+    os.mkfifo(fifo)
+    fetched = [Fetched(planned.artifacts[0], fifo, 10, SHA, False)]
+    with pytest.raises(DiskError, match="is not a regular file"):
+        applier.bundle(planned, Lock(folder / "models.lock", "box-8"), fetched, tmp_path / "b.tar")
+    assert not (tmp_path / "b.tar").exists()

@@ -441,3 +441,52 @@ def test_credentials_in_urls_never_reach_the_lock_or_the_output(base_catalog, se
     server.faults["fail"] = 100
     failed = fetch(base_catalog)
     assert failed.exit_code == 3 and "S3CRET" not in failed.output and "T0KEN" not in failed.output
+
+
+def with_memory(catalog: Path, ram_mb: int) -> None:
+    """Declare small-chat's memory (models.json's memory_mb), then rebuild."""
+    add_layer(catalog, "30-memory.yaml", f"models:\n  small-chat:\n    memory: {{ram_mb: {ram_mb}}}\n")
+    result = run_cli("-C", str(catalog), "build", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+
+
+def test_an_endless_body_of_unknown_size_is_cut_at_the_memory_ceiling(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server, sha=None, size=None)  # no size_bytes (like the shipped catalog)
+    with_memory(catalog, 8)  # memory_mb 8: the weights file is smaller, the ceiling is 2 x 8 MiB
+    server.faults["endless"] = 256 << 20  # no Content-Length; before the ceiling the client read all of it
+    result = fetch(catalog)
+    assert result.exit_code == 3, result.output
+    assert "the body goes on past 16,777,216 bytes, the ceiling for an artifact of unknown size" in result.stderr
+    assert len(server.log) == 1 and server.log[0]["sent"] < 64 << 20, "the client hung up, it did not read on"
+    assert not cached(tmp_path).exists() and leftovers(tmp_path) == [] and pins(catalog) == {}
+
+
+def test_an_unsized_artifact_under_its_ceiling_downloads(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server, sha=None, size=None)
+    with_memory(catalog, 2)  # 4 MiB ceiling, the 3 MiB file fits
+    assert fetch(catalog).exit_code == 0
+    assert cached(tmp_path).read_bytes() == BLOB
+
+
+def test_a_content_length_over_the_ceiling_is_refused_before_writing(base_catalog, server, tmp_path, monkeypatch):
+    catalog = compiled(base_catalog, server, sha=None, size=None)
+    monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", str(1 << 20))  # overrides the memory-derived ceiling
+    result = fetch(catalog)
+    assert result.exit_code == 3, result.output
+    assert f"the server offers {len(BLOB):,} bytes, over the 1,048,576-byte ceiling" in result.stderr
+    assert not cached(tmp_path).exists() and leftovers(tmp_path) == [] and pins(catalog) == {}
+
+
+def test_the_ceiling_comes_from_memory_mb_else_a_default(base_catalog, server, monkeypatch):
+    from compiler.executor.fetch import plan
+
+    catalog = compiled(base_catalog, server, sha=None, size=None)
+    with_memory(catalog, 8)
+    [artifact] = plan(catalog / "out" / "box-8").artifacts
+    assert artifact.memory_mb == 8 and downloader.size_ceiling(artifact.memory_mb) == 16 << 20
+    assert downloader.size_ceiling(None) == downloader.CEILING_DEFAULT == 16 << 30
+    monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", "5000")
+    assert downloader.size_ceiling(8) == downloader.size_ceiling(None) == 5000
+    monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", "lots")
+    with pytest.raises(downloader.UsageError):
+        downloader.size_ceiling(None)

@@ -106,7 +106,18 @@ def test_a_password_in_ollama_host_is_not_in_messages(base_catalog: Path, monkey
     ("https://cdn.example/m.gguf?X-Amz-Signature=abc&X-Amz-Credential=k&part=2",
      "https://cdn.example/m.gguf?X-Amz-Signature=***&X-Amz-Credential=***&part=2"),
     ("https://host.example/m.gguf", "https://host.example/m.gguf"),
-    ("http://[broken", "***")])
+    ("http://admin:S3CRET@[broken", "http://***@[broken"),  # redacted even when it does not parse
+    # the review's misses: a fragment, a ;parameter, hmac=, pwd=; names are matched case-insensitively
+    ("https://h.example/m.gguf#token=S3CRET", "https://h.example/m.gguf#token=***"),
+    ("https://h.example/m.gguf#/cb?access_token=S3CRET&state=1",
+     "https://h.example/m.gguf#/cb?access_token=***&state=1"),
+    ("https://h.example/m.gguf;token=S3CRET?part=2", "https://h.example/m.gguf;token=***?part=2"),
+    ("https://h.example/d;Session=1;AUTH=S3CRET/m.gguf", "https://h.example/d;Session=1;AUTH=***/m.gguf"),
+    ("https://h.example/m.gguf?hmac=S3CRET;pwd=S3CRET&a=b%20c+d",
+     "https://h.example/m.gguf?hmac=***;pwd=***&a=b%20c+d"),
+    ("https://h.example/m.gguf?Password=S3CRET&apikey=S3CRET&sig=S3CRET&x=1",
+     "https://h.example/m.gguf?Password=***&apikey=***&sig=***&x=1"),
+    ("https://h.example/m.gguf?%74oken=S3CRET", "https://h.example/m.gguf?%74oken=***")])
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
     assert json.dumps(redact_url(url)).count("S3CRET") == 0
@@ -129,3 +140,61 @@ def test_pull_progress_survives_odd_events_and_stays_bounded():
     for i in range(5000):
         progress({"status": f"layer {i}"})
     assert len(said) == loaders.MAX_STATUSES and max(map(len, said)) <= 250
+
+
+# ------------------------------------------- a bad Ollama URL or answer is a message, never a traceback
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:11434\n", "http://127.0.0.1:1\nX: y", "ftp://x"])
+def test_an_unusable_ollama_url_is_a_usage_error(base_catalog: Path, monkeypatch, url):
+    monkeypatch.setenv("HOSTFIT_OLLAMA_AUTO_START", "0")
+    result = run_cli("-C", str(base_catalog), "discover", "--ollama", url)
+    assert result.exit_code == 2 and "--ollama:" in result.stderr and "is not a usable server URL" in result.stderr
+    monkeypatch.setenv("OLLAMA_HOST", url.replace("http://", "http://admin:S3CRET@"))
+    for args in (("discover",), ("build", "--discover")):
+        result = run_cli("-C", str(base_catalog), *args)
+        assert result.exit_code == 2 and "OLLAMA_HOST:" in result.stderr, (args, result.output, result.exception)
+        assert "S3CRET" not in result.output
+    with pytest.raises(loaders.UsageError, match="OLLAMA_HOST: .* is not a usable server URL"):
+        loaders.ollama_load("llama3.1:8b", SETTINGS, "hi")
+
+
+DEEP = b"[" * 200_000 + b"]" * 200_000  # valid JSON, 640 KB, nested past the interpreter's recursion limit
+
+
+@pytest.mark.parametrize("answer, says", [
+    (b'{"models": ' + DEEP + b"}", "nested too deeply"),
+    (DEEP, "nested too deeply"),
+    (b'{"models": 5}', "not a list of objects"),
+    (b'{"models": "abc"}', "not a list of objects"),
+    (b"[1, 2]", "not a JSON object"),
+    (b"\xff{", "not JSON")])
+def test_a_malformed_api_tags_answer_is_a_warning(answer, says):
+    server = JsonServer({"/api/tags": lambda query: (200, answer, {"Content-Type": "application/json"})})
+    try:
+        found = ollama.discover("box-8", server.base)
+    finally:
+        server.stop()
+    assert found.models == {} and len(found.warnings) == 1 and says in found.warnings[0], found.warnings
+
+
+def test_a_deeply_nested_ollama_answer_fails_the_load_cleanly(fake, monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", fake.base)
+    real = loaders._ask
+
+    def ask(client, method, path, *args, **kwargs):
+        status, body = real(client, method, path, *args, **kwargs)
+        return (status, DEEP) if path == "/api/ps" else (status, body)
+
+    monkeypatch.setattr(loaders, "_ask", ask)
+    with pytest.raises(loaders.LoadFailure, match="nested too deeply"):
+        loaders.ollama_load("llama3.1:8b", SETTINGS, "hi")
+
+
+def test_a_deeply_nested_index_answer_is_a_warning(monkeypatch):
+    server = JsonServer({"/models": lambda query: (200, DEEP, {})})
+    try:
+        monkeypatch.setenv("OPENROUTER_BASE_URL", server.base)
+        harvest = ingest.from_openrouter(refresh=True)
+    finally:
+        server.stop()
+    assert harvest.candidates == [] and "nested too deeply" in harvest.warnings[0], harvest.warnings

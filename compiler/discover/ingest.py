@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import paths
-from ..net import Deadline, DeadlinePassed, LimitExceeded, redact_url, request
+from ..net import Deadline, DeadlinePassed, LimitExceeded, parse_json, redact_url, request
 
 SOURCES = ("hf", "openrouter", "curated")
 SOURCE_NAMES = {"hf": "huggingface_hub", "openrouter": "openrouter_index", "curated": "curated"}
@@ -48,7 +48,7 @@ def _cached_get(name: str, url: str, params: dict | None, refresh: bool, warning
     if not refresh:
         try:
             if time.time() - key.stat().st_mtime < MAX_AGE:
-                cached = json.loads(key.read_text())
+                cached = parse_json(key.read_bytes(), str(key))  # a server's answer, kept
                 return cached["body"], cached.get("next")
         except (OSError, ValueError, KeyError):
             pass
@@ -59,7 +59,7 @@ def _cached_get(name: str, url: str, params: dict | None, refresh: bool, warning
         if response.status_code >= 400:
             warnings.append(f"{name}: {shown} failed (HTTP {response.status_code}); no candidates from it")
             return None, None
-        body = json.loads(raw)
+        body = parse_json(raw, shown)
     except (httpx.TimeoutException, DeadlinePassed):
         warnings.append(f"{name}: {shown} did not answer within {TIMEOUT:g} s; no candidates from it")
         return None, None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from .. import paths
+from ..errors import UsageError
 from ..migrate import normalize_id
-from ..net import Deadline, DeadlinePassed, LimitExceeded, redact_url, request
+from ..net import (BadResponse, BadURL, Deadline, DeadlinePassed, LimitExceeded, check_base_url, parse_json,
+                   redact_url, request)
 
 TIMEOUT = 5.0  # seconds per request, all of it (connect, every read): a slow Ollama is a warning, not a stall
 MAX_BODY = 16 << 20  # bytes per response; /api/tags and /api/show answers are kilobytes
@@ -21,7 +22,14 @@ class Discovery:
 
 
 def base_url(explicit: str | None = None) -> str:
-    return paths.ollama_host(explicit)
+    """The Ollama server's URL (--ollama, else OLLAMA_HOST, else the default); one httpx cannot use
+    is a usage error (exit 2), named with where it came from."""
+    address = paths.ollama_host(explicit)
+    try:
+        return check_base_url(address)
+    except BadURL as exc:
+        source = "--ollama" if explicit else paths.OLLAMA_HOST if paths.env(paths.OLLAMA_HOST) else "the default"
+        raise UsageError(f"{source}: {exc}; give one such as http://127.0.0.1:11434") from exc
 
 
 def _facts(name: str, tag: dict, show: dict | None, host: str, ids_by_ollama_name: dict[str, str]) -> tuple[str, dict]:
@@ -77,11 +85,16 @@ def discover(host: str, base: str | None = None, ids_by_ollama_name: dict[str, s
         """One request within `timeout` seconds in all, its JSON answer; HTTPStatusError for an error status."""
         response, body = request(client, method, path, Deadline(timeout), MAX_BODY, f"ollama {path}", **kwargs)
         response.raise_for_status()
-        return json.loads(body)
+        answer = parse_json(body, f"ollama {path}")
+        if not isinstance(answer, dict):
+            raise BadResponse(f"ollama {path}: the answer is not a JSON object")
+        return answer
 
     try:
         with httpx.Client(base_url=address) as client:
             entries = ask(client, "GET", "/api/tags").get("models") or []
+            if not isinstance(entries, list) or not all(isinstance(tag, dict) for tag in entries):
+                raise BadResponse("ollama /api/tags: `models` is not a list of objects")
             for tag in sorted(entries, key=lambda t: str(t.get("name") or t.get("model") or "")):
                 name = str(tag.get("name") or tag.get("model") or "")
                 if not name:
@@ -98,7 +111,9 @@ def discover(host: str, base: str | None = None, ids_by_ollama_name: dict[str, s
         found.warnings.append(f"ollama at {found.base} did not answer within {timeout:g} s; nothing discovered")
     except LimitExceeded as exc:
         found.warnings.append(f"ollama at {found.base} answered out of bounds ({exc}); nothing discovered")
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+    except BadResponse as exc:
+        found.warnings.append(f"ollama at {found.base} answered out of bounds ({exc}); nothing discovered")
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
         found.warnings.append(f"no Ollama at {found.base} ({type(exc).__name__}); nothing discovered")
     return found
 

@@ -23,7 +23,7 @@ from ..emit import atomic_output, render, write_atomic
 from ..errors import Diagnostic, DiskError, InputError, IntegrityError
 from ..runtime import check, installed_path
 from . import documents
-from .cache import Cache, UnsafeName, check_file_name, escape_id
+from .cache import Cache, UnsafeName, check_file_name, escape_id, open_artifact
 from .fetch import Fetched, Plan
 from .lock import Lock
 
@@ -77,8 +77,11 @@ def bundle(plan: Plan, lock: Lock, fetched: list[Fetched], output: Path) -> int:
         _add_bytes(tar, "models.json", render(plan.document))
         if lock.path.exists():
             _add_bytes(tar, "models.lock", lock.render())
-        for item in fetched:
-            tar.add(item.path, arcname=artifacts[item.artifact.model_id]["member"])
+        for item in fetched:  # opened only as a regular file (a FIFO would block), its verified size copied
+            with open_artifact(item.path) as source:
+                info = tarfile.TarInfo(artifacts[item.artifact.model_id]["member"])
+                info.size = item.size
+                tar.addfile(info, source)
     return len(artifacts)
 
 
@@ -184,7 +187,7 @@ def _unpack(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo, cache: Ca
     try:
         part.parent.mkdir(parents=True, exist_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
-        with open(part, "wb") as handle:
+        with open_artifact(part, "wb") as handle:  # a FIFO planted as the partial would block
             while left:
                 chunk = source.read(min(BLOCK, left))
                 if not chunk:  # tarfile raises on a short member; this keeps the loop bounded regardless

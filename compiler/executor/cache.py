@@ -301,7 +301,7 @@ class Cache:
             if len(inside) != 1:
                 continue
             file = inside[0]
-            if not file.name.lower().endswith(ARTIFACT_SUFFIXES) or not stat.S_ISREG(file.lstat().st_mode):
+            if not file.name.lower().endswith(ARTIFACT_SUFFIXES) or not regular(file):
                 continue
             try:
                 relative = f"{folder.name}/{check_file_name(file.name)}"
@@ -367,9 +367,51 @@ class Cache:
         return bool(removed)
 
 
+class NotRegular(DiskError):
+    """A cache entry that is not a regular file (a FIFO, a device, a folder, a link): never opened, since
+    opening a FIFO blocks forever; it counts as not cached."""
+
+
+def regular(path: Path) -> bool:
+    """True for a regular file (lstat: a link is not one); False for anything else or nothing."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def open_artifact(path: Path, mode: str = "rb"):
+    """`path` opened for reading ("rb") or writing ("wb", "r+b") only if it is a regular file or, for
+    "wb", absent: lstat first, then O_NOFOLLOW | O_NONBLOCK (so a FIFO swapped in after the lstat
+    cannot block the open) and fstat to be sure. Anything else raises NotRegular."""
+    try:
+        kind = stat.S_IFMT(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        if mode != "wb":
+            raise
+        kind = stat.S_IFREG
+    if kind != stat.S_IFREG:
+        raise NotRegular(f"{path} is not a regular file ({_KINDS.get(kind, 'a special file')}): "
+                         "hostfit does not open it; remove it")
+    flags = {"rb": os.O_RDONLY, "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "r+b": os.O_RDWR}[mode]
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegular(f"{path} is not a regular file: hostfit does not read it; remove it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFLNK: "a symbolic link", stat.S_IFDIR: "a folder",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_artifact(path) as handle:
         while chunk := handle.read(block):
             digest.update(chunk)
     return digest.hexdigest()
@@ -440,7 +482,11 @@ def verify(store: Cache) -> list[tuple[str, str | None, str]]:
     bad = []
     for entry in store.entries().values():
         path = store.root / entry.path
-        actual = sha256_file(path) if path.exists() else None
+        actual = None  # missing, or not a regular file (reported, never opened: a FIFO would block)
+        if regular(path):
+            actual = sha256_file(path)
+        elif os.path.lexists(path):
+            store.warnings.append(f"{path} is not a regular file; it was not read and counts as missing")
         if actual != entry.sha256:
             bad.append((entry.id, actual, entry.sha256))
     return bad

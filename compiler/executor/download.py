@@ -10,7 +10,8 @@
     size or sha256 differ                   -> delete the partial, IntegrityError (exit 3)
 
 Honest bytes only: identity encoding is asked for and a compressed body refused (never inflated);
-nothing is written past the declared size (the catalog's size_bytes, else Content-Length); an HTML
+nothing is written past the declared size (the catalog's size_bytes, else Content-Length), nor, when
+neither is known, past a ceiling (size_ceiling: twice the model's memory estimate, else 16 GiB); an HTML
 page, or a body without its format's magic bytes, is refused before anything is cached or pinned.
 Bounded: at most MAX_REQUESTS requests per artifact whatever the number of mirrors (redirect hops
 count), a total deadline and a minimum speed (limits(); README "Network limits").
@@ -41,6 +42,7 @@ from .. import paths
 from ..errors import DiskError, DownloadError, IntegrityError, UsageError
 from ..net import IDENTITY, Deadline, DeadlinePassed, LimitExceeded, check_identity, raw_chunks, redact_url
 from ..validate import url_problem
+from .cache import open_artifact
 
 CHUNK = 1 << 20
 ATTEMPTS = 5  # per mirror
@@ -53,7 +55,14 @@ MIN_SPEED = 32 << 10  # bytes per second, averaged over SPEED_WINDOW; slower is 
 SPEED_WINDOW = 30.0  # seconds
 DEADLINE_BASE = 300.0  # seconds for one artifact, all attempts and mirrors, plus size / MIN_SPEED
 DEADLINE_UNSIZED = 24 * 3600.0  # when neither the catalog nor the lock knows the size
+# An artifact of unknown size (no size_bytes, no pin, no Content-Length) is cut off at a ceiling, so an
+# endless body cannot fill the disk: the weights file is smaller than the memory its model needs
+# (memory_mb: weights + KV cache + overhead), so CEILING_FACTOR x memory_mb leaves a margin for a low
+# estimate; with no estimate, CEILING_DEFAULT. HOSTFIT_MAX_UNSIZED (bytes) overrides both.
+CEILING_FACTOR = 2
+CEILING_DEFAULT = 16 << 30
 REDIRECTS = (301, 302, 303, 307, 308)
+CEILING_HINT = "give the catalog's artifact.size_bytes, or raise HOSTFIT_MAX_UNSIZED"
 
 
 @dataclass
@@ -101,6 +110,14 @@ def limits(expected_size: int | None) -> tuple[float, Deadline]:
     return min_speed, Deadline(_env_number(paths.HOSTFIT_DOWNLOAD_DEADLINE, default))
 
 
+def size_ceiling(memory_mb: int | None) -> int:
+    """The most bytes an artifact of unknown size may have (see CEILING_FACTOR)."""
+    override = paths.env(paths.HOSTFIT_MAX_UNSIZED)
+    if override is not None:
+        return int(_env_number(paths.HOSTFIT_MAX_UNSIZED, 0))
+    return CEILING_FACTOR * memory_mb << 20 if memory_mb else CEILING_DEFAULT
+
+
 def format_problem(fmt: str | None, head: bytes) -> str | None:
     """Why the first bytes of a download are not the catalog's format, or None (formats without
     a fixed signature pass)."""
@@ -144,8 +161,8 @@ class _Sink(threading.Thread):
 def _seed(part: Path) -> tuple[int, "hashlib._Hash"]:
     digest = hashlib.sha256()
     size = 0
-    if part.exists():
-        with open(part, "rb") as handle:
+    if os.path.lexists(part):
+        with open_artifact(part) as handle:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
@@ -153,8 +170,10 @@ def _seed(part: Path) -> tuple[int, "hashlib._Hash"]:
 
 
 def download(urls: list[str], part: Path, final: Path, expected_size: int | None, expected_sha: str | None,
-             progress: Callable[[int, int | None], None] | None = None, fmt: str | None = None) -> Outcome:
-    """Fetch the first URL that works into `part`, check and verify it, rename it to `final`."""
+             progress: Callable[[int, int | None], None] | None = None, fmt: str | None = None,
+             ceiling: int | None = None) -> Outcome:
+    """Fetch the first URL that works into `part`, check and verify it, rename it to `final`.
+    `ceiling`: the most bytes to accept when neither `expected_size` nor the server gives a size."""
     import httpx
 
     for url in urls:
@@ -171,7 +190,8 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
         for url in urls:
             for attempt in range(ATTEMPTS):
                 try:
-                    outcome = _attempt(client, url, part, expected_size, progress, deadline, min_speed, budget)
+                    outcome = _attempt(client, url, part, expected_size, progress, deadline, min_speed, budget,
+                                       ceiling)
                     _check_format(fmt, part)
                     _verify(outcome, part, expected_size, expected_sha)
                     os.replace(part, final)
@@ -216,20 +236,21 @@ def _open(client, url: str, headers: dict, deadline: Deadline, budget: _Budget):
 
 
 def _attempt(client, url: str, part: Path, expected_size: int | None, progress, deadline: Deadline,
-             min_speed: float, budget: _Budget) -> Outcome:
+             min_speed: float, budget: _Budget, ceiling: int | None = None) -> Outcome:
     import httpx
 
     if deadline.remaining() <= 0:
         raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline")
     offset, digest = _seed(part)
-    if expected_size is not None and offset > expected_size:
+    if offset > (expected_size if expected_size is not None else ceiling if ceiling is not None else offset):
         part.unlink()
         offset, digest = 0, hashlib.sha256()
     headers = {**IDENTITY, **({"Range": f"bytes={offset}-"} if offset else {})}
     try:
         response, final_url = _open(client, url, headers, deadline, budget)
         try:
-            return _receive(response, final_url, part, offset, digest, expected_size, progress, deadline, min_speed)
+            return _receive(response, final_url, part, offset, digest, expected_size, progress, deadline, min_speed,
+                            ceiling)
         finally:
             response.close()
     except DeadlinePassed as exc:
@@ -245,7 +266,7 @@ def _attempt(client, url: str, part: Path, expected_size: int | None, progress, 
 
 
 def _receive(response, url: str, part: Path, offset: int, digest, expected_size: int | None, progress,
-             deadline: Deadline, min_speed: float) -> Outcome:
+             deadline: Deadline, min_speed: float, ceiling: int | None = None) -> Outcome:
     status = response.status_code
     if status == 416:
         if expected_size is not None and offset == expected_size:
@@ -270,12 +291,16 @@ def _receive(response, url: str, part: Path, offset: int, digest, expected_size:
         offset, digest = 0, hashlib.sha256()
     if expected_size is not None and total is not None and total != expected_size:
         raise NextMirror(f"the server offers {total:,} bytes, the catalog says {expected_size:,}")
-    limit = expected_size if expected_size is not None else total  # never write past it
-    needed = (limit or 0) - offset
+    known = expected_size if expected_size is not None else total
+    if expected_size is None and ceiling is not None and total is not None and total > ceiling:
+        raise NextMirror(f"the server offers {total:,} bytes, over the {ceiling:,}-byte ceiling for an artifact "
+                         f"of unknown size ({CEILING_HINT})")
+    limit = known if known is not None else ceiling  # never write past it
+    needed = (known or 0) - offset
     if needed > 0 and free_bytes(part.parent) < needed + DISK_MARGIN:
         raise DiskError(f"not enough free disk for {part.name}: {needed:,} bytes needed, "
                         f"{free_bytes(part.parent):,} free in {part.parent}")
-    with open(part, "r+b" if offset else "wb") as handle:
+    with open_artifact(part, "r+b" if offset else "wb") as handle:
         handle.seek(offset)
         handle.truncate()
         sinks = [_Sink(handle.write), _Sink(digest.update)]
@@ -302,11 +327,11 @@ def _receive(response, url: str, part: Path, offset: int, digest, expected_size:
                     break
                 if len(pending) >= CHUNK:
                     dispatch()
-                    if limit is None and free_bytes(part.parent) < DISK_MARGIN:
+                    if known is None and free_bytes(part.parent) < DISK_MARGIN:
                         raise DiskError(f"the disk is nearly full ({part.parent}) and {part.name}, of "
                                         "unknown size, is still arriving")
                     if progress:
-                        progress(written, limit)
+                        progress(written, known)
                 now = time.monotonic()
                 if now - since >= SPEED_WINDOW:  # the minimum-speed rule: a trickle is a stall
                     if (written - since_bytes) / (now - since) < min_speed:
@@ -323,11 +348,14 @@ def _receive(response, url: str, part: Path, offset: int, digest, expected_size:
             if sink.error is not None:
                 raise sink.error
         if progress:
-            progress(written, limit)
+            progress(written, known)
         handle.flush()
         os.fsync(handle.fileno())
     if overflow:
         part.unlink(missing_ok=True)
+        if known is None:
+            raise NextMirror(f"the body goes on past {limit:,} bytes, the ceiling for an artifact of unknown size "
+                             f"({CEILING_HINT}; the partial download was deleted)")
         raise NextMirror(f"the body goes on past the declared {limit:,} bytes (the partial download was deleted)")
     if total is not None and written != total:
         raise Retry(f"connection ended at {written:,} of {total:,} bytes")
@@ -348,7 +376,7 @@ def _total(response, offset: int) -> int | None:
 def _check_format(fmt: str | None, part: Path) -> None:
     """Refuse (and delete) a download that is not the catalog's format: an error page served with
     200 must not be cached or pinned."""
-    with open(part, "rb") as handle:
+    with open_artifact(part) as handle:
         problem = format_problem(fmt, handle.read(16))
     if problem:
         part.unlink(missing_ok=True)

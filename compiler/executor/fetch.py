@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -12,9 +13,9 @@ from pathlib import Path
 from ..errors import Diagnostic, InputError, UsageError
 from ..memory import is_cloud
 from ..net import redact_url
-from .cache import Cache, sha256_file
+from .cache import Cache, NotRegular, regular, sha256_file
 from .documents import artifact_file, read_models
-from .download import download
+from .download import download, size_ceiling
 from .lock import Lock
 
 
@@ -28,6 +29,16 @@ class Artifact:
     size: int | None = None
     sha256: str | None = None  # from the catalog
     format: str | None = None  # the catalog's artifact.format, else from the file's extension
+    memory_mb: int | None = None  # the model's memory estimate when it bounds its weights file (size_ceiling)
+
+
+def size_ceiling_mb(model: dict) -> int | None:
+    """The model's compiled memory_mb (weights + KV cache + overhead, so more than the weights file)
+    when it says something about the file: declared, or estimated from a parameter count. None when
+    the estimate knew neither the file's size nor the parameters (then it is the overhead alone)."""
+    if model.get("memory_method") == "estimated" and not model.get("params_b"):
+        return None
+    return model.get("memory_mb") or None
 
 
 def file_format(declared: str | None, file: str) -> str | None:
@@ -93,7 +104,8 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
         result.artifacts.append(Artifact(model_id, artifact_file(artifact), artifact["url"],
                                          tuple(artifact.get("mirrors") or ()), artifact.get("revision"),
                                          artifact.get("size_bytes"), artifact.get("sha256"),
-                                         file_format(artifact.get("format"), artifact_file(artifact))))
+                                         file_format(artifact.get("format"), artifact_file(artifact)),
+                                         size_ceiling_mb(model)))
     return result
 
 
@@ -198,6 +210,9 @@ def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter) 
     part = cache.part_path(artifact.model_id, artifact.file)
     with cache.lock_for(part):  # one download per artifact, however many processes ask
         entry = cache.entries().get(artifact.model_id)
+        if os.path.lexists(final) and not regular(final):  # a FIFO would block the first read: never opened
+            raise NotRegular(f"{final} is not a regular file, so {artifact.model_id} is not cached; hostfit "
+                             "neither opens nor replaces it: remove it and fetch again")
         if final.exists() and entry and entry.path == str(final.relative_to(cache.root)):
             if (sha is None or entry.sha256 == sha) and (size is None or entry.size == size) \
                     and final.stat().st_size == entry.size:
@@ -215,7 +230,8 @@ def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter) 
             cache.delete(final)
         tick = reporter.start(artifact, size)
         try:
-            outcome = download([artifact.url, *artifact.mirrors], part, final, size, sha, tick, fmt=artifact.format)
+            outcome = download([artifact.url, *artifact.mirrors], part, final, size, sha, tick, fmt=artifact.format,
+                               ceiling=None if size else size_ceiling(artifact.memory_mb))
         finally:
             reporter.stop()
         cache.record(artifact.model_id, final, outcome.size, outcome.sha256, downloaded=True)

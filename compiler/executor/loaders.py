@@ -5,7 +5,6 @@ to load, the next one of the role's fallback chain is fetched and tried, and the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 from .. import paths
 from ..errors import RuntimeFailure, UsageError
 from ..memory import is_cloud
-from ..net import IDENTITY, Deadline, LimitExceeded, iter_lines, redact_url, request
+from ..net import IDENTITY, BadResponse, Deadline, LimitExceeded, iter_lines, parse_json, redact_url, request
 
 DEFAULT_PROMPT = "Say hello in five words."
 OLLAMA_START_TIMEOUT = 20.0
@@ -104,7 +103,18 @@ def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int =
 # ---------------------------------------------------------------------------------- Ollama
 
 def ollama_base() -> str:
-    return paths.ollama_host()
+    """OLLAMA_HOST (or the default), checked: an unusable URL is a usage error, not a traceback."""
+    from ..discover.ollama import base_url
+
+    return base_url()
+
+
+def _object(raw: bytes, what: str) -> dict:
+    """An Ollama answer that must be a JSON object (BadResponse, a ValueError, otherwise)."""
+    answer = parse_json(raw, what)
+    if not isinstance(answer, dict):
+        raise BadResponse(f"{what}: the answer is not a JSON object")
+    return answer
 
 
 def auto_start_allowed(interactive: bool) -> bool:
@@ -180,17 +190,19 @@ def ollama_load(name: str, settings: Settings, prompt: str, progress=None, inter
             if status != 200:
                 raise LoadFailure(f"ollama generate {name}: HTTP {status} "
                                   f"{reply[:200].decode('utf-8', 'replace')}")
-            body = json.loads(reply)
+            body = _object(reply, "ollama /api/generate")
             total = time.perf_counter() - started
-            loaded = [m.get("name") or m.get("model") for m in json.loads(_ask(client, "GET", "/api/ps")[1])
-                      .get("models", [])]
+            running = _object(_ask(client, "GET", "/api/ps")[1], "ollama /api/ps").get("models") or []
+            loaded = [m.get("name") or m.get("model") for m in running if isinstance(m, dict)] \
+                if isinstance(running, list) else []
             if name not in loaded:
                 raise LoadFailure(f"ollama answered, but {name} is not among the loaded models ({loaded})")
         except (httpx.TransportError, ValueError, LimitExceeded) as exc:
             raise LoadFailure(f"ollama {name}: {exc}") from exc
-    load = body.get("load_duration", 0) / 1e9
-    first = body.get("prompt_eval_duration", 0) / 1e9 if body.get("prompt_eval_duration") else total - load
-    return load, first, body.get("response", "")
+    load = body["load_duration"] / 1e9 if _number(body.get("load_duration")) else 0.0
+    first = body["prompt_eval_duration"] / 1e9 if _number(body.get("prompt_eval_duration")) \
+        and body["prompt_eval_duration"] else total - load
+    return load, first, str(body.get("response", ""))
 
 
 def _pull(client, name: str, progress) -> None:
@@ -203,7 +215,7 @@ def _pull(client, name: str, progress) -> None:
         for line in iter_lines(response, deadline, MAX_LINE, f"ollama pull {name}"):
             if not line.strip():
                 continue
-            event = json.loads(line)
+            event = parse_json(line, f"ollama pull {name}")
             if not isinstance(event, dict):
                 raise LoadFailure(f"ollama pull {name}: a status line is not a JSON object: {line[:80]!r}")
             if "error" in event:
