@@ -241,7 +241,9 @@ def _wordwrap(s, width=79, break_long_words=True, wrapstring=None, *_, **__):
 def _replace(s, old, new, count=None, *_, **__):
     s, old, new = _text(s), _text(old), _text(new)
     found = s.count(old) if old else len(s) + 1
-    return len(s) + min(found, found if count is None or _int(count) < 0 else _int(count)) * len(new)
+    if count is not None and _int(count) >= 0:
+        found = min(found, _int(count))
+    return len(s) + found * len(new)
 
 
 def _join(value, d="", *_, **__):  # the filter: separator second
@@ -263,7 +265,7 @@ def _percent_size(template: str, args: tuple) -> int:
     return total
 
 
-def _format_size(template, *args, **kwargs) -> int:
+def _format_size(template, /, *args, **kwargs) -> int:
     """The widths and precisions a str.format template asks for (nested fields take arguments)."""
     total = 0
     try:
@@ -293,7 +295,7 @@ def _lipsum(n=5, html=True, low=20, high=100, *_, **kwargs):  # jinja2 names the
 FILTER_SIZES = {
     "center": (_width, MAX_OUTPUT, "characters"), "indent": (_indent, MAX_OUTPUT, "characters"),
     "wordwrap": (_wordwrap, MAX_OUTPUT, "characters"), "replace": (_replace, MAX_OUTPUT, "characters"),
-    "join": (_join, MAX_OUTPUT, "characters"), "format": (lambda v, *a, **k: _percent_size(_text(v), a or (k,)),
+    "join": (_join, MAX_OUTPUT, "characters"), "format": (lambda v, /, *a, **k: _percent_size(_text(v), a or (k,)),
                                                           MAX_OUTPUT, "characters of width"),
     "tojson": (lambda value, indent=None, *_, **__: len(indent) if isinstance(indent, str) else _int(indent),
                MAX_INDENT, "spaces of indent"),

@@ -87,6 +87,19 @@ def test_a_huge_size_asked_of_a_filter_or_method_is_refused_at_once(base_catalog
     assert peak_mb < 200, "each refused before anything was built"
 
 
+def test_sizes_within_bounds_render_as_jinja2_renders_them(base_catalog: Path):
+    """The checked filters and methods still do their work, whatever their arguments are named."""
+    catalog = with_template(base_catalog, (
+        "[{{ 'a' | center(5) }}][{{ 'a'.rjust(3, '.') }}][{{ '7'.zfill(3) }}][{{ '%(v)s-%(template)s' | format(v=1, template=2) }}]"
+        "[{{ '{template}{v:>3}'.format(template=1, v=2) }}][{{ '%-4s|%*d' % ('x', 3, 7) }}][{{ 'a\nb' | indent(2) }}]"
+        "[{{ ['a', 'b'] | join(', ') }}][{{ 'aXa' | replace('a', 'bb', 1) }}][{{ {'k': [1]} | tojson(indent=1) }}]"
+        "[{{ [1, 2, 3] | batch(2, 0) | list }}][{{ [1, 2, 3] | slice(2) | list }}][{{ '-'.join('abc') }}]\n"))
+    assert run_cli("-C", str(catalog), "build", "--all").exit_code == 0
+    assert (catalog / "out" / "box-8" / "exports" / "bad.txt").read_text() == (
+        "[  a  ][..a][007][1-2][1  2][x   |  7][a\n  b][a, b][bbXa][{\n \"k\": [\n  1\n ]\n}]"
+        "[[[1, 2], [3, 0]]][[[1, 2], [3]]][a-b-c]\n")
+
+
 # ------------------------------------------------------------------ the general bounds
 
 DOUBLING = ("{% set ns = namespace(s='x' * 1000000) %}{% for i in range(9) %}{% set ns.s = ns.s ~ ns.s %}"
