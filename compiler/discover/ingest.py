@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import text
+
 SOURCES = ("hf", "openrouter", "curated")
 SOURCE_NAMES = {"hf": "huggingface_hub", "openrouter": "openrouter_index", "curated": "curated"}
 MAX_AGE = 6 * 3600
@@ -100,20 +102,20 @@ def hf_candidates(body) -> list[dict]:
     """Candidates from one page of the Hub's model listing (any JSON: malformed entries are left out)."""
     found = []
     for entry in body if isinstance(body, list) else ():
-        model_id = entry.get("id") or entry.get("modelId") if isinstance(entry, dict) else None
-        if not isinstance(model_id, str) or "/" not in model_id:
+        model_id = text(entry.get("id") or entry.get("modelId")) if isinstance(entry, dict) else None
+        if not model_id or "/" not in model_id:
             continue
         tags = _strings(entry.get("tags"))
         downloads = entry.get("downloads")
         found.append({
             "model_id": model_id, "provider": "huggingface", "license": _license(tags),
-            "source": "huggingface_hub", "popularity_score": downloads if type(downloads) is int else 0,
+            "source": "huggingface_hub", "popularity_score": downloads if type(downloads) is int and 0 <= downloads < 1 << 53 else 0,
             "tags": sorted(t for t in tags if ":" not in t)[:12]})
     return found
 
 
 def _strings(value) -> list[str]:
-    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+    return [item for item in value if text(item)] if isinstance(value, list) else []
 
 
 def _mapping(value) -> dict:
@@ -137,12 +139,12 @@ def openrouter_candidates(body, warnings: list[str]) -> list[dict]:
         return []
     found = []
     for rank, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
+        if not isinstance(entry, dict) or not text(entry.get("id")):
             continue
         pricing = _mapping(entry.get("pricing"))
         if "-1" in (str(pricing.get("prompt")), str(pricing.get("completion"))):
             continue  # routers are not models
-        hf_id = entry.get("hugging_face_id") if isinstance(entry.get("hugging_face_id"), str) else ""
+        hf_id = text(entry.get("hugging_face_id")) or ""
         found.append({
             "model_id": hf_id if "/" in hf_id else entry["id"],
             "provider": "huggingface" if "/" in hf_id else "openrouter", "license": None,

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..migrate import normalize_id
+from . import text
 
 TIMEOUT = 5.0  # seconds per request: a slow Ollama is a warning, not a stall
 
@@ -32,8 +33,8 @@ def tag_entries(body, warnings: list[str]) -> list[tuple[str, dict]]:
         return []
     named = {}
     for tag in entries:
-        name = tag.get("name") or tag.get("model") if isinstance(tag, dict) else None
-        if isinstance(name, str) and name.strip():
+        name = text(tag.get("name") or tag.get("model")) if isinstance(tag, dict) else None
+        if name:
             named.setdefault(name, tag)
         else:
             warnings.append(f"ollama: /api/tags lists a model without a name ({str(tag)[:40]}); left out")
@@ -45,7 +46,7 @@ def _mapping(value) -> dict:
 
 
 def _count(value) -> int | None:
-    return value if type(value) is int and 0 < value < 1 << 63 else None  # not a bool, not absurd
+    return value if type(value) is int and 0 < value < 1 << 53 else None  # not a bool; exact in any JSON reader
 
 
 def facts(name: str, tag: dict, show, host: str, ids_by_ollama_name: dict[str, str]) -> tuple[str, dict]:
@@ -53,8 +54,7 @@ def facts(name: str, tag: dict, show, host: str, ids_by_ollama_name: dict[str, s
     show = _mapping(show)
     details = _mapping(show.get("details")) or _mapping(tag.get("details"))
     info = _mapping(show.get("model_info"))
-    arch_name = info.get("general.architecture") or details.get("family")
-    arch_name = arch_name if isinstance(arch_name, str) else None
+    arch_name = text(info.get("general.architecture") or details.get("family"))
     capabilities = show.get("capabilities") if isinstance(show.get("capabilities"), list) else []
 
     def arch(key):

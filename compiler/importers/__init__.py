@@ -157,7 +157,9 @@ def render(imported: Imported) -> str:
 
 # ------------------------------------------------------------------------ shared converters
 
-MAX_NUMBER = 1e18  # no count, size or price an importer reads comes near it: beyond is garbage
+# Numbers a layer may hold: what every JSON reader holds exactly (I-JSON), the loader's range too.
+# No count, size or price an importer reads comes near it: beyond it is garbage (1e400, 5,000 digits).
+MAX_NUMBER = 2**53 - 1
 
 
 def number(value) -> float | None:
@@ -213,7 +215,7 @@ def plain(value) -> bool:
 def per_million(per_token) -> float | None:
     """USD per token (a number or a decimal string with float noise) to USD per million tokens."""
     value = number(per_token)
-    return None if value is None or value < 0 else round(value * 1_000_000, 6)  # finite: MAX_NUMBER
+    return None if value is None or value < 0 else number(round(value * 1_000_000, 6))
 
 
 _PARAM_WORDS = {"thousand": 1e-6, "k": 1e-6, "million": 1e-3, "m": 1e-3, "billion": 1.0, "b": 1.0,
@@ -230,8 +232,8 @@ def params_b(text) -> float | None:
         value = number(match.group(1)) if match and match.group(2).lower() in _PARAM_WORDS else None
         if value is None:
             return None
-        billions = round(value * _PARAM_WORDS[match.group(2).lower()], 6)
-    return billions if billions > 0 else None
+        billions = number(round(value * _PARAM_WORDS[match.group(2).lower()], 6))
+    return billions if billions is not None and billions > 0 else None
 
 
 def quantization(text) -> str | None:

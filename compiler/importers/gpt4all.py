@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ..validate import url_problem
-from . import FormatMismatch, IMPORT_PRIORITY, Imported, number, params_b, plain_text, quantization, shown, text
+from . import FormatMismatch, IMPORT_PRIORITY, Imported, count, number, params_b, plain_text, quantization, shown, text
 
 MAPPED = {"name", "filename", "filesize", "ramrequired", "parameters", "quant", "type", "description", "url",
           "md5sum", "sha256sum", "removedIn", "embeddingModel"}
@@ -33,8 +33,8 @@ def convert(data, out: Imported) -> None:
             out.unmapped_fields(["url (not https)"])
             artifact["url"] = None
         size = str(entry.get("filesize", "")).strip()
-        if re.fullmatch(r"[0-9]{1,18}", size) and int(size) > 0:  # ASCII digits: str.isdigit() accepts "²"
-            artifact["size_bytes"] = int(size)
+        if re.fullmatch(r"[0-9]{1,16}", size):  # ASCII digits: str.isdigit() accepts "²"
+            artifact["size_bytes"] = count(int(size))
         for key, field, digits in (("sha256sum", "sha256", 64), ("md5sum", "md5", 32)):
             digest = str(entry.get(key) or "").strip().lower()
             if re.fullmatch(f"[0-9a-f]{{{digits}}}", digest):
@@ -49,7 +49,7 @@ def convert(data, out: Imported) -> None:
             "quantization": quantization(entry.get("quant")),
             "provider": "local",
             "workloads": workloads,
-            "memory": {"ram_mb": int(ram * 1024)} if ram is not None and ram * 1024 >= 1 else None,
+            "memory": {"ram_mb": count(int(ram * 1024))} if ram and count(int(ram * 1024)) else None,
             "priority": IMPORT_PRIORITY,
             "status": "retired" if entry.get("removedIn") else "active",
             "description": plain_text(entry.get("description")) or None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, hf_repo, number, params_b, quantization, shown,
+from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, number, params_b, quantization, shown,
                strings, text)
 
 MAPPED = {"ID", "Name", "Family", "Parameters", "Quantization", "ContextWindow", "FileSizeMB", "RAMRequiredMB",
@@ -38,7 +38,7 @@ def convert(data, out: Imported) -> None:
         size_mb, ram_mb = number(entry.get("FileSizeMB")), number(entry.get("RAMRequiredMB"))
         artifact = {"format": "gguf" if filename.lower().endswith(".gguf") else None,
                     "repo": hf_repo(entry.get("HuggingFaceRepo")), "revision": "main" if filename else None,
-                    "file": filename or None, "size_bytes": int(size_mb * MIB) or None if size_mb and size_mb > 0 else None,
+                    "file": filename or None, "size_bytes": count(int(size_mb * MIB)) if size_mb else None,
                     "sha256": sha if re.fullmatch(r"[0-9a-f]{64}", sha) else None}
         if sha and not artifact["sha256"]:
             out.unmapped_fields(["SHA256 (not 64 hex digits)"])
