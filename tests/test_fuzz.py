@@ -47,8 +47,8 @@ TRICKY_NUMBERS = st.sampled_from([0, -1, 1, 127, 128, 10_000_001, 2**53 + 1, 2**
 TRICKY_STRINGS = st.sampled_from(["", " ", "x", "-1", "0", "1", "1e400", "9" * 400, "NaN", "inf", "-inf",
                                   "\u00b2", "\u0661\u0662", "1,000", "3B", "0.5b", "137 million", "9e999 billion",
                                   "true", "q4_k_m", "a/b", "~a/b", "x.gguf", "model.GGUF", ".gguf", "/", "ollama/x",
-                                  "\ud800", "o/\ud800", "a\x00b", "\u212a", "text", "image", "tools", "chat", "embedding",
-                                  "2026-02-30", "2026-02-27", "license:mit", "<p>hi</p>", "A" * 64, "-" * 80])
+                                  "\ud800", "o/\ud800", "a\x00b", "\u212a", "text", "image", "tools", "chat",
+                                  "embedding", "2026-02-30", "2026-02-27", "license:mit", "<p>hi</p>", "A" * 64, "-" * 80])
 TEXT = st.text(st.characters(exclude_categories=()), max_size=12)  # surrogates included
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), TEXT, TRICKY_NUMBERS, TRICKY_STRINGS)
 JSON_VALUES = st.recursive(SCALARS, lambda children: st.one_of(
@@ -320,12 +320,14 @@ IMPORT_CRASHES = {  # id: (format, file text, what the summary or layer now says
     "litellm-context-1e400": ("litellm", '{"m": {"mode": "chat", "max_input_tokens": 1e400}}', "imported 1 models"),
     "litellm-ollama-empty-name": ("litellm", '{"ollama/": {"mode": "chat"}}', "imported 1 models"),
     "openrouter-data-x": ("openrouter", '{"data": ["x"]}', "not a model entry: x"),
-    "openrouter-output-modalities-5": ("openrouter", '{"data": [{"id": "a", "architecture": {"output_modalities": 5}}]}',
+    "openrouter-output-modalities-5": ("openrouter",
+                                       '{"data": [{"id": "a", "architecture": {"output_modalities": 5}}]}',
                                        "imported 1 models"),
     "openrouter-name-5": ("openrouter", '{"data": [{"id": "a", "name": 5}]}', "imported 1 models"),
     "llmfit-null-entry": ("llmfit", "[null]", "not a model entry: None"),
     "llmfit-ram-1e400": ("llmfit", '[{"name": "a/b", "parameters_raw": 7e9, "min_ram_gb": 1e400}]', "imported 1"),
-    "llmfit-pipeline-tag-list": ("llmfit", '[{"name": "a/b", "parameters_raw": 7e9, "pipeline_tag": []}]', "imported 1"),
+    "llmfit-pipeline-tag-list": ("llmfit", '[{"name": "a/b", "parameters_raw": 7e9, "pipeline_tag": []}]',
+                                 "imported 1"),
     "llmfit-capabilities-5": ("llmfit", '[{"name": "a/b", "parameters_raw": 7e9, "capabilities": 5}]', "imported 1"),
     "registry-tags-5": ("registry", '[{"ID": "a", "Tags": 5}]', "imported 1 models"),
     "registry-size-1e400": ("registry", '[{"ID": "a", "FileSizeMB": 1e400}]', "imported 1 models"),

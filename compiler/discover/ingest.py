@@ -107,9 +107,10 @@ def hf_candidates(body) -> list[dict]:
             continue
         tags = _strings(entry.get("tags"))
         downloads = entry.get("downloads")
+        downloads = downloads if type(downloads) is int and 0 <= downloads < 1 << 53 else 0  # what JSON holds exactly
         found.append({
             "model_id": model_id, "provider": "huggingface", "license": _license(tags),
-            "source": "huggingface_hub", "popularity_score": downloads if type(downloads) is int and 0 <= downloads < 1 << 53 else 0,
+            "source": "huggingface_hub", "popularity_score": downloads,
             "tags": sorted(t for t in tags if ":" not in t)[:12]})
     return found
 

@@ -198,7 +198,9 @@ def mapping(value) -> dict:
 
 def shown(entry) -> str:
     """An entry as named in the summary when it has no name of its own."""
-    return str(entry)[:60] if entry is None or isinstance(entry, (str, int, float)) else f"(a JSON {type(entry).__name__})"
+    if entry is None or isinstance(entry, (str, int, float)):
+        return str(entry)[:60]
+    return f"(a JSON {type(entry).__name__})"
 
 
 def plain(value) -> bool:

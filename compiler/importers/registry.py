@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, number, params_b, quantization, shown,
-               strings, text)
+from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, number, params_b, quantization,
+               shown, strings, text)
 
 MAPPED = {"ID", "Name", "Family", "Parameters", "Quantization", "ContextWindow", "FileSizeMB", "RAMRequiredMB",
           "HuggingFaceRepo", "Filename", "SHA256", "Recommended", "Description", "Tags"}
