@@ -476,7 +476,11 @@ class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
 
 
 def _represent_str(dumper, value: str):
-    return dumper.represent_scalar(STR, value, style=None if _plain_scalar(value) is value else "'")
+    try:
+        plain = _plain_scalar(value) is value
+    except ValueError:  # a number the loader refuses as written (5,000 digits): a quoted string is fine
+        plain = False
+    return dumper.represent_scalar(STR, value, style=None if plain else "'")
 
 
 _Dumper.add_representer(str, _represent_str)

@@ -352,6 +352,7 @@ IMPORT_CRASHES = {  # id: (format, file text, what the summary or layer now says
                                        "a.gguf"),
     "gpt4all-description-5": ("gpt4all", '[{"filename": "a.gguf", "description": 5}]', "a.gguf"),
     "gpt4all-url-not-https": ("gpt4all", '[{"filename": "a.gguf", "url": "0"}]', "url (not https)"),
+    "gpt4all-filename-5000-digits": ("gpt4all", '[{"filename": "' + "1" * 5000 + '"}]', "imported 1 models"),
     "litellm-mode-list": ("litellm", '{"m": {"mode": []}}', "mode [] is not a text workload"),
     "litellm-context-1e400": ("litellm", '{"m": {"mode": "chat", "max_input_tokens": 1e400}}', "imported 1 models"),
     "litellm-ollama-empty-name": ("litellm", '{"ollama/": {"mode": "chat"}}', "imported 1 models"),
