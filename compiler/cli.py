@@ -36,7 +36,12 @@ class Context:
 
 
 def run(action) -> None:
-    """The single exit point: a HostfitError becomes its message and exit status, never a traceback."""
+    """The single exit point: a HostfitError becomes its message and exit status, never a traceback.
+
+    Each stage translates the exceptions of its own boundary (`raise ... from exc`); what the
+    machine can still throw anywhere (a disk or permission failure, memory) is translated last
+    here, as a run-time failure (exit 3) naming the path. Any other exception is a bug in
+    hostfit and is deliberately not caught: its traceback is the report, and tests see it."""
     try:
         status = action()
     except HostfitError as exc:
@@ -47,6 +52,13 @@ def run(action) -> None:
         else:
             click.echo(f"hostfit: error: {exc}", err=True)
         status = exc.exit_status
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"hostfit: error: {where}{exc.strerror or exc}", err=True)
+        status = EXIT_RUNTIME
+    except MemoryError:
+        click.echo("hostfit: error: out of memory", err=True)
+        status = EXIT_RUNTIME
     except KeyboardInterrupt:
         status = 130
     sys.exit(status)
@@ -67,7 +79,7 @@ def main(ctx: click.Context, directory: Path | None) -> None:
 @click.option("--all", "all_hosts", is_flag=True, help="Compile every declared host.")
 @click.option("--profile", "profiles", multiple=True, metavar="P", help="Add profile P on top of the host's own.")
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a value, on top of every layer.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default out/).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default out/).")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 naming the outputs that are stale.")
 @click.option("--with-staging", is_flag=True, help="Include sources/staging/ as a layer.")
 @click.option("--discover", is_flag=True, help="Discover this machine's Ollama models live, as its lowest layer.")
@@ -79,16 +91,19 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
         from . import buildcache
         from .options import BuildOptions
 
+        if out_dir is not None and not str(out_dir):  # '' would write into the working directory
+            raise UsageError("--out needs a folder name (it is empty)")
         root = obj.root()
-        options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets), out_dir, check, with_staging,
-                               discover)
-        cached = buildcache.lookup(root, options, read_outputs=not quiet)
+        options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets),
+                               Path(out_dir) if out_dir else None, check, with_staging, discover)
+        fingerprint = buildcache.fingerprint(root, options)
+        cached = buildcache.lookup(root, options, fingerprint, read_outputs=not quiet)
         if cached is not None:
             if not quiet:
                 _print_results(cached, check, single=len(cached) == 1 and not all_hosts)
             return EXIT_OK
         project = obj.project()
-        result = project.compile(options)
+        result = project.compile(options, write=False)
         from . import report
         warnings = [] if quiet else result.warnings
         if result.errors or warnings:
@@ -105,7 +120,15 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
                 click.echo("run `hostfit build --all` (or `make build-all`) and commit out/", err=True)
                 return EXIT_INVALID
         else:
-            buildcache.store(project.root, options, [(r.folder, r.output) for r in result.results])
+            from . import publish
+
+            # two builds take turns to write out/; the cache record is written under the same lock, so
+            # it always describes the outputs beside it
+            on_wait = None if quiet else (lambda message: click.echo(message, err=True))
+            with publish.locked(project.out_root(options), on_wait=on_wait):
+                project.write(options, result)
+                buildcache.store(project.root, options, fingerprint, [(r.folder, r.output) for r in result.results],
+                                 project.read_inputs)
         if not quiet:
             _print_results([(project.display(f), o, s) for f, o, s in summaries], check,
                            single=len(summaries) == 1 and not all_hosts)
@@ -130,7 +153,8 @@ def _print_results(results, check: bool, single: bool) -> None:
 @main.command(name="validate")
 @click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text", show_default=True)
-@click.option("--max-errors", type=int, default=50, show_default=True, help="Show at most N problems (0: all).")
+@click.option("--max-errors", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Show at most N problems (0: all).")
 @click.pass_obj
 def validate_command(obj: Context, paths, fmt, max_errors) -> None:
     """Check the catalog (or just PATHs) and report every problem."""
@@ -171,16 +195,18 @@ def diff_command(obj: Context, old, new, ref, fmt, exit_code) -> None:
 
         if ref and (old or new) or not ref and not (old and new):
             raise UsageError("give OLD and NEW, or --git REF")
+        if ref and ref.startswith("-"):  # git would read it as an option
+            raise UsageError(f"--git {ref!r}: a git ref cannot start with '-'")
         try:
             if ref:
                 project = obj.project()
                 before, after = differ.git_side(project.root, ref), differ.compiled_side(project)
             else:
                 before, after = differ.read_side(old), differ.read_side(new)
-        except InputError as exc:
+        except InputError as exc:  # bad input exits 1, but with --exit-code 1 means "changed"
             from . import report
             click.echo(report.diagnostics(exc.diagnostics, []), err=True)
-            return 2
+            return 2 if exit_code else EXIT_INVALID
         changes = differ.diff(before, after)
         if fmt == "json":
             click.echo(differ.render_json(changes))
@@ -245,7 +271,8 @@ def _executor_setup(obj: Context, host: str | None, roles=(), with_fallbacks: bo
     plan = fetcher.plan(folder, tuple(roles), with_fallbacks)
     for note in plan.skipped:
         click.echo(f"skipped {note}", err=True)
-    return plan, Cache(), Lock.load(folder / "models.lock", plan.host), fetcher.Reporter(progress)
+    lock = Lock.load(folder / "models.lock", plan.host)  # every input is checked before the cache is created
+    return plan, Cache(), lock, fetcher.Reporter(progress)
 
 
 @main.command()
@@ -336,16 +363,15 @@ def apply_command(obj: Context, host, bundle_file) -> None:
     def action() -> int:
         from .executor import apply as applier
         from .executor import fetch as fetcher
-        from .executor.cache import Cache
 
         if bundle_file:
-            document, count = applier.apply_from(bundle_file, Cache())
+            document, count = applier.apply_from(bundle_file)
         else:
             plan, cache, lock, reporter = _executor_setup(obj, host)
             fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
             if not lock.path.exists():
                 lock.save()
-            document, count = applier.installed_document(plan.folder, fetched), len(fetched)
+            document, count = applier.installed_document(plan.document, fetched), len(fetched)
         target = applier.install(document)
         click.echo(f"installed {target} ({document['host']['name']}, {count} artifact(s) verified)")
         return EXIT_OK
@@ -360,12 +386,14 @@ def apply_command(obj: Context, host, bundle_file) -> None:
 def bundle_command(obj: Context, host, output) -> None:
     """Pack HOST's models.json, lock and artifacts into one file for an air-gapped machine."""
     def action() -> int:
+        from .emit import output_mode
         from .executor import apply as applier
         from .executor import fetch as fetcher
 
+        output_mode(output)  # a device, FIFO or link is refused before anything is downloaded
         plan, cache, lock, reporter = _executor_setup(obj, host)
         fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
-        count = applier.bundle(plan.folder, fetched, output)
+        count = applier.bundle(plan, lock, fetched, output)
         click.echo(f"wrote {output}: models.json, models.lock and {count} artifact(s)")
         return EXIT_OK
 
@@ -392,6 +420,18 @@ def _out_folder(obj: Context):
         return None  # outside a catalog: no locks to respect
 
 
+def _store():
+    """The cache as it is: these commands never create one, and refuse a folder hostfit did not make."""
+    from .executor.cache import Cache
+
+    return Cache(create=False)
+
+
+def _warn(store) -> None:
+    for warning in store.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
 @cache.command(name="list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -399,9 +439,9 @@ def cache_list(obj: Context, as_json: bool) -> None:
     """Every cached artifact: size, sha256, last use; `pinned` when a lock under out/ pins it."""
     def action() -> int:
         import json
-        from .executor.cache import Cache, pinned
+        from .executor.lock import pinned
 
-        store = Cache()
+        store = _store()
         pins = pinned(_out_folder(obj))
         entries = store.entries()
         if as_json:
@@ -411,8 +451,7 @@ def cache_list(obj: Context, as_json: bool) -> None:
             mark = " pinned" if (entry.id, entry.sha256) in pins else ""
             click.echo(f"{entry.id}  {entry.size / 2**20:,.1f} MiB  sha256 {entry.sha256[:12]}  "
                        f"last used {entry.last_used} ({entry.use_count}x){mark}")
-        for warning in store.warnings:
-            click.echo(f"warning: {warning}", err=True)
+        _warn(store)
         return EXIT_OK
 
     run(action)
@@ -422,15 +461,14 @@ def cache_list(obj: Context, as_json: bool) -> None:
 def cache_info() -> None:
     """Where the cache is, how big, and what is left half-downloaded."""
     def action() -> int:
-        from .executor.cache import Cache
-
-        store = Cache()
+        store = _store()
         entries = store.entries()
         parts = store.parts()
         click.echo(f"cache:     {store.root}")
         click.echo(f"artifacts: {len(entries)}, {sum(e.size for e in entries.values()) / 2**30:,.2f} GiB")
         click.echo(f"partial:   {len(parts)} download(s), {sum(p.stat().st_size for p in parts) / 2**20:,.1f} MiB "
                    f"({len(store.stale_parts())} older than 24 h)")
+        _warn(store)
         return EXIT_OK
 
     run(action)
@@ -440,14 +478,15 @@ def cache_info() -> None:
 def cache_verify() -> None:
     """Re-hash every cached artifact against the manifest; exit 3 on any mismatch."""
     def action() -> int:
-        from .executor.cache import Cache, verify
+        from .executor.cache import verify
 
-        store = Cache()
+        store = _store()
         bad = verify(store)
         for model_id, actual, expected in bad:
             click.echo(f"{model_id}: {'missing' if actual is None else 'sha256 ' + actual} (manifest: {expected})",
                        err=True)
         click.echo(f"{len(store.entries()) - len(bad)} ok, {len(bad)} bad", err=True)
+        _warn(store)
         return EXIT_RUNTIME if bad else EXIT_OK
 
     run(action)
@@ -458,12 +497,11 @@ def cache_verify() -> None:
 def cache_remove(models) -> None:
     """Delete cached artifacts by model id."""
     def action() -> int:
-        from .executor.cache import Cache
-
-        store = Cache()
+        store = _store()
         missing = [m for m in models if not store.remove(m)]
         for model in missing:
             click.echo(f"{model}: not in the cache", err=True)
+        _warn(store)
         return EXIT_INVALID if missing else EXIT_OK
 
     run(action)
@@ -475,11 +513,14 @@ def cache_remove(models) -> None:
 def cache_clean(obj: Context, older_than: str) -> None:
     """Remove artifacts unused for a while (never a pinned one) and partial downloads older than 24 h."""
     def action() -> int:
-        from .executor.cache import Cache, clean, parse_age, pinned
+        from .executor.cache import clean, parse_age
+        from .executor.lock import pinned
 
         limit = _parsed(parse_age, older_than)
-        removed, parts = clean(Cache(), limit, pinned(_out_folder(obj)))
+        store = _store()
+        removed, parts = clean(store, limit, pinned(_out_folder(obj)))
         click.echo(f"removed {len(removed)} artifact(s) and {parts} stale partial download(s)", err=True)
+        _warn(store)
         return EXIT_OK
 
     run(action)
@@ -491,13 +532,16 @@ def cache_clean(obj: Context, older_than: str) -> None:
 def cache_prune(obj: Context, max_size: str) -> None:
     """LRU eviction down to --max-size; an artifact pinned by a lock under out/ is never evicted."""
     def action() -> int:
-        from .executor.cache import Cache, parse_size, pinned, prune
+        from .executor.cache import parse_size, prune
+        from .executor.lock import pinned
 
         limit = _parsed(parse_size, max_size)
-        evicted, total = prune(Cache(), limit, pinned(_out_folder(obj)))
+        store = _store()
+        evicted, total = prune(store, limit, pinned(_out_folder(obj)))
         click.echo(f"evicted {len(evicted)} artifact(s){': ' + ', '.join(evicted) if evicted else ''}; "
                    f"cache now {total / 2**30:,.2f} GiB" + (" (pinned artifacts keep it above the limit)"
                                                            if total > limit else ""), err=True)
+        _warn(store)
         return EXIT_OK
 
     run(action)
@@ -523,8 +567,8 @@ def import_command(fmt: str, file: Path, output: Path | None) -> None:
         imported = importers.run(fmt, file, str(file))
         text = importers.render(imported)
         doc = load_yaml_text(text, str(output or "<import>"))
-        problems = [p for p in check_document(doc) + check_merged(merge_layers([Layer("import", doc)]))
-                    if p.severity == "error"]
+        problems = sorted({p for p in check_document(doc) + check_merged(merge_layers([Layer("import", doc)]))
+                           if p.severity == "error"})
         if problems:  # an importer bug: say so rather than write a layer that will not compile
             click.echo(report.diagnostics(problems, []), err=True)
             return EXIT_INVALID

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import InputError, UsageError
 
 GIB = 1024
 
@@ -58,14 +58,19 @@ def read_side(path: Path) -> Side:
 
 
 def _read(path: Path) -> dict:
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: not a compiled models.json ({exc})") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("host"), dict) or "name" not in document["host"] \
-            or not all(isinstance(document.get(key), dict) for key in ("roles", "models")):
-        raise UsageError(f"{path}: not a compiled models.json (no host, roles and models)")
-    return document
+    """A compiled models.json, parsed by the loader (no NaN, no duplicate keys) and checked
+    against the output schema: a hand-edited, truncated or newer file is reported at its
+    position (InputError), never a traceback."""
+    from . import schema
+    from .load import load_file
+    from .validate import schema_diagnostics
+
+    doc = load_file(path, str(path), as_json=True)
+    problems = schema_diagnostics(schema.iter_errors("output", doc.data, layer=False),
+                                  lambda where: (doc.path, *doc.where(where)))
+    if problems:
+        raise InputError(problems)
+    return doc.data
 
 
 def diff(old: Side, new: Side) -> list[HostDiff]:
@@ -226,12 +231,12 @@ def render_github(diffs: list[HostDiff]) -> str:
 
 
 def render_json(diffs: list[HostDiff]) -> str:
-    return json.dumps({"changed": bool(diffs), "hosts": [d.to_dict() for d in diffs]}, indent=2, sort_keys=True)
+    return json.dumps({"changed": bool(diffs), "hosts": [d.to_dict() for d in diffs]}, indent=2, sort_keys=True,
+                      allow_nan=False)  # NaN is not JSON
 
 
 def compiled_side(project) -> Side:
     """Every declared host of a catalog, compiled in memory, with its selection traces."""
-    from .errors import InputError
     from .options import BuildOptions
 
     report = project.compile(BuildOptions(all_hosts=True), write=False)
@@ -241,25 +246,32 @@ def compiled_side(project) -> Side:
                 {r.host.name: json.loads(r.explain_bytes) for r in report.results})
 
 
+def _git(*args: str):
+    """Run git; a missing git is the user's setup, said plainly rather than as a traceback."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True)
+    except OSError as exc:
+        raise UsageError(f"--git needs git: {exc.strerror or exc}") from exc
+
+
 def git_side(root: Path, ref: str) -> Side:
     """REF's sources, compiled in a temporary worktree that is removed afterwards."""
-    import subprocess
     import tempfile
 
     from .pipeline import Project
 
-    top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    top = _git("-C", str(root), "rev-parse", "--show-toplevel")
     if top.returncode != 0:
         raise UsageError(f"{root} is not in a git repository")
     with tempfile.TemporaryDirectory(prefix="hostfit-diff-") as tmp:
         worktree = Path(tmp) / "tree"
-        added = subprocess.run(["git", "-C", top.stdout.strip(), "worktree", "add", "--detach", "--quiet",
-                                str(worktree), ref], capture_output=True, text=True)
+        added = _git("-C", top.stdout.strip(), "worktree", "add", "--detach", "--quiet", str(worktree), ref)
         if added.returncode != 0:
             raise UsageError(f"cannot check out {ref!r}: {added.stderr.strip()}")
         try:
             catalog = worktree / Path(root).resolve().relative_to(Path(top.stdout.strip()).resolve())
             return compiled_side(Project(catalog))
         finally:
-            subprocess.run(["git", "-C", top.stdout.strip(), "worktree", "remove", "--force", str(worktree)],
-                           capture_output=True)
+            _git("-C", top.stdout.strip(), "worktree", "remove", "--force", str(worktree))

@@ -88,9 +88,11 @@ class Rewrite:
 
 def migrate_file(path: Path, display: str) -> Rewrite:
     """The file brought to the current schema version; raises InputError if it cannot be."""
+    from .load import read_regular
+
     try:
-        before = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        before = read_regular(path, display).decode("utf-8-sig")  # a FIFO or dangling link: refused by name
+    except UnicodeDecodeError as exc:
         raise InputError([Diagnostic(display, 0, 0, "E001", f"cannot read file: {exc}")]) from exc
     doc = load_text(before, display)
     version = migration.check_version(doc)
@@ -119,8 +121,8 @@ def _run_steps(tree, version: int) -> None:
 
 def write(rewrite: Rewrite, backup: bool = False) -> None:
     if backup:
-        try:
-            shutil.copy2(rewrite.path, rewrite.path.with_name(rewrite.path.name + ".bak"))
+        try:  # through write_atomic: a FILE.bak link someone planted is replaced, never written through
+            write_atomic(rewrite.path.with_name(rewrite.path.name + ".bak"), rewrite.path.read_bytes())
         except OSError as exc:
             raise RuntimeFailure(f"cannot write the backup of {rewrite.display}: {exc.strerror or exc}") from exc
     write_atomic(rewrite.path, rewrite.after.encode())

@@ -1,4 +1,5 @@
-"""Emit stage: a plan to the bytes of models.json and explain.json; atomic writes and --check.
+"""Emit stage: a plan to the bytes of models.json and explain.json; atomic writes and --check
+(compiler/publish.py puts a build's outputs in place).
 
 models.json holds only what the host depends on (the models its roles use, their aliases,
 host facts, profiles), in a canonical form: sorted keys, 2-space indent, shortest round-trip
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-from . import schema
-from .errors import RuntimeFailure
+from . import publish, schema
+from .errors import RuntimeFailure, UsageError
+from .load import _special_kind
 from .memory import Estimate, estimate
 from .merge import provenance
 from .select import Plan
@@ -75,7 +79,7 @@ def explain_document(plan: Plan, catalog: Catalog, output: dict) -> dict:
             return
         chain = provenance(layers, source_path)
         if chain:
-            trail[prefix_pointer] = [setting.to_dict() for setting in chain]
+            trail[prefix_pointer] = [_shown(setting.to_dict()) for setting in chain]
 
     for model_id in output["models"]:
         record(f"/models/{_escape(model_id)}", ("models", model_id), catalog.models[model_id])
@@ -86,10 +90,32 @@ def explain_document(plan: Plan, catalog: Catalog, output: dict) -> dict:
         "host": plan.host.name,
         "budget": {"ram_mb": plan.budget.ram_mb, "vram_mb": plan.budget.vram_mb,
                    "max_loaded_models": plan.budget.slots},
-        "layers": [{"layer": layer.name, "file": layer.doc.path} for layer in layers],
+        "layers": [{"layer": layer.name, "file": _shown_file(layer.doc.path)} for layer in layers],
         "roles": {name: role.trace() for name, role in sorted(plan.roles.items())},
         "provenance": dict(sorted(trail.items())),
     }
+
+
+def _shown(setting: dict) -> dict:
+    """A provenance step fit to write and print: explain.json is not secret, so a password or token in a
+    URL (from the catalog or --set) is redacted, and a --set layer is named by its path, not its text."""
+    return {**setting, "file": _shown_file(setting["file"]), "value": _redacted(setting["value"])}
+
+
+def _shown_file(name: str) -> str:
+    return name.partition("=")[0] if name.startswith("--set ") else name
+
+
+def _redacted(value):
+    from .net import redact_url
+
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    return value
 
 
 def _escape(key) -> str:
@@ -112,13 +138,29 @@ def output_problems(document: dict) -> list[str]:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """`data` as the new content of `path`, through atomic_output."""
+    with atomic_output(path) as handle:
+        handle.write(data)
+
+
+@contextmanager
+def atomic_output(path: Path, make_parents: bool = True):
+    """A binary file to write `path`'s new content to: a fresh temporary file beside it (mkstemp,
+    O_EXCL, never a link someone planted), renamed over `path` once complete, so readers never see half
+    a file. The file keeps the mode it had; a new one gets the umask's (mkstemp alone would make it
+    0600). `path` must be missing or a regular file: a rename over a device, a FIFO or a link would
+    replace it (as root, `-o /dev/full` would replace the device), so that is refused (E025, exit 2)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = output_mode(path)
+        if make_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if mode is None:
+            mode = 0o666 & ~publish.current_umask()
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -129,13 +171,22 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise RuntimeFailure(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def update(path: Path, data: bytes) -> bool:
-    """write_atomic, unless the file already holds exactly these bytes (mtimes of unchanged outputs
-    stay put, and a rebuild of 100 hosts does not rewrite ~1,600 identical files). True if written."""
-    if not is_stale(path, data):
-        return False
-    write_atomic(path, data)
-    return True
+class NotAFile(UsageError):
+    """An output path that names something other than a regular file (E025, exit 2)."""
+
+
+def output_mode(path: Path) -> int | None:
+    """The permission bits of the regular file at `path`; None when there is none. Anything else there
+    (a folder, link, FIFO, socket or device) is refused: the command line named the wrong place."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return st.st_mode & 0o7777
+    kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else _special_kind(st.st_mode)
+    raise NotAFile(f"E025 refusing to write {path}: it is {kind}, not a regular file, and writing would replace "
+                   "it; name a new file or an existing regular file")
 
 
 def is_stale(path: Path, data: bytes) -> bool:
@@ -150,15 +201,3 @@ def stale_exports(folder: Path, files: dict[str, bytes]) -> list[str]:
     root = folder / EXPORTS
     present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
     return sorted({name for name, data in files.items() if is_stale(root / name, data)} | (present - set(files)))
-
-
-def write_exports(folder: Path, files: dict[str, bytes]) -> None:
-    root = folder / EXPORTS
-    for name, data in sorted(files.items()):
-        update(root / name, data)
-    if root.is_dir():
-        for path in sorted(root.rglob("*"), reverse=True):
-            if path.is_file() and str(path.relative_to(root)) not in files:
-                path.unlink()
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()

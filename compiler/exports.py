@@ -5,11 +5,24 @@ built-in of the same file name or adds an export named after the file. A host ch
 `exports:` in hosts.yaml (default: every built-in). Templates render in jinja2's
 SandboxedEnvironment with StrictUndefined; catalog values are data, never template source, so an
 ingested description holding `{{ ... }}` comes out literally.
+
+Values are data in the target language too: templates pass every value through the filter for the
+language they write (`sh`, `modelfile`, `modelfile_text`, `yaml`, `md`, and `oneline` in comments),
+which quotes or escapes it, or refuses what that language cannot hold (E215). Validation keeps names
+to safe characters as well (validate.NAMES); the filters are the second line.
+
+Templates are bounded: range() yields at most MAX_RANGE items and MAX_STEPS in all per file, `*` and
+`**` cannot build huge strings or numbers, a file is at most MAX_OUTPUT bytes, and anything a template
+raises becomes E215 at the template's file and line.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
+import shlex
+import traceback
 from pathlib import Path
 
 from .errors import Diagnostic, InputError
@@ -19,6 +32,155 @@ PER_HOST = {"litellm": "litellm-config.yaml", "llamacpp": "llama-server.sh", "mo
 PER_MODEL = {"ollama": "ollama.Modelfile"}  # one file per local GGUF model: ollama/<id>.Modelfile
 BUILTINS = (*PER_HOST, *PER_MODEL)
 LOCAL = ("local", "ollama", "huggingface")
+MAX_RANGE = 10_000  # items in one range()
+MAX_STEPS = 1_000_000  # range() items in all, per rendered file: nested loops end in well under a second
+MAX_OUTPUT = 16 * 1024 * 1024  # bytes of one rendered file
+MAX_BITS = 1 << 16  # `**` and `*` on numbers: results up to 65,536 bits
+BOUNDS = (f"templates are bounded: range() {MAX_RANGE:,} items, {MAX_STEPS:,} range() steps and "
+          f"{MAX_OUTPUT // (1024 * 1024)} MiB of output per file")
+
+
+def is_executable(data: bytes) -> bool:
+    """Which exports the build writes executable (mode 0755 under the usual umask): scripts, i.e. files
+    that start with `#!` (llama-server.sh, and a catalog template's script alike)."""
+    return data.startswith(b"#!")
+
+
+# ---------------------------------------------------------------------------------- filters
+
+class Unexpressible(ValueError):
+    """A value the target language cannot hold; the template's render fails with E215."""
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def sh(value) -> str:
+    """One POSIX shell word that is exactly `value` (shlex.quote: single quotes unless plainly safe)."""
+    text = _text(value)
+    if "\0" in text:
+        raise Unexpressible(f"a shell word cannot hold a NUL character: {text!r}")
+    return shlex.quote(text)
+
+
+def oneline(value) -> str:
+    """Text for a comment (shell, YAML, Modelfile): characters that could end the line, and other
+    non-printable ones, escaped as \\xNN / \\uNNNN so the comment stays one line."""
+    text = _text(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def modelfile(value) -> str:
+    """A one-line Ollama Modelfile argument (FROM, PARAMETER). Ollama's parser has no escapes: a value
+    ends at the line's end, outer spaces are trimmed unless the value is in double quotes, and a value
+    starting with `\"\"\"` runs to the next `\"\"\"`. So: printable characters only, quoted when it has outer
+    spaces or starts with a quote, refused when even quotes cannot keep it."""
+    text = _text(value)
+    if not text or not text.isprintable():
+        raise Unexpressible(f"a Modelfile value must be one non-empty line of printable characters: {text!r}")
+    if text != text.strip() or text.startswith('"'):
+        if text.startswith('""'):
+            raise Unexpressible(f"a Modelfile value cannot start with two quotes: {text!r}")
+        return f'"{text}"'
+    return text
+
+
+def modelfile_text(value) -> str:
+    """A multi-line Modelfile argument (TEMPLATE, SYSTEM, LICENSE) in triple quotes; a value holding
+    `\"\"\"` (which would end it) or control characters other than line breaks and tabs is refused."""
+    text = _text(value)
+    if '"""' in text or not text.replace("\n", "").replace("\t", "").isprintable():
+        raise Unexpressible(f"a Modelfile text cannot hold \"\"\" or control characters: {text!r}")
+    return f'"""{text}"""'
+
+
+def yaml(value) -> str:
+    """A YAML double-quoted scalar that loads as exactly `value`'s text: `\\` and `\"` escaped, and every
+    non-printable character (line breaks of YAML 1.1 and 1.2 included) as an escape."""
+    text = _text(value)
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return '"' + "".join("\\" + c if c in '"\\' else c if c.isprintable() else _escape(c) for c in text) + '"'
+
+
+_MD_INLINE = re.compile(r"[\\`*\[\]<>|&~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MD_BLOCK = re.compile(r"^(?:[#+=-]+(?=\s|$)|\d{1,9}(?=[.)](?:\s|$)))")
+
+
+def md(value) -> str:
+    """Markdown text that shows `value` as written, on one line: inline markup (emphasis, code, links,
+    HTML, entities, table cells) backslash-escaped, a leading block marker (heading, list, rule)
+    escaped, line breaks and other non-printable characters shown as spaces."""
+    text = _text(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else " " for c in text)
+    text = _MD_INLINE.sub(lambda m: "\\" + m.group(0), text)
+    return _MD_BLOCK.sub(lambda m: m.group(0) + "\\" if m.group(0)[0].isdigit() else "\\" + m.group(0), text, 1)
+
+
+FILTERS = {"sh": sh, "oneline": oneline, "modelfile": modelfile, "modelfile_text": modelfile_text, "yaml": yaml,
+           "md": md}
+
+
+# -------------------------------------------------------------------------------- the sandbox
+
+def _range(steps: list[int], *args) -> "_Range":
+    """range() for templates: at most MAX_RANGE items, each one taken counted against the file's steps."""
+    items = range(*args)
+    if len(items) > MAX_RANGE:
+        raise OverflowError(f"range() of {len(items):,} items; templates may use at most {MAX_RANGE:,}")
+    return _Range(items, steps)
+
+
+class _Range:
+    def __init__(self, items: range, steps: list[int]):
+        self.items, self.steps = items, steps
+
+    def __len__(self):
+        return len(self.items)
+
+    def __contains__(self, item):
+        return item in self.items
+
+    def __getitem__(self, index):
+        return _Range(self.items[index], self.steps) if isinstance(index, slice) else self.items[index]
+
+    def __iter__(self):
+        return self._count(self.items)
+
+    def __reversed__(self):
+        return self._count(reversed(self.items))
+
+    def _count(self, items):
+        for item in items:
+            self.steps[0] += 1
+            if self.steps[0] > MAX_STEPS:
+                raise OverflowError(f"more than {MAX_STEPS:,} range() steps in one file")
+            yield item
+
+
+def _bounded_binop(operator: str, left, right):
+    """`*` and `**` that cannot build a huge string, list or number (a template would hang or run out of
+    memory long before MAX_OUTPUT was checked)."""
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (left, right))
+    if operator == "**" and numbers and isinstance(left, int) and isinstance(right, int) and right > 0 \
+            and max(abs(left), 2).bit_length() * right > MAX_BITS:
+        raise OverflowError(f"{left} ** {right} is too large for a template")
+    if operator == "*" and not numbers:
+        count, seq = (left, right) if isinstance(left, int) else (right, left)
+        limit = MAX_OUTPUT if isinstance(seq, str) else MAX_STEPS
+        if isinstance(count, int) and hasattr(seq, "__len__") and len(seq) * count > limit:
+            raise OverflowError(f"a sequence of {len(seq):,} items times {count:,} is too large for a template")
+    if operator == "*" and numbers and isinstance(left, int) and isinstance(right, int) \
+            and abs(left).bit_length() + abs(right).bit_length() > MAX_BITS:
+        raise OverflowError("a product too large for a template")
+    return left * right if operator == "*" else left ** right
 
 
 def _environment(catalog_templates: Path | None):
@@ -33,14 +195,51 @@ def _environment_for(folders: tuple[str, ...]):
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
-    return SandboxedEnvironment(loader=jinja2.FileSystemLoader(list(folders)), undefined=jinja2.StrictUndefined,
-                                autoescape=False, keep_trailing_newline=True, trim_blocks=False)
+    class Bounded(SandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context, operator, left, right):
+            return _bounded_binop(operator, left, right)
+
+    env = Bounded(loader=jinja2.FileSystemLoader(list(folders)), undefined=jinja2.StrictUndefined,
+                  autoescape=False, keep_trailing_newline=True, trim_blocks=False)
+    env.filters.update(FILTERS)
+    return env
 
 
 def available(catalog_templates: Path | None) -> list[str]:
     extra = sorted(p.name[:-3] for p in catalog_templates.glob("*.j2")) if catalog_templates and \
         catalog_templates.is_dir() else []
     return [*BUILTINS, *(name for name in extra if name not in PER_HOST.values() and name not in PER_MODEL.values())]
+
+
+def _render_one(template, context: dict) -> bytes:
+    """One file, its size bounded while it is produced; range() is this render's own (steps per file)."""
+    steps = [0]
+    chunks, size = [], 0
+    for chunk in template.generate(**context, range=functools.partial(_range, steps)):
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise OverflowError(f"output larger than {MAX_OUTPUT // (1024 * 1024)} MiB")
+        chunks.append(chunk)
+    return "".join(chunks).encode()
+
+
+def _where(exc: BaseException, folders: list[str], fallback: str, root: Path | None) -> tuple[str, int]:
+    """The template file and line an exception came from (jinja2 puts template frames in the traceback),
+    shown relative to the catalog, or as compiler/templates/<file> for a built-in."""
+    import jinja2
+
+    if isinstance(exc, jinja2.TemplateSyntaxError) and exc.filename:
+        path, line = exc.filename, exc.lineno or 0
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if any(f.filename.startswith(folder + os.sep) for folder in folders)]
+        path, line = (frames[-1].filename, frames[-1].lineno or 0) if frames else (fallback, 0)
+    for base, shown in ((str(root) if root else None, ""), (str(PACKAGE_TEMPLATES), "compiler/templates/")):
+        if base and path.startswith(base + os.sep):
+            return shown + os.path.relpath(path, base), line
+    return path, line
 
 
 def render(document: dict, names: list[str] | None, catalog_templates: Path | None) -> dict[str, bytes]:
@@ -56,24 +255,31 @@ def render(document: dict, names: list[str] | None, catalog_templates: Path | No
         if name not in known:
             raise InputError([Diagnostic("sources/hosts.yaml", 0, 0, "E214", f"unknown export {name!r}",
                                          f"exports: {', '.join(known)}")])
+        file = (PER_MODEL.get(name) or PER_HOST.get(name, name)) + ".j2"
+        template = None
         try:
+            template = env.get_template(file)
             if name in PER_MODEL:
-                template = env.get_template(PER_MODEL[name] + ".j2")
                 for model_id, model in sorted(document["models"].items()):
                     artifact = model.get("artifact") or {}
-                    if model.get("provider") not in LOCAL or artifact.get("format") != "gguf" or not artifact.get("file"):
+                    if model.get("provider") not in LOCAL or artifact.get("format") != "gguf" \
+                            or not artifact.get("file"):
                         continue
                     contexts = [r["context"] for r in document["roles"].values()
                                 if r.get("context") and r["model"] == model_id]
                     window = model.get("context_window") or 4096
-                    text = template.render(**context, model_id=model_id, model=model,
-                                           context=max(contexts, default=min(window, 4096)))
-                    files[f"{name}/{model_id.replace('/', '%2F').replace(':', '%3A')}.Modelfile"] = text.encode()
+                    files[f"{name}/{model_id.replace('/', '%2F').replace(':', '%3A')}.Modelfile"] = _render_one(
+                        template, {**context, "model_id": model_id, "model": model,
+                                   "context": max(contexts, default=min(window, 4096))})
             else:
-                file = PER_HOST.get(name, name)
-                files[file] = env.get_template(file + ".j2").render(**context).encode()
-        except jinja2.TemplateError as exc:
-            where = getattr(exc, "filename", None) or name
-            raise InputError([Diagnostic(str(where), getattr(exc, "lineno", 0) or 0, 0, "E215",
-                                         f"export {name!r} cannot be rendered: {exc}")]) from exc
+                files[PER_HOST.get(name, name)] = _render_one(template, context)
+        except Exception as exc:  # noqa: BLE001 - a template, or a value it cannot hold, is E215: never a traceback
+            detail = str(exc) if isinstance(exc, (jinja2.TemplateError, Unexpressible)) else \
+                f"{type(exc).__name__}: {exc}"
+            path, line = _where(exc, env.loader.searchpath, getattr(template, "filename", None) or file,
+                                catalog_templates.parent if catalog_templates else None)
+            hint = BOUNDS if isinstance(exc, OverflowError) else \
+                "the value cannot be written in this file's language" if isinstance(exc, Unexpressible) else None
+            raise InputError([Diagnostic(path, line, 0, "E215", f"export {name!r} cannot be rendered: {detail[:500]}",
+                                         hint)]) from exc
     return files

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from . import paths
+
 GIB_IN_MB = 1024
 LOCAL = "local"  # the output folder of a machine that is not declared (ignored by git)
 
@@ -63,8 +65,8 @@ def declared_hosts(hosts: dict) -> dict[str, Host]:
 
 def machine_name() -> str:
     """This machine's short host name, lower-cased (`HOST` in the environment overrides it)."""
-    if os.environ.get("HOST"):
-        name = os.environ["HOST"]
+    if paths.env(paths.HOST):
+        name = paths.env(paths.HOST)
     elif hasattr(os, "uname"):
         name = os.uname().nodename
     else:  # pragma: no cover - Windows

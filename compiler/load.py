@@ -5,7 +5,9 @@ measured on a 50,000-line catalog: 3.8x faster than composing PyYAML nodes, 32x 
 ruamel.yaml's round-trip loader), so that it can record positions, reject duplicate keys and
 unknown tags, and bound alias expansion.
 Scalars are resolved with the YAML 1.2 core schema, the one ruamel.yaml uses for edits, so
-`no`, `on` and `0123` mean the same on both paths. JSON is parsed by the standard library;
+`no`, `on` and `0123` mean the same on both paths. What later stages cannot hold is refused
+here, with its position: NaN, infinities and numbers beyond MAX_NUMBER, lone surrogates, and
+files that are not regular files. JSON is parsed by the standard library;
 its positions are computed only when a diagnostic or provenance asks for one.
 """
 
@@ -13,7 +15,10 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,10 @@ from .errors import Diagnostic, LoadError
 # A document whose aliases would expand to more nodes than this is a "billion laughs" bomb.
 MAX_ALIAS_NODES = 500_000
 MAX_DEPTH = 200
+# Numbers must be finite and within the range every JSON reader holds exactly (I-JSON, RFC 7493):
+# NaN, infinities, 1e400 and 5,000-digit integers crash later arithmetic or Python's int parser.
+MAX_NUMBER = 2 ** 53 - 1
+_NUMBER_HINT = f"numbers must be finite, from -{MAX_NUMBER:,} to {MAX_NUMBER:,} (exact in every JSON reader)"
 
 YamlPath = tuple  # keys (str) and sequence indexes (int) from the document root
 
@@ -92,17 +101,58 @@ def fail(display: str, line: int, col: int, code: str, message: str, hint: str |
     raise LoadError([Diagnostic(display, line, col, code, message, hint)])
 
 
-def load_file(path: Path, display: str | None = None, layer: str = "sources") -> Document:
+def load_file(path: Path, display: str | None = None, layer: str = "sources", as_json: bool | None = None) -> Document:
+    """A catalog file, by its suffix: YAML, or JSON for `.json` (or whenever `as_json`)."""
     display = display or str(path)
+    if _SURROGATE.search(display):  # undecodable bytes (surrogateescape): no output could name the file
+        fail(display, 0, 0, "E020", "the file name is not valid UTF-8", "rename the file")
+    if as_json is None:
+        as_json = path.suffix.lower() == ".json"
+    return _parse(read_regular(path, display), as_json, display, layer)
+
+
+def read_regular(path: Path, display: str) -> bytes:
+    """The bytes of a regular file. A FIFO, socket or device is refused before it is opened
+    (reading a FIFO blocks forever); a symbolic link that leads nowhere is named as such."""
     try:
-        raw = path.read_bytes()
+        kind = _special_kind(os.stat(path).st_mode)
+        if kind:
+            fail(display, 0, 0, "E018", f"{kind}, not a regular file: not read",
+                 "a catalog holds plain YAML or JSON files; move it out of the catalog folders")
+        # O_NONBLOCK: should the path become a FIFO after the check, opening it does not block
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as stream:
+            kind = _special_kind(os.fstat(stream.fileno()).st_mode)
+            if kind:
+                fail(display, 0, 0, "E018", f"{kind}, not a regular file: not read")
+            return stream.read()
+    except FileNotFoundError as exc:
+        if os.path.islink(path):
+            fail(display, 0, 0, "E019", f"a symbolic link to {os.readlink(path)!r}, which does not exist",
+                 "fix or remove the link")
+        fail(display, 0, 0, "E001", f"cannot read file: {exc.strerror or exc}")
     except OSError as exc:
         fail(display, 0, 0, "E001", f"cannot read file: {exc.strerror or exc}")
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _parse(raw: bytes, as_json: bool, display: str, layer: str) -> Document:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         fail(display, 1, 1, "E002", f"file is not UTF-8 ({exc.reason} at byte {exc.start})")
-    if path.suffix.lower() == ".json":
+    if as_json:
         return load_json_text(text, display, layer)
     return load_yaml_text(text, display, layer)
 
@@ -120,6 +170,17 @@ _NULL_WORDS = frozenset(("", "~", "null", "Null", "NULL"))
 _NUMBER_START = frozenset("-+.0123456789")
 _COLLECTION_TAGS = (None, "!", _TAG + "map", _TAG + "seq")
 _NO_TAG_HINT = "hostfit reads plain data only: strings, numbers, booleans, null, mappings and lists"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_problem(display: str, line: int, col: int, text: str = "") -> Diagnostic:
+    found = _SURROGATE.search(text)
+    escape = f" \\u{ord(found.group()):04x}" if found else ""
+    return Diagnostic(display, line, col, "E017", f"a string holds a lone surrogate{escape}",
+                      "half of a UTF-16 pair is not a character and cannot be written as UTF-8; "
+                      "write the character itself (or, in JSON, both halves of its pair)")
 
 
 class _Merge:
@@ -147,22 +208,33 @@ def _plain_scalar(value: str) -> Any:
     return value
 
 
+class _BadNumber(ValueError):
+    """A number hostfit refuses (message says why); the loader reports it at its position."""
+
+
+def _in_range(number, text: str):
+    """`number` if finite and within MAX_NUMBER, else _BadNumber naming the text as written."""
+    if math.isfinite(number) and abs(number) <= MAX_NUMBER:
+        return number
+    shown = f"{text[:40]!r}{'...' if len(text) > 40 else ''}"
+    if "nan" in text.lower() or "inf" in text.lower():
+        raise _BadNumber(f"{shown} is not a finite number")
+    raise _BadNumber(f"the number {shown} is out of range")
+
+
 def _to_int(value: str) -> int:
     low = value.lower()
-    if low.startswith("0o"):
-        return int(value[2:], 8)
-    if low.startswith("0x"):
-        return int(value[2:], 16)
-    return int(value)
+    base, digits = (8, value[2:]) if low.startswith("0o") else (16, value[2:]) if low.startswith("0x") else (10, value)
+    if len(digits.replace("_", "").lstrip("+-0")) > 24:  # out of range anyway, and int() of 4,301 digits raises
+        return _in_range(math.inf, value)
+    return _in_range(int(digits, base), value)
 
 
 def _to_float(value: str) -> float:
     low = value.lower()
-    if low.endswith(".inf"):
-        return float("-inf") if low.startswith("-") else float("inf")
-    if low.endswith(".nan"):
-        return float("nan")
-    return float(value)
+    if low.endswith(".inf") or low.endswith(".nan"):
+        return _in_range(math.nan, value)
+    return _in_range(float(value), value)
 
 
 def _tagged_scalar(tag: str, value: str, mark, display: str) -> Any:
@@ -218,6 +290,8 @@ def load_yaml_text(text: str, display: str, layer: str = "sources") -> Document:
     expanded = 0
     root: Any = _NO_KEY
     documents = 0
+    # libyaml refuses escapes of lone surrogates; the pure-Python parser lets them through
+    check_surrogates = "\\u" in text or "\\U" in text
 
     def attach(value, size, mark):
         """Put a finished value into the open collection (or make it the root)."""
@@ -271,10 +345,18 @@ def load_yaml_text(text: str, display: str, layer: str = "sources") -> Document:
             if cls == "ScalarEvent":
                 mark = event.start_mark
                 tag = event.tag
-                if tag is None or tag == "!":
-                    value = _plain_scalar(event.value) if event.implicit[0] else event.value
-                else:
-                    value = _tagged_scalar(tag, event.value, mark, display)
+                try:
+                    if tag is None or tag == "!":
+                        value = _plain_scalar(event.value) if event.implicit[0] else event.value
+                    else:
+                        value = _tagged_scalar(tag, event.value, mark, display)
+                except _BadNumber as exc:
+                    problems.append(Diagnostic(display, mark.line + 1, mark.column + 1, "E016", str(exc),
+                                               _NUMBER_HINT))
+                    value = None
+                if check_surrogates and isinstance(value, str) and _SURROGATE.search(value):
+                    problems.append(_surrogate_problem(display, mark.line + 1, mark.column + 1, value))
+                    value = None
                 if event.anchor:
                     anchors[event.anchor] = (value, 1)
                 attach(value, 1, mark)
@@ -326,10 +408,13 @@ def load_yaml_text(text: str, display: str, layer: str = "sources") -> Document:
         if exc.context and exc.context_mark and exc.context_mark is not mark:
             hint = (f"{exc.context}, which started at line {exc.context_mark.line + 1}, "
                     f"column {exc.context_mark.column + 1}")
-        fail(display, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, "E002",
-             f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}", hint)
+        problem = exc.problem or exc.context or "invalid YAML"
+        code = "E004" if "nesting depth" in problem else "E002"  # libyaml >= 0.2.5 has its own depth limit
+        raise LoadError(problems + [Diagnostic(  # with what was found before the error
+            display, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, code,
+            f"YAML syntax error: {problem}", hint)]) from None
     except yaml.YAMLError as exc:
-        fail(display, 1, 1, "E002", f"YAML error: {exc}")
+        raise LoadError(problems + [Diagnostic(display, 1, 1, "E002", f"YAML error: {exc}")]) from None
     if problems:
         raise LoadError(problems)
     if root is _NO_KEY or root is None:
@@ -378,12 +463,44 @@ class _DuplicateKey(Exception):
 
 
 def _no_duplicates(pairs):
+    """Each JSON object as it is parsed: no duplicate keys, no number out of range (a check here
+    is nearly free; per-number parse hooks cost a Python call per number)."""
     out = {}
     for key, value in pairs:
         if key in out:
             raise _DuplicateKey(key)
+        kind = type(value)
+        if kind is float or kind is int:
+            if not -MAX_NUMBER <= value <= MAX_NUMBER:  # NaN fails this too
+                raise _BadNumber
+        elif kind is list:
+            _check_list(value)
         out[key] = value
     return out
+
+
+def _check_list(items: list) -> None:
+    """The numbers of a list (objects in it were checked by their own hook call)."""
+    for item in items:
+        kind = type(item)
+        if kind is float or kind is int:
+            if not -MAX_NUMBER <= item <= MAX_NUMBER:
+                raise _BadNumber
+        elif kind is list:
+            _check_list(item)
+
+
+def _json_int(text: str) -> int:
+    return int(text) if len(text) < 16 else _to_int(text)  # 15 digits are always in range
+
+
+def _json_float(text: str) -> float:
+    number = float(text)
+    return number if -MAX_NUMBER <= number <= MAX_NUMBER else _in_range(number, text)  # NaN fails the test too
+
+
+def _json_constant(text: str):
+    raise _BadNumber(f"{text!r} is not a finite number")
 
 
 def load_json_text(text: str, display: str, layer: str = "sources") -> Document:
@@ -393,17 +510,92 @@ def load_json_text(text: str, display: str, layer: str = "sources") -> Document:
         data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         fail(display, exc.lineno, exc.colno, "E002", f"JSON syntax error: {exc.msg}")
-    except _DuplicateKey:
+    except _DuplicateKey as exc:
         table, duplicates = _scan_json(text)
-        raise LoadError([Diagnostic(display, line, col, "E003", f"duplicate key {key!r}",
-                                    f"first defined at line {first[0]}, column {first[1]}")
-                         for key, (line, col), first in duplicates]) from None
+        problems = [Diagnostic(display, line, col, "E003", f"duplicate key {key!r}",
+                               f"first defined at line {first[0]}, column {first[1]}")
+                    for key, (line, col), first in duplicates]
+        problems = problems or [Diagnostic(display, 1, 1, "E003", f"duplicate key {exc.args[0]!r}")]
+        raise LoadError(problems + _json_syntax_problems(text, display)) from None
+    except ValueError:  # _BadNumber, or an integer over 4,300 digits that int() refused
+        raise LoadError(_json_number_problems(text, display)) from None
     except RecursionError:
         fail(display, 1, 1, "E004", "nesting too deep")
+    if "\\u" in text and _has_surrogate(data):
+        raise LoadError(_json_surrogate_problems(text, display))
     return _document(display, data, LazyJsonPositions(text), layer)
 
 
+def _json_syntax_problems(text: str, display: str) -> list[Diagnostic]:
+    """A syntax error after the first duplicate key: parsed again, duplicates and numbers allowed."""
+    try:
+        json.loads(text, parse_int=lambda _: 0, parse_float=lambda _: 0.0, parse_constant=lambda _: 0.0)
+    except json.JSONDecodeError as exc:
+        return [Diagnostic(display, exc.lineno, exc.colno, "E002", f"JSON syntax error: {exc.msg}")]
+    except RecursionError:
+        return [Diagnostic(display, 1, 1, "E004", "nesting too deep")]
+    return []
+
+
+def _json_number_problems(text: str, display: str) -> list[Diagnostic]:
+    """Every refused number in the text, at its position (tokens outside strings)."""
+    problems = []
+    position = _line_col(text)
+    for match in _JSON_TOKEN.finditer(text):
+        word = match.group(3)
+        if word is None or word in ("true", "false", "null"):
+            continue
+        try:
+            if word in ("NaN", "Infinity", "-Infinity"):
+                _json_constant(word)
+            elif any(c in word for c in ".eE"):
+                _json_float(word)
+            else:
+                _json_int(word)
+        except _BadNumber as exc:
+            problems.append(Diagnostic(display, *position(match.start(3)), "E016", str(exc), _NUMBER_HINT))
+        except ValueError:
+            break  # not a number: the text is broken from here on
+    return problems or [Diagnostic(display, 1, 1, "E016", "a number is not finite or out of range", _NUMBER_HINT)]
+
+
+def _has_surrogate(data) -> bool:
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def _json_surrogate_problems(text: str, display: str) -> list[Diagnostic]:
+    """Each string token whose escapes decode to a lone surrogate, at its position."""
+    position = _line_col(text)
+    strings = ((match.start(1), json.loads(match.group(1))) for match in _JSON_TOKEN.finditer(text)
+               if match.group(1) and "\\u" in match.group(1))
+    problems = [_surrogate_problem(display, *position(start), value) for start, value in strings
+                if _SURROGATE.search(value)]
+    return problems or [_surrogate_problem(display, 1, 1)]
+
+
 _JSON_TOKEN = re.compile(r'\s*(?:("(?:[^"\\]|\\.)*")|([{}\[\]:,])|([^\s{}\[\]:,"]+))', re.S)
+
+
+def _line_col(text: str):
+    """offset -> (line, col), 1-based."""
+    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def position(offset: int) -> tuple[int, int]:
+        line = bisect.bisect_right(line_starts, offset)
+        return line, offset - line_starts[line - 1] + 1
+
+    return position
 
 
 def scan_json_positions(text: str) -> dict[YamlPath, tuple[int, int]]:
@@ -411,13 +603,9 @@ def scan_json_positions(text: str) -> dict[YamlPath, tuple[int, int]]:
 
 
 def _scan_json(text: str):
-    """Positions of every key and item in valid JSON, and any duplicate keys found on the way."""
-    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
-
-    def position(offset: int) -> tuple[int, int]:
-        line = bisect.bisect_right(line_starts, offset)
-        return line, offset - line_starts[line - 1] + 1
-
+    """Positions of every key and item in valid JSON, and any duplicate keys found on the way.
+    Invalid JSON (a duplicate key may come before a syntax error) ends the scan where it breaks."""
+    position = _line_col(text)
     table: dict[YamlPath, tuple[int, int]] = {(): (1, 1)}
     duplicates = []
     stack: list[list] = []  # frames: [path, kind, next index or pending key, keys seen]
@@ -431,7 +619,10 @@ def _scan_json(text: str):
         start = match.start(1) if string else match.start(2) if punct else match.start(3)
         frame = stack[-1] if stack else None
         if frame is not None and frame[1] == "object" and frame[2] is None and string:
-            key = json.loads(string)
+            try:
+                key = json.loads(string)
+            except ValueError:
+                break
             child = frame[0] + (key,)
             if key in frame[3]:
                 duplicates.append((key, position(start), table[child]))
@@ -441,13 +632,19 @@ def _scan_json(text: str):
             frame[2] = child
             continue
         if punct == ":":
+            if frame is None or frame[1] != "object" or frame[2] is None:
+                break
             pending_value_path = frame[2]
             continue
         if punct == ",":
+            if frame is None:
+                break
             if frame[1] == "object":
                 frame[2] = None
             continue
         if punct in ("}", "]"):
+            if not stack:
+                break
             stack.pop()
             continue
         if frame is not None and frame[1] == "array":

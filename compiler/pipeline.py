@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import emit, exports, hosts as hostmod, migrate, validate
+from . import emit, exports, hosts as hostmod, migrate, paths, publish, validate
 from .errors import Diagnostic, InputError, UsageError, did_you_mean
 from .hosts import LOCAL, Host
 from .load import Document, load_file
@@ -24,6 +24,15 @@ from .resolve import Catalog, resolve
 from .select import Plan, select
 
 SOURCE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The catalog files of one folder, by name: every entry with a source suffix that is not a
+    folder. Dangling links, FIFOs and devices are listed too, for load_file to refuse by name
+    (skipping them would hide a file the user meant to be read)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if p.suffix in SOURCE_SUFFIXES and not p.is_dir()]
 
 
 @dataclass
@@ -68,6 +77,11 @@ class HostResult:
     def stale(self) -> bool:
         return self.models_stale or bool(self.stale_exports)
 
+    def outputs(self) -> dict[str, bytes]:
+        """Everything the build writes into out/<host>/, by relative path."""
+        return {emit.MODELS_JSON: self.models_bytes, emit.EXPLAIN_JSON: self.explain_bytes,
+                **{f"{emit.EXPORTS}/{name}": data for name, data in self.exports.items()}}
+
 
 @dataclass
 class Report:
@@ -81,11 +95,16 @@ class Report:
 
 
 def route(problems: list[Diagnostic], errors: list[Diagnostic], warnings: list[Diagnostic]) -> None:
-    """File each problem under errors or warnings, once."""
-    for problem in problems:
-        found = errors if problem.severity == "error" else warnings
-        if problem not in found:
-            found.append(problem)
+    """File each problem under errors or warnings, once (a set per call: linear, as
+    10,000 problems in one file would make a list search quadratic)."""
+    for found, is_error in ((errors, True), (warnings, False)):
+        new = [p for p in problems if (p.severity == "error") == is_error]
+        if new:
+            known = set(found)
+            for problem in new:
+                if problem not in known:
+                    known.add(problem)
+                    found.append(problem)
 
 
 class Project:
@@ -93,12 +112,16 @@ class Project:
         self.root = root
         self._compiled: dict[tuple, tuple[Catalog | None, list[Diagnostic]]] = {}
         self._user_docs: dict[Path, tuple[Document | None, list[Diagnostic]]] = {}
+        # files read beyond sources/, profiles/ and templates/ (hosts' `user:` lists), as the no-op
+        # cache's stat rows taken before reading; None once one cannot be statted
+        self.read_inputs: list[list] | None = []
 
     # ------------------------------------------------------------------------------ files
 
     def display(self, path: Path) -> str:
         try:
-            return str(path.resolve().relative_to(self.root.resolve()))
+            # the parent resolved, not the file: a link is shown by its own name (even a dangling one)
+            return str((path.parent.resolve() / path.name).relative_to(self.root.resolve()))
         except ValueError:
             return str(path)
 
@@ -113,15 +136,12 @@ class Project:
 
     def source_files(self, with_staging: bool = False) -> list[Path]:
         folders = [self.root / "sources"] + ([self.root / "sources" / "staging"] if with_staging else [])
-        files = [p for folder in folders if folder.is_dir() for p in sorted(folder.iterdir())
-                 if p.suffix in SOURCE_SUFFIXES and p.is_file()]
-        return files
+        return [p for folder in folders for p in folder_files(folder)]
 
     def catalog_files(self) -> list[Path]:
         """Every document of the catalog: sources/ (staging/ and discovered/ too) and profiles/."""
         folders = ("sources", "sources/staging", "sources/discovered", "profiles")
-        return [p for name in folders if (self.root / name).is_dir() for p in sorted((self.root / name).iterdir())
-                if p.suffix in SOURCE_SUFFIXES and p.is_file()]
+        return [p for name in folders for p in folder_files(self.root / name)]
 
     def load_sources(self, with_staging: bool = False) -> Sources:
         sources = Sources()
@@ -142,37 +162,31 @@ class Project:
                 sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
                                                  f"a {doc.kind} does not belong in sources/",
                                                  "profiles live in profiles/<name>.yaml"))
-        discovered = self.root / "sources" / "discovered"
-        if discovered.is_dir():
-            for path in sorted(discovered.iterdir()):
-                if path.suffix in SOURCE_SUFFIXES:
-                    doc, problems = self.read(path, "discovered")
-                    route(problems, sources.errors, sources.warnings)
-                    if doc is not None and doc.kind != "catalog":
-                        sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
-                                                         f"discovered/ holds catalog layers, found kind {doc.kind!r}"))
-                    elif doc is not None:
-                        sources.discovered[path.stem] = doc
-        profile_dir = self.root / "profiles"
-        if profile_dir.is_dir():
-            for path in sorted(profile_dir.iterdir()):
-                if path.suffix not in SOURCE_SUFFIXES:
-                    continue
-                doc, problems = self.read(path, "profile")
-                route(problems, sources.errors, sources.warnings)
-                if doc is None:
-                    continue
-                if doc.kind != "profile":
-                    sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
-                                                     f"profiles/ holds profiles, found kind {doc.kind!r}"))
-                    continue
-                name = doc.data.get("name") or path.stem
-                if name in sources.profiles:
-                    sources.errors.append(Diagnostic(doc.path, *doc.where(("name",)), "E208",
-                                                     f"profile {name!r} is also defined in "
-                                                     f"{sources.profiles[name].path}"))
-                    continue
-                sources.profiles[name] = doc
+        for path in folder_files(self.root / "sources" / "discovered"):
+            doc, problems = self.read(path, "discovered")
+            route(problems, sources.errors, sources.warnings)
+            if doc is not None and doc.kind != "catalog":
+                sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
+                                                 f"discovered/ holds catalog layers, found kind {doc.kind!r}"))
+            elif doc is not None:
+                sources.discovered[path.stem] = doc
+        for path in folder_files(self.root / "profiles"):
+            doc, problems = self.read(path, "profile")
+            route(problems, sources.errors, sources.warnings)
+            if doc is None:
+                continue
+            if doc.kind != "profile":
+                sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
+                                                 f"profiles/ holds profiles, found kind {doc.kind!r}"))
+                continue
+            name = doc.data.get("name")
+            name = name if isinstance(name, str) and name else path.stem  # a wrong shape: the schema says so
+            if name in sources.profiles:
+                sources.errors.append(Diagnostic(doc.path, *doc.where(("name",)), "E208",
+                                                 f"profile {name!r} is also defined in "
+                                                 f"{sources.profiles[name].path}"))
+                continue
+            sources.profiles[name] = doc
         sources.errors += validate.check_profiles(sources.profiles)
         inventory = sources.inventory = merge_layers([Layer("hosts", doc) for doc in sources.hosts_docs])
         sources.errors += validate.check_hosts(inventory, sources.profiles)
@@ -212,11 +226,11 @@ class Project:
 
     def _local_target(self, sources: Sources) -> Target:
         """This machine, undeclared: detected facts, the `base` profile if there is one, the personal layer."""
-        config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-        personal = Path(config) / "hostfit" / "user.yaml"
+        personal = paths.user_layer()
         profiles = ("base",) if "base" in sources.profiles else ()
+        # anything at that path is read: a FIFO or a dangling link is an error naming it (E018, E019)
         return Target(hostmod.detect(hostmod.machine_name(), profiles), LOCAL,
-                      (personal,) if personal.is_file() else (), this_machine=True)
+                      (personal,) if os.path.lexists(personal) else (), this_machine=True)
 
     def _user_files(self, host: Host) -> tuple[Path, ...]:
         return tuple(self.root / name for name in host.user)
@@ -230,7 +244,7 @@ class Project:
         def visit(name: str) -> None:
             if name in order or name not in sources.profiles:
                 return
-            for parent in sources.profiles[name].data.get("extends") or ():
+            for _, parent in validate.str_items(sources.profiles[name].data.get("extends")):
                 visit(parent)
             order.append(name)
 
@@ -241,8 +255,12 @@ class Project:
     def ollama_names(self, sources: Sources) -> dict[str, str]:
         """ollama.name -> model id across the catalog layers, so discoveries patch known models."""
         merged = merge_layers(sources.layers())
-        return {m["ollama"]["name"]: model_id for model_id, m in (merged.data.get("models") or {}).items()
-                if isinstance(m, dict) and isinstance(m.get("ollama"), dict) and m["ollama"].get("name")}
+        names = {}
+        for model_id, model in validate.mapping(merged.data.get("models")).items():
+            name = validate.mapping(validate.mapping(model).get("ollama")).get("name")
+            if isinstance(name, str) and name:
+                names[name] = model_id
+        return names
 
     def discover_live(self, host: str, sources: Sources, report: Report) -> None:
         from .discover import ollama
@@ -264,6 +282,7 @@ class Project:
         layers += sources.layers()
         for path in target.user_files:
             if path not in self._user_docs:
+                self._note_input(path)
                 self._user_docs[path] = self.read(path, "user")
             doc, problems = self._user_docs[path]
             route(problems, report.errors, report.warnings)
@@ -278,6 +297,14 @@ class Project:
         layers += [Layer(f"profile:{name}", sources.profiles[name]) for name in chain]
         layers += parse_set(options.sets)
         return layers, chain
+
+    def _note_input(self, path: Path) -> None:
+        from . import buildcache
+        try:
+            if self.read_inputs is not None:
+                self.read_inputs.append(buildcache.stat_row(path))
+        except OSError:
+            self.read_inputs = None
 
     def catalog_for(self, layers: list[Layer]) -> tuple[Catalog | None, list[Diagnostic]]:
         key = tuple(id(layer.doc) for layer in layers)
@@ -295,17 +322,21 @@ class Project:
         report.errors = sorted(set(report.errors))
         report.warnings = sorted(set(report.warnings))
         if report.ok and write and not options.check:
-            for result in report.results:
-                emit.update(result.folder / emit.MODELS_JSON, result.models_bytes)
-                emit.update(result.folder / emit.EXPLAIN_JSON, result.explain_bytes)
-                emit.write_exports(result.folder, result.exports)
+            self.write(options, report)
         return report
+
+    def write(self, options: BuildOptions, report: Report) -> None:
+        """Each host's outputs replace its old ones as one unit (see publish.py)."""
+        publish.publish(self.out_root(options), {r.folder.name: r.outputs() for r in report.results})
+
+    def out_root(self, options: BuildOptions) -> Path:
+        return Path(options.out_dir) if options.out_dir else self.root / "out"
 
     def _compile(self, options: BuildOptions, sources: Sources) -> Report:
         report = Report(errors=list(sources.errors), warnings=list(sources.warnings))
         if report.errors:
             return report
-        out_root = options.out_dir or self.root / "out"
+        out_root = self.out_root(options)
         for target in self.targets(sources, options, report):
             layers, profiles = self.layers_for(target, sources, options, report)
             catalog = self._checked_catalog(layers, report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import paths
 from .errors import Diagnostic
 from .memory import BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, is_cloud
 from .merge import Layer, Merged, origin
@@ -13,7 +14,6 @@ SELECTION_DEFAULTS = {"ram_reserve_gb": 2, "vram_reserve_gb": 1, "basis": "total
                       "allow_cloud": True, "context_default": DEFAULT_CONTEXT,
                       "runtime_overhead_mb": RUNTIME_OVERHEAD_MB, "max_fallbacks": 3}
 MODEL_DEFAULTS = {"status": "active", "priority": 100, "recommended": False}
-HF_RESOLVE = "https://huggingface.co/{repo}/resolve/{revision}/{file}"
 
 
 @dataclass
@@ -77,7 +77,7 @@ def _artifact_url(model_id: str, artifact: dict, locate, problems: list[Diagnost
     if template:
         return _render(template, fields, ("models", model_id, "artifact", "url_template"), locate, problems)
     if fields["repo"] and fields["file"]:
-        return HF_RESOLVE.format(**fields)
+        return paths.HF_RESOLVE.format(**fields)
     return None
 
 

@@ -1,7 +1,7 @@
 """The reader applications use: find the compiled catalog and answer "which model for role R".
 
-Standard library only, so any Python application can vendor or import it without hostfit's
-dependencies. Priority: $XDG_DATA_HOME/hostfit/models.json (what `hostfit apply` installs),
+Standard library only (with compiler/paths.py, where the XDG locations are defined), so any Python
+application can vendor the two files or import them without hostfit's dependencies. Priority: $XDG_DATA_HOME/hostfit/models.json (what `hostfit apply` installs),
 then a path the application ships, then a minimal built-in catalog (`test`, `silent`) so an
 application still starts on a machine where nothing was applied.
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+from .paths import installed_catalog
 
 SCHEMA_VERSION = 2
 REQUIRED = ("schema_version", "host", "roles", "models", "aliases")
@@ -34,8 +36,7 @@ BUILTIN = {
 
 
 def installed_path() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "hostfit" / "models.json"
+    return installed_catalog()
 
 
 class RuntimeCatalogError(ValueError):

@@ -99,8 +99,9 @@ def fast_validator(kind: str, layer: bool, version: int = 2):
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "hostfit" / "schemas"
+    from . import paths
+
+    return paths.schema_cache()
 
 
 def _write_quietly(path: Path, data: bytes) -> None:

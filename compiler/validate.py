@@ -11,6 +11,7 @@ Profiles' `extends` graph and the hosts' profile names are checked once for the 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -20,7 +21,21 @@ from .load import Document, YamlPath
 from .merge import Merged, origin
 
 KNOWN_DOLLAR_KEYS = {"$schema": "top", "$comment": "any", "$merge": "any"}
+MAX_GUESSES = 100  # unknown fields of one mapping that get a did-you-mean hint each
 Locate = Callable[[YamlPath], tuple[str, int, int]]
+
+
+# The semantic checks run beside the schema, on data it may have rejected: they read every
+# value through these two, so a wrong shape (reported by the schema) is skipped, never a crash.
+
+def mapping(value) -> dict:
+    """`value` if it is a mapping, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def str_items(value) -> list[tuple[int, str]]:
+    """(index, item) for the string items of a list; nothing for any other shape."""
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, str)] if isinstance(value, list) else []
 
 
 def check_document(doc: Document) -> list[Diagnostic]:
@@ -32,7 +47,7 @@ def check_document(doc: Document) -> list[Diagnostic]:
     problems = schema_diagnostics(schema.iter_errors(kind, doc.data, layer=True), locate)
     problems += _dollar_keys(doc)
     if kind in ("catalog", "profile"):
-        problems += _artifacts(doc.data.get("models"), locate)
+        problems += _artifacts(doc.data.get("models"), locate) + _names(doc.data.get("models"), locate)
     return problems
 
 
@@ -46,24 +61,26 @@ def check_merged(merged: Merged) -> list[Diagnostic]:
     document = {"schema_version": 2, "kind": "catalog",
                 **{k: v for k, v in data.items() if k in ("models", "roles", "selection")}}
     problems = schema_diagnostics(schema.iter_errors("catalog", document, layer=False), locate)
-    models = data.get("models") or {}
+    if data.get("models") is not None and not isinstance(data["models"], dict):
+        return problems  # every reference would be "unknown": the schema's error says why
+    models = mapping(data.get("models"))
     names, alias_problems = alias_table(models, locate)
-    problems += alias_problems
-    for role_name, role in (data.get("roles") or {}).items():
-        if not isinstance(role, dict):
-            continue
-        for field in ("prefer", "fallback"):
-            for index, ref in enumerate(role.get(field) or ()):
-                if isinstance(ref, str) and ref.lower() not in names:
-                    file, line, col = locate(("roles", role_name, field, index))
-                    problems.append(Diagnostic(file, line, col, "E200",
-                                               f"role {role_name!r} {field}s unknown model {ref!r}",
-                                               did_you_mean(ref, list(models) + _aliases(models))))
+    # again on the merged values: --set, discovered and staged layers skip check_document (a problem of a
+    # file layer is located at the same place twice, and callers report each diagnostic once)
+    problems += alias_problems + _names(models, locate) + _artifacts(models, locate)
+    unknown = [(role_name, field, index, ref) for role_name, role in mapping(data.get("roles")).items()
+               for field in ("prefer", "fallback") for index, ref in str_items(mapping(role).get(field))
+               if ref.lower() not in names]
+    choices = list(models) + _aliases(models) if len(unknown) <= MAX_GUESSES else []  # as for unknown fields
+    for role_name, field, index, ref in unknown:
+        file, line, col = locate(("roles", role_name, field, index))
+        problems.append(Diagnostic(file, line, col, "E200", f"role {role_name!r} {field}s unknown model {ref!r}",
+                                   did_you_mean(ref, choices) if choices else None))
     return problems
 
 
 def _aliases(models: dict) -> list[str]:
-    return [a for m in models.values() if isinstance(m, dict) for a in m.get("aliases") or () if isinstance(a, str)]
+    return [a for m in models.values() for _, a in str_items(mapping(m).get("aliases"))]
 
 
 def alias_table(models: dict, locate: Locate) -> tuple[dict[str, str], list[Diagnostic]]:
@@ -73,11 +90,7 @@ def alias_table(models: dict, locate: Locate) -> tuple[dict[str, str], list[Diag
     for model_id in models:
         names[model_id.lower()] = (model_id, ("models", model_id))
     for model_id, model in models.items():
-        if not isinstance(model, dict):
-            continue
-        for index, alias in enumerate(model.get("aliases") or ()):
-            if not isinstance(alias, str):
-                continue
+        for index, alias in str_items(mapping(model).get("aliases")):
             key = alias.lower()
             path = ("models", model_id, "aliases", index)
             if key in names and names[key][0] != model_id:
@@ -98,7 +111,7 @@ def check_profiles(profiles: dict[str, Document]) -> list[Diagnostic]:
     """Unknown `extends` targets and `extends` cycles (each cycle reported once)."""
     problems = []
     for name, doc in sorted(profiles.items()):
-        for index, parent in enumerate(doc.data.get("extends") or ()):
+        for index, parent in str_items(doc.data.get("extends")):
             if parent not in profiles:
                 line, col = doc.where(("extends", index))
                 problems.append(Diagnostic(doc.path, line, col, "E206", f"profile {name!r} extends unknown profile "
@@ -109,7 +122,7 @@ def check_profiles(profiles: dict[str, Document]) -> list[Diagnostic]:
         if cycle and frozenset(cycle) not in reported:
             reported.add(frozenset(cycle))
             doc = profiles[cycle[0]]
-            index = (doc.data.get("extends") or []).index(cycle[1 % len(cycle)])
+            index = next(i for i, parent in str_items(doc.data.get("extends")) if parent == cycle[1 % len(cycle)])
             line, col = doc.where(("extends", index))
             problems.append(Diagnostic(doc.path, line, col, "E202",
                                        "profile extends cycle: " + " -> ".join(cycle + [cycle[0]]),
@@ -126,7 +139,7 @@ def _find_cycle(start: str, profiles: dict[str, Document]) -> list[str] | None:
         if name not in profiles:
             return None
         path.append(name)
-        for parent in profiles[name].data.get("extends") or ():
+        for _, parent in str_items(profiles[name].data.get("extends")):
             found = visit(parent)
             if found:
                 return found
@@ -149,8 +162,8 @@ def check_hosts(merged: Merged, profiles: dict) -> list[Diagnostic]:
     hosts = merged.data.get("hosts") or {}
     problems = schema_diagnostics(
         schema.iter_errors("hosts", {"schema_version": 2, "kind": "hosts", "hosts": hosts}, layer=False), locate)
-    for name, spec in hosts.items():
-        for index, profile in enumerate((spec if isinstance(spec, dict) else {}).get("profiles") or ()):
+    for name, spec in mapping(hosts).items():
+        for index, profile in str_items(mapping(spec).get("profiles")):
             if profile not in profiles:
                 file, line, col = locate(("hosts", name, "profiles", index))
                 problems.append(Diagnostic(file, line, col, "E206", f"host {name!r} names unknown profile {profile!r}",
@@ -204,11 +217,14 @@ def _describe(error, locate: Locate) -> list[Diagnostic]:
 
     if keyword == "additionalProperties" and isinstance(value, dict):
         known = set(error.schema.get("properties", {}))
-        patterns = list(error.schema.get("patternProperties", {}))
-        import re
-        extra = [k for k in value if k not in known and not any(re.search(p, k) for p in patterns)]
+        patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+        extra = [k for k in value if k not in known and not any(p.search(k) for p in patterns)]
+        listing = f"known fields: {', '.join(sorted(known))}"
+        # A guess per key helps with a few typos; hundreds of unknown keys in one mapping are
+        # the wrong data, not typos, and guessing for each (difflib) would dominate the run.
+        guess = len(extra) <= MAX_GUESSES
         return [at(path + (key,), "E101", f"unknown field {key!r}" + (f" in {field!r}" if path else ""),
-                   did_you_mean(key, known) or f"known fields: {', '.join(sorted(known))}") for key in extra]
+                   (guess and did_you_mean(key, known)) or listing) for key in extra]
     if keyword == "required":
         missing = [k for k in expected if isinstance(value, dict) and k not in value]
         return [at(path, "E102", f"{field!r} is missing required field {key!r}") for key in missing]
@@ -292,14 +308,70 @@ def url_problem(url: str) -> str | None:
     return f"scheme {parts.scheme or '(none)'!r} is not allowed; use https"
 
 
+# Names that reach exports (shell scripts, Modelfiles, YAML, Markdown) and cache paths keep to characters
+# none of those languages treats specially, and start with a letter or digit: never an option (`-x`), a
+# hidden file or `~`. The export templates quote every value as well; this keeps outputs plain and readable.
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")
+FILE_NAME_HINT = "a plain file name: letters, digits and . _ + -, starting with a letter or digit " \
+                 "(the cache decides where it is stored)"
+# what may appear in a URL at all (RFC 3986): no spaces, quotes, backslashes, control or non-ASCII characters
+URL_CHARS = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+")
+# kind -> (code, what, pattern, hint)
+NAMES = {
+    "ollama": ("E230", "Ollama name", re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}"),
+               "letters, digits and . _ : / -, starting with a letter or digit (e.g. qwen2.5-coder:7b)"),
+    "revision": ("E231", "artifact revision", re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}"),
+                 "a branch, tag or commit: letters, digits and . _ / -, starting with a letter or digit"),
+    "alias": ("E232", "alias", re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+@-]{0,199}"),
+              "letters (any case), digits and . _ : / + @ -, starting with a letter or digit"),
+}
+
+
 def file_name_problem(name: str) -> str | None:
     if "/" in name or "\\" in name:
         return "contains a path separator"
-    if name in (".", "..") or ".." in name.split("/"):
+    if name in (".", ".."):
         return "is a relative path component"
     if name.startswith("~") or (len(name) > 1 and name[1] == ":"):
         return "looks like an absolute path"
+    if len(name) > 255:
+        return "is longer than 255 characters"
+    if not FILE_NAME.fullmatch(name):
+        bad = sorted({c for c in name[1:] if not FILE_NAME.fullmatch("a" + c)})
+        if bad or not name:
+            return "contains " + ", ".join(repr(c) for c in bad[:5]) if bad else "is empty"
+        return "does not start with a letter or digit"
     return None
+
+
+def name_problem(kind: str, value: str) -> str | None:
+    """Why an identifier of this kind (see NAMES) is refused, or None."""
+    _, what, pattern, _ = NAMES[kind]
+    if pattern.fullmatch(value):
+        return None
+    bad = sorted({c for c in value if not pattern.fullmatch("a" + c)})
+    why = f"contains {', '.join(repr(c) for c in bad[:5])}" if bad else \
+        ("is empty" if not value else "is too long" if len(value) > 200 else "does not start with a letter or digit")
+    return f"{what} {value!r} {why}"
+
+
+def _names(models, locate: Locate) -> list[Diagnostic]:
+    """Identifiers that reach exports (Ollama names, revisions, aliases), each in its character set."""
+    problems = []
+    for model_id, model in models.items() if isinstance(models, dict) else ():
+        if not isinstance(model, dict):
+            continue
+        ollama, artifact, aliases = (model.get(key) for key in ("ollama", "artifact", "aliases"))
+        found = [("ollama", ("ollama", "name"), ollama.get("name") if isinstance(ollama, dict) else None),
+                 ("revision", ("artifact", "revision"),
+                  artifact.get("revision") if isinstance(artifact, dict) else None)]
+        found += [("alias", ("aliases", i), a) for i, a in enumerate(aliases if isinstance(aliases, list) else ())]
+        for kind, path, value in found:
+            problem = name_problem(kind, value) if isinstance(value, str) else None
+            if problem:
+                code, _, _, hint = NAMES[kind]
+                problems.append(Diagnostic(*locate(("models", model_id, *path)), code, problem, hint))
+    return problems
 
 
 def _artifacts(models, locate: Locate) -> list[Diagnostic]:
@@ -316,13 +388,20 @@ def _artifacts(models, locate: Locate) -> list[Diagnostic]:
             problem = file_name_problem(name)
             if problem:
                 problems.append(Diagnostic(*locate(base + ("file",)), "E204",
-                                           f"artifact file {name!r} {problem}",
-                                           "a plain file name: the cache decides where it is stored"))
+                                           f"artifact file {name!r} {problem}", FILE_NAME_HINT))
         urls = [(base + ("url",), artifact.get("url"))]
-        urls += [(base + ("mirrors", i), u) for i, u in enumerate(artifact.get("mirrors") or ())]
-        for path, url in urls:
-            if isinstance(url, str):
+        urls += [(base + ("mirrors", i), u) for i, u in str_items(artifact.get("mirrors"))]
+        template = artifact.get("url_template")
+        for path, url in urls + [(base + ("url_template",), template)]:
+            if isinstance(url, str) and not URL_CHARS.fullmatch(url.replace("{", "").replace("}", "")
+                                                              if path[-1] == "url_template" else url):
+                problems.append(Diagnostic(*locate(path), "E233", f"URL {url!r} holds characters a URL cannot hold",
+                                           "percent-encode spaces, quotes, backslashes, control and non-ASCII "
+                                           "characters (a space is %20)"))
+            elif isinstance(url, str) and path[-1] != "url_template":
                 problem = url_problem(url)
                 if problem:
-                    problems.append(Diagnostic(*locate(path), "E205", f"download URL {url!r}: {problem}"))
+                    from .net import redact_url  # a password in a URL is never printed
+
+                    problems.append(Diagnostic(*locate(path), "E205", f"download URL {redact_url(url)!r}: {problem}"))
     return problems

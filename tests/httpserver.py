@@ -2,7 +2,10 @@
 
 Faults (set on `server.faults` before a request): `drop_after` bytes then close the connection
 (once), `ignore_range`, `always_416`, `fail` (the next N requests get a 500), `throttle` (seconds
-per 64 KiB), `wrong` (serve other bytes). Every request is logged with its Range header and the
+per 64 KiB), `wrong` (serve other bytes after the first 16); hostile ones: `redirect` ({path: Location}),
+`html` (an error page with 200), `content_type`, `endless` (that many bytes, no Content-Length),
+`gzip` (these compressed bytes, as Content-Encoding: gzip), `trickle` (seconds per byte, for at most
+`trickle_for` seconds). Every request is logged with its Range and Accept-Encoding headers and the
 bytes sent, so tests can assert what was actually asked for."""
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import time
 from http.server import BaseHTTPRequestHandler
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, trickle
 
 
 class FileServer(LoopbackServer):
@@ -33,17 +36,37 @@ class FileServer(LoopbackServer):
                 pass
 
             def do_GET(self):
-                entry = {"path": self.path, "range": self.headers.get("Range"), "status": None, "sent": 0}
+                entry = {"path": self.path, "range": self.headers.get("Range"), "status": None, "sent": 0,
+                         "accept_encoding": self.headers.get("Accept-Encoding")}
                 server.log.append(entry)
                 faults = server.faults
                 if faults.get("fail", 0) > 0:
                     faults["fail"] -= 1
                     return self._reply(entry, 500, b"boom")
-                body = server.files.get(self.path.lstrip("/"))
+                location = (faults.get("redirect") or {}).get(self.path.lstrip("/"))
+                if location:
+                    entry["status"] = 302
+                    self.send_response(302)
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if faults.get("html"):
+                    page = b"<!DOCTYPE html><html><body>Sign in to continue</body></html>"
+                    return self._reply(entry, 200, page, faults.get("content_type", "text/html; charset=utf-8"))
+                if faults.get("gzip") is not None:
+                    return self._reply(entry, 200, faults["gzip"], "application/octet-stream",
+                                       {"Content-Encoding": "gzip"})
+                if faults.get("endless"):
+                    return self._endless(entry, faults["endless"])
+                if faults.get("trickle"):
+                    return self._trickle(entry, server.files.get(self.path.lstrip("/"), b""), faults["trickle"],
+                                         faults.get("trickle_for", 10.0))
+                body = server.files.get(self.path.split("?", 1)[0].lstrip("/"))
                 if body is None:
                     return self._reply(entry, 404, b"no such file")
                 if faults.get("wrong"):
-                    body = bytes(255 - b for b in body)
+                    body = body[:16] + bytes(255 - b for b in body[16:])  # the format's magic bytes kept
                 start = 0
                 wanted = self.headers.get("Range")
                 if wanted and not faults.get("ignore_range"):
@@ -82,11 +105,40 @@ class FileServer(LoopbackServer):
                     if faults.get("throttle"):
                         time.sleep(faults["throttle"])
 
-            def _reply(self, entry, status, body):
+            def _reply(self, entry, status, body, content_type=None, headers=None):
                 entry["status"] = status
                 self.send_response(status)
+                if content_type:
+                    self.send_header("Content-Type", content_type)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                entry["sent"] = len(body)
+
+            def _endless(self, entry, limit):
+                """A body with no declared length that goes on (up to `limit` bytes, then the connection closes)."""
+                entry["status"] = 200
+                self.send_response(200)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                block = b"GGUF" + bytes(65532)
+                while entry["sent"] < limit:
+                    try:
+                        self.wfile.write(block)
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
+                    entry["sent"] += len(block)
+
+            def _trickle(self, entry, body, seconds, at_most):
+                """A slow-loris: the declared length, then one byte every `seconds`, for at most `at_most` s."""
+                entry["status"] = 200
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                entry["sent"] = trickle(self.wfile, body, seconds, at_most)
+                self.close_connection = True
 
         return Handler

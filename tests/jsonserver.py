@@ -1,5 +1,6 @@
 """A JSON API on 127.0.0.1 for ingest tests: routes map a path to a callable(query) returning
-(status, body, headers); every request is logged; `delay` makes it slow."""
+(status, body, headers); every request is logged; `delay` makes it slow, `trickle` (seconds per
+byte) a slow-loris."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, trickle
 
 
 class JsonServer(LoopbackServer):
     def __init__(self, routes: dict):
-        self.routes, self.log, self.delay = routes, [], 0.0
+        self.routes, self.log, self.delay, self.trickle = routes, [], 0.0, 0.0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,7 +35,13 @@ class JsonServer(LoopbackServer):
                 for key, value in headers.items():
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
+                if server.trickle:
+                    self.send_header("Connection", "close")
                 self.end_headers()
+                if server.trickle:
+                    trickle(self.wfile, data, server.trickle)
+                    self.close_connection = True
+                    return
                 try:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):

@@ -4,6 +4,7 @@ started and stopped by the test that owns it; a client hanging up is never an er
 from __future__ import annotations
 
 import threading
+import time
 from http.server import ThreadingHTTPServer
 
 
@@ -31,3 +32,20 @@ class LoopbackServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+def trickle(wfile, data: bytes, seconds: float, at_most: float = 10.0) -> int:
+    """A slow-loris body: one byte every `seconds`, for at most `at_most` seconds or until the client
+    hangs up; returns the bytes sent."""
+    ends, sent = time.monotonic() + at_most, 0
+    for byte in data:
+        if time.monotonic() > ends:
+            break
+        try:
+            wfile.write(bytes([byte]))
+            wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        sent += 1
+        time.sleep(seconds)
+    return sent

@@ -1,12 +1,14 @@
 """A stand-in for Ollama's HTTP API on 127.0.0.1 (the documented endpoints: version, tags, show,
-pull with streamed status, generate with keep_alive, ps). `failing` names models whose pull fails."""
+pull with streamed status, generate with keep_alive, ps). `failing` names models whose pull fails.
+Hostile modes: `pull_unbroken` (a pull stream of that many bytes without a newline; `pull_sent`
+counts what went out) and `trickle` (seconds per byte of every JSON answer: a slow-loris)."""
 
 from __future__ import annotations
 
 import json
 from http.server import BaseHTTPRequestHandler
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, trickle
 
 
 class FakeOllama(LoopbackServer):
@@ -15,6 +17,9 @@ class FakeOllama(LoopbackServer):
         self.installed = installed or {}  # name -> {tag fields..., "show": {...} or None for a failing show}
         self.loaded: dict[str, str] = {}  # name -> keep_alive
         self.requests: list[tuple[str, dict]] = []
+        self.pull_unbroken = 0
+        self.pull_sent = 0
+        self.trickle = 0.0
         super().__init__(self._handler())
 
     def _handler(self):
@@ -31,8 +36,29 @@ class FakeOllama(LoopbackServer):
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if fake.trickle:
+                    self.send_header("Connection", "close")
                 self.end_headers()
+                if fake.trickle:
+                    trickle(self.wfile, data, fake.trickle)
+                    self.close_connection = True
+                    return
                 self.wfile.write(data)
+
+            def _unbroken_pull(self) -> None:
+                """One status line that never ends: no newline, no Content-Length, until the client hangs up."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                block = b'{"status": "pulling' + b" " * 65517
+                while fake.pull_sent < fake.pull_unbroken:
+                    try:
+                        self.wfile.write(block)
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
+                    fake.pull_sent += len(block)
 
             def do_GET(self):
                 fake.requests.append((self.path, {}))
@@ -53,6 +79,8 @@ class FakeOllama(LoopbackServer):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 fake.requests.append((self.path, body))
                 name = body.get("model") or body.get("name")
+                if self.path == "/api/pull" and fake.pull_unbroken:
+                    return self._unbroken_pull()
                 if self.path == "/api/pull":
                     lines = [{"status": "pulling manifest"}]
                     if name in fake.failing:

@@ -13,6 +13,7 @@ from compiler.runtime import Runtime
 
 from test_fetch import BLOB, SHA, compiled, fetch, manifest, server  # noqa: F401 - fixtures
 from conftest import run_cli
+from test_executor_inputs import good_models
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +53,7 @@ def test_bundle_then_apply_from_on_a_machine_without_the_cache(base_catalog, ser
 
 def forged(tmp_path: Path, member: str, data: bytes, file: str = "tiny.gguf", sha: str = SHA) -> Path:
     path = tmp_path / "forged.tar"
-    models = {"schema_version": 2, "host": {"name": "x"}, "profiles": [], "roles": {}, "aliases": {},
-              "models": {"small-chat": {"provider": "local"}}}
+    models = good_models()
     meta = {"bundle_version": 1, "host": "x",
             "artifacts": {"small-chat": {"member": member, "file": file, "size": len(data), "sha256": sha}}}
     with tarfile.open(path, "w") as tar:

@@ -58,7 +58,7 @@ def test_values_are_data_never_templates(base_catalog: Path):
               "models:\n  big-chat: {description: \"{{ 7 * 7 }} {% for x in range(3) %}x{% endfor %}\"}\n")
     assert run_cli("-C", str(base_catalog), "build", "--host", "box-32").exit_code == 0
     text = (base_catalog / "out" / "box-32" / "exports" / "MODELS.md").read_text()
-    assert "{{ 7 * 7 }} {% for x in range(3) %}x{% endfor %}" in text and "49" not in text
+    assert "{{ 7 \\* 7 }} {% for x in range(3) %}x{% endfor %}" in text and "49" not in text, "(`*` escaped: Markdown)"
 
 
 def test_catalog_templates_override_and_add_and_hosts_choose(base_catalog: Path):

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from compiler.executor import download as downloader
+from compiler.executor.cache import Cache
 
 from conftest import add_layer, run_cli
 from httpserver import FileServer
 
-BLOB = bytes((i * 7 + i // 251) % 256 for i in range(3 * 1024 * 1024 + 12345))  # ~3 MiB, not repetitive
+BLOB = b"GGUF" + bytes((i * 7 + i // 251) % 256 for i in range(3 * 1024 * 1024 + 12345))  # ~3 MiB, not repetitive
 SHA = hashlib.sha256(BLOB).hexdigest()
 
 
@@ -77,8 +78,9 @@ def test_fetch_verifies_caches_and_pins(base_catalog, server, tmp_path):
     entry = manifest(tmp_path)["small-chat"]
     assert (entry["size"], entry["sha256"], entry["use_count"]) == (len(BLOB), SHA, 1)
     lock = json.loads((catalog / "out" / "box-8" / "models.lock").read_text())
-    assert lock["artifacts"]["small-chat"] == {"url": server.url("tiny.gguf"), "revision": None,
-                                               "file": "tiny.gguf", "size": len(BLOB), "sha256": SHA}
+    assert lock["artifacts"]["small-chat"] == {"url": server.url("tiny.gguf"), "final_url": server.url("tiny.gguf"),
+                                               "revision": None, "file": "tiny.gguf", "size": len(BLOB),
+                                               "sha256": SHA}
     again = fetch(catalog)
     assert again.exit_code == 0 and "small-chat: cached" in again.stderr
     assert len(server.log) == 1, "a cached artifact is not downloaded again"
@@ -119,7 +121,8 @@ def test_server_ignoring_range_restarts_from_zero(base_catalog, server, tmp_path
 def test_416_for_a_complete_partial_needs_no_download(base_catalog, server, tmp_path):
     catalog = compiled(base_catalog, server)
     part = tmp_path / "cache" / ".downloading" / "small-chat%2Ftiny.gguf.part"
-    part.parent.mkdir(parents=True)
+    Cache(tmp_path / "cache")  # a cache hostfit made, then a partial download left in it
+    part.parent.mkdir()
     part.write_bytes(BLOB)
     assert fetch(catalog).exit_code == 0
     assert [(e["range"], e["status"], e["sent"]) for e in server.log] == [(f"bytes={len(BLOB)}-", 416, 0)]
@@ -129,7 +132,8 @@ def test_416_for_a_complete_partial_needs_no_download(base_catalog, server, tmp_
 def test_416_for_an_incomplete_partial_restarts(base_catalog, server, tmp_path):
     catalog = compiled(base_catalog, server)
     part = tmp_path / "cache" / ".downloading" / "small-chat%2Ftiny.gguf.part"
-    part.parent.mkdir(parents=True)
+    Cache(tmp_path / "cache")  # a cache hostfit made, then a partial download left in it
+    part.parent.mkdir()
     part.write_bytes(BLOB[:1000])
     server.faults["always_416"] = True
     result = fetch(catalog)
@@ -294,7 +298,7 @@ def test_two_processes_fetching_one_artifact_download_it_once(base_catalog, serv
 
 
 def test_every_fetched_artifact_is_pinned(base_catalog, server, tmp_path):
-    server.files["other.gguf"] = BLOB[::-1]
+    server.files["other.gguf"] = b"GGUF" + BLOB[:3:-1]
     add_layer(base_catalog, "20-served.yaml", "models:\n"
               f"  small-chat:\n    artifact: {{url: '{server.url('tiny.gguf')}', file: tiny.gguf}}\n"
               f"  big-chat:\n    artifact: {{url: '{server.url('other.gguf')}', file: other.gguf}}\n"
@@ -303,4 +307,186 @@ def test_every_fetched_artifact_is_pinned(base_catalog, server, tmp_path):
     assert fetch(base_catalog).exit_code == 0
     pins = json.loads((base_catalog / "out" / "box-8" / "models.lock").read_text())["artifacts"]
     assert pins["small-chat"]["sha256"] == SHA
-    assert pins["big-chat"]["sha256"] == hashlib.sha256(BLOB[::-1]).hexdigest()
+    assert pins["big-chat"]["sha256"] == hashlib.sha256(b"GGUF" + BLOB[:3:-1]).hexdigest()
+
+
+# --- hostile servers: every download is bounded, honest, and ends in exit 3 without a traceback
+
+def pins(catalog: Path) -> dict:
+    lock = catalog / "out" / "box-8" / "models.lock"
+    return json.loads(lock.read_text())["artifacts"] if lock.exists() else {}
+
+
+def test_an_endless_body_is_cut_at_the_declared_size(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server, sha=None)
+    server.faults["endless"] = 64 << 20  # no Content-Length; far more than the 3 MiB declared
+    result = fetch(catalog)
+    assert result.exit_code == 3, result.output
+    assert f"the body goes on past the declared {len(BLOB):,} bytes" in result.stderr
+    assert len(server.log) == 1 and server.log[0]["sent"] < 32 << 20, "the client hung up, it did not read on"
+    assert not cached(tmp_path).exists() and leftovers(tmp_path) == [] and pins(catalog) == {}
+
+
+def test_a_gzip_bomb_is_refused_not_inflated(base_catalog, server, tmp_path):
+    import gzip
+
+    catalog = compiled(base_catalog, server, sha=None)
+    server.faults["gzip"] = gzip.compress(b"GGUF" + bytes(64 << 20), compresslevel=9)  # ~64 KB -> 64 MiB
+    result = fetch(catalog)
+    assert result.exit_code == 3, result.output
+    assert "refused a compressed body from the server (Content-Encoding: gzip)" in result.stderr
+    assert [e["accept_encoding"] for e in server.log] == ["identity"], "identity asked for, one request"
+    assert not cached(tmp_path).exists() and leftovers(tmp_path) == [] and pins(catalog) == {}
+
+
+@pytest.mark.parametrize("content_type, says", [
+    ("text/html; charset=utf-8", "the server sent an HTML page (Content-Type: text/html)"),
+    ("application/octet-stream", "not a GGUF file (it starts with b'<!DOCTYPE html><')")])
+def test_an_html_page_served_with_200_is_neither_cached_nor_pinned(base_catalog, server, tmp_path, content_type,
+                                                                    says):
+    catalog = compiled(base_catalog, server, sha=None, size=None)  # nothing to check it against but its format
+    server.faults.update(html=True, content_type=content_type)
+    result = fetch(catalog)
+    assert result.exit_code == 3, result.output
+    assert says in result.stderr
+    assert not cached(tmp_path).exists() and leftovers(tmp_path) == [] and pins(catalog) == {}
+    assert run_cli("-C", str(catalog), "lock", "--host", "box-8").exit_code == 3 and pins(catalog) == {}
+
+
+def test_a_redirect_to_plain_http_elsewhere_is_refused(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    port = server.base.rsplit(":", 1)[1]
+    server.faults["redirect"] = {"tiny.gguf": f"http://192.0.2.10:{port}/tiny.gguf"}  # never contacted
+    result = fetch(catalog)
+    assert result.exit_code == 3, result.output
+    assert (f"refused the redirect to http://192.0.2.10:{port}/tiny.gguf: plain http is allowed only to loopback"
+            in result.stderr)
+    assert [e["status"] for e in server.log] == [302], "refused at once: no retry of a policy refusal"
+    assert not cached(tmp_path).exists() and pins(catalog) == {}
+
+
+def test_a_redirect_loop_exits_3_with_a_message(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server)
+    server.faults["redirect"] = {"tiny.gguf": "/loop.gguf", "loop.gguf": "/tiny.gguf"}
+    result = fetch(catalog)
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    assert f"more than {downloader.MAX_REDIRECTS} redirects (a redirect loop?)" in result.stderr
+    assert len(server.log) == downloader.MAX_REDIRECTS + 1
+
+
+def test_the_final_url_after_redirects_is_pinned(base_catalog, server, tmp_path):
+    server.files["moved.gguf"] = BLOB
+    catalog = compiled(base_catalog, server, sha=None)
+    server.faults["redirect"] = {"tiny.gguf": "/moved.gguf"}
+    result = fetch(catalog)
+    assert result.exit_code == 0, result.output
+    pin = pins(catalog)["small-chat"]
+    assert (pin["url"], pin["final_url"], pin["sha256"]) == (server.url("tiny.gguf"), server.url("moved.gguf"), SHA)
+    assert fetch(catalog).exit_code == 0 and pins(catalog)["small-chat"] == pin, "a cached fetch keeps the pin"
+
+
+def test_a_slow_loris_server_ends_at_the_deadline(base_catalog, server, tmp_path, monkeypatch):
+    catalog = compiled(base_catalog, server)
+    monkeypatch.setenv("HOSTFIT_DOWNLOAD_DEADLINE", "1.5")
+    server.faults.update(trickle=0.1, trickle_for=4.0)  # 10 bytes/s, then it hangs up
+    started = time.monotonic()
+    result = fetch(catalog)
+    took = time.monotonic() - started
+    assert result.exit_code == 3 and "gave up after the 1.5 s deadline" in result.stderr, result.output
+    assert took < 4.0, f"took {took:.1f} s"
+    assert cached(tmp_path).exists() is False and pins(catalog) == {}
+
+
+def test_a_trickle_below_the_minimum_speed_is_retried_then_fails(base_catalog, server, tmp_path, monkeypatch):
+    catalog = compiled(base_catalog, server)
+    monkeypatch.setattr(downloader, "SPEED_WINDOW", 0.3)
+    server.faults.update(trickle=0.01, trickle_for=4.0)  # ~100 bytes/s, far below 32 KiB/s
+    started = time.monotonic()
+    result = fetch(catalog)
+    assert result.exit_code == 3 and "slower than 32,768 bytes/s for 0.3 s" in result.stderr, result.output
+    assert len(server.log) == downloader.ATTEMPTS and time.monotonic() - started < 4.0
+    assert server.log[0]["range"] is None and all(e["range"] for e in server.log[1:]), "each retry resumes"
+
+
+def test_attempts_are_capped_across_mirrors(base_catalog, server, tmp_path):
+    mirrors = [server.url(f"missing-{i}.gguf") for i in range(1000)]
+    add_layer(base_catalog, "20-served.yaml",
+              "models:\n  small-chat:\n    artifact: " + json.dumps(
+                  {"url": server.url("missing.gguf"), "file": "tiny.gguf", "sha256": SHA, "mirrors": mirrors})
+              + "\nroles:\n  chat: {prefer: [small-chat]}\n")
+    assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+    result = fetch(base_catalog)
+    assert result.exit_code == 3 and f"gave up after {downloader.MAX_REQUESTS} requests" in result.stderr
+    assert len(server.log) == downloader.MAX_REQUESTS, "1,001 failing URLs cost 20 requests, not 1,001"
+    server.log.clear()
+    server.faults["fail"] = 10_000  # 5xx: retried, but still within the cap
+    assert fetch(base_catalog).exit_code == 3 and len(server.log) == downloader.MAX_REQUESTS
+
+
+def test_credentials_in_urls_never_reach_the_lock_or_the_output(base_catalog, server, tmp_path):
+    secret_url = server.url("tiny.gguf").replace("http://", "http://admin:S3CRET@") + "?token=T0KEN"
+    add_layer(base_catalog, "20-served.yaml",
+              "models:\n  small-chat:\n    artifact: " + json.dumps({"url": secret_url, "file": "tiny.gguf"})
+              + "\nroles:\n  chat: {prefer: [small-chat]}\n")
+    assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+    result = fetch(base_catalog, "--json")
+    assert result.exit_code == 0, result.output
+    lock = (base_catalog / "out" / "box-8" / "models.lock").read_text()
+    assert "S3CRET" not in lock and "T0KEN" not in lock and "S3CRET" not in result.output
+    assert pins(base_catalog)["small-chat"]["url"] == server.url("tiny.gguf").replace("http://", "http://***@") \
+        + "?token=***"
+    assert fetch(base_catalog).exit_code == 0 and len(server.log) == 1, "the redacted pin still matches"
+    cached(tmp_path).unlink()
+    (tmp_path / "cache" / "manifest.json").unlink()
+    server.faults["fail"] = 100
+    failed = fetch(base_catalog)
+    assert failed.exit_code == 3 and "S3CRET" not in failed.output and "T0KEN" not in failed.output
+
+
+def with_memory(catalog: Path, ram_mb: int) -> None:
+    """Declare small-chat's memory (models.json's memory_mb), then rebuild."""
+    add_layer(catalog, "30-memory.yaml", f"models:\n  small-chat:\n    memory: {{ram_mb: {ram_mb}}}\n")
+    result = run_cli("-C", str(catalog), "build", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+
+
+def test_an_endless_body_of_unknown_size_is_cut_at_the_memory_ceiling(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server, sha=None, size=None)  # no size_bytes (like the shipped catalog)
+    with_memory(catalog, 8)  # memory_mb 8: the weights file is smaller, the ceiling is 2 x 8 MiB
+    server.faults["endless"] = 256 << 20  # no Content-Length; before the ceiling the client read all of it
+    result = fetch(catalog)
+    assert result.exit_code == 3, result.output
+    assert "the body goes on past 16,777,216 bytes, the ceiling for an artifact of unknown size" in result.stderr
+    assert len(server.log) == 1 and server.log[0]["sent"] < 64 << 20, "the client hung up, it did not read on"
+    assert not cached(tmp_path).exists() and leftovers(tmp_path) == [] and pins(catalog) == {}
+
+
+def test_an_unsized_artifact_under_its_ceiling_downloads(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server, sha=None, size=None)
+    with_memory(catalog, 2)  # 4 MiB ceiling, the 3 MiB file fits
+    assert fetch(catalog).exit_code == 0
+    assert cached(tmp_path).read_bytes() == BLOB
+
+
+def test_a_content_length_over_the_ceiling_is_refused_before_writing(base_catalog, server, tmp_path, monkeypatch):
+    catalog = compiled(base_catalog, server, sha=None, size=None)
+    monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", str(1 << 20))  # overrides the memory-derived ceiling
+    result = fetch(catalog)
+    assert result.exit_code == 3, result.output
+    assert f"the server offers {len(BLOB):,} bytes, over the 1,048,576-byte ceiling" in result.stderr
+    assert not cached(tmp_path).exists() and leftovers(tmp_path) == [] and pins(catalog) == {}
+
+
+def test_the_ceiling_comes_from_memory_mb_else_a_default(base_catalog, server, monkeypatch):
+    from compiler.executor.fetch import plan
+
+    catalog = compiled(base_catalog, server, sha=None, size=None)
+    with_memory(catalog, 8)
+    [artifact] = plan(catalog / "out" / "box-8").artifacts
+    assert artifact.memory_mb == 8 and downloader.size_ceiling(artifact.memory_mb) == 16 << 20
+    assert downloader.size_ceiling(None) == downloader.CEILING_DEFAULT == 16 << 30
+    monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", "5000")
+    assert downloader.size_ceiling(8) == downloader.size_ceiling(None) == 5000
+    monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", "lots")
+    with pytest.raises(downloader.UsageError):
+        downloader.size_ceiling(None)

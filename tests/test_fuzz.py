@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from compiler import importers, load, migrate
@@ -203,10 +203,7 @@ def mutated(good) -> st.SearchStrategy:
     return st.sampled_from(range(5)).flatmap(lambda n: value if n == 0 else inner)
 
 
-@pytest.mark.xfail(raises=TypeError, strict=False,
-                   reason="validate's `artifact: {mirrors: true}` crash (issue 9 finding 9) is the input "
-                          "workstream's: drop this mark when that lands")
-@settings(FUZZ, phases=[Phase.generate])  # while it is known to fail: no time spent shrinking
+@FUZZ
 @given(mutated(GOOD_CATALOG), st.booleans())
 def test_loader_and_validate_on_mutated_catalogs(document, as_json: bool):
     try:
@@ -244,8 +241,7 @@ def convert(fmt: str, data) -> importers.Imported | None:
     doc = load_yaml_text(text, "<import>")
     assert finite(doc.data)
     problems = check_document(doc) + check_merged(merge_layers([Layer("import", doc)]))
-    # artifact file names are the safe-names check's (issue 9 item 2): E204 is its refusal
-    assert not [p for p in problems if p.severity == "error" and p.code != "E204"], problems
+    assert not [p for p in problems if p.severity == "error"], problems
     out.summary().encode("utf-8")
     return out
 
@@ -302,7 +298,8 @@ def test_ollama_parsers(tags_body, show_body):
         model_id, model = ollama.facts(name, tag, show_body, "fuzz-host", {})
         found.models[model_id] = model
     doc = load_yaml_text(load.dump_yaml(ollama.layer(found)), "<discovered>")
-    assert finite(doc.data) and not [p for p in check_document(doc) if p.severity == "error"]
+    # an unsafe Ollama name is validation's to refuse (E230: `build --discover` fails naming it)
+    assert finite(doc.data) and not [p for p in check_document(doc) if p.severity == "error" and p.code != "E230"]
 
 
 HF_ENTRY = st.one_of(JSON_VALUES, st.fixed_dictionaries({}, optional={
@@ -351,11 +348,12 @@ IMPORT_CRASHES = {  # id: (format, file text, what the summary or layer now says
     "gpt4all-ramrequired-400-digits": ("gpt4all", '[{"filename": "a.gguf", "ramrequired": "' + "9" * 400 + '"}]',
                                        "a.gguf"),
     "gpt4all-description-5": ("gpt4all", '[{"filename": "a.gguf", "description": 5}]', "a.gguf"),
-    "gpt4all-url-not-https": ("gpt4all", '[{"filename": "a.gguf", "url": "0"}]', "url (not https)"),
-    "gpt4all-filename-5000-digits": ("gpt4all", '[{"filename": "' + "1" * 5000 + '"}]', "imported 1 models"),
+    "gpt4all-url-not-https": ("gpt4all", '[{"filename": "a.gguf", "url": "0"}]', "download URL refused"),
+    "gpt4all-description-5000-digits": ("gpt4all", '[{"filename": "a.gguf", "description": "' + "1" * 5000 + '"}]',
+                                        "imported 1 models"),
     "litellm-mode-list": ("litellm", '{"m": {"mode": []}}', "mode [] is not a text workload"),
     "litellm-context-1e400": ("litellm", '{"m": {"mode": "chat", "max_input_tokens": 1e400}}', "imported 1 models"),
-    "litellm-ollama-empty-name": ("litellm", '{"ollama/": {"mode": "chat"}}', "imported 1 models"),
+    "litellm-ollama-empty-name": ("litellm", '{"ollama/": {"mode": "chat"}}', "unsafe Ollama name"),
     "openrouter-data-x": ("openrouter", '{"data": ["x"]}', "not a model entry: x"),
     "openrouter-output-modalities-5": ("openrouter",
                                        '{"data": [{"id": "a", "architecture": {"output_modalities": 5}}]}',

@@ -1,4 +1,4 @@
-"""Importers over the full real catalogs of ../shared/realdata: counts, exact sample values, and
+"""Importers over the full real catalogs of tests/data (see tests/data/SOURCES.md): counts, exact sample values, and
 that every imported layer compiles with the shipped roles for every shipped host."""
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from compiler.pipeline import Project
 
 from conftest import REPO, copy_catalog, run_cli
 
-REALDATA = REPO.parent / "shared" / "realdata"
-pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is not beside this checkout")
+REALDATA = REPO / "tests" / "data"
 
 
 def imported(fmt: str, path: Path):

@@ -1,5 +1,5 @@
 """Ingest from servers on 127.0.0.1 replaying real responses (OpenRouter's index from
-../shared/realdata, a Hugging Face listing built from llmfit's hf_models.json), with failures per
+tests/data, a Hugging Face listing built from llmfit's hf_models.json), with failures per
 source; de-duplication and provenance on overlapping models; statuses across re-ingests."""
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from compiler.discover import ingest
 from conftest import REPO, run_cli
 from jsonserver import JsonServer
 
-REALDATA = REPO.parent / "shared" / "realdata"
-pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is not beside this checkout")
-OPENROUTER = json.loads((REALDATA / "openrouter_models.json").read_text()) if REALDATA.is_dir() else {}
-HF_ROWS = json.loads((REALDATA / "hf_models.json").read_text()) if REALDATA.is_dir() else []
+REALDATA = REPO / "tests" / "data"
+OPENROUTER = json.loads((REALDATA / "openrouter_models.json").read_text())
+HF_ROWS = json.loads((REALDATA / "hf_models.json").read_text())
 OVERLAP = "deepseek-ai/DeepSeek-V4-Flash-0731"  # an OpenRouter model whose hugging_face_id the listing has too
 
 

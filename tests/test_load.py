@@ -39,7 +39,7 @@ def test_json_positions_are_computed_on_demand():
 
 
 TRICKY_SCALARS = ["no", "yes", "on", "off", "y", "True", "FALSE", "~", "null", "0123", "0o17", "0x1F",
-                  "1_000", "1e3", "1.5", ".inf", "-.inf", "12:30", "'quoted'", '"7"', "+12"]
+                  "1_000", "1e3", "1.5", "12:30", "'quoted'", '"7"', "+12"]
 
 
 @pytest.mark.parametrize("scalar", TRICKY_SCALARS)

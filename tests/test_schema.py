@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 
 from compiler import schema
+from compiler.errors import InputError
 from compiler.load import load_file
 
 from conftest import FIXTURES, REPO
@@ -48,15 +49,22 @@ def all_documents():
         yield from sorted(folder.rglob("*.json"))
 
 
-@pytest.mark.parametrize("path", list(all_documents()), ids=lambda p: str(p.relative_to(REPO)))
+def version_2_documents():
+    """The documents there is something to validate for: they load and are version 2 (the fixtures
+    of unloadable and version-1 files are left out here rather than skipped at run time)."""
+    for path in all_documents():
+        try:
+            doc = load_file(path)
+        except InputError:
+            continue
+        if doc.data.get("kind") in ("catalog", "profile", "hosts") and doc.data.get("schema_version") == 2:
+            yield path
+
+
+@pytest.mark.parametrize("path", list(version_2_documents()), ids=lambda p: str(p.relative_to(REPO)))
 def test_fast_path_agrees_with_reference(path: Path):
-    try:
-        doc = load_file(path)
-    except Exception:
-        pytest.skip("does not load: nothing to validate")
-    kind = doc.data.get("kind")
-    if kind not in ("catalog", "profile", "hosts") or doc.data.get("schema_version") != 2:
-        pytest.skip("not a version-2 document")
+    doc = load_file(path)
+    kind = doc.data["kind"]
     for layer in (True, False):
         reference = not list(schema.reference_validator(kind, layer).iter_errors(doc.data))
         assert schema.is_valid(kind, doc.data, layer) == reference

@@ -9,12 +9,13 @@ cached under $XDG_CACHE_HOME/hostfit/ingest for MAX_AGE seconds; pagination stop
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import paths
+from ..net import Deadline, DeadlinePassed, LimitExceeded, parse_json, redact_url, request
 from . import text
 
 SOURCES = ("hf", "openrouter", "curated")
@@ -22,7 +23,8 @@ SOURCE_NAMES = {"hf": "huggingface_hub", "openrouter": "openrouter_index", "cura
 MAX_AGE = 6 * 3600
 MAX_PAGES = 5
 PAGE_SIZE = 100
-TIMEOUT = 10.0
+TIMEOUT = 10.0  # seconds per request, all of it (connect, every read, redirects)
+MAX_BODY = 32 << 20  # bytes per response; a page of 100 models is ~100 KB
 STATUSES = ("pending", "trial", "adopted", "rejected")
 
 
@@ -33,8 +35,7 @@ class Harvest:
 
 
 def _cache_file(name: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "hostfit" / "ingest" / f"{name}.json"
+    return paths.ingest_cache() / f"{name}.json"
 
 
 def _cached_get(name: str, url: str, params: dict | None, refresh: bool, warnings: list[str]):
@@ -48,24 +49,28 @@ def _cached_get(name: str, url: str, params: dict | None, refresh: bool, warning
     if not refresh:
         try:
             if time.time() - key.stat().st_mtime < MAX_AGE:
-                cached = json.loads(key.read_text())
+                cached = parse_json(key.read_bytes(), str(key))  # a server's answer, kept
                 return cached["body"], cached.get("next")
         except (OSError, ValueError, KeyError):
             pass
+    shown = redact_url(url)
     try:
-        response = httpx.get(url, params=params, timeout=httpx.Timeout(TIMEOUT), follow_redirects=True)
-        response.raise_for_status()
-        body = response.json()
-    except httpx.TimeoutException:
-        warnings.append(f"{name}: {url} did not answer within {TIMEOUT:g} s; no candidates from it")
+        with httpx.Client(follow_redirects=True) as client:
+            response, raw = request(client, "GET", url, Deadline(TIMEOUT), MAX_BODY, shown, params=params)
+        if response.status_code >= 400:
+            warnings.append(f"{name}: {shown} failed (HTTP {response.status_code}); no candidates from it")
+            return None, None
+        body = parse_json(raw, shown)
+    except (httpx.TimeoutException, DeadlinePassed):
+        warnings.append(f"{name}: {shown} did not answer within {TIMEOUT:g} s; no candidates from it")
         return None, None
-    except (httpx.HTTPError, ValueError) as exc:
-        warnings.append(f"{name}: {url} failed ({type(exc).__name__}: {str(exc)[:120]}); no candidates from it")
+    except (httpx.HTTPError, ValueError, LimitExceeded) as exc:
+        warnings.append(f"{name}: {shown} failed ({type(exc).__name__}: {str(exc)[:120]}); no candidates from it")
         return None, None
     following = response.links.get("next", {}).get("url")
     try:
         key.parent.mkdir(parents=True, exist_ok=True)
-        key.write_text(json.dumps({"url": url, "body": body, "next": following}))
+        key.write_text(json.dumps({"url": shown, "body": body, "next": following}))
     except OSError:
         pass
     return body, following
@@ -80,7 +85,7 @@ def _license(tags: list) -> str | None:
 
 def from_hf(refresh: bool = False) -> Harvest:
     out = Harvest()
-    base = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    base = paths.hf_endpoint()
     url = f"{base}/api/models"
     params: dict | None = {"pipeline_tag": "text-generation", "sort": "downloads", "direction": "-1",
                            "limit": str(PAGE_SIZE)}
@@ -125,7 +130,7 @@ def _mapping(value) -> dict:
 
 def from_openrouter(refresh: bool = False) -> Harvest:
     out = Harvest()
-    base = (os.environ.get("OPENROUTER_BASE_URL") or "https://openrouter.ai/api/v1").rstrip("/")
+    base = paths.openrouter_base()
     body, _ = _cached_get("openrouter", f"{base}/models", None, refresh, out.warnings)
     if body is not None:
         out.candidates += openrouter_candidates(body, out.warnings)

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
+from .. import paths
+from ..errors import UsageError
 from ..migrate import normalize_id
+from ..net import (BadResponse, BadURL, Deadline, DeadlinePassed, LimitExceeded, check_base_url, parse_json,
+                   redact_url, request)
 from . import text
 
-TIMEOUT = 5.0  # seconds per request: a slow Ollama is a warning, not a stall
+TIMEOUT = 5.0  # seconds per request, all of it (connect, every read): a slow Ollama is a warning, not a stall
+MAX_BODY = 16 << 20  # bytes per response; /api/tags and /api/show answers are kilobytes
 
 
 @dataclass
 class Discovery:
-    base: str
+    base: str  # where Ollama was asked, redacted: fit to show and write
     models: dict[str, dict] = field(default_factory=dict)  # id -> catalog model entry
     warnings: list[str] = field(default_factory=list)
 
 
 def base_url(explicit: str | None = None) -> str:
-    host = explicit or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
-    return host if "://" in host else f"http://{host}"
+    """The Ollama server's URL (--ollama, else OLLAMA_HOST, else the default); one httpx cannot use
+    is a usage error (exit 2), named with where it came from."""
+    address = paths.ollama_host(explicit)
+    try:
+        return check_base_url(address)
+    except BadURL as exc:
+        source = "--ollama" if explicit else paths.OLLAMA_HOST if paths.env(paths.OLLAMA_HOST) else "the default"
+        raise UsageError(f"{source}: {exc}; give one such as http://127.0.0.1:11434") from exc
 
 
 def tag_entries(body, warnings: list[str]) -> list[tuple[str, dict]]:
@@ -29,7 +39,7 @@ def tag_entries(body, warnings: list[str]) -> list[tuple[str, dict]]:
     if entries is None and isinstance(body, dict):
         return []  # nothing installed
     if not isinstance(entries, list):
-        warnings.append("ollama: /api/tags answered without a `models` list; nothing discovered")
+        warnings.append("ollama /api/tags: `models` is not a list of objects; nothing discovered")
         return []
     named = {}
     for tag in entries:
@@ -37,7 +47,7 @@ def tag_entries(body, warnings: list[str]) -> list[tuple[str, dict]]:
         if name:
             named.setdefault(name, tag)
         else:
-            warnings.append(f"ollama: /api/tags lists a model without a name ({str(tag)[:40]}); left out")
+            warnings.append(f"ollama /api/tags: a model without a name ({str(tag)[:40]}); left out")
     return sorted(named.items())
 
 
@@ -95,26 +105,37 @@ def discover(host: str, base: str | None = None, ids_by_ollama_name: dict[str, s
     """Everything Ollama at `base` has installed; never raises for an absent or broken server."""
     import httpx
 
-    found = Discovery(base_url(base))
+    address = base_url(base)
+    found = Discovery(redact_url(address))
     ids = ids_by_ollama_name or {}
+
+    def ask(client, method: str, path: str, **kwargs):
+        """One request within `timeout` seconds in all, its JSON answer; HTTPStatusError for an error status."""
+        response, body = request(client, method, path, Deadline(timeout), MAX_BODY, f"ollama {path}", **kwargs)
+        response.raise_for_status()
+        answer = parse_json(body, f"ollama {path}")
+        if not isinstance(answer, dict):
+            raise BadResponse(f"ollama {path}: the answer is not a JSON object")
+        return answer
+
     try:
-        with httpx.Client(base_url=found.base, timeout=httpx.Timeout(timeout)) as client:
-            tags = client.get("/api/tags")
-            tags.raise_for_status()
-            for name, tag in tag_entries(tags.json(), found.warnings):
+        with httpx.Client(base_url=address) as client:
+            for name, tag in tag_entries(ask(client, "GET", "/api/tags"), found.warnings):
                 show = None
                 try:
-                    reply = client.post("/api/show", json={"model": name})
-                    reply.raise_for_status()
-                    show = reply.json()
-                except (httpx.HTTPError, ValueError) as exc:
+                    show = ask(client, "POST", "/api/show", json={"model": name})
+                except (httpx.HTTPError, ValueError, LimitExceeded) as exc:
                     found.warnings.append(f"ollama: no details for {name} ({type(exc).__name__}); "
                                           "using what /api/tags says")
                 model_id, model = facts(name, tag, show, host, ids)
                 found.models[model_id] = model
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, DeadlinePassed):
         found.warnings.append(f"ollama at {found.base} did not answer within {timeout:g} s; nothing discovered")
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+    except LimitExceeded as exc:
+        found.warnings.append(f"ollama at {found.base} answered out of bounds ({exc}); nothing discovered")
+    except BadResponse as exc:
+        found.warnings.append(f"ollama at {found.base} answered out of bounds ({exc}); nothing discovered")
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
         found.warnings.append(f"no Ollama at {found.base} ({type(exc).__name__}); nothing discovered")
     return found
 

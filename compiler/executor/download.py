@@ -4,9 +4,17 @@
         206 + Content-Range "bytes n-..."  -> append
         200                                 -> the server ignored Range: restart from zero
         416                                 -> the partial is complete (size known) or restart
-    connection error, timeout, 5xx          -> retry with exponential backoff and jitter
-    4xx, exhausted retries                  -> next mirror
+    3xx                                     -> followed here; every target passes the URL policy
+    connection error, timeout, 5xx, too slow -> retry with exponential backoff and jitter
+    4xx, a refused body or redirect         -> next mirror
     size or sha256 differ                   -> delete the partial, IntegrityError (exit 3)
+
+Honest bytes only: identity encoding is asked for and a compressed body refused (never inflated);
+nothing is written past the declared size (the catalog's size_bytes, else Content-Length), nor, when
+neither is known, past a ceiling (size_ceiling: twice the model's memory estimate, else 16 GiB); an HTML
+page, or a body without its format's magic bytes, is refused before anything is cached or pinned.
+Bounded: at most MAX_REQUESTS requests per artifact whatever the number of mirrors (redirect hops
+count), a total deadline and a minimum speed (limits(); README "Network limits").
 
 The receiving thread only reads the socket; 1 MiB blocks go to two more threads, one writing the
 file and one updating SHA-256 (file writes and hashlib both release the GIL), so network, disk
@@ -22,28 +30,46 @@ import queue
 import random
 import re
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
-from ..errors import DiskError, DownloadError, IntegrityError
+from .. import paths
+from ..errors import DiskError, DownloadError, IntegrityError, UsageError
+from ..net import IDENTITY, Deadline, DeadlinePassed, LimitExceeded, check_identity, raw_chunks, redact_url
 from ..validate import url_problem
+from .cache import open_artifact
 
 CHUNK = 1 << 20
 ATTEMPTS = 5  # per mirror
+MAX_REQUESTS = 20  # per artifact, across every mirror, redirect hops included
+MAX_REDIRECTS = 10  # per request
 BACKOFF_BASE = 0.5  # seconds; doubled each attempt, plus jitter, capped at BACKOFF_CAP
 BACKOFF_CAP = 8.0
-TIMEOUT = 30.0
 DISK_MARGIN = 64 << 20  # keep this much free beyond the artifact
+MIN_SPEED = 32 << 10  # bytes per second, averaged over SPEED_WINDOW; slower is a stall: retry
+SPEED_WINDOW = 30.0  # seconds
+DEADLINE_BASE = 300.0  # seconds for one artifact, all attempts and mirrors, plus size / MIN_SPEED
+DEADLINE_UNSIZED = 24 * 3600.0  # when neither the catalog nor the lock knows the size
+# An artifact of unknown size (no size_bytes, no pin, no Content-Length) is cut off at a ceiling, so an
+# endless body cannot fill the disk: the weights file is smaller than the memory its model needs
+# (memory_mb: weights + KV cache + overhead), so CEILING_FACTOR x memory_mb leaves a margin for a low
+# estimate; with no estimate, CEILING_DEFAULT. HOSTFIT_MAX_UNSIZED (bytes) overrides both.
+CEILING_FACTOR = 2
+CEILING_DEFAULT = 16 << 30
+REDIRECTS = (301, 302, 303, 307, 308)
+CEILING_HINT = "give the catalog's artifact.size_bytes, or raise HOSTFIT_MAX_UNSIZED"
 
 
 @dataclass
 class Outcome:
     size: int
     sha256: str
-    url: str
+    url: str  # where the bytes came from, after redirects
     resumed_from: int  # bytes already on disk when the successful attempt began
 
 
@@ -55,8 +81,62 @@ class NextMirror(Exception):
     """A failure this URL will keep giving; try the next mirror."""
 
 
+class GiveUp(Exception):
+    """The artifact's deadline or request budget is spent: no more attempts anywhere."""
+
+
 def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
+
+
+def _env_number(name: str, default: float) -> float:
+    value = paths.env(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number > 0 or number == float("inf"):
+        raise UsageError(f"{name}={value!r}: expected a positive number")
+    return number
+
+
+def limits(expected_size: int | None) -> tuple[float, Deadline]:
+    """(minimum bytes per second, the artifact's total deadline). HOSTFIT_MIN_SPEED and
+    HOSTFIT_DOWNLOAD_DEADLINE (seconds) override the defaults."""
+    min_speed = _env_number(paths.HOSTFIT_MIN_SPEED, MIN_SPEED)
+    default = DEADLINE_BASE + expected_size / min_speed if expected_size else DEADLINE_UNSIZED
+    return min_speed, Deadline(_env_number(paths.HOSTFIT_DOWNLOAD_DEADLINE, default))
+
+
+def size_ceiling(memory_mb: int | None) -> int:
+    """The most bytes an artifact of unknown size may have (see CEILING_FACTOR)."""
+    override = paths.env(paths.HOSTFIT_MAX_UNSIZED)
+    if override is not None:
+        return int(_env_number(paths.HOSTFIT_MAX_UNSIZED, 0))
+    return CEILING_FACTOR * memory_mb << 20 if memory_mb else CEILING_DEFAULT
+
+
+def format_problem(fmt: str | None, head: bytes) -> str | None:
+    """Why the first bytes of a download are not the catalog's format, or None (formats without
+    a fixed signature pass)."""
+    if fmt == "gguf" and not head.startswith(b"GGUF"):
+        return f"not a GGUF file (it starts with {head[:16]!r})"
+    if fmt == "safetensors":  # an 8-byte little-endian header length, then a JSON object
+        if len(head) < 9 or struct.unpack("<Q", head[:8])[0] == 0 or head[8:9] != b"{":
+            return f"not a safetensors file (it starts with {head[:16]!r})"
+    return None
+
+
+class _Budget:
+    def __init__(self, requests: int):
+        self.left = requests
+
+    def take(self) -> None:
+        if self.left <= 0:
+            raise GiveUp(f"gave up after {MAX_REQUESTS} requests, the limit per artifact")
+        self.left -= 1
 
 
 class _Sink(threading.Thread):
@@ -81,8 +161,8 @@ class _Sink(threading.Thread):
 def _seed(part: Path) -> tuple[int, "hashlib._Hash"]:
     digest = hashlib.sha256()
     size = 0
-    if part.exists():
-        with open(part, "rb") as handle:
+    if os.path.lexists(part):
+        with open_artifact(part) as handle:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
@@ -90,118 +170,196 @@ def _seed(part: Path) -> tuple[int, "hashlib._Hash"]:
 
 
 def download(urls: list[str], part: Path, final: Path, expected_size: int | None, expected_sha: str | None,
-             progress: Callable[[int, int | None], None] | None = None, client=None) -> Outcome:
-    """Fetch the first URL that works into `part`, verify it, rename it to `final`."""
+             progress: Callable[[int, int | None], None] | None = None, fmt: str | None = None,
+             ceiling: int | None = None) -> Outcome:
+    """Fetch the first URL that works into `part`, check and verify it, rename it to `final`.
+    `ceiling`: the most bytes to accept when neither `expected_size` nor the server gives a size."""
     import httpx
 
     for url in urls:
         problem = url_problem(url)
         if problem:
-            raise DownloadError(f"{url}: {problem}")
+            raise DownloadError(f"{redact_url(url)}: {problem}")
+    min_speed, deadline = limits(expected_size)
     part.parent.mkdir(parents=True, exist_ok=True)
     final.parent.mkdir(parents=True, exist_ok=True)
-    own_client = client is None
-    client = client or httpx.Client(timeout=httpx.Timeout(TIMEOUT), follow_redirects=True, verify=True)
+    client = httpx.Client(follow_redirects=False, verify=True)  # redirects: _open() checks each one
+    budget = _Budget(MAX_REQUESTS)
     errors: list[str] = []
     try:
         for url in urls:
             for attempt in range(ATTEMPTS):
                 try:
-                    outcome = _attempt(client, url, part, expected_size, progress)
+                    outcome = _attempt(client, url, part, expected_size, progress, deadline, min_speed, budget,
+                                       ceiling)
+                    _check_format(fmt, part)
                     _verify(outcome, part, expected_size, expected_sha)
                     os.replace(part, final)
                     return outcome
                 except Retry as exc:
-                    errors.append(f"{url}: {exc}")
+                    errors.append(f"{redact_url(url)}: {exc}")
                     if attempt < ATTEMPTS - 1:
-                        base = float(os.environ.get("HOSTFIT_BACKOFF_BASE", BACKOFF_BASE))
-                        delay = min(BACKOFF_CAP, base * 2 ** attempt)
-                        time.sleep(delay * (0.5 + random.random()))
+                        base = float(paths.env(paths.HOSTFIT_BACKOFF_BASE) or BACKOFF_BASE)
+                        delay = min(BACKOFF_CAP, base * 2 ** attempt) * (0.5 + random.random())
+                        time.sleep(max(0.0, min(delay, deadline.remaining())))
                 except NextMirror as exc:
-                    errors.append(f"{url}: {exc}")
+                    errors.append(f"{redact_url(url)}: {exc}")
                     break
+    except GiveUp as exc:
+        errors.append(str(exc))
     finally:
-        if own_client:
-            client.close()
+        client.close()
     raise DownloadError(f"could not download {final.name}: " + "; ".join(errors[-3:]))
 
 
-def _attempt(client, url: str, part: Path, expected_size: int | None, progress) -> Outcome:
+def _open(client, url: str, headers: dict, deadline: Deadline, budget: _Budget):
+    """(streamed response, final URL): redirects followed here, a bounded number of them, each
+    target checked by the same URL policy as the catalog's URLs (and no https -> http)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        budget.take()
+        request = client.build_request("GET", url, headers=headers, timeout=deadline.timeout())
+        response = client.send(request, stream=True)
+        if response.status_code not in REDIRECTS:
+            return response, url
+        response.close()
+        location = response.headers.get("location")
+        if not location:
+            raise NextMirror(f"HTTP {response.status_code} without a Location header")
+        target = urljoin(url, location)
+        problem = url_problem(target)
+        if not problem and urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
+            problem = "a redirect may not leave https"
+        if problem:
+            raise NextMirror(f"refused the redirect to {redact_url(target)}: {problem}")
+        url = target
+    raise NextMirror(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)")
+
+
+def _attempt(client, url: str, part: Path, expected_size: int | None, progress, deadline: Deadline,
+             min_speed: float, budget: _Budget, ceiling: int | None = None) -> Outcome:
     import httpx
 
+    if deadline.remaining() <= 0:
+        raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline")
     offset, digest = _seed(part)
-    if expected_size is not None and offset > expected_size:
+    if offset > (expected_size if expected_size is not None else ceiling if ceiling is not None else offset):
         part.unlink()
         offset, digest = 0, hashlib.sha256()
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    headers = {**IDENTITY, **({"Range": f"bytes={offset}-"} if offset else {})}
     try:
-        with client.stream("GET", url, headers=headers) as response:
-            status = response.status_code
-            if status == 416:
-                if expected_size is not None and offset == expected_size:
-                    return Outcome(offset, digest.hexdigest(), url, offset)
-                part.unlink(missing_ok=True)
-                raise Retry("416 Range Not Satisfiable for a partial that is not complete: restarting")
-            if status >= 500 or status == 429:
-                raise Retry(f"HTTP {status}")
-            if status not in (200, 206):
-                raise NextMirror(f"HTTP {status}")
-            total = _total(response, offset)
-            if offset and status == 206:
-                match = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("content-range", ""))
-                if not match or int(match.group(1)) != offset:
-                    part.unlink(missing_ok=True)
-                    raise Retry(f"Content-Range {response.headers.get('content-range')!r} does not start at {offset}")
-            elif offset:  # 200: the server ignored Range; take the whole body from the start
-                offset, digest = 0, hashlib.sha256()
-            needed = (expected_size or total or 0) - offset
-            if needed > 0 and free_bytes(part.parent) < needed + DISK_MARGIN:
-                raise DiskError(f"not enough free disk for {part.name}: {needed:,} bytes needed, "
-                                f"{free_bytes(part.parent):,} free in {part.parent}")
-            with open(part, "r+b" if offset else "wb") as handle:
-                handle.seek(offset)
-                handle.truncate()
-                sinks = [_Sink(handle.write), _Sink(digest.update)]
-                for sink in sinks:
-                    sink.start()
-                written = offset
-                pending = bytearray()
-
-                def dispatch() -> None:
-                    block = bytes(pending)
-                    pending.clear()
-                    for sink in sinks:
-                        sink.chunks.put(block)
-
-                try:
-                    for chunk in response.iter_bytes():  # as received: a drop loses nothing already here
-                        pending += chunk
-                        written += len(chunk)
-                        if len(pending) >= CHUNK:
-                            dispatch()
-                            if progress:
-                                progress(written, expected_size or total)
-                finally:
-                    if pending:
-                        dispatch()
-                    for sink in sinks:
-                        sink.chunks.put(None)
-                    for sink in sinks:
-                        sink.join()
-                for sink in sinks:
-                    if sink.error is not None:
-                        raise sink.error
-                if progress:
-                    progress(written, expected_size or total)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if total is not None and written != total:
-                raise Retry(f"connection ended at {written:,} of {total:,} bytes")
-            return Outcome(written, digest.hexdigest(), url, offset)
+        response, final_url = _open(client, url, headers, deadline, budget)
+        try:
+            return _receive(response, final_url, part, offset, digest, expected_size, progress, deadline, min_speed,
+                            ceiling)
+        finally:
+            response.close()
+    except DeadlinePassed as exc:
+        raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline") from exc
+    except LimitExceeded as exc:
+        raise NextMirror(str(exc)) from exc
+    except httpx.InvalidURL as exc:
+        raise NextMirror(f"{type(exc).__name__}: {exc}") from exc
     except (httpx.TransportError, httpx.TimeoutException) as exc:
         raise Retry(f"{type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise DiskError(f"cannot write {part}: {exc.strerror or exc}") from exc
+
+
+def _receive(response, url: str, part: Path, offset: int, digest, expected_size: int | None, progress,
+             deadline: Deadline, min_speed: float, ceiling: int | None = None) -> Outcome:
+    status = response.status_code
+    if status == 416:
+        if expected_size is not None and offset == expected_size:
+            return Outcome(offset, digest.hexdigest(), url, offset)
+        part.unlink(missing_ok=True)
+        raise Retry("416 Range Not Satisfiable for a partial that is not complete: restarting")
+    if status >= 500 or status == 429:
+        raise Retry(f"HTTP {status}")
+    if status not in (200, 206):
+        raise NextMirror(f"HTTP {status}")
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("text/html", "application/xhtml+xml"):
+        raise NextMirror(f"the server sent an HTML page (Content-Type: {kind}), not the artifact")
+    check_identity(response, "the server")  # before any size: a compressed body's sizes are not the artifact's
+    total = _total(response, offset)
+    if offset and status == 206:
+        match = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("content-range", ""))
+        if not match or int(match.group(1)) != offset:
+            part.unlink(missing_ok=True)
+            raise Retry(f"Content-Range {response.headers.get('content-range')!r} does not start at {offset}")
+    elif offset:  # 200: the server ignored Range; take the whole body from the start
+        offset, digest = 0, hashlib.sha256()
+    if expected_size is not None and total is not None and total != expected_size:
+        raise NextMirror(f"the server offers {total:,} bytes, the catalog says {expected_size:,}")
+    known = expected_size if expected_size is not None else total
+    if expected_size is None and ceiling is not None and total is not None and total > ceiling:
+        raise NextMirror(f"the server offers {total:,} bytes, over the {ceiling:,}-byte ceiling for an artifact "
+                         f"of unknown size ({CEILING_HINT})")
+    limit = known if known is not None else ceiling  # never write past it
+    needed = (known or 0) - offset
+    if needed > 0 and free_bytes(part.parent) < needed + DISK_MARGIN:
+        raise DiskError(f"not enough free disk for {part.name}: {needed:,} bytes needed, "
+                        f"{free_bytes(part.parent):,} free in {part.parent}")
+    with open_artifact(part, "r+b" if offset else "wb") as handle:
+        handle.seek(offset)
+        handle.truncate()
+        sinks = [_Sink(handle.write), _Sink(digest.update)]
+        for sink in sinks:
+            sink.start()
+        written = offset
+        pending = bytearray()
+        overflow = False
+        since, since_bytes = time.monotonic(), written
+
+        def dispatch() -> None:
+            block = bytes(pending)
+            pending.clear()
+            for sink in sinks:
+                sink.chunks.put(block)
+
+        try:
+            for chunk in raw_chunks(response, deadline, "the server"):  # as received, never inflated
+                if limit is not None and written + len(chunk) > limit:
+                    chunk, overflow = chunk[:limit - written], True
+                pending += chunk
+                written += len(chunk)
+                if overflow:
+                    break
+                if len(pending) >= CHUNK:
+                    dispatch()
+                    if known is None and free_bytes(part.parent) < DISK_MARGIN:
+                        raise DiskError(f"the disk is nearly full ({part.parent}) and {part.name}, of "
+                                        "unknown size, is still arriving")
+                    if progress:
+                        progress(written, known)
+                now = time.monotonic()
+                if now - since >= SPEED_WINDOW:  # the minimum-speed rule: a trickle is a stall
+                    if (written - since_bytes) / (now - since) < min_speed:
+                        raise Retry(f"slower than {min_speed:,.0f} bytes/s for {SPEED_WINDOW:g} s")
+                    since, since_bytes = now, written
+        finally:
+            if pending:
+                dispatch()
+            for sink in sinks:
+                sink.chunks.put(None)
+            for sink in sinks:
+                sink.join()
+        for sink in sinks:
+            if sink.error is not None:
+                raise sink.error
+        if progress:
+            progress(written, known)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if overflow:
+        part.unlink(missing_ok=True)
+        if known is None:
+            raise NextMirror(f"the body goes on past {limit:,} bytes, the ceiling for an artifact of unknown size "
+                             f"({CEILING_HINT}; the partial download was deleted)")
+        raise NextMirror(f"the body goes on past the declared {limit:,} bytes (the partial download was deleted)")
+    if total is not None and written != total:
+        raise Retry(f"connection ended at {written:,} of {total:,} bytes")
+    return Outcome(written, digest.hexdigest(), url, offset)
 
 
 def _total(response, offset: int) -> int | None:
@@ -215,6 +373,16 @@ def _total(response, offset: int) -> int | None:
     return offset + int(length) if response.status_code == 206 else int(length)
 
 
+def _check_format(fmt: str | None, part: Path) -> None:
+    """Refuse (and delete) a download that is not the catalog's format: an error page served with
+    200 must not be cached or pinned."""
+    with open_artifact(part) as handle:
+        problem = format_problem(fmt, handle.read(16))
+    if problem:
+        part.unlink(missing_ok=True)
+        raise NextMirror(f"{problem} (the partial download was deleted)")
+
+
 def _verify(outcome: Outcome, part: Path, expected_size: int | None, expected_sha: str | None) -> None:
     problems = []
     if expected_size is not None and outcome.size != expected_size:
@@ -223,4 +391,5 @@ def _verify(outcome: Outcome, part: Path, expected_size: int | None, expected_sh
         problems.append(f"sha256 {outcome.sha256}, expected {expected_sha.lower()}")
     if problems:
         part.unlink(missing_ok=True)
-        raise IntegrityError(f"{outcome.url}: " + "; ".join(problems) + " (the partial download was deleted)")
+        raise IntegrityError(f"{redact_url(outcome.url)}: " + "; ".join(problems)
+                             + " (the partial download was deleted)")

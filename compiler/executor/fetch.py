@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -10,8 +12,10 @@ from pathlib import Path
 
 from ..errors import Diagnostic, InputError, UsageError
 from ..memory import is_cloud
-from .cache import Cache, UnsafeName, check_file_name, escape_id, sha256_file
-from .download import download
+from ..net import redact_url
+from .cache import Cache, NotRegular, regular, sha256_file
+from .documents import artifact_file, read_models
+from .download import download, size_ceiling
 from .lock import Lock
 
 
@@ -24,6 +28,25 @@ class Artifact:
     revision: str | None = None
     size: int | None = None
     sha256: str | None = None  # from the catalog
+    format: str | None = None  # the catalog's artifact.format, else from the file's extension
+    memory_mb: int | None = None  # the model's memory estimate when it bounds its weights file (size_ceiling)
+
+
+def size_ceiling_mb(model: dict) -> int | None:
+    """The model's compiled memory_mb (weights + KV cache + overhead, so more than the weights file)
+    when it says something about the file: declared, or estimated from a parameter count. None when
+    the estimate knew neither the file's size nor the parameters (then it is the overhead alone)."""
+    if model.get("memory_method") == "estimated" and not model.get("params_b"):
+        return None
+    return model.get("memory_mb") or None
+
+
+def file_format(declared: str | None, file: str) -> str | None:
+    """The format whose magic bytes a download must start with."""
+    if declared:
+        return declared
+    suffix = file.rsplit(".", 1)[-1].lower() if "." in file else ""
+    return suffix if suffix in ("gguf", "safetensors") else None
 
 
 @dataclass
@@ -35,15 +58,21 @@ class Plan:
     document: dict = field(default_factory=dict)  # the compiled models.json it was read from
 
 
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # as hosts.v2.json names them
+
+
 def host_folder(out: Path, host: str | None) -> Path:
     """out/<host>/, or for this machine its declared name's folder if built, else out/local/."""
     from ..hosts import LOCAL, machine_name
 
     if host:
+        if not HOST_NAME.match(host):  # one folder under out/, never a path out of it
+            raise UsageError(f"{host!r} is not a host name (letters, digits, '.', '_' and '-')")
         folder = out / host
     else:
-        folder = out / machine_name()
-        if not (folder / "models.json").exists():
+        name = machine_name()
+        folder = out / name
+        if not HOST_NAME.match(name) or not (folder / "models.json").exists():
             folder = out / LOCAL
     if not (folder / "models.json").exists():
         raise UsageError(f"{folder / 'models.json'} does not exist: run `hostfit build"
@@ -52,7 +81,7 @@ def host_folder(out: Path, host: str | None) -> Path:
 
 
 def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False) -> Plan:
-    compiled = json.loads((folder / "models.json").read_text())
+    compiled = read_models(folder / "models.json").data  # schema-checked; ids and file names confined
     known = compiled["roles"]
     for role in roles:
         if role not in known:
@@ -72,16 +101,11 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
         if not artifact.get("url"):
             result.skipped.append(f"{model_id}: no single-file download URL (artifact.url or repo+file)")
             continue
-        file = artifact.get("file") or artifact["url"].rsplit("/", 1)[-1]
-        try:  # models.json is input too: nothing in it may name a path outside the cache
-            escape_id(model_id)
-            check_file_name(file)
-        except UnsafeName as exc:
-            raise InputError([Diagnostic(str(folder / "models.json"), 0, 0, "E209", str(exc),
-                                         "cache paths are built from model ids and plain file names only")]) from None
-        result.artifacts.append(Artifact(model_id, file, artifact["url"], tuple(artifact.get("mirrors") or ()),
-                                         artifact.get("revision"), artifact.get("size_bytes"),
-                                         artifact.get("sha256")))
+        result.artifacts.append(Artifact(model_id, artifact_file(artifact), artifact["url"],
+                                         tuple(artifact.get("mirrors") or ()), artifact.get("revision"),
+                                         artifact.get("size_bytes"), artifact.get("sha256"),
+                                         file_format(artifact.get("format"), artifact_file(artifact)),
+                                         size_ceiling_mb(model)))
     return result
 
 
@@ -93,6 +117,7 @@ class Fetched:
     sha256: str
     downloaded: bool
     resumed_from: int = 0
+    final_url: str | None = None  # where the bytes came from after redirects (None: from the cache)
 
 
 class Reporter:
@@ -108,7 +133,7 @@ class Reporter:
             print(json.dumps(fields, sort_keys=True), file=self.stream, flush=True)
 
     def start(self, artifact: Artifact, expected: int | None):
-        self.event(event="start", model=artifact.model_id, url=artifact.url, size=expected)
+        self.event(event="start", model=artifact.model_id, url=redact_url(artifact.url), size=expected)
         if self.mode == "bar":
             from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
                                        TransferSpeedColumn)
@@ -163,12 +188,13 @@ def fetch(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporte
 
 def lock_entry(fetched: Fetched) -> dict:
     a = fetched.artifact
-    return {"url": a.url, "revision": a.revision, "file": a.file, "size": fetched.size, "sha256": fetched.sha256}
+    return {"url": redact_url(a.url), "final_url": fetched.final_url and redact_url(fetched.final_url),
+            "revision": a.revision, "file": a.file, "size": fetched.size, "sha256": fetched.sha256}
 
 
 def expected(artifact: Artifact, lock: Lock) -> tuple[int | None, str | None]:
     pinned = lock.get(artifact.model_id) or {}
-    if pinned and (pinned.get("url"), pinned.get("file")) != (artifact.url, artifact.file):
+    if pinned and (pinned.get("url"), pinned.get("file")) != (redact_url(artifact.url), artifact.file):
         pinned = {}  # the catalog now points elsewhere: the old pin says nothing about it
     sha = artifact.sha256 or pinned.get("sha256")
     if artifact.sha256 and pinned.get("sha256") and artifact.sha256 != pinned["sha256"]:
@@ -184,6 +210,9 @@ def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter) 
     part = cache.part_path(artifact.model_id, artifact.file)
     with cache.lock_for(part):  # one download per artifact, however many processes ask
         entry = cache.entries().get(artifact.model_id)
+        if os.path.lexists(final) and not regular(final):  # a FIFO would block the first read: never opened
+            raise NotRegular(f"{final} is not a regular file, so {artifact.model_id} is not cached; hostfit "
+                             "neither opens nor replaces it: remove it and fetch again")
         if final.exists() and entry and entry.path == str(final.relative_to(cache.root)):
             if (sha is None or entry.sha256 == sha) and (size is None or entry.size == size) \
                     and final.stat().st_size == entry.size:
@@ -198,14 +227,15 @@ def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter) 
                 fetched = Fetched(artifact, final, final.stat().st_size, actual, False)
                 reporter.finish(fetched)
                 return fetched
-            final.unlink()
+            cache.delete(final)
         tick = reporter.start(artifact, size)
         try:
-            outcome = download([artifact.url, *artifact.mirrors], part, final, size, sha, tick)
+            outcome = download([artifact.url, *artifact.mirrors], part, final, size, sha, tick, fmt=artifact.format,
+                               ceiling=None if size else size_ceiling(artifact.memory_mb))
         finally:
             reporter.stop()
         cache.record(artifact.model_id, final, outcome.size, outcome.sha256, downloaded=True)
-        fetched = Fetched(artifact, final, outcome.size, outcome.sha256, True, outcome.resumed_from)
+        fetched = Fetched(artifact, final, outcome.size, outcome.sha256, True, outcome.resumed_from, outcome.url)
         reporter.finish(fetched)
         return fetched
 
@@ -216,7 +246,7 @@ def lock_all(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Repo
     changed = 0
     for artifact in artifacts:
         if artifact.sha256 and artifact.size:
-            entry = {"url": artifact.url, "revision": artifact.revision, "file": artifact.file,
+            entry = {"url": redact_url(artifact.url), "revision": artifact.revision, "file": artifact.file,
                      "size": artifact.size, "sha256": artifact.sha256}
         else:
             entry = lock_entry(fetch_one(artifact, cache, lock, reporter))

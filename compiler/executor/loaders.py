@@ -5,7 +5,7 @@ to load, the next one of the role's fallback chain is fetched and tried, and the
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import shutil
 import subprocess
@@ -14,12 +14,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import paths
 from ..errors import RuntimeFailure, UsageError
 from ..memory import is_cloud
+from ..net import IDENTITY, BadResponse, Deadline, LimitExceeded, iter_lines, parse_json, redact_url, request
 
 DEFAULT_PROMPT = "Say hello in five words."
-OLLAMA_DEFAULT = "http://127.0.0.1:11434"
 OLLAMA_START_TIMEOUT = 20.0
+OLLAMA_ASK = 10.0  # seconds in all for a quick request (version, ps)
+OLLAMA_SLOW_READ = 600.0  # seconds a pull or a generation may wait for the next bytes (a model loading)
+OLLAMA_PULL = 6 * 3600.0  # seconds in all for a pull (gigabytes over a slow link)
+OLLAMA_GENERATE = 900.0  # seconds in all to load a model and generate a few tokens
+MAX_LINE = 1 << 20  # bytes per streamed pull status line (they are ~200 bytes)
+MAX_REPLY = 16 << 20  # bytes per JSON reply
+MAX_STATUSES = 1000  # distinct pull statuses shown; a stream of endless new ones is not echoed forever
 
 
 class LoadFailure(RuntimeFailure):
@@ -95,16 +103,26 @@ def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int =
 # ---------------------------------------------------------------------------------- Ollama
 
 def ollama_base() -> str:
-    host = os.environ.get("OLLAMA_HOST") or OLLAMA_DEFAULT
-    return host if "://" in host else f"http://{host}"
+    """OLLAMA_HOST (or the default), checked: an unusable URL is a usage error, not a traceback."""
+    from ..discover.ollama import base_url
+
+    return base_url()
+
+
+def _object(raw: bytes, what: str) -> dict:
+    """An Ollama answer that must be a JSON object (BadResponse, a ValueError, otherwise)."""
+    answer = parse_json(raw, what)
+    if not isinstance(answer, dict):
+        raise BadResponse(f"{what}: the answer is not a JSON object")
+    return answer
 
 
 def auto_start_allowed(interactive: bool) -> bool:
     """Consent to start `ollama serve`: env HOSTFIT_OLLAMA_AUTO_START, config ollama.auto_start, or a prompt."""
-    env = os.environ.get("HOSTFIT_OLLAMA_AUTO_START")
+    env = paths.env(paths.HOSTFIT_OLLAMA_AUTO_START)
     if env is not None:
         return env.strip().lower() in ("1", "true", "yes", "on")
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "hostfit" / "config.yaml"
+    config = paths.config_file()
     if config.is_file():
         import yaml
 
@@ -118,21 +136,29 @@ def auto_start_allowed(interactive: bool) -> bool:
     if interactive and sys.stdin.isatty():
         import click
 
-        return click.confirm(f"No Ollama server answers at {ollama_base()}. Start `ollama serve`?", default=False)
+        return click.confirm(f"No Ollama server answers at {redact_url(ollama_base())}. Start `ollama serve`?",
+                             default=False)
     return False
+
+
+def _ask(client, method: str, path: str, seconds: float | None = None, read: float = 30.0, **kwargs):
+    """(status, body) of one bounded request to Ollama (OLLAMA_ASK seconds in all unless told)."""
+    response, body = request(client, method, path, Deadline(seconds or OLLAMA_ASK), MAX_REPLY, f"ollama {path}",
+                             read=read, **kwargs)
+    return response.status_code, body
 
 
 def ensure_ollama(client, interactive: bool) -> None:
     import httpx
 
     try:
-        client.get("/api/version")
+        _ask(client, "GET", "/api/version")
         return
-    except httpx.TransportError:
+    except (httpx.TransportError, LimitExceeded):
         pass
     if not auto_start_allowed(interactive):
-        raise RuntimeFailure(f"no Ollama server answers at {ollama_base()}; start it (`ollama serve`), or allow "
-                             "hostfit to: HOSTFIT_OLLAMA_AUTO_START=1 or `ollama: {auto_start: true}` in "
+        raise RuntimeFailure(f"no Ollama server answers at {redact_url(ollama_base())}; start it (`ollama serve`), "
+                             "or allow hostfit to: HOSTFIT_OLLAMA_AUTO_START=1 or `ollama: {auto_start: true}` in "
                              "$XDG_CONFIG_HOME/hostfit/config.yaml")
     exe = shutil.which("ollama")
     if not exe:
@@ -141,9 +167,9 @@ def ensure_ollama(client, interactive: bool) -> None:
     deadline = time.monotonic() + OLLAMA_START_TIMEOUT
     while time.monotonic() < deadline:
         try:
-            client.get("/api/version")
+            _ask(client, "GET", "/api/version")
             return
-        except httpx.TransportError:
+        except (httpx.TransportError, LimitExceeded):
             time.sleep(0.25)
     raise RuntimeFailure(f"started `ollama serve`, but it did not answer within {OLLAMA_START_TIMEOUT:.0f} s")
 
@@ -153,53 +179,71 @@ def ollama_load(name: str, settings: Settings, prompt: str, progress=None, inter
     """Pull (streamed), preload with a generation and keep_alive, confirm with /api/ps."""
     import httpx
 
-    with httpx.Client(base_url=ollama_base(), timeout=httpx.Timeout(30.0, read=600.0)) as client:
+    with httpx.Client(base_url=ollama_base()) as client:  # every request sets its own deadline
         ensure_ollama(client, interactive)
         try:
-            with client.stream("POST", "/api/pull", json={"model": name, "stream": True}) as response:
-                if response.status_code != 200:
-                    raise LoadFailure(f"ollama pull {name}: HTTP {response.status_code}")
-                for line in response.iter_lines():
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    if "error" in event:
-                        raise LoadFailure(f"ollama pull {name}: {event['error']}")
-                    if progress:
-                        progress(event)
+            _pull(client, name, progress)
             started = time.perf_counter()
-            reply = client.post("/api/generate", json={
+            status, reply = _ask(client, "POST", "/api/generate", OLLAMA_GENERATE, OLLAMA_SLOW_READ, json={
                 "model": name, "prompt": prompt, "stream": False, "keep_alive": keep_alive,
                 "options": {"num_ctx": settings.context, "num_predict": 8, "temperature": 0}})
-            if reply.status_code != 200:
-                raise LoadFailure(f"ollama generate {name}: HTTP {reply.status_code} {reply.text[:200]}")
-            body = reply.json()
+            if status != 200:
+                raise LoadFailure(f"ollama generate {name}: HTTP {status} "
+                                  f"{reply[:200].decode('utf-8', 'replace')}")
+            body = _object(reply, "ollama /api/generate")
             total = time.perf_counter() - started
-            loaded = [m.get("name") or m.get("model") for m in client.get("/api/ps").json().get("models", [])]
+            running = _object(_ask(client, "GET", "/api/ps")[1], "ollama /api/ps").get("models") or []
+            loaded = [m.get("name") or m.get("model") for m in running if isinstance(m, dict)] \
+                if isinstance(running, list) else []
             if name not in loaded:
                 raise LoadFailure(f"ollama answered, but {name} is not among the loaded models ({loaded})")
-        except (httpx.TransportError, ValueError) as exc:
+        except (httpx.TransportError, ValueError, LimitExceeded) as exc:
             raise LoadFailure(f"ollama {name}: {exc}") from exc
-    load = body.get("load_duration", 0) / 1e9
-    first = body.get("prompt_eval_duration", 0) / 1e9 if body.get("prompt_eval_duration") else total - load
-    return load, first, body.get("response", "")
+    load = body["load_duration"] / 1e9 if _number(body.get("load_duration")) else 0.0
+    first = body["prompt_eval_duration"] / 1e9 if _number(body.get("prompt_eval_duration")) \
+        and body["prompt_eval_duration"] else total - load
+    return load, first, str(body.get("response", ""))
+
+
+def _pull(client, name: str, progress) -> None:
+    """POST /api/pull and follow its newline-delimited JSON status lines, each bounded in size."""
+    deadline = Deadline(OLLAMA_PULL)
+    with client.stream("POST", "/api/pull", json={"model": name, "stream": True}, headers=IDENTITY,
+                       timeout=deadline.timeout(read=OLLAMA_SLOW_READ)) as response:
+        if response.status_code != 200:
+            raise LoadFailure(f"ollama pull {name}: HTTP {response.status_code}")
+        for line in iter_lines(response, deadline, MAX_LINE, f"ollama pull {name}"):
+            if not line.strip():
+                continue
+            event = parse_json(line, f"ollama pull {name}")
+            if not isinstance(event, dict):
+                raise LoadFailure(f"ollama pull {name}: a status line is not a JSON object: {line[:80]!r}")
+            if "error" in event:
+                raise LoadFailure(f"ollama pull {name}: {event['error']}")
+            if progress:
+                progress(event)
 
 
 # ------------------------------------------------------------------------------ the chain
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
 
 def _pull_progress(say, name: str):
     """One line per pull status (and per 25% of a layer), not one per streamed event."""
     shown: set = set()
 
     def progress(event: dict) -> None:
-        status = event.get("status", "")
-        if event.get("total"):
-            quarter = int(4 * event.get("completed", 0) / event["total"])
+        status = str(event.get("status", ""))[:200]  # a server's text: shown, so bounded
+        total, completed = event.get("total"), event.get("completed", 0)
+        if _number(total) and total > 0 and _number(completed):
+            quarter = max(0, min(4, int(4 * completed / total)))
             key = (status, quarter)
             text = f"ollama pull {name}: {status} {25 * quarter}%"
         else:
             key, text = (status, None), f"ollama pull {name}: {status}"
-        if key not in shown:
+        if key not in shown and len(shown) < MAX_STATUSES:
             shown.add(key)
             say(text)
     return progress
@@ -207,7 +251,9 @@ def _pull_progress(say, name: str):
 
 def load_role(compiled: dict, role_name: str, backend: str, prompt: str, fetch_one, overrides: dict,
               say=print) -> Loaded:
-    """Try the role's model, then its fallbacks in order, until one loads and generates."""
+    """Try the role's model, then its fallbacks in order, until one loads and generates.
+    `compiled` comes from documents.read_models (the plan's document): schema-checked, and every
+    model its roles name is defined, so the lookups below cannot fail."""
     roles = compiled["roles"]
     if role_name not in roles:
         raise UsageError(f"unknown role {role_name!r}; roles: {', '.join(sorted(roles))}")

@@ -1,6 +1,7 @@
-"""out/<host>/models.lock: what was verified, pinned (url, revision, file, size, sha256), like a
-package lock file. Later fetches verify against it; `fetch --require-pinned` refuses anything
-it does not pin."""
+"""out/<host>/models.lock: what was verified, pinned (url, revision, file, size, sha256, and
+final_url: where the bytes came from after redirects), like a package lock file. URLs are
+written redacted (no user name, password or signature). Later fetches verify against it;
+`fetch --require-pinned` refuses anything it does not pin."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ import json
 from pathlib import Path
 
 from ..emit import write_atomic
-from ..errors import Diagnostic, InputError
-from .cache import check_file_name, escape_id
+from ..errors import InputError
+from .documents import LOCK_VERSION, read_lock
 
-LOCK_VERSION = 1
-FIELDS = ("url", "revision", "file", "size", "sha256")
+FIELDS = ("url", "final_url", "revision", "file", "size", "sha256")
 
 
 class Lock:
@@ -22,20 +22,8 @@ class Lock:
 
     @classmethod
     def load(cls, path: Path, host: str) -> "Lock":
-        if not path.exists():
-            return cls(path, host)
-        try:
-            data = json.loads(path.read_text())
-            artifacts = data["artifacts"]
-            if data.get("lock_version") != LOCK_VERSION or not isinstance(artifacts, dict):
-                raise ValueError(f"lock_version {data.get('lock_version')!r}, expected {LOCK_VERSION}")
-            for model_id, entry in artifacts.items():  # a lock is input too: it names cache paths
-                escape_id(model_id)
-                check_file_name(entry["file"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError([Diagnostic(str(path), 1, 1, "E210", f"unreadable lock file: {exc}",
-                                         "delete it and run `hostfit lock` to pin again")]) from exc
-        return cls(path, host, artifacts)
+        doc = read_lock(path)  # checked against lock.v1.json, names confined to the cache
+        return cls(path, host, doc.data["artifacts"] if doc else None)
 
     def get(self, model_id: str) -> dict | None:
         return self.artifacts.get(model_id)
@@ -43,12 +31,41 @@ class Lock:
     def pin(self, model_id: str, entry: dict) -> bool:
         """Record a verified artifact; True when that changed the lock."""
         entry = {key: entry.get(key) for key in FIELDS}
+        known = self.artifacts.get(model_id) or {}
+        if entry["final_url"] is None and all(known.get(k) == entry[k] for k in ("url", "file", "sha256")):
+            entry["final_url"] = known.get("final_url")  # served from the cache: where it came from still holds
+        if entry["final_url"] is None:
+            del entry["final_url"]  # not known (pinned from the catalog): locks without it stay as they were
         if self.artifacts.get(model_id) == entry:
             return False
         self.artifacts[model_id] = entry
         return True
 
-    def save(self) -> None:
+    def render(self) -> bytes:
         body = {"lock_version": LOCK_VERSION, "host": self.host,
                 "artifacts": {key: self.artifacts[key] for key in sorted(self.artifacts)}}
-        write_atomic(self.path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+        return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
+
+    def save(self) -> None:
+        from .. import publish
+
+        # out/<host>/models.lock lives in a folder a build swaps as a unit: write it under the build lock
+        with publish.locked(self.path.parent.parent):
+            write_atomic(self.path, self.render())
+
+
+def pinned(out: Path | None) -> set[tuple[str, str]]:
+    """(model id, sha256) of everything a lock under out/ pins: never evicted by prune or clean.
+    A lock that cannot be read is an error, not an empty pin set: its pins would be lost."""
+    pins: set[tuple[str, str]] = set()
+    problems = []
+    for path in sorted(out.glob("*/models.lock")) if out is not None and out.is_dir() else ():
+        try:
+            doc = read_lock(path)
+        except InputError as exc:
+            problems.extend(exc.diagnostics)
+            continue
+        pins.update((model_id, entry.get("sha256")) for model_id, entry in doc.data["artifacts"].items())
+    if problems:
+        raise InputError(problems)
+    return pins

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -92,9 +93,7 @@ def run(fmt: str, path: Path, display: str) -> Imported:
     if fmt not in FORMATS:  # pragma: no cover - click restricts the choice
         raise ValueError(fmt)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError([Diagnostic(display, 0, 0, "E001", f"cannot read file: {exc.strerror or exc}")]) from exc
+        text = read_input(path, display).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError([Diagnostic(display, 1, 1, "E002", f"not JSON: {exc}")]) from exc
     out = Imported(path.name, fmt)
@@ -144,6 +143,24 @@ def convert(fmt: str, data, out: Imported, display: str) -> None:
     except FormatMismatch as exc:
         raise InputError([Diagnostic(display, 1, 1, "E015", f"not a catalog in {fmt} format: {exc}",
                                      f"formats: {', '.join(FORMATS)}")]) from None
+
+
+MAX_INPUT_BYTES = 256 << 20  # the largest real catalog imported is under 2 MiB
+
+
+def read_input(path: Path, display: str) -> bytes:
+    """The file to import: a regular file (a FIFO or device such as /dev/zero is refused, E018) of at
+    most MAX_INPUT_BYTES (E026), so a wrong path cannot read until memory runs out."""
+    from ..load import read_regular
+
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0  # read_regular names what is wrong with it
+    if size > MAX_INPUT_BYTES:
+        raise InputError([Diagnostic(display, 0, 0, "E026", f"{size:,} bytes is too large to import "
+                                     f"(at most {MAX_INPUT_BYTES:,})", "is this the catalog file you meant?")])
+    return read_regular(path, display)
 
 
 class FormatMismatch(Exception):
@@ -269,6 +286,26 @@ def plain_text(html) -> str:
     text = re.sub(r"<\s*/?\s*(li|p|br|ul|ol)[^>]*>", " ", html if isinstance(html, str) else "", flags=re.I)
     text = re.sub(r"<[^>]+>", "", text)
     return re.sub(r"\s+", " ", html_module.unescape(text)).strip()
+
+
+def unsafe_names(out: Imported, name, file=None, url=None, ollama=None) -> bool:
+    """True, and the entry skipped with the reason, when a name that would reach exports and the cache
+    (artifact file, download URL, Ollama name) is outside the character set validation allows: renaming a
+    file would break its download, so such entries are left out and named in the summary."""
+    from ..validate import URL_CHARS, file_name_problem, name_problem, url_problem
+
+    name = str(name).encode("unicode_escape").decode()[:60]  # shown in the summary: one line, no control codes
+    if file is not None and (not isinstance(file, str) or file_name_problem(file)):
+        out.skip(name, "unsafe artifact file name (allowed: letters, digits and . _ + -)")
+    elif url is not None and (not isinstance(url, str) or not URL_CHARS.fullmatch(url)):
+        out.skip(name, "unsafe download URL (spaces, quotes, control or non-ASCII characters)")
+    elif url is not None and url_problem(url):
+        out.skip(name, "download URL refused (https anywhere, plain http only to loopback)")
+    elif ollama is not None and (not isinstance(ollama, str) or name_problem("ollama", ollama)):
+        out.skip(name, "unsafe Ollama name (allowed: letters, digits and . _ : / -)")
+    else:
+        return False
+    return True
 
 
 def api_key_env(provider: str) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ..validate import url_problem
-from . import FormatMismatch, IMPORT_PRIORITY, Imported, count, number, params_b, plain_text, quantization, shown, text
+from . import (FormatMismatch, IMPORT_PRIORITY, Imported, count, number, params_b, plain_text, quantization, shown, text,
+               unsafe_names)
 
 MAPPED = {"name", "filename", "filesize", "ramrequired", "parameters", "quant", "type", "description", "url",
           "md5sum", "sha256sum", "removedIn", "embeddingModel"}
@@ -23,15 +23,14 @@ def convert(data, out: Imported) -> None:
             wrong = entry.get("filename") is not None and not isinstance(entry["filename"], str)
             out.skip(text(entry.get("name")) or "(unnamed)", "filename is not a string" if wrong else "no filename")
             continue
+        if unsafe_names(out, text(entry.get("name")) or filename, file=filename, url=text(entry.get("url"))):
+            continue
         embedding = str(entry.get("embeddingModel", "")).lower() == "true"
         words = " ".join(str(entry.get(k, "")) for k in ("name", "filename")).lower()
         workloads = ["embedding"] if embedding else (["code", "chat"] if "code" in words or "coder" in words
                                                      else ["chat"])
         artifact = {"format": "gguf" if filename.lower().endswith(".gguf") else None, "file": filename,
                     "url": text(entry.get("url"))}
-        if artifact["url"] and url_problem(artifact["url"]):
-            out.unmapped_fields(["url (not https)"])
-            artifact["url"] = None
         size = str(entry.get("filesize", "")).strip()
         if re.fullmatch(r"[0-9]{1,16}", size):  # ASCII digits: str.isdigit() accepts "²"
             artifact["size_bytes"] = count(int(size))

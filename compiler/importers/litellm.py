@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from . import FormatMismatch, Imported, api_key_env, context, normalize_id, per_million, text
+from . import FormatMismatch, Imported, api_key_env, context, normalize_id, per_million, text, unsafe_names
 
 NOT_MODELS = {"sample_spec": "documentation of the format, not a model",
               "fallback_generalizations": "fallback rules, not a model"}
@@ -52,7 +52,9 @@ def convert(data, out: Imported) -> None:
             "pricing": {k: v for k, v in pricing.items() if v is not None} or None,
         }
         if provider in LOCAL.values():
-            if provider == "ollama" and key.split("/", 1)[-1]:
+            if provider == "ollama":
+                if unsafe_names(out, key, ollama=key.split("/", 1)[-1]):
+                    continue
                 model["ollama"] = {"name": key.split("/", 1)[-1]}
         else:
             model["api_key_env"] = api_key_env(provider_name)

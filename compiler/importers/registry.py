@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, number, params_b, quantization,
-               shown, strings, text)
+               shown, strings, text, unsafe_names)
 
 MAPPED = {"ID", "Name", "Family", "Parameters", "Quantization", "ContextWindow", "FileSizeMB", "RAMRequiredMB",
           "HuggingFaceRepo", "Filename", "SHA256", "Recommended", "Description", "Tags"}
@@ -34,6 +34,8 @@ def convert(data, out: Imported) -> None:
         tags = [t.strip().lower() for t in (tags.split(",") if isinstance(tags, str) else strings(tags)) if t.strip()]
         workloads = sorted({WORKLOAD_TAGS[t] for t in tags if t in WORKLOAD_TAGS}) or ["chat"]
         filename = text(entry.get("Filename")) or ""
+        if unsafe_names(out, name, file=filename or None):
+            continue
         sha = str(entry.get("SHA256") or "").strip().lower()
         size_mb, ram_mb = number(entry.get("FileSizeMB")), number(entry.get("RAMRequiredMB"))
         artifact = {"format": "gguf" if filename.lower().endswith(".gguf") else None,

@@ -59,8 +59,8 @@ def run(work: Path, hostfit: str, env: dict, runs: int) -> list[tuple]:
     blob = root / "big.gguf"
     digest = hashlib.sha256()
     with open(blob, "wb") as handle:
-        for _ in range(SIZE >> 24):
-            chunk = os.urandom(1 << 24)
+        for i in range(SIZE >> 24):
+            chunk = (b"GGUF" if i == 0 else b"") + os.urandom((1 << 24) - (4 if i == 0 else 0))  # fetch checks the magic
             digest.update(chunk)
             handle.write(chunk)
     for path in (work, root, blob):  # nginx's workers run as an unprivileged user

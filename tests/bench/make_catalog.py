@@ -1,4 +1,4 @@
-"""Build the large benchmark catalog (~4,800 models, ~50,000 lines) from ../shared/realdata.
+"""Build the large benchmark catalog (~4,800 models, ~50,000 lines) from tests/data.
 
 A crude mapping, for scale only: llmfit's hf_models.json and LiteLLM's model map become one
 schema-version-2 catalog layer. The importers (a later issue) do this properly.

@@ -2,7 +2,7 @@
 
     make bench            (installs check-jsonschema and OmegaConf into .venv first)
 
-The catalog is built from ../shared/realdata (llmfit's hf_models.json plus LiteLLM's map:
+The catalog is built from tests/data (llmfit's hf_models.json plus LiteLLM's map:
 about 4,800 models, ~50,000 lines of YAML). Every figure is the best wall-clock time of
 REPEAT runs of a whole command in a fresh process, so start-up is counted on both sides.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-REALDATA = Path(os.environ.get("HOSTFIT_REALDATA", REPO.parent / "shared" / "realdata"))
+REALDATA = Path(os.environ.get("HOSTFIT_REALDATA", REPO / "tests" / "data"))
 BIN = Path(sys.executable).parent
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 sys.path.insert(0, str(HERE))
