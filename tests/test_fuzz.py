@@ -5,7 +5,7 @@ InputError whose diagnostics name the file), never another exception; importers 
 malformed entry with a reason rather than fail or emit a layer that does not validate.
 
 Seeded (derandomize) and bounded: HOSTFIT_FUZZ_EXAMPLES examples per target, 150 by default
-(about 15 s for the whole file on one core). A longer run:
+(about 10 s for the whole file here). A longer run:
     HOSTFIT_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest -q -p no:randomly tests/test_fuzz.py
 The crashes these found are kept below as plain regression tests with their minimal inputs.
 """
