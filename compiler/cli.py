@@ -622,11 +622,9 @@ def _this_host(project, sources) -> str:
 def discover_command(obj: Context, base, write) -> None:
     """List the models this machine's Ollama has installed (a missing Ollama is only a warning)."""
     def action() -> int:
-        import yaml
-
         from .discover import ollama
         from .emit import write_atomic
-        from .load import load_yaml_text
+        from .load import dump_yaml, load_yaml_text
         from .validate import check_document
 
         project = obj.project()
@@ -644,7 +642,7 @@ def discover_command(obj: Context, base, write) -> None:
         if write:
             text = (f"# Discovered on {host} from Ollama by `hostfit discover --write`; the lowest layer:\n"
                     "# the catalog's own facts win over these.\n"
-                    + yaml.safe_dump(ollama.layer(found), sort_keys=False, allow_unicode=True))
+                    + dump_yaml(ollama.layer(found), sort_keys=False))
             target = project.root / "sources" / "discovered" / f"{host}.yaml"
             problems = [p for p in check_document(load_yaml_text(text, project.display(target)))
                         if p.severity == "error"]

@@ -657,3 +657,27 @@ def _scan_json(text: str):
         elif punct == "[":
             stack.append([pending_value_path, "array", 0, None])
     return table, duplicates
+
+
+# ------------------------------------------------------------------------------ writing YAML
+
+def dump_yaml(data, **options) -> str:
+    """YAML that this loader reads back as the same data. PyYAML's dumper quotes by YAML 1.1, so
+    it writes strings such as `1e400`, `0o17` or `1_000` plain, which the 1.2 core schema read
+    here takes for numbers: such strings are quoted."""
+    return yaml.dump(data, Dumper=_Dumper, allow_unicode=True, **options)
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    pass
+
+
+def _represent_str(dumper, value: str):
+    try:
+        plain = _plain_scalar(value) is value
+    except ValueError:  # a number the loader refuses as written (5,000 digits): a quoted string is fine
+        plain = False
+    return dumper.represent_scalar(STR, value, style=None if plain else "'")
+
+
+_Dumper.add_representer(str, _represent_str)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import paths
 from ..net import Deadline, DeadlinePassed, LimitExceeded, parse_json, redact_url, request
+from . import text
 
 SOURCES = ("hf", "openrouter", "curated")
 SOURCE_NAMES = {"hf": "huggingface_hub", "openrouter": "openrouter_index", "curated": "curated"}
@@ -88,7 +89,6 @@ def from_hf(refresh: bool = False) -> Harvest:
     url = f"{base}/api/models"
     params: dict | None = {"pipeline_tag": "text-generation", "sort": "downloads", "direction": "-1",
                            "limit": str(PAGE_SIZE)}
-    rank = 0
     for _ in range(MAX_PAGES):
         body, following = _cached_get("hf", url, params, refresh, out.warnings)
         if body is None:
@@ -96,48 +96,67 @@ def from_hf(refresh: bool = False) -> Harvest:
         if not isinstance(body, list):
             out.warnings.append("hf: the listing is not a JSON array; no candidates from it")
             break
-        for entry in body:
-            model_id = entry.get("id") or entry.get("modelId") if isinstance(entry, dict) else None
-            if not isinstance(model_id, str) or "/" not in model_id:
-                continue
-            rank += 1
-            tags = [t for t in entry.get("tags") or [] if isinstance(t, str)]
-            downloads = entry.get("downloads")
-            out.candidates.append({
-                "model_id": model_id, "provider": "huggingface", "license": _license(tags),
-                "source": "huggingface_hub", "popularity_score": int(downloads) if isinstance(downloads, int) else 0,
-                "tags": sorted(t for t in tags if ":" not in t)[:12]})
+        out.candidates += hf_candidates(body)
         if not following:
             break
         url, params = following, None
     return out
 
 
+def hf_candidates(body) -> list[dict]:
+    """Candidates from one page of the Hub's model listing (any JSON: malformed entries are left out)."""
+    found = []
+    for entry in body if isinstance(body, list) else ():
+        model_id = text(entry.get("id") or entry.get("modelId")) if isinstance(entry, dict) else None
+        if not model_id or "/" not in model_id:
+            continue
+        tags = _strings(entry.get("tags"))
+        downloads = entry.get("downloads")
+        downloads = downloads if type(downloads) is int and 0 <= downloads < 1 << 53 else 0  # what JSON holds exactly
+        found.append({
+            "model_id": model_id, "provider": "huggingface", "license": _license(tags),
+            "source": "huggingface_hub", "popularity_score": downloads,
+            "tags": sorted(t for t in tags if ":" not in t)[:12]})
+    return found
+
+
+def _strings(value) -> list[str]:
+    return [item for item in value if text(item)] if isinstance(value, list) else []
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def from_openrouter(refresh: bool = False) -> Harvest:
     out = Harvest()
     base = paths.openrouter_base()
     body, _ = _cached_get("openrouter", f"{base}/models", None, refresh, out.warnings)
-    if body is None:
-        return out
+    if body is not None:
+        out.candidates += openrouter_candidates(body, out.warnings)
+    return out
+
+
+def openrouter_candidates(body, warnings: list[str]) -> list[dict]:
+    """Candidates from OpenRouter's model index (any JSON: malformed entries are left out)."""
     entries = body.get("data") if isinstance(body, dict) else None
     if not isinstance(entries, list):
-        out.warnings.append("openrouter: the response has no `data` array; no candidates from it")
-        return out
-    total = len(entries)
+        warnings.append("openrouter: the response has no `data` array; no candidates from it")
+        return []
+    found = []
     for rank, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not entry.get("id"):
+        if not isinstance(entry, dict) or not text(entry.get("id")):
             continue
-        pricing = entry.get("pricing") or {}
+        pricing = _mapping(entry.get("pricing"))
         if "-1" in (str(pricing.get("prompt")), str(pricing.get("completion"))):
             continue  # routers are not models
-        hf_id = entry.get("hugging_face_id") or ""
-        out.candidates.append({
+        hf_id = text(entry.get("hugging_face_id")) or ""
+        found.append({
             "model_id": hf_id if "/" in hf_id else entry["id"],
             "provider": "huggingface" if "/" in hf_id else "openrouter", "license": None,
-            "source": "openrouter_index", "popularity_score": total - rank,  # its listing order, as a rank
-            "tags": sorted({m for m in (entry.get("architecture") or {}).get("input_modalities") or []
-                            if isinstance(m, str)})})
-    return out
+            "source": "openrouter_index", "popularity_score": len(entries) - rank,  # listing order, as a rank
+            "tags": sorted(set(_strings(_mapping(entry.get("architecture")).get("input_modalities"))))})
+    return found
 
 
 def from_curated(root: Path) -> Harvest:
@@ -153,11 +172,13 @@ def from_curated(root: Path) -> Harvest:
     except (yaml.YAMLError, AttributeError) as exc:
         out.warnings.append(f"curated: {path.name} is unreadable ({exc}); no candidates from it")
         return out
-    for entry in entries:
+    for entry in entries if isinstance(entries, list) else ():
         if isinstance(entry, dict) and isinstance(entry.get("model_id"), str):
-            out.candidates.append({"model_id": entry["model_id"], "provider": entry.get("provider") or "huggingface",
-                                   "license": entry.get("license"), "source": "curated", "popularity_score": 0,
-                                   "tags": sorted(entry.get("tags") or [])})
+            provider, licence = entry.get("provider"), entry.get("license")
+            out.candidates.append({"model_id": entry["model_id"],
+                                   "provider": provider if isinstance(provider, str) and provider else "huggingface",
+                                   "license": licence if isinstance(licence, str) else None, "source": "curated",
+                                   "popularity_score": 0, "tags": sorted(set(_strings(entry.get("tags"))))})
     return out
 
 
@@ -188,7 +209,7 @@ def merge(harvests: list[Harvest], previous: dict[str, dict]) -> list[dict]:
 def read_staged(path: Path) -> dict[str, dict]:
     try:
         return {c["model_id"].lower(): c for c in json.loads(path.read_text())["candidates"]}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):  # a hand-edited file
         return {}
 
 
@@ -207,13 +228,14 @@ def as_catalog(data: dict) -> dict:
     from ..migrate import normalize_id
 
     models = {}
-    for candidate in data.get("candidates") or []:
-        status = candidate.get("status", "pending")
-        if status not in ("pending", "trial"):
+    candidates = data.get("candidates") if isinstance(data, dict) else None
+    for candidate in candidates if isinstance(candidates, list) else ():  # validated, but used even when invalid
+        status = candidate.get("status", "pending") if isinstance(candidate, dict) else None
+        if status not in ("pending", "trial") or not isinstance(candidate.get("model_id"), str):
             continue
         model = {"name": candidate["model_id"], "provider": candidate.get("provider") or "huggingface",
                  "workloads": ["chat"], "priority": 900, "status": "active" if status == "trial" else "candidate",
-                 "tags": list(candidate.get("tags") or []) or None, "license": candidate.get("license"),
+                 "tags": _strings(candidate.get("tags")) or None, "license": candidate.get("license"),
                  "x-staged": {"source": candidate.get("source"), "popularity_score": candidate.get("popularity_score")}}
         models[normalize_id(candidate["model_id"])] = {k: v for k, v in model.items() if v is not None}
     return {"schema_version": 2, "kind": "catalog", "models": models}

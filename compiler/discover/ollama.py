@@ -9,6 +9,7 @@ from ..errors import UsageError
 from ..migrate import normalize_id
 from ..net import (BadResponse, BadURL, Deadline, DeadlinePassed, LimitExceeded, check_base_url, parse_json,
                    redact_url, request)
+from . import text
 
 TIMEOUT = 5.0  # seconds per request, all of it (connect, every read): a slow Ollama is a warning, not a stall
 MAX_BODY = 16 << 20  # bytes per response; /api/tags and /api/show answers are kilobytes
@@ -32,26 +33,53 @@ def base_url(explicit: str | None = None) -> str:
         raise UsageError(f"{source}: {exc}; give one such as http://127.0.0.1:11434") from exc
 
 
-def _facts(name: str, tag: dict, show: dict | None, host: str, ids_by_ollama_name: dict[str, str]) -> tuple[str, dict]:
-    details = (show or {}).get("details") or tag.get("details") or {}
-    info = (show or {}).get("model_info") or {}
-    arch_name = info.get("general.architecture") or details.get("family")
-    capabilities = (show or {}).get("capabilities") or []
+def tag_entries(body, warnings: list[str]) -> list[tuple[str, dict]]:
+    """(name, entry) for each model in a /api/tags answer, by name; malformed entries are left out."""
+    entries = body.get("models") if isinstance(body, dict) else None
+    if entries is None and isinstance(body, dict):
+        return []  # nothing installed
+    if not isinstance(entries, list):
+        warnings.append("ollama /api/tags: `models` is not a list of objects; nothing discovered")
+        return []
+    named = {}
+    for tag in entries:
+        name = text(tag.get("name") or tag.get("model")) if isinstance(tag, dict) else None
+        if name:
+            named.setdefault(name, tag)
+        else:
+            warnings.append(f"ollama /api/tags: a model without a name ({str(tag)[:40]}); left out")
+    return sorted(named.items())
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value) -> int | None:
+    return value if type(value) is int and 0 < value < 1 << 53 else None  # not a bool; exact in any JSON reader
+
+
+def facts(name: str, tag: dict, show, host: str, ids_by_ollama_name: dict[str, str]) -> tuple[str, dict]:
+    """The catalog entry for one model from its /api/tags entry and /api/show answer (any JSON)."""
+    show = _mapping(show)
+    details = _mapping(show.get("details")) or _mapping(tag.get("details"))
+    info = _mapping(show.get("model_info"))
+    arch_name = text(info.get("general.architecture") or details.get("family"))
+    capabilities = show.get("capabilities") if isinstance(show.get("capabilities"), list) else []
 
     def arch(key):
-        value = info.get(f"{arch_name}.{key}") if arch_name else None
-        return value if isinstance(value, int) and value > 0 else None
+        return _count(info.get(f"{arch_name}.{key}")) if arch_name else None
 
     cloud = bool(tag.get("remote_host") or tag.get("remote_model") or name.endswith("-cloud") or ":cloud" in name)
     model: dict = {"name": name, "provider": "ollama-cloud" if cloud else "ollama"}
     if arch_name:
         model["family"] = str(arch_name)
-    params = info.get("general.parameter_count")
-    if isinstance(params, int) and params > 0:
+    params = _count(info.get("general.parameter_count"))
+    if params and round(params / 1e9, 4) > 0:
         model["params_b"] = round(params / 1e9, 4)
     quant = details.get("quantization_level")
     if quant:
-        model["quantization"] = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(quant).upper())
+        model["quantization"] = "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in str(quant).upper())
     if arch("context_length"):
         model["context_window"] = arch("context_length")
     embedding_only = "embedding" in capabilities and "completion" not in capabilities
@@ -64,11 +92,11 @@ def _facts(name: str, tag: dict, show: dict | None, host: str, ids_by_ollama_nam
              "head_dim": width // heads if width and heads else None}
     if any(shape.values()):
         model["arch"] = {k: v for k, v in shape.items() if v}
-    if not cloud and isinstance(tag.get("size"), int) and tag["size"] > 0:
+    if not cloud and _count(tag.get("size")):
         model["artifact"] = {"format": "gguf", "size_bytes": tag["size"]}
     model["ollama"] = {"name": name}
     model["installed_on"] = [host]
-    model_id = ids_by_ollama_name.get(name) or normalize_id(name)
+    model_id = ids_by_ollama_name.get(name) or normalize_id(name)[:200].rstrip("-") or "model"
     return model_id, model
 
 
@@ -92,20 +120,14 @@ def discover(host: str, base: str | None = None, ids_by_ollama_name: dict[str, s
 
     try:
         with httpx.Client(base_url=address) as client:
-            entries = ask(client, "GET", "/api/tags").get("models") or []
-            if not isinstance(entries, list) or not all(isinstance(tag, dict) for tag in entries):
-                raise BadResponse("ollama /api/tags: `models` is not a list of objects")
-            for tag in sorted(entries, key=lambda t: str(t.get("name") or t.get("model") or "")):
-                name = str(tag.get("name") or tag.get("model") or "")
-                if not name:
-                    continue
+            for name, tag in tag_entries(ask(client, "GET", "/api/tags"), found.warnings):
                 show = None
                 try:
                     show = ask(client, "POST", "/api/show", json={"model": name})
                 except (httpx.HTTPError, ValueError, LimitExceeded) as exc:
                     found.warnings.append(f"ollama: no details for {name} ({type(exc).__name__}); "
                                           "using what /api/tags says")
-                model_id, model = _facts(name, tag, show, host, ids)
+                model_id, model = facts(name, tag, show, host, ids)
                 found.models[model_id] = model
     except (httpx.TimeoutException, DeadlinePassed):
         found.warnings.append(f"ollama at {found.base} did not answer within {timeout:g} s; nothing discovered")

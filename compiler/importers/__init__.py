@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Diagnostic, InputError
+from ..load import dump_yaml
 from ..migrate import normalize_id
 
 FORMATS = ("gpt4all", "litellm", "openrouter", "llmfit", "registry")
 FIELD_ORDER = ("name", "family", "params_b", "quantization", "context_window", "provider", "workloads",
                "capabilities", "arch", "memory", "recommended", "priority", "status", "aliases", "tags", "license",
                "description", "deprecation_date", "pricing", "api_key_env", "hf_repo", "artifact", "ollama")
+MAX_ID = 190  # the schema allows ids of 200 characters; room for a "-N" suffix
 IMPORT_PRIORITY = 500  # imported models rank below a catalog's own (priority 100 by default)
 
 
@@ -44,7 +46,7 @@ class Imported:
 
     def add(self, name: str, model: dict) -> str:
         """Add under a normalized id; ids that collide merge when the facts agree, else get a suffix."""
-        base = normalize_id(name)
+        base = normalize_id(name)[:MAX_ID].rstrip("-") or "model"
         model = {key: model[key] for key in FIELD_ORDER if model.get(key) is not None} | \
             {key: value for key, value in sorted(model.items()) if key.startswith("x-") and value}
         if base in self.models:
@@ -91,18 +93,56 @@ def run(fmt: str, path: Path, display: str) -> Imported:
     if fmt not in FORMATS:  # pragma: no cover - click restricts the choice
         raise ValueError(fmt)
     try:
-        data = json.loads(read_input(path, display).decode("utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = read_input(path, display).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError([Diagnostic(display, 1, 1, "E002", f"not JSON: {exc}")]) from exc
+    out = Imported(path.name, fmt)
+    convert(fmt, parse(text, display), out, display)
+    return out
+
+
+def parse(text: str, display: str):
+    """The file's JSON, or an InputError with its position: syntax, nesting too deep, integers
+    over 4,300 digits, and lone surrogates (`"\\ud800"`), which no output file could hold."""
+    try:
+        data = json.loads(text)
+        if _SURROGATE_ESCAPE.search(text):  # only an escape can make one: the text itself is UTF-8
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        line, col = _lone_surrogate(text)
+        raise InputError([Diagnostic(display, line, col, "E002", "not JSON text: a lone UTF-16 surrogate escape",
+                                     "\\ud800-\\udfff escapes are valid only as pairs")]) from None
+    except ValueError as exc:  # JSONDecodeError, and int() refusing an over-long integer
         line, col = (exc.lineno, exc.colno) if isinstance(exc, json.JSONDecodeError) else (1, 1)
         raise InputError([Diagnostic(display, line, col, "E002", f"not JSON: {exc}")]) from exc
-    out = Imported(path.name, fmt)
+    except RecursionError:
+        raise InputError([Diagnostic(display, 1, 1, "E004", "not JSON this program can read: nesting too deep")]) \
+            from None
+    return data
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _lone_surrogate(text: str) -> tuple[int, int]:
+    """Line and column of the first surrogate escape that is not half of a pair."""
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        start, high = match.start(), match.group()[3].lower() in "89ab"
+        pair = text[start + 6:start + 12] if high else text[max(0, start - 6):start]
+        if not (_SURROGATE_ESCAPE.fullmatch(pair) and (pair[3].lower() in "89ab") != high):
+            line = text.count("\n", 0, start) + 1
+            return line, start - (text.rfind("\n", 0, start) + 1) + 1
+    return 1, 1
+
+
+def convert(fmt: str, data, out: Imported, display: str) -> None:
+    """One format's converter on decoded JSON; a top level of the wrong shape is E015."""
     module = importlib.import_module(f"{__name__}.{fmt}")
     try:
         module.convert(data, out)
     except FormatMismatch as exc:
         raise InputError([Diagnostic(display, 1, 1, "E015", f"not a catalog in {fmt} format: {exc}",
                                      f"formats: {', '.join(FORMATS)}")]) from None
-    return out
 
 
 MAX_INPUT_BYTES = 256 << 20  # the largest real catalog imported is under 2 MiB
@@ -128,33 +168,73 @@ class FormatMismatch(Exception):
 
 
 def render(imported: Imported) -> str:
-    import yaml
-
     header = f"# Imported by `hostfit import {imported.format} {imported.source}`; edit freely or re-import.\n"
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return header + yaml.dump(imported.layer(), Dumper=dumper, sort_keys=False, allow_unicode=True, width=120)
+    return header + dump_yaml(imported.layer(), sort_keys=False, width=120)
 
 
 # ------------------------------------------------------------------------ shared converters
 
+# Numbers a layer may hold: what every JSON reader holds exactly (I-JSON), the loader's range too.
+# No count, size or price an importer reads comes near it: beyond it is garbage (1e400, 5,000 digits).
+MAX_NUMBER = 2**53 - 1
+
+
 def number(value) -> float | None:
-    """A number from a number or a numeric string; None for anything else (or NaN)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return None if isinstance(value, float) and math.isnan(value) else value
+    """A finite number from a number or a numeric string; None for anything else: NaN, infinities
+    (JSON's 1e400 is one), and magnitudes over MAX_NUMBER."""
     if isinstance(value, str):
         try:
-            return number(float(value.strip().replace(",", "")))
+            value = float(value.strip().replace(",", ""))
         except ValueError:
             return None
-    return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if abs(value) <= MAX_NUMBER else None  # NaN compares false
+
+
+def count(value) -> int | None:
+    """A positive whole number (an integer, not a bool), at most MAX_NUMBER."""
+    return value if type(value) is int and 0 < value <= MAX_NUMBER else None
+
+
+def text(value) -> str | None:
+    """A non-blank string, or None for blanks and every other type."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def strings(value) -> list[str]:
+    """The strings of a list (a string alone is a list of one); [] for any other type."""
+    if isinstance(value, str):
+        return [value]
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def shown(entry) -> str:
+    """An entry as named in the summary when it has no name of its own."""
+    if entry is None or isinstance(entry, (str, int, float)):
+        return str(entry)[:60]
+    return f"(a JSON {type(entry).__name__})"
+
+
+def plain(value) -> bool:
+    """Whether a JSON value may be copied into a layer as is: no NaN, infinity or huge number in it."""
+    if isinstance(value, dict):
+        return all(plain(item) for item in value.values())
+    if isinstance(value, list):
+        return all(plain(item) for item in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return number(value) is not None
+    return True
 
 
 def per_million(per_token) -> float | None:
     """USD per token (a number or a decimal string with float noise) to USD per million tokens."""
     value = number(per_token)
-    return None if value is None or value < 0 else round(value * 1_000_000, 6)
+    return None if value is None or value < 0 else number(round(value * 1_000_000, 6))
 
 
 _PARAM_WORDS = {"thousand": 1e-6, "k": 1e-6, "million": 1e-3, "m": 1e-3, "billion": 1.0, "b": 1.0,
@@ -162,14 +242,17 @@ _PARAM_WORDS = {"thousand": 1e-6, "k": 1e-6, "million": 1e-3, "m": 1e-3, "billio
 
 
 def params_b(text) -> float | None:
-    """'8 billion', '137 million', '3B', '0.5b', '7.6B' -> billions of parameters."""
+    """'8 billion', '137 million', '3B', '0.5b', '7.6B' -> billions of parameters (None unless positive)."""
     value = number(text)
     if value is not None:
-        return value / 1e9 if value >= 1e6 else value
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]+)\s*", str(text or ""))
-    if not match or match.group(2).lower() not in _PARAM_WORDS:
-        return None
-    return round(float(match.group(1)) * _PARAM_WORDS[match.group(2).lower()], 6)
+        billions = value / 1e9 if value >= 1e6 else value
+    else:
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]+)\s*", text if isinstance(text, str) else "")
+        value = number(match.group(1)) if match and match.group(2).lower() in _PARAM_WORDS else None
+        if value is None:
+            return None
+        billions = number(round(value * _PARAM_WORDS[match.group(2).lower()], 6))
+    return billions if billions is not None and billions > 0 else None
 
 
 def quantization(text) -> str | None:
@@ -197,10 +280,10 @@ def hf_repo(value) -> str | None:
     return text if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", text) else None
 
 
-def plain_text(html: str) -> str:
+def plain_text(html) -> str:
     import html as html_module
 
-    text = re.sub(r"<\s*/?\s*(li|p|br|ul|ol)[^>]*>", " ", html or "", flags=re.I)
+    text = re.sub(r"<\s*/?\s*(li|p|br|ul|ol)[^>]*>", " ", html if isinstance(html, str) else "", flags=re.I)
     text = re.sub(r"<[^>]+>", "", text)
     return re.sub(r"\s+", " ", html_module.unescape(text)).strip()
 
@@ -226,4 +309,5 @@ def unsafe_names(out: Imported, name, file=None, url=None, ollama=None) -> bool:
 
 
 def api_key_env(provider: str) -> str:
-    return re.sub(r"[^A-Z0-9]+", "_", provider.upper()).strip("_") + "_API_KEY"
+    name = re.sub(r"[^A-Z0-9]+", "_", provider.upper()).strip("_")
+    return ("_" if name[:1].isdigit() else "") + name + "_API_KEY"  # a variable name starts with no digit

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from . import FormatMismatch, IMPORT_PRIORITY, Imported, params_b, plain_text, quantization, unsafe_names
+import re
+
+from . import (FormatMismatch, IMPORT_PRIORITY, Imported, count, number, params_b, plain_text, quantization, shown, text,
+               unsafe_names)
 
 MAPPED = {"name", "filename", "filesize", "ramrequired", "parameters", "quant", "type", "description", "url",
           "md5sum", "sha256sum", "removedIn", "embeddingModel"}
@@ -12,38 +15,43 @@ def convert(data, out: Imported) -> None:
     if not isinstance(data, list):
         raise FormatMismatch("expected a JSON array of models")
     for entry in data:
-        if not isinstance(entry, dict) or not entry.get("filename"):
-            out.skip(str(entry.get("name") if isinstance(entry, dict) else entry)[:60], "no filename")
+        if not isinstance(entry, dict):
+            out.skip(shown(entry), "not a model entry")
             continue
-        filename = entry["filename"]
-        if unsafe_names(out, str(entry.get("name") or filename)[:60], file=filename, url=entry.get("url") or None):
+        filename = text(entry.get("filename"))
+        if filename is None:
+            wrong = entry.get("filename") is not None and not isinstance(entry["filename"], str)
+            out.skip(text(entry.get("name")) or "(unnamed)", "filename is not a string" if wrong else "no filename")
+            continue
+        if unsafe_names(out, text(entry.get("name")) or filename, file=filename, url=text(entry.get("url"))):
             continue
         embedding = str(entry.get("embeddingModel", "")).lower() == "true"
-        text = " ".join(str(entry.get(k, "")) for k in ("name", "filename")).lower()
-        workloads = ["embedding"] if embedding else (["code", "chat"] if "code" in text or "coder" in text
+        words = " ".join(str(entry.get(k, "")) for k in ("name", "filename")).lower()
+        workloads = ["embedding"] if embedding else (["code", "chat"] if "code" in words or "coder" in words
                                                      else ["chat"])
         artifact = {"format": "gguf" if filename.lower().endswith(".gguf") else None, "file": filename,
-                    "url": entry.get("url") or None}
+                    "url": text(entry.get("url"))}
         size = str(entry.get("filesize", "")).strip()
-        if size.isdigit():
-            artifact["size_bytes"] = int(size)
-        if str(entry.get("sha256sum", "")).strip():
-            artifact["sha256"] = entry["sha256sum"].strip().lower()
-        if str(entry.get("md5sum", "")).strip():
-            artifact["md5"] = entry["md5sum"].strip().lower()
-        ram = str(entry.get("ramrequired", "")).strip()
+        if re.fullmatch(r"[0-9]{1,16}", size):  # ASCII digits: str.isdigit() accepts "²"
+            artifact["size_bytes"] = count(int(size))
+        for key, field, digits in (("sha256sum", "sha256", 64), ("md5sum", "md5", 32)):
+            digest = str(entry.get(key) or "").strip().lower()
+            if re.fullmatch(f"[0-9a-f]{{{digits}}}", digest):
+                artifact[field] = digest
+            elif digest:
+                out.unmapped_fields([f"{key} (not {digits} hex digits)"])
+        ram = number(entry.get("ramrequired"))  # GiB
         model = {
-            "name": entry.get("name"),
-            "family": str(entry.get("type") or "").lower() or None,
+            "name": text(entry.get("name")),
+            "family": (text(entry.get("type")) or "").lower() or None,
             "params_b": params_b(entry.get("parameters")),
             "quantization": quantization(entry.get("quant")),
             "provider": "local",
             "workloads": workloads,
-            "memory": {"ram_mb": int(float(ram) * 1024)} if ram.replace(".", "", 1).isdigit() and float(ram) > 0
-            else None,
+            "memory": {"ram_mb": count(int(ram * 1024))} if ram and count(int(ram * 1024)) else None,
             "priority": IMPORT_PRIORITY,
             "status": "retired" if entry.get("removedIn") else "active",
-            "description": plain_text(entry.get("description", "")) or None,
+            "description": plain_text(entry.get("description")) or None,
             "artifact": {k: v for k, v in artifact.items() if v is not None},
         }
         out.add(filename.rsplit(".", 1)[0] if filename.lower().endswith(".gguf") else filename, model)

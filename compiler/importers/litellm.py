@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from . import FormatMismatch, Imported, api_key_env, context, normalize_id, per_million, unsafe_names
+from . import FormatMismatch, Imported, api_key_env, context, normalize_id, per_million, text, unsafe_names
 
 NOT_MODELS = {"sample_spec": "documentation of the format, not a model",
               "fallback_generalizations": "fallback rules, not a model"}
@@ -30,13 +30,13 @@ def convert(data, out: Imported) -> None:
         if mode is None:
             out.skip(key, "no mode (a pricing tier, not a model)")
             continue
-        if mode not in WORKLOADS:
+        if not isinstance(mode, str) or mode not in WORKLOADS:
             out.skip(key, f"mode {mode!r} is not a text workload" if len(str(mode)) < 40 else "mode is not one value")
             continue
         window = context(entry.get("max_input_tokens") or entry.get("max_tokens"), out, key)
         if window is False:
             continue
-        provider_name = str(entry.get("litellm_provider") or key.split("/")[0])
+        provider_name = text(entry.get("litellm_provider")) or key.split("/")[0]
         provider = LOCAL.get(provider_name) or normalize_id(provider_name).replace(":", "-").replace("/", "-")
         pricing = {"input_per_mtok": per_million(entry.get("input_cost_per_token")),
                    "output_per_mtok": per_million(entry.get("output_cost_per_token"))}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import re
 
-from . import FormatMismatch, IMPORT_PRIORITY, Imported, context, hf_repo, number, quantization
+from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, number, plain, quantization, shown,
+               strings, text)
 
 FORMATS = {"gguf": "gguf", "mlx": "mlx", "awq": "safetensors", "gptq": "safetensors", "autoround": "safetensors"}
 KEPT = ("recommended_ram_gb", "min_vram_gb", "is_moe", "active_experts", "moe_intermediate_size",
@@ -21,8 +22,11 @@ def convert(data, out: Imported) -> None:
     if not isinstance(data, list):
         raise FormatMismatch("expected a JSON array of models")
     for entry in data:
-        name = str(entry.get("name") or "")
-        if not name:
+        if not isinstance(entry, dict):
+            out.skip(shown(entry), "not a model entry")
+            continue
+        name = text(entry.get("name"))
+        if name is None:
             out.skip("(unnamed)", "no name")
             continue
         if RANDOM_REPO.search(name):
@@ -32,29 +36,29 @@ def convert(data, out: Imported) -> None:
         if window is False:
             continue
         raw = number(entry.get("parameters_raw"))
-        if not raw:
+        if not raw or raw < 0:
             out.skip(name, "no parameter count")
             continue
         use = str(entry.get("use_case") or "").lower()
-        if "embedding" in use or entry.get("pipeline_tag") in EMBEDDING_TAGS:
+        if "embedding" in use or text(entry.get("pipeline_tag")) in EMBEDDING_TAGS:
             workloads = ["embedding"]
         elif "code" in use:
             workloads = ["code", "chat"]
         else:
             workloads = ["chat"]
-        caps = entry.get("capabilities") or []
+        caps = strings(entry.get("capabilities"))
         arch = {"layers": entry.get("num_hidden_layers"), "kv_heads": entry.get("num_key_value_heads"),
                 "head_dim": entry.get("head_dim"), "hidden_size": entry.get("hidden_size"),
                 "experts": entry.get("num_experts")}
-        arch = {k: v for k, v in arch.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 1}
-        active = number(entry.get("active_parameters"))
-        if active:
-            arch["active_params_b"] = round(active / 1e9, 4)
+        arch = {k: v for k, v in arch.items() if count(v)}
+        active = round((number(entry.get("active_parameters")) or 0) / 1e9, 4)
+        if active > 0:
+            arch["active_params_b"] = active
         ram = number(entry.get("min_ram_gb"))
         repo = hf_repo(name)
         model = {
             "name": name,
-            "family": entry.get("architecture") or None,
+            "family": text(entry.get("architecture")),
             "params_b": round(raw / 1e9, 6) if raw >= 1e5 else 1e-4,
             "quantization": quantization(entry.get("quantization")),
             "context_window": window,
@@ -62,13 +66,13 @@ def convert(data, out: Imported) -> None:
             "workloads": workloads,
             "capabilities": {"tools": "tool_use" in caps, "vision": "vision" in caps},
             "arch": arch or None,
-            "memory": {"ram_mb": math.ceil(ram * 1024)} if ram and ram > 0 else None,
+            "memory": {"ram_mb": count(math.ceil(ram * 1024))} if ram and count(math.ceil(ram * 1024)) else None,
             "priority": IMPORT_PRIORITY,
-            "license": entry.get("license") or None,
+            "license": text(entry.get("license")),
             "hf_repo": repo,
-            "artifact": {"format": FORMATS.get(entry.get("format") or "", "safetensors"), "repo": repo}
+            "artifact": {"format": FORMATS.get(text(entry.get("format")), "safetensors"), "repo": repo}
             if repo else None,
-            "x-llmfit": {key: entry[key] for key in KEPT if entry.get(key) not in (None, [], {})},
+            "x-llmfit": {key: entry[key] for key in KEPT if entry.get(key) not in (None, [], {}) and plain(entry[key])},
         }
         out.add(name, model)
         out.unmapped_fields(key for key in entry if key not in MAPPED)

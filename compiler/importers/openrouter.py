@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import FormatMismatch, Imported, context, hf_repo, per_million
+from . import FormatMismatch, Imported, context, hf_repo, mapping, per_million, plain, shown, strings, text
 
 MAPPED = {"id", "name", "description", "context_length", "architecture", "pricing", "top_provider",
           "supported_parameters", "hugging_face_id", "alias_target"}
@@ -12,35 +12,41 @@ def convert(data, out: Imported) -> None:
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise FormatMismatch("expected an object with a `data` array (the /api/v1/models response)")
     for entry in data["data"]:
-        model_id = str(entry.get("id") or "")
-        pricing = entry.get("pricing") or {}
+        if not isinstance(entry, dict):
+            out.skip(shown(entry), "not a model entry")
+            continue
+        model_id = text(entry.get("id"))
+        if model_id is None:
+            out.skip(text(entry.get("name")) or "(unnamed)", "no id")
+            continue
+        pricing = mapping(entry.get("pricing"))
         if "-1" in (str(pricing.get("prompt")), str(pricing.get("completion"))):
             out.skip(model_id, "router model (price -1: routes to other models)")
             continue
-        arch = entry.get("architecture") or {}
-        outputs = arch.get("output_modalities") or ["text"]
+        arch = mapping(entry.get("architecture"))
+        outputs = strings(arch.get("output_modalities")) or ["text"]
         if "text" not in outputs:
             out.skip(model_id, "does not output text")
             continue
-        top = entry.get("top_provider") or {}
+        top = mapping(entry.get("top_provider"))
         window = context(entry.get("context_length") or top.get("context_length"), out, model_id)
         if window is False:
             continue
-        params = entry.get("supported_parameters") or []
+        params = strings(entry.get("supported_parameters"))
         model = {
-            "name": entry.get("name") or model_id,
+            "name": text(entry.get("name")) or model_id,
             "context_window": window,
             "provider": "openrouter",
             "workloads": ["chat"],
-            "capabilities": {"tools": "tools" in params, "vision": "image" in (arch.get("input_modalities") or [])},
-            "description": entry.get("description") or None,
+            "capabilities": {"tools": "tools" in params, "vision": "image" in strings(arch.get("input_modalities"))},
+            "description": text(entry.get("description")),
             "pricing": {k: v for k, v in {"input_per_mtok": per_million(pricing.get("prompt")),
                                           "output_per_mtok": per_million(pricing.get("completion"))}.items()
                         if v is not None} or None,
             "api_key_env": "OPENROUTER_API_KEY",
             "hf_repo": hf_repo(entry.get("hugging_face_id")),
             "x-openrouter": {"id": model_id, **({"alias_target": entry["alias_target"]}
-                                                if entry.get("alias_target") else {})}
+                                                if entry.get("alias_target") and plain(entry["alias_target"]) else {})}
             if model_id.startswith("~") else None,
         }
         # `~vendor/model-latest` names a moving alias; its id drops the `~` (kept under x-openrouter)
