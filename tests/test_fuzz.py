@@ -1,6 +1,7 @@
 """Property tests (hypothesis) over every parser that reads input hostfit does not control: the
-loader, validate, the importers (directly and through `hostfit import`) and the Ollama and
-Hugging Face/OpenRouter response parsers. Each either succeeds or raises HostfitError (an
+loader, validate, the importers (directly and through `hostfit import`), the Ollama and
+Hugging Face/OpenRouter response parsers, and the executor's readers of models.json, models.lock
+and a bundle's bundle.json. Each either succeeds or raises HostfitError (an
 InputError whose diagnostics name the file), never another exception; importers skip a
 malformed entry with a reason rather than fail or emit a layer that does not validate.
 
@@ -197,7 +198,7 @@ def mutated(good) -> st.SearchStrategy:
     if isinstance(good, dict):
         inner = st.fixed_dictionaries({key: mutated(item) for key, item in good.items()}, optional={"extra": value})
     elif isinstance(good, list):
-        inner = st.lists(st.one_of(*[mutated(item) for item in good]), max_size=3)
+        inner = st.lists(st.one_of(*[mutated(item) for item in good]), max_size=3) if good else st.just([])
     else:
         inner = st.just(good)
     return st.sampled_from(range(5)).flatmap(lambda n: value if n == 0 else inner)
@@ -485,3 +486,48 @@ def test_malformed_hub_listing(monkeypatch):
                                     {"candidates": [{"model_id": "a/b", "tags": 5}]}])
 def test_malformed_staged_candidates(staged):
     assert ingest.as_catalog(staged)["kind"] == "catalog"
+
+
+# ------------------------------------------------------------------ the executor's document readers
+
+def _good_executor_documents() -> dict[str, dict]:
+    from test_executor_inputs import good_models
+
+    pin = {"url": "https://example.invalid/tiny.gguf", "final_url": "https://example.invalid/tiny.gguf",
+           "revision": "main", "file": "tiny.gguf", "size": 3, "sha256": "a" * 64}
+    return {"models": good_models(),
+            "lock": {"lock_version": 1, "host": "box-8", "artifacts": {"small-chat": pin}},
+            "manifest": {"bundle_version": 1, "host": "box-8", "artifacts": {"small-chat": {
+                "member": "artifacts/small-chat/tiny.gguf", "file": "tiny.gguf", "size": 3, "sha256": "a" * 64}}}}
+
+
+EXECUTOR_DOCUMENTS = _good_executor_documents()
+
+
+@FUZZ
+@given(st.sampled_from(sorted(EXECUTOR_DOCUMENTS)).flatmap(
+    lambda kind: st.tuples(st.just(kind), mutated(EXECUTOR_DOCUMENTS[kind]))), st.booleans())
+def test_executor_document_readers(tmp_path_factory, case, as_text: bool):
+    """models.json, models.lock and bundle.json as the executor reads them: refused with diagnostics
+    naming the file, or accepted and then usable (a models.json is planned, every chain included)."""
+    from compiler.executor import documents, fetch
+
+    kind, document = case
+    try:
+        raw = (json.dumps(document) if as_text else json.dumps(document, indent=2)).encode("utf-8", "surrogatepass")
+    except ValueError:
+        return
+    parse = {"models": documents.parse_models, "lock": documents.parse_lock, "manifest": documents.parse_manifest}
+    try:
+        parse[kind](raw, "doc.json")
+    except InputError as exc:
+        assert_input_error(exc, "doc.json")
+        return
+    if kind == "models":
+        folder = tmp_path_factory.mktemp("out") / "box-8"
+        folder.mkdir()
+        (folder / "models.json").write_bytes(raw)
+        try:
+            fetch.plan(folder, with_fallbacks=True)
+        except HostfitError as exc:  # a usage or input error is fine; any other exception is a bug
+            assert str(exc)
