@@ -490,3 +490,13 @@ def test_the_ceiling_comes_from_memory_mb_else_a_default(base_catalog, server, m
     monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", "lots")
     with pytest.raises(downloader.UsageError):
         downloader.size_ceiling(None)
+
+
+@pytest.mark.parametrize("variable", ["HOSTFIT_BACKOFF_BASE", "HOSTFIT_MIN_SPEED", "HOSTFIT_DOWNLOAD_DEADLINE"])
+def test_a_download_setting_that_is_not_a_positive_number_is_a_usage_error(base_catalog, server, monkeypatch,
+                                                                          variable):
+    catalog = compiled(base_catalog, server)
+    server.faults["fail"] = 1  # one 500, so the backoff before the retry is computed too
+    monkeypatch.setenv(variable, "abc")
+    result = fetch(catalog)
+    assert result.exit_code == 2 and f"{variable}='abc': expected a positive number" in result.stderr

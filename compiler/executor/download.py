@@ -199,7 +199,7 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
                 except Retry as exc:
                     errors.append(f"{redact_url(url)}: {exc}")
                     if attempt < ATTEMPTS - 1:
-                        base = float(paths.env(paths.HOSTFIT_BACKOFF_BASE) or BACKOFF_BASE)
+                        base = _env_number(paths.HOSTFIT_BACKOFF_BASE, BACKOFF_BASE)
                         delay = min(BACKOFF_CAP, base * 2 ** attempt) * (0.5 + random.random())
                         time.sleep(max(0.0, min(delay, deadline.remaining())))
                 except NextMirror as exc:
