@@ -469,3 +469,46 @@ def test_bundle_packs_artifacts_only_from_regular_files(base_catalog, server, tm
     with pytest.raises(DiskError, match="is not a regular file"):
         applier.bundle(planned, Lock(folder / "models.lock", "box-8"), fetched, tmp_path / "b.tar")
     assert not (tmp_path / "b.tar").exists()
+
+
+@pytest.mark.parametrize("manifest", ["fifo", "nested"])
+def test_a_manifest_that_is_a_fifo_or_nested_too_deep_is_rebuilt_not_a_hang_or_traceback(tmp_path, manifest):
+    cache = marked(tmp_path / "cache")
+    (cache / "small-chat").mkdir()
+    (cache / "small-chat" / "tiny.gguf").write_bytes(b"GGUF")
+    if manifest == "fifo":
+        (cache / "manifest.json").unlink(missing_ok=True)
+        os.mkfifo(cache / "manifest.json")
+    else:
+        (cache / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    for command in (("cache", "list"), ("cache", "verify"), ("cache", "prune", "--max-size", "1G")):
+        result = hostfit(*command, cache=cache)  # a child process with a timeout: a hang fails the test
+        assert "Traceback" not in result.stderr, result.stderr
+        if manifest == "fifo":  # never opened, never replaced: the user is told what it is
+            assert result.returncode == 3 and "manifest.json: it is a FIFO" in result.stderr, result.stderr
+        else:
+            assert result.returncode == 0, result.stderr
+    if manifest == "nested":
+        assert "small-chat" in hostfit("cache", "list", cache=cache).stdout
+        assert stat.S_ISREG(os.lstat(cache / "manifest.json").st_mode), "rebuilt as a regular file"
+
+
+def test_verify_does_not_call_an_artifact_removed_meanwhile_bad(tmp_path, monkeypatch):
+    """`cache verify` beside `cache remove`: an entry gone from the manifest by the time it is reported
+    was removed, not corrupted."""
+    from compiler.executor import cache as cachemod
+
+    monkeypatch.setenv("HOSTFIT_CACHE", str(tmp_path / "cache"))
+    store = Cache()
+    (store.root / "small-chat").mkdir()
+    artifact = store.root / "small-chat" / "tiny.gguf"
+    artifact.write_bytes(b"GGUF")
+    store.record("small-chat", artifact, 4, cachemod.sha256_file(artifact), downloaded=True)
+    real = cachemod.regular
+
+    def removed_meanwhile(path):  # another process's `cache remove` runs while verify reads
+        store.remove("small-chat")
+        return real(path)
+
+    monkeypatch.setattr(cachemod, "regular", removed_meanwhile)
+    assert cachemod.verify(Cache()) == []

@@ -120,3 +120,23 @@ def test_statuses_survive_and_staging_becomes_a_layer(base_catalog, servers):
     from compiler.migrate import normalize_id
     assert ids[normalize_id(first["model_id"])] == "active" and normalize_id(second["model_id"]) not in ids
     assert run_cli("-C", str(base_catalog), "build", "--host", "box-32", "--with-staging").exit_code == 0
+
+
+@pytest.mark.parametrize("curated", ["not-utf8", "nested", "fifo", "nan"])
+def test_a_broken_curated_list_is_a_warning_with_its_position(base_catalog, curated):
+    """sources/curated.yaml is read by the catalog's own loader: a file that is not UTF-8, nested too
+    deep, a FIFO (never opened) or holding NaN is a warning naming it; the other sources go on."""
+    import os
+    import subprocess
+    import sys
+
+    path = base_catalog / "sources" / "curated.yaml"
+    if curated == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes({"not-utf8": b"candidates: [\xff]\n", "nested": b"a: " + b"[" * 5000 + b"]" * 5000,
+                          "nan": b"candidates: [{model_id: a/b, popularity: .nan}]\n"}[curated])
+    result = subprocess.run([sys.executable, "-m", "compiler.cli", "-C", str(base_catalog), "ingest",
+                             "--source", "curated"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "curated: sources/curated.yaml" in result.stderr and "no candidates from it" in result.stderr

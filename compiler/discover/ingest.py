@@ -9,6 +9,7 @@ cached under $XDG_CACHE_HOME/hostfit/ingest for MAX_AGE seconds; pagination stop
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -162,16 +163,18 @@ def openrouter_candidates(body, warnings: list[str]) -> list[dict]:
 def from_curated(root: Path) -> Harvest:
     out = Harvest()
     path = root / "sources" / "curated.yaml"
-    if not path.exists():
+    if not os.path.lexists(path):
         return out
-    import yaml
+    from ..errors import InputError
+    from ..load import load_file
 
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        entries = data.get("candidates") or []
-    except (yaml.YAMLError, AttributeError) as exc:
-        out.warnings.append(f"curated: {path.name} is unreadable ({exc}); no candidates from it")
+    try:  # the catalog's own loader: positions, no special files, bounded nesting, finite numbers
+        data = load_file(path, "sources/curated.yaml").data
+    except InputError as exc:
+        first = exc.diagnostics[0]
+        out.warnings.append(f"curated: {first.where}: {first.message}; no candidates from it")
         return out
+    entries = (data.get("candidates") or []) if isinstance(data, dict) else []
     for entry in entries if isinstance(entries, list) else ():
         if isinstance(entry, dict) and isinstance(entry.get("model_id"), str):
             provider, licence = entry.get("provider"), entry.get("license")

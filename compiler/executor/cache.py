@@ -227,11 +227,14 @@ class Cache:
         """(the manifest's entries, "") or (None, why not): missing, unreadable, or an entry that is not
         one of this cache's artifacts (a path outside it, a file of another model)."""
         try:
-            raw = json.loads(self.manifest_path.read_text())
+            with open_artifact(self.manifest_path) as handle:  # a FIFO planted here would block a plain read
+                raw = json.loads(handle.read())
             entries = {key: Entry(**value) for key, value in raw["artifacts"].items()}
         except FileNotFoundError:
             return None, "missing"
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except NotRegular:
+            return None, "not a regular file"
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # RecursionError: nested too deep
             return None, "unreadable"
         except OSError as exc:
             raise self._unusable(exc.strerror or str(exc)) from exc
@@ -489,4 +492,7 @@ def verify(store: Cache) -> list[tuple[str, str | None, str]]:
             store.warnings.append(f"{path} is not a regular file; it was not read and counts as missing")
         if actual != entry.sha256:
             bad.append((entry.id, actual, entry.sha256))
+    if bad:  # an artifact removed or re-fetched by another process while this one read is not bad
+        now = store.entries()
+        bad = [item for item in bad if item[0] in now and now[item[0]].sha256 == item[2]]
     return bad
