@@ -52,6 +52,11 @@ def run(action) -> None:
         else:
             click.echo(f"hostfit: error: {exc}", err=True)
         status = exc.exit_status
+    except BrokenPipeError:  # the reader went away (`hostfit build | head -1`): nothing left to tell it
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        status = EXIT_BROKEN_PIPE
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"hostfit: error: {where}{exc.strerror or exc}", err=True)
@@ -62,6 +67,9 @@ def run(action) -> None:
     except KeyboardInterrupt:
         status = 130
     sys.exit(status)
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader closed the pipe
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,7 +19,7 @@ READ = 30.0  # seconds one read may wait for the next bytes
 # a parameter (query, `;` path parameter or fragment) whose name contains one of these, case-insensitively,
 # has its value redacted: token, access_token, key, api_key, apikey, sig, signature, X-Amz-Signature,
 # hmac, password, pwd, secret, credential, X-Amz-Credential, auth... (README, "The lock")
-SECRET_PARAMS = ("token", "key", "sig", "secret", "pass", "pwd", "auth", "credential", "hmac")
+SECRET_PARAMS = ("token", "key", "sig", "secret", "pass", "pwd", "auth", "credential", "hmac", "session", "jwt")
 REDACTED = "***"
 
 

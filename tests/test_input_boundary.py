@@ -261,3 +261,19 @@ def test_diff_git_without_git_installed_is_a_usage_error(base_catalog: Path, mon
     result = run_cli("-C", str(base_catalog), "diff", "--git", "HEAD")
     assert result.exit_code == 2
     assert result.stderr.startswith("hostfit: error: --git needs git: No such file or directory")
+
+
+def test_a_reader_that_closes_the_pipe_is_no_error():
+    """`hostfit ... | head -1`: the reader went away, which is no failure of hostfit's (it was one,
+    "hostfit: error: Broken pipe", exit 3): quiet, with the shell's status for it, 141."""
+    import subprocess
+    import sys
+
+    script = ("import os\nfrom compiler import cli\n"  # os.write: the EPIPE arrives at a known write
+              "def action():\n    for _ in range(1000):\n        os.write(1, b'x' * 65536)\n    return 0\n"
+              "cli.run(action)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.read(1)
+    child.stdout.close()  # as `head -c 1` does
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=30) == 141 and stderr == "", stderr

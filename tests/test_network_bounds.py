@@ -112,9 +112,10 @@ def test_a_password_in_ollama_host_is_not_in_messages(base_catalog: Path, monkey
     ("https://h.example/m.gguf#/cb?access_token=S3CRET&state=1",
      "https://h.example/m.gguf#/cb?access_token=***&state=1"),
     ("https://h.example/m.gguf;token=S3CRET?part=2", "https://h.example/m.gguf;token=***?part=2"),
-    ("https://h.example/d;Session=1;AUTH=S3CRET/m.gguf", "https://h.example/d;Session=1;AUTH=***/m.gguf"),
+    ("https://h.example/d;Part=1;AUTH=S3CRET/m.gguf", "https://h.example/d;Part=1;AUTH=***/m.gguf"),
     ("https://h.example/m.gguf?hmac=S3CRET;pwd=S3CRET&a=b%20c+d",
      "https://h.example/m.gguf?hmac=***;pwd=***&a=b%20c+d"),
+    ("https://h.example/m.gguf?sessionid=S3CRET&jwt=S3CRET", "https://h.example/m.gguf?sessionid=***&jwt=***"),
     ("https://h.example/m.gguf?Password=S3CRET&apikey=S3CRET&sig=S3CRET&x=1",
      "https://h.example/m.gguf?Password=***&apikey=***&sig=***&x=1"),
     ("https://h.example/m.gguf?%74oken=S3CRET", "https://h.example/m.gguf?%74oken=***")])
