@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler import exports
+from compiler import exports, sandbox
 from compiler.errors import InputError
 
 from conftest import REPO, run_cli, tree_bytes
@@ -110,7 +110,7 @@ def test_memory_is_bounded_whatever_builds_it(base_catalog: Path):
     """The old code built the 512 MB string and exited 0 (1.3 GB in the review); the address-space limit
     stops it at MAX_MEMORY (lowered here to 64 MiB so the test stays light)."""
     result = hostfit(with_template(base_catalog, DOUBLING), "build", "--all",
-                     setup="import compiler.exports as e; e.MAX_MEMORY = 64 << 20")
+                     setup="import compiler.sandbox as e; e.MAX_MEMORY = 64 << 20")
     assert_e215(result, "it needs more than 64 MiB of memory")
     assert "64 MiB of memory per file" in result.stderr  # the hint names the bounds
     assert result.peak_mb < 300
@@ -136,7 +136,7 @@ def test_time_is_bounded_whatever_loops(base_catalog: Path, template):
     """The old code ran these for hours (the review killed tojson(indent=10**9) after 60 s); each file
     now gets MAX_SECONDS of CPU time (lowered here to 1 s)."""
     result = hostfit(with_template(base_catalog, template), "build", "--all",
-                     setup="import compiler.exports as e; e.MAX_SECONDS = 1")
+                     setup="import compiler.sandbox as e; e.MAX_SECONDS = 1")
     # the timer interrupts wherever the loop is: inside the template (line 1) or inside jinja2's own
     # runtime, where no template line is known; either way the file is named
     where = ":1:0" if ".j2:1:0: error" in result.stderr else ""
@@ -146,9 +146,9 @@ def test_time_is_bounded_whatever_loops(base_catalog: Path, template):
 RENDER = r"""
 import json, resource, signal, sys
 from pathlib import Path
-from compiler import exports
+from compiler import exports, sandbox
 from compiler.errors import InputError
-exports.MAX_MEMORY, exports.MAX_SECONDS = 64 << 20, 1
+sandbox.MAX_MEMORY, sandbox.MAX_SECONDS = 64 << 20, 1
 catalog = Path(sys.argv[1])
 document = json.loads((catalog / "out" / "box-8" / "models.json").read_text())
 def state():
@@ -201,7 +201,7 @@ def test_a_render_in_another_thread_is_bounded_by_its_own_checks(base_catalog: P
     (catalog / "templates" / "good.txt.j2").write_text("{{ host.name }} {{ '%5d' | format(3) }}\n")
     assert run_cli("-C", str(catalog), "build", "--host", "box-32").exit_code == 0
     document = json.loads((catalog / "out" / "box-32" / "models.json").read_text())
-    monkeypatch.setattr(exports, "MAX_SECONDS", 1)
+    monkeypatch.setattr(sandbox, "MAX_SECONDS", 1)
     outcomes = {}
 
     def render(name):
