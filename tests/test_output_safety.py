@@ -4,23 +4,15 @@ must be missing or a regular file (E025, exit 2). Also the command-line checks o
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import pytest
 
 from conftest import REPO, run_cli
+from test_apply import data_home  # noqa: F401 - autouse fixture: data home and cache under tmp_path
 from test_fetch import compiled, server  # noqa: F401 - fixture
 
 REALDATA = REPO / "tests" / "data"
-
-
-@pytest.fixture(autouse=True)
-def homes(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    monkeypatch.setenv("HOSTFIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HOSTFIT_BACKOFF_BASE", "0.01")
 
 
 def test_bundle_never_writes_through_a_planted_temporary_link(base_catalog, server, tmp_path):  # noqa: F811
