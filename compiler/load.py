@@ -450,7 +450,9 @@ def _apply_merges(frame: _Frame, display: str) -> None:
 def _document(display: str, data: Any, positions: Positions, layer: str) -> Document:
     if not isinstance(data, dict):
         line, col = positions.get(())
-        found = "a list" if isinstance(data, list) else f"a {type(data).__name__} scalar"
+        from .validate import type_name
+
+        found = "a list" if isinstance(data, list) else f"a scalar ({type_name(data)})"
         fail(display, line, col, "E009", f"the top level must be a mapping, found {found}",
              "a catalog file is a mapping with `schema_version`, `kind` and its sections")
     return Document(display, data, positions, layer)

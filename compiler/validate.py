@@ -177,7 +177,8 @@ _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "
                "number": "a number", "boolean": "true or false", "null": "null"}
 
 
-def _type_of(value) -> str:
+def type_name(value) -> str:
+    """A value's type in the words of YAML and JSON (never Python's: NoneType, dict)."""
     if isinstance(value, bool):
         return "boolean"
     if value is None:
@@ -232,7 +233,7 @@ def _describe(error, locate: Locate) -> list[Diagnostic]:
         wanted = expected if isinstance(expected, list) else [expected]
         names = " or ".join(_TYPE_NAMES.get(t, t) for t in wanted)
         shown = f" {value!r}" if not isinstance(value, (dict, list)) else ""
-        return [at(path, "E100", f"{field!r} must be {names}, found {_type_of(value)}{shown}")]
+        return [at(path, "E100", f"{field!r} must be {names}, found {type_name(value)}{shown}")]
     if keyword == "enum":
         return [at(path, "E103", f"{field!r} is {value!r}, expected one of: "
                    + ", ".join(str(v) for v in expected if v is not None),

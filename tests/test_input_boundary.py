@@ -277,3 +277,11 @@ def test_a_reader_that_closes_the_pipe_is_no_error():
     child.stdout.close()  # as `head -c 1` does
     stderr = child.stderr.read().decode()
     assert child.wait(timeout=30) == 141 and stderr == "", stderr
+
+
+@pytest.mark.parametrize("body, found", [("5\n", "a scalar (integer)"), ("hello\n", "a scalar (string)"),
+                                         ("- a\n", "a list")])
+def test_a_top_level_that_is_not_a_mapping_is_named_in_yaml_words(base_catalog: Path, body: str, found: str):
+    (base_catalog / "sources" / "50-odd.yaml").write_text(body)
+    result = run_cli("-C", str(base_catalog), "validate")
+    assert result.exit_code == 1 and f"error[E009]: the top level must be a mapping, found {found}" in result.stderr
