@@ -48,14 +48,26 @@ def _role(name: str, role: dict, document: dict) -> str:
     for c in role["candidates"]:
         numbers = ""
         if c.get("memory"):
-            m = c["memory"]
-            numbers = (f" [{m['mb']:,} MiB: {m['method']}, weights {m['weights_mb']:,} + kv {m['kv_mb']:,}"
-                       f" ({m['kv_method']}) + overhead {m['overhead_mb']:,}]" if m["method"] not in ("declared", "cloud")
-                       else f" [{m['mb']:,} MiB: {m['method']}]")
+            numbers = _memory(c["memory"])
         lines.append(f"    {c['verdict']:<9} {c['model']}: {c['reason']}{numbers}")
     if role.get("omitted_candidates"):
         lines.append(f"    ... and {role['omitted_candidates']} more candidates")
     return "\n".join(lines)
+
+
+def _memory(m: dict) -> str:
+    """The need and how it was reached: the estimate's parts and, when there is one, the declaration."""
+    if m["method"] == "cloud":
+        return f" [{m['mb']:,} MiB: cloud]"
+    estimated = m["weights_mb"] + m["kv_mb"] + m["overhead_mb"]
+    parts = (f"weights {m['weights_mb']:,} + kv {m['kv_mb']:,} ({m['kv_method']}) + overhead {m['overhead_mb']:,}"
+             f" at {m['context']:,} tokens")
+    if not m.get("declared_mb"):
+        return f" [{m['mb']:,} MiB: {m['method']}, {parts}]"
+    if m["method"] == "declared":
+        return f" [{m['mb']:,} MiB: declared {m['declared_mb']:,} wins over the estimate {estimated:,} = {parts}]"
+    return (f" [{m['mb']:,} MiB: {m['method']} {estimated:,} = {parts}; wins over the declared "
+            f"{m['declared_mb']:,}]")
 
 
 def _chain(pointer: str, chain: list[dict]) -> str:

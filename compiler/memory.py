@@ -1,19 +1,21 @@
 """Memory estimation: how many MiB a model needs to run at a given context length.
 
-    needed = declared memory.ram_mb                                  (method "declared")
-           | weights + kv_cache + overhead                           ("gguf" / "estimated")
+    needed   = max(declared memory.ram_mb, estimate)                 ("declared" when the declaration is higher)
+    estimate = weights + kv_cache + overhead                         ("gguf" / "estimated")
     weights  = artifact.size_bytes                                   ("gguf": the file is loaded whole)
              | params_b * 1e9 * bits_per_weight(quantization) / 8    ("estimated")
     kv_cache = 2 * layers * context * kv_heads * head_dim * kv_bytes (exact, when `arch` is known)
              | KV_MIB_PER_BPARAM_PER_KTOKEN * params_b * context / 1024   (heuristic otherwise)
     overhead = RUNTIME_OVERHEAD_MB (llama.cpp compute buffers, runtime, scratch)
 
-Cloud models need no local memory (method "cloud").
+A declaration is a hint, never a replacement: importers fill it from weights-only figures (llmfit's
+min_ram_gb is the weights at Q4), so it may raise the need but never lower it. Only a measured
+figure may be below the estimate (not built yet). Cloud models need no local memory ("cloud").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MIB = 1024 * 1024
 LOCAL_PROVIDERS = frozenset(("local", "ollama", "huggingface"))  # any other provider is a cloud service
@@ -33,6 +35,8 @@ BITS_PER_WEIGHT: dict[str, float] = {
     "Q3_K_L": 4.27, "Q3_K_M": 3.91, "Q3_K_S": 3.5, "Q2_K": 2.625,
 }
 UNKNOWN_QUANT_BPW = 16.0  # unquantized weights: the safe assumption
+# A declaration this far below the estimate is reported (W301): it most likely counts weights only.
+DECLARED_SHORTFALL_WARN = 0.15
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,19 @@ class Estimate:
     overhead_mb: int = 0
     kv_method: str = ""  # exact | heuristic
     context: int = 0
+    declared_mb: int = 0  # memory.ram_mb when the model declares it (0: none)
+
+    @property
+    def estimated_mb(self) -> int:
+        """hostfit's own figure, whichever won."""
+        return self.weights_mb + self.kv_mb + self.overhead_mb
 
     def to_dict(self) -> dict:
-        return {"mb": self.mb, "method": self.method, "weights_mb": self.weights_mb, "kv_mb": self.kv_mb,
-                "overhead_mb": self.overhead_mb, "kv_method": self.kv_method, "context": self.context}
+        out = {"mb": self.mb, "method": self.method, "weights_mb": self.weights_mb, "kv_mb": self.kv_mb,
+               "overhead_mb": self.overhead_mb, "kv_method": self.kv_method, "context": self.context}
+        if self.declared_mb:  # only then: outputs of catalogs without declarations stay as they were
+            out["declared_mb"] = self.declared_mb
+        return out
 
 
 def is_cloud(model: dict) -> bool:
@@ -61,11 +74,24 @@ def bits_per_weight(quantization: str | None) -> float:
 
 
 def estimate(model: dict, context: int, overhead_mb: int = RUNTIME_OVERHEAD_MB) -> Estimate:
+    """What the model needs at `context`: the larger of its declaration and hostfit's estimate.
+    (A measured figure, when there is one, will be the one figure allowed below the estimate.)"""
     if is_cloud(model):
         return Estimate(0, "cloud", context=context)
-    declared = (model.get("memory") or {}).get("ram_mb")
-    if declared:
-        return Estimate(int(declared), "declared", context=context)
+    computed = _computed(model, context, overhead_mb)
+    declared = int((model.get("memory") or {}).get("ram_mb") or 0)
+    if declared > computed.mb:
+        return replace(computed, mb=declared, method="declared", declared_mb=declared)
+    return replace(computed, declared_mb=declared)
+
+
+def declared_shortfall(need: Estimate) -> bool:
+    """True when a declaration is more than DECLARED_SHORTFALL_WARN below the estimate."""
+    return bool(need.declared_mb) and need.declared_mb < need.estimated_mb * (1 - DECLARED_SHORTFALL_WARN)
+
+
+def _computed(model: dict, context: int, overhead_mb: int) -> Estimate:
+    """weights + KV cache + overhead, from what the catalog says of the model."""
     window = model.get("context_window")
     if window:
         context = min(context, window)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from . import paths
 from .errors import Diagnostic
-from .memory import BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, is_cloud
+from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, declared_shortfall,
+                     estimate, is_cloud)
 from .merge import Layer, Merged, origin
 from .validate import alias_table
 
@@ -41,18 +42,20 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
 
     problems: list[Diagnostic] = []
     names, _ = alias_table(data.get("models") or {}, locate)  # collisions were reported by validate
+    selection = {**SELECTION_DEFAULTS, **(data.get("selection") or {})}
     models = {}
     for model_id, model in sorted((data.get("models") or {}).items()):
         resolved = {**MODEL_DEFAULTS, **model}
         quant = model.get("quantization")
-        estimated = not is_cloud(model) and not (model.get("memory") or {}).get("ram_mb") \
-            and not (model.get("artifact") or {}).get("size_bytes")
+        # the estimate counts whether or not memory.ram_mb is declared (the need is the larger)
+        estimated = not is_cloud(model) and not (model.get("artifact") or {}).get("size_bytes")
         if estimated and quant and quant.upper() not in BITS_PER_WEIGHT:
             file, line, col = locate(("models", model_id, "quantization"))
             problems.append(Diagnostic(
                 file, line, col, "W300", f"quantization {quant!r} of {model_id!r} has no bits-per-weight entry; "
                 f"its memory is estimated at {UNKNOWN_QUANT_BPW:g} bits per weight",
-                "declare memory.ram_mb or artifact.size_bytes for an exact figure", severity="warning"))
+                "declare artifact.size_bytes for an exact figure", severity="warning"))
+        problems += _declared_below_estimate(model_id, model, selection, locate)
         artifact = model.get("artifact")
         if artifact and not is_cloud(model):
             resolved["artifact"] = {**artifact, "url": _artifact_url(model_id, artifact, locate, problems)}
@@ -64,8 +67,25 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
             "prefer": [names.get(ref.lower(), ref) for ref in role.get("prefer") or ()],
             "fallback": [names.get(ref.lower(), ref) for ref in role.get("fallback") or ()],
         }
-    selection = {**SELECTION_DEFAULTS, **(data.get("selection") or {})}
     return Catalog(models, roles, names, selection, merged.layers), problems
+
+
+def _declared_below_estimate(model_id: str, model: dict, selection: dict, locate) -> list[Diagnostic]:
+    """W301: a memory.ram_mb well below hostfit's estimate (most likely weights only). Here, once per
+    catalog rather than per host or role, at the default context, the figure listings show."""
+    if is_cloud(model) or not (model.get("memory") or {}).get("ram_mb"):
+        return []
+    need = estimate(model, selection["context_default"], selection["runtime_overhead_mb"])
+    if not declared_shortfall(need):
+        return []
+    file, line, col = locate(("models", model_id, "memory", "ram_mb"))
+    return [Diagnostic(
+        file, line, col, "W301", f"{model_id!r} declares memory.ram_mb {need.declared_mb:,} MiB, "
+        f"{1 - need.declared_mb / need.estimated_mb:.0%} below hostfit's estimate of {need.estimated_mb:,} MiB "
+        f"at {need.context:,} tokens of context (weights {need.weights_mb:,} + kv {need.kv_mb:,} + overhead "
+        f"{need.overhead_mb:,}); it needs the estimate",
+        "a declaration may raise the need, never lower it; drop it or fix it if it counts weights only",
+        severity="warning")]
 
 
 def _artifact_url(model_id: str, artifact: dict, locate, problems: list[Diagnostic]) -> str | None:

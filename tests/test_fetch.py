@@ -443,9 +443,13 @@ def test_credentials_in_urls_never_reach_the_lock_or_the_output(base_catalog, se
     assert failed.exit_code == 3 and "S3CRET" not in failed.output and "T0KEN" not in failed.output
 
 
-def with_memory(catalog: Path, ram_mb: int) -> None:
-    """Declare small-chat's memory (models.json's memory_mb), then rebuild."""
-    add_layer(catalog, "30-memory.yaml", f"models:\n  small-chat:\n    memory: {{ram_mb: {ram_mb}}}\n")
+def with_memory(catalog: Path, need_mb: int) -> None:
+    """Make small-chat's estimate (models.json's memory_mb) need_mb, then rebuild: a declared
+    memory.ram_mb cannot lower it, so the model is made tiny (1 MiB of weights rounded up, 1 MiB
+    of KV cache rounded up) and the runtime overhead is the rest."""
+    add_layer(catalog, "30-memory.yaml",
+              "models:\n  small-chat:\n    params_b: 0.000001\n    arch: {layers: 1, kv_heads: 1, head_dim: 1}\n"
+              f"selection: {{runtime_overhead_mb: {need_mb - 2}}}\n")
     result = run_cli("-C", str(catalog), "build", "--host", "box-8")
     assert result.exit_code == 0, result.output
 
