@@ -24,6 +24,7 @@ FIRST = 256 << 10  # bytes asked for first: most headers of small-vocabulary mod
 ATTEMPTS = 3  # per request, for connection errors, timeouts and 5xx
 BACKOFF = 0.25  # seconds, doubled each attempt, with jitter
 DEADLINE = 120.0  # seconds for the whole inspection of one URL
+MAX_REQUESTS = 64  # doubling from 256 KiB reaches the 64 MiB bound in 9; the rest is for retries and short answers
 
 
 def inspect(target: str) -> dict:
@@ -43,7 +44,9 @@ def _grow(read, size_of, where: str) -> dict:
         more = read(len(data), asked)
         data += more
         size = size_of()
-        complete = (size is not None and len(data) >= size) or len(more) < asked
+        # the end of the file: its known size reached, nothing more, or (size unknown) a short read; a server
+        # that answers a Range with fewer bytes than asked, before the end, is simply asked again
+        complete = not more or (len(data) >= size if size is not None else len(more) < asked)
         try:
             found = gguf_header.parse(bytes(data), complete, size)
         except gguf_header.NeedMore as more_needed:
@@ -103,7 +106,7 @@ class _HTTPSource:
         self.client, self.url, self.shown, self.deadline = client, url, shown, deadline
         self.size: int | None = None
         self.requests: list[str] = []  # the Range header of each request, for the report and tests
-        self.stream = None  # (response, chunk iterator, bytes consumed so far) of a 200 answer
+        self.stream = None  # (response, chunk iterator) of a 200 answer
         self.pending = b""
         self.received = 0
 
@@ -122,12 +125,14 @@ class _HTTPSource:
     def _request(self, start: int, end: int, length: int) -> bytes:
         import httpx
 
-        self.deadline.check(self.shown)
+        if len(self.requests) >= MAX_REQUESTS:  # a server that trickles a few bytes per answer
+            raise DownloadError(f"{self.shown}: the header was not complete after {MAX_REQUESTS} requests")
         headers = {**IDENTITY, "Range": f"bytes={start}-{end}"}
         self.requests.append(headers["Range"])
-        request = self.client.build_request("GET", self.url, headers=headers, timeout=self.deadline.timeout())
         response = None
         try:
+            self.deadline.check(self.shown)
+            request = self.client.build_request("GET", self.url, headers=headers, timeout=self.deadline.timeout())
             response = self.client.send(request, stream=True)
             if response.status_code >= 500:
                 raise _Transient(f"HTTP {response.status_code}")

@@ -213,6 +213,15 @@ def test_retries_a_5xx_then_succeeds(qwen: Path, server: FileServer):
     assert [entry["status"] for entry in server.log][:2] == [500, 206]
 
 
+def test_a_connection_dropped_mid_range_is_asked_again(padded: Path, server: FileServer):
+    server.files["m.gguf"] = padded.read_bytes()
+    server.faults["drop_after"] = 100_000
+    result, facts = inspect_json(server.url("m.gguf"))
+    assert result.exit_code == 0, result.output
+    assert [entry["range"] for entry in server.log] == ["bytes=0-262143", "bytes=0-262143", "bytes=262144-524287"]
+    assert facts["vocab_size"] == 32000
+
+
 def test_network_failures_exit_3_without_a_traceback(server: FileServer):
     result = run_cli("inspect", server.url("missing.gguf"))
     assert result.exit_code == 3 and "HTTP 404" in result.stderr and "Traceback" not in result.output
