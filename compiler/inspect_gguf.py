@@ -156,8 +156,10 @@ class _HTTPSource:
                 if len(body) >= length:  # a server that sends past the range end is not read further
                     break
             return bytes(body[:length])
-        except (httpx.HTTPError, LimitExceeded) as exc:
+        except httpx.HTTPError as exc:
             raise _Transient(str(exc) or type(exc).__name__) from exc
+        except LimitExceeded as exc:  # the deadline passed, or a compressed body: no second attempt helps
+            raise DownloadError(f"{self.shown}: {exc}") from exc
         finally:
             if response is not None:
                 response.close()

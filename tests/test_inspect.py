@@ -234,6 +234,16 @@ def test_network_failures_exit_3_without_a_traceback(server: FileServer):
     assert len(server.log) == 3
 
 
+def test_a_compressed_answer_is_refused_once_not_inflated(server: FileServer):
+    import gzip
+
+    server.files["z.gguf"] = b"GGUF"
+    server.faults["gzip"] = gzip.compress(bytes(1 << 20))
+    result = run_cli("inspect", server.url("z.gguf"))
+    assert result.exit_code == 3 and "refused a compressed body" in result.stderr, result.output
+    assert len(server.log) == 1 and server.log[0]["accept_encoding"] == "identity"
+
+
 def test_a_refused_url_or_a_missing_file_is_a_usage_error(tmp_path: Path):
     result = run_cli("inspect", "http://example.invalid/m.gguf")
     assert result.exit_code == 2 and "plain http is allowed only to loopback" in result.stderr
