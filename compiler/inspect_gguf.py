@@ -109,6 +109,7 @@ class _HTTPSource:
         self.stream = None  # (response, chunk iterator) of a 200 answer
         self.pending = b""
         self.received = 0
+        self.sent = 0
 
     def read(self, start: int, length: int) -> bytes:
         if self.stream is not None:
@@ -125,15 +126,16 @@ class _HTTPSource:
     def _request(self, start: int, end: int, length: int) -> bytes:
         import httpx
 
-        if len(self.requests) >= MAX_REQUESTS:  # a server that trickles a few bytes per answer
-            raise DownloadError(f"{self.shown}: the header was not complete after {MAX_REQUESTS} requests")
+        from .executor.download import NextMirror, _open
+
         headers = {**IDENTITY, "Range": f"bytes={start}-{end}"}
         self.requests.append(headers["Range"])
         response = None
         try:
             self.deadline.check(self.shown)
-            request = self.client.build_request("GET", self.url, headers=headers, timeout=self.deadline.timeout())
-            response = self.client.send(request, stream=True)
+            # redirects (a hub sends the bytes from elsewhere) are followed as downloads follow them, under
+            # the same URL policy; the later ranges go straight to where the first one was answered
+            response, self.url = _open(self.client, self.url, headers, self.deadline, self)
             if response.status_code >= 500:
                 raise _Transient(f"HTTP {response.status_code}")
             if response.status_code == 416 and start == 0:  # an empty file
@@ -146,8 +148,7 @@ class _HTTPSource:
                 response = None  # kept open: read on as far as the header needs, then closed
                 return self._from_stream(start, length)
             if response.status_code != 206:
-                raise DownloadError(f"{self.shown}: HTTP {response.status_code} for {self.requests[-1]}"
-                                    + (" (a redirect: give the final URL)" if response.is_redirect else ""))
+                raise DownloadError(f"{self.shown}: HTTP {response.status_code} for {self.requests[-1]}")
             self._check_range(response.headers.get("content-range", ""), start)
             body = bytearray()
             for chunk in raw_chunks(response, self.deadline, self.shown):
@@ -158,11 +159,17 @@ class _HTTPSource:
             return bytes(body[:length])
         except httpx.HTTPError as exc:
             raise _Transient(str(exc) or type(exc).__name__) from exc
-        except LimitExceeded as exc:  # the deadline passed, or a compressed body: no second attempt helps
-            raise DownloadError(f"{self.shown}: {exc}") from exc
+        except (LimitExceeded, NextMirror) as exc:  # the deadline passed, a compressed body, a refused
+            raise DownloadError(f"{self.shown}: {exc}") from exc  # redirect: no second attempt helps
         finally:
             if response is not None:
                 response.close()
+
+    def take(self) -> None:
+        """One more HTTP request (redirect hops included), within MAX_REQUESTS."""
+        self.sent += 1
+        if self.sent > MAX_REQUESTS:  # a server that answers a few bytes at a time, or redirects in a loop
+            raise DownloadError(f"{self.shown}: the header was not complete after {MAX_REQUESTS} requests")
 
     def _check_range(self, content_range: str, start: int) -> None:
         """Content-Range `bytes START-END/SIZE`: it must start where asked; SIZE is the file's size."""

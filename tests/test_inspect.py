@@ -234,6 +234,18 @@ def test_network_failures_exit_3_without_a_traceback(server: FileServer):
     assert len(server.log) == 3
 
 
+def test_redirects_are_followed_under_the_url_policy(padded: Path, server: FileServer):
+    server.files["m.gguf"] = padded.read_bytes()
+    server.faults["redirect"] = {"r.gguf": server.url("m.gguf"), "away.gguf": "http://example.com/m.gguf"}
+    result, facts = inspect_json(server.url("r.gguf"))
+    assert result.exit_code == 0, result.output
+    assert [(entry["path"], entry["status"]) for entry in server.log] == [("/r.gguf", 302), ("/m.gguf", 206),
+                                                                           ("/m.gguf", 206)]
+    assert facts["source"] == server.url("r.gguf") and facts["vocab_size"] == 32000
+    result = run_cli("inspect", server.url("away.gguf"))
+    assert result.exit_code == 3 and "refused the redirect" in result.stderr, result.output
+
+
 def test_a_compressed_answer_is_refused_once_not_inflated(server: FileServer):
     import gzip
 
