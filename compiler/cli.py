@@ -810,5 +810,19 @@ def host(as_json: bool) -> None:
     run(action)
 
 
+@main.command(name="inspect")
+@click.argument("target", metavar="FILE|URL")
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object.")
+def inspect_command(target: str, as_json: bool) -> None:
+    """Read a GGUF file's header (a local file, or an https URL with Range requests) and print its facts."""
+    def action() -> int:
+        from .inspect_gguf import inspect, render
+
+        click.echo(render(inspect(target), as_json))
+        return EXIT_OK
+
+    run(action)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

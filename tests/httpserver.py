@@ -70,7 +70,9 @@ class FileServer(LoopbackServer):
                 start = 0
                 wanted = self.headers.get("Range")
                 if wanted and not faults.get("ignore_range"):
-                    start = int(wanted.split("=")[1].split("-")[0])
+                    first, _, last = wanted.split("=")[1].partition("-")
+                    start = int(first)
+                    stop = min(len(body), int(last) + 1) if last else len(body)  # bytes=a-b honours b
                     if start >= len(body) or faults.get("always_416"):
                         self.send_response(416)
                         self.send_header("Content-Range", f"bytes */{len(body)}")
@@ -79,15 +81,16 @@ class FileServer(LoopbackServer):
                         entry["status"] = 416
                         return
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                    self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(body)}")
                     entry["status"] = 206
                 else:
+                    stop = len(body)
                     self.send_response(200)
                     entry["status"] = 200
-                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("Content-Length", str(stop - start))
                 self.end_headers()
                 drop = faults.pop("drop_after", None)
-                view = memoryview(body)[start:]
+                view = memoryview(body)[start:stop]
                 for offset in range(0, len(view), 65536):
                     chunk = view[offset:offset + 65536]
                     if drop is not None and entry["sent"] + len(chunk) > drop:
