@@ -50,13 +50,9 @@ class Unexpressible(ValueError):
     """A value the target language cannot hold; the template's render fails with E215."""
 
 
-def _text(value) -> str:
-    return value if isinstance(value, str) else str(value)
-
-
 def sh(value) -> str:
     """One POSIX shell word that is exactly `value` (shlex.quote: single quotes unless plainly safe)."""
-    text = _text(value)
+    text = sandbox.text(value)
     if "\0" in text:
         raise Unexpressible(f"a shell word cannot hold a NUL character: {text!r}")
     return shlex.quote(text)
@@ -65,7 +61,7 @@ def sh(value) -> str:
 def oneline(value) -> str:
     """Text for a comment (shell, YAML, Modelfile): characters that could end the line, and other
     non-printable ones, escaped as \\xNN / \\uNNNN so the comment stays one line."""
-    text = _text(value)
+    text = sandbox.text(value)
     return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
 
 
@@ -79,7 +75,7 @@ def modelfile(value) -> str:
     ends at the line's end, outer spaces are trimmed unless the value is in double quotes, and a value
     starting with `\"\"\"` runs to the next `\"\"\"`. So: printable characters only, quoted when it has outer
     spaces or starts with a quote, refused when even quotes cannot keep it."""
-    text = _text(value)
+    text = sandbox.text(value)
     if not text or not text.isprintable():
         raise Unexpressible(f"a Modelfile value must be one non-empty line of printable characters: {text!r}")
     if text != text.strip() or text.startswith('"'):
@@ -92,7 +88,7 @@ def modelfile(value) -> str:
 def modelfile_text(value) -> str:
     """A multi-line Modelfile argument (TEMPLATE, SYSTEM, LICENSE) in triple quotes; a value holding
     `\"\"\"` (which would end it) or control characters other than line breaks and tabs is refused."""
-    text = _text(value)
+    text = sandbox.text(value)
     if '"""' in text or not text.replace("\n", "").replace("\t", "").isprintable():
         raise Unexpressible(f"a Modelfile text cannot hold \"\"\" or control characters: {text!r}")
     return f'"""{text}"""'
@@ -101,7 +97,7 @@ def modelfile_text(value) -> str:
 def yaml(value) -> str:
     """A YAML double-quoted scalar that loads as exactly `value`'s text: `\\` and `\"` escaped, and every
     non-printable character (line breaks of YAML 1.1 and 1.2 included) as an escape."""
-    text = _text(value)
+    text = sandbox.text(value)
     if text.isprintable() and '"' not in text and "\\" not in text:
         return f'"{text}"'
     return '"' + "".join("\\" + c if c in '"\\' else c if c.isprintable() else _escape(c) for c in text) + '"'
@@ -115,7 +111,7 @@ def md(value) -> str:
     """Markdown text that shows `value` as written, on one line: inline markup (emphasis, code, links,
     HTML, entities, table cells) backslash-escaped, a leading block marker (heading, list, rule)
     escaped, line breaks and other non-printable characters shown as spaces."""
-    text = _text(value)
+    text = sandbox.text(value)
     if not text.isprintable():
         text = "".join(c if c.isprintable() else " " for c in text)
     text = _MD_INLINE.sub(lambda m: "\\" + m.group(0), text)

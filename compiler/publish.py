@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from .errors import RuntimeFailure
+from .exports import is_executable
 
 OWNED = ("models.json", "explain.json", "exports")  # what a build writes into out/<host>/; the rest it carries
 LOCK_WAIT_S = 300.0  # how long a build waits for another one before it gives up (exit 3)
@@ -119,7 +120,7 @@ def current_umask() -> int:
 
 def mode_for(data: bytes, umask: int) -> int:
     """0644 under a 022 umask; 0755 for a script, so `exports/llama-server.sh` runs as it is."""
-    return (0o777 if data.startswith(b"#!") else 0o666) & ~umask
+    return (0o777 if is_executable(data) else 0o666) & ~umask
 
 
 # ------------------------------------------------------------------------------------ publishing

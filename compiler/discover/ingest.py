@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import paths
 from ..net import Deadline, DeadlinePassed, LimitExceeded, parse_json, redact_url, request
+from ..validate import mapping
 from . import text
 
 SOURCES = ("hf", "openrouter", "curated")
@@ -125,10 +126,6 @@ def _strings(value) -> list[str]:
     return [item for item in value if text(item)] if isinstance(value, list) else []
 
 
-def _mapping(value) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
 def from_openrouter(refresh: bool = False) -> Harvest:
     out = Harvest()
     base = paths.openrouter_base()
@@ -148,7 +145,7 @@ def openrouter_candidates(body, warnings: list[str]) -> list[dict]:
     for rank, entry in enumerate(entries):
         if not isinstance(entry, dict) or not text(entry.get("id")):
             continue
-        pricing = _mapping(entry.get("pricing"))
+        pricing = mapping(entry.get("pricing"))
         if "-1" in (str(pricing.get("prompt")), str(pricing.get("completion"))):
             continue  # routers are not models
         hf_id = text(entry.get("hugging_face_id")) or ""
@@ -156,7 +153,7 @@ def openrouter_candidates(body, warnings: list[str]) -> list[dict]:
             "model_id": hf_id if "/" in hf_id else entry["id"],
             "provider": "huggingface" if "/" in hf_id else "openrouter", "license": None,
             "source": "openrouter_index", "popularity_score": len(entries) - rank,  # listing order, as a rank
-            "tags": sorted(set(_strings(_mapping(entry.get("architecture")).get("input_modalities"))))})
+            "tags": sorted(set(_strings(mapping(entry.get("architecture")).get("input_modalities"))))})
     return found
 
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from .. import paths
 from ..errors import UsageError
+from ..importers import count
 from ..migrate import normalize_id
+from ..validate import mapping
 from ..net import (BadResponse, BadURL, Deadline, DeadlinePassed, LimitExceeded, check_base_url, parse_json,
                    redact_url, request)
 from . import text
@@ -51,37 +53,31 @@ def tag_entries(body, warnings: list[str]) -> list[tuple[str, dict]]:
     return sorted(named.items())
 
 
-def _mapping(value) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _count(value) -> int | None:
-    return value if type(value) is int and 0 < value < 1 << 53 else None  # not a bool; exact in any JSON reader
-
-
 def facts(name: str, tag: dict, show, host: str, ids_by_ollama_name: dict[str, str]) -> tuple[str, dict]:
     """The catalog entry for one model from its /api/tags entry and /api/show answer (any JSON)."""
-    show = _mapping(show)
-    details = _mapping(show.get("details")) or _mapping(tag.get("details"))
-    info = _mapping(show.get("model_info"))
+    show = mapping(show)
+    details = mapping(show.get("details")) or mapping(tag.get("details"))
+    info = mapping(show.get("model_info"))
     arch_name = text(info.get("general.architecture") or details.get("family"))
     capabilities = show.get("capabilities") if isinstance(show.get("capabilities"), list) else []
 
     def arch(key):
-        return _count(info.get(f"{arch_name}.{key}")) if arch_name else None
+        return count(info.get(f"{arch_name}.{key}")) if arch_name else None
 
     cloud = bool(tag.get("remote_host") or tag.get("remote_model") or name.endswith("-cloud") or ":cloud" in name)
     model: dict = {"name": name, "provider": "ollama-cloud" if cloud else "ollama"}
     if arch_name:
-        model["family"] = str(arch_name)
-    params = _count(info.get("general.parameter_count"))
-    if params and round(params / 1e9, 4) > 0:
-        model["params_b"] = round(params / 1e9, 4)
+        model["family"] = arch_name
+    params = count(info.get("general.parameter_count"))
+    params_b = round(params / 1e9, 4) if params else 0
+    if params_b > 0:
+        model["params_b"] = params_b
     quant = details.get("quantization_level")
     if quant:
         model["quantization"] = "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in str(quant).upper())
-    if arch("context_length"):
-        model["context_window"] = arch("context_length")
+    window = arch("context_length")
+    if window:
+        model["context_window"] = window
     embedding_only = "embedding" in capabilities and "completion" not in capabilities
     model["workloads"] = ["embedding"] if embedding_only else ["chat"]
     if capabilities:
@@ -92,7 +88,7 @@ def facts(name: str, tag: dict, show, host: str, ids_by_ollama_name: dict[str, s
              "head_dim": width // heads if width and heads else None}
     if any(shape.values()):
         model["arch"] = {k: v for k, v in shape.items() if v}
-    if not cloud and _count(tag.get("size")):
+    if not cloud and count(tag.get("size")):
         model["artifact"] = {"format": "gguf", "size_bytes": tag["size"]}
     model["ollama"] = {"name": name}
     model["installed_on"] = [host]
@@ -131,9 +127,7 @@ def discover(host: str, base: str | None = None, ids_by_ollama_name: dict[str, s
                 found.models[model_id] = model
     except (httpx.TimeoutException, DeadlinePassed):
         found.warnings.append(f"ollama at {found.base} did not answer within {timeout:g} s; nothing discovered")
-    except LimitExceeded as exc:
-        found.warnings.append(f"ollama at {found.base} answered out of bounds ({exc}); nothing discovered")
-    except BadResponse as exc:
+    except (LimitExceeded, BadResponse) as exc:  # before ValueError: BadResponse is one
         found.warnings.append(f"ollama at {found.base} answered out of bounds ({exc}); nothing discovered")
     except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
         found.warnings.append(f"no Ollama at {found.base} ({type(exc).__name__}); nothing discovered")

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Diagnostic, InputError
-from ..load import dump_yaml
+from ..load import MAX_NUMBER, dump_yaml
 from ..migrate import normalize_id
+from ..validate import mapping  # noqa: F401 - the importers' shape helper too
 
 FORMATS = ("gpt4all", "litellm", "openrouter", "llmfit", "registry")
 FIELD_ORDER = ("name", "family", "params_b", "quantization", "context_window", "provider", "workloads",
@@ -173,9 +174,8 @@ def render(imported: Imported) -> str:
 
 # ------------------------------------------------------------------------ shared converters
 
-# Numbers a layer may hold: what every JSON reader holds exactly (I-JSON), the loader's range too.
-# No count, size or price an importer reads comes near it: beyond it is garbage (1e400, 5,000 digits).
-MAX_NUMBER = 2**53 - 1
+# Numbers a layer may hold are the loader's (MAX_NUMBER: what every JSON reader holds exactly). No count,
+# size or price an importer reads comes near it: beyond it is garbage (1e400, 5,000 digits).
 
 
 def number(value) -> float | None:
@@ -206,10 +206,6 @@ def strings(value) -> list[str]:
     if isinstance(value, str):
         return [value]
     return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
-
-
-def mapping(value) -> dict:
-    return value if isinstance(value, dict) else {}
 
 
 def shown(entry) -> str:

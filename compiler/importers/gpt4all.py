@@ -48,7 +48,7 @@ def convert(data, out: Imported) -> None:
             "quantization": quantization(entry.get("quant")),
             "provider": "local",
             "workloads": workloads,
-            "memory": {"ram_mb": count(int(ram * 1024))} if ram and count(int(ram * 1024)) else None,
+            "memory": {"ram_mb": ram_mb} if (ram_mb := count(int(ram * 1024)) if ram else None) else None,
             "priority": IMPORT_PRIORITY,
             "status": "retired" if entry.get("removedIn") else "active",
             "description": plain_text(entry.get("description")) or None,

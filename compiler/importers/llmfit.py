@@ -66,7 +66,7 @@ def convert(data, out: Imported) -> None:
             "workloads": workloads,
             "capabilities": {"tools": "tool_use" in caps, "vision": "vision" in caps},
             "arch": arch or None,
-            "memory": {"ram_mb": count(math.ceil(ram * 1024))} if ram and count(math.ceil(ram * 1024)) else None,
+            "memory": {"ram_mb": ram_mb} if (ram_mb := count(math.ceil(ram * 1024)) if ram else None) else None,
             "priority": IMPORT_PRIORITY,
             "license": text(entry.get("license")),
             "hf_repo": repo,
