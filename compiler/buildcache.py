@@ -52,6 +52,8 @@ def fingerprint(root: Path, options) -> dict | None:
     the compiler with its built-in templates, the personal layer, this machine's facts when they
     matter. None when something cannot be statted: then the cache is not used. The files named in a
     host's `user:` list are recorded by the build itself (Project.read_inputs), as only it knows them."""
+    if options.check or options.discover:
+        return None  # never looked up (see lookup): walking the tree and detecting this machine is wasted
     try:
         return json.loads(json.dumps(_fingerprint(root, options)))
     except OSError:
@@ -84,7 +86,7 @@ def _hashed(sets) -> str:
 
 
 def _cache_file(root: Path, options) -> Path:
-    out = Path(options.out_dir) if options.out_dir else root / "out"
+    out = options.out_root(root)
     key = hashlib.sha256(json.dumps([str(root), list(options.hosts), options.all_hosts, list(options.profiles),
                                      list(options.sets), options.with_staging]).encode()).hexdigest()[:16]
     return out / ".cache" / f"build-{key}.json"

@@ -11,14 +11,13 @@ retries, is a DownloadError (exit 3).
 from __future__ import annotations
 
 import os
-import random
 import stat
 import time
 from pathlib import Path
 
 from . import gguf_header
 from .errors import Diagnostic, DownloadError, InputError, UsageError
-from .net import IDENTITY, Deadline, LimitExceeded, raw_chunks, redact_url
+from .net import IDENTITY, Deadline, LimitExceeded, backoff, raw_chunks, redact_url
 
 FIRST = 256 << 10  # bytes asked for first: most headers of small-vocabulary models fit
 ATTEMPTS = 3  # per request, for connection errors, timeouts and 5xx
@@ -120,7 +119,7 @@ class _HTTPSource:
             except _Transient as exc:
                 if attempt == ATTEMPTS - 1 or self.deadline.remaining() <= 0:
                     raise DownloadError(f"{self.shown}: {exc} (after {attempt + 1} attempts)") from exc
-                time.sleep(min(2.0, BACKOFF * 2 ** attempt) * (0.5 + random.random()))
+                time.sleep(backoff(BACKOFF, attempt, 2.0))
         raise AssertionError("unreachable")
 
     def _request(self, start: int, end: int, length: int) -> bytes:

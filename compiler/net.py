@@ -9,6 +9,7 @@ discovery warns, a load fails over to the next model.
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from collections.abc import Iterator
@@ -130,6 +131,20 @@ def parse_json(body: bytes, what: str):
         raise BadResponse(f"{what}: the answer is JSON nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise BadResponse(f"{what}: the answer is not JSON ({str(exc)[:120]})") from exc
+
+
+def parse_json_object(body: bytes, what: str) -> dict:
+    """A server's answer that must be a JSON object (BadResponse otherwise)."""
+    answer = parse_json(body, what)
+    if not isinstance(answer, dict):
+        raise BadResponse(f"{what}: the answer is not a JSON object")
+    return answer
+
+
+def backoff(base: float, attempt: int, cap: float) -> float:
+    """Seconds to wait before retry `attempt` (0-based): exponential up to `cap`, with +-50% jitter so
+    clients that failed together do not retry together."""
+    return min(cap, base * 2 ** attempt) * (0.5 + random.random())
 
 
 def check_base_url(url: str) -> str:

@@ -16,3 +16,7 @@ class BuildOptions:
     check: bool = False
     with_staging: bool = False
     discover: bool = False  # this machine's Ollama, discovered live, as its discovered layer
+
+    def out_root(self, root: Path) -> Path:
+        """Where the outputs go: --out, else the catalog's out/."""
+        return Path(self.out_dir) if self.out_dir else root / "out"

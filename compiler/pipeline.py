@@ -330,7 +330,7 @@ class Project:
         publish.publish(self.out_root(options), {r.folder.name: r.outputs() for r in report.results})
 
     def out_root(self, options: BuildOptions) -> Path:
-        return Path(options.out_dir) if options.out_dir else self.root / "out"
+        return options.out_root(self.root)
 
     def _compile(self, options: BuildOptions, sources: Sources) -> Report:
         report = Report(errors=list(sources.errors), warnings=list(sources.warnings))

@@ -359,14 +359,11 @@ def name_problem(kind: str, value: str) -> str | None:
 def _names(models, locate: Locate) -> list[Diagnostic]:
     """Identifiers that reach exports (Ollama names, revisions, aliases), each in its character set."""
     problems = []
-    for model_id, model in models.items() if isinstance(models, dict) else ():
-        if not isinstance(model, dict):
-            continue
-        ollama, artifact, aliases = (model.get(key) for key in ("ollama", "artifact", "aliases"))
-        found = [("ollama", ("ollama", "name"), ollama.get("name") if isinstance(ollama, dict) else None),
-                 ("revision", ("artifact", "revision"),
-                  artifact.get("revision") if isinstance(artifact, dict) else None)]
-        found += [("alias", ("aliases", i), a) for i, a in enumerate(aliases if isinstance(aliases, list) else ())]
+    for model_id, model in mapping(models).items():
+        model = mapping(model)
+        found = [("ollama", ("ollama", "name"), mapping(model.get("ollama")).get("name")),
+                 ("revision", ("artifact", "revision"), mapping(model.get("artifact")).get("revision"))]
+        found += [("alias", ("aliases", i), a) for i, a in str_items(model.get("aliases"))]
         for kind, path, value in found:
             problem = name_problem(kind, value) if isinstance(value, str) else None
             if problem:
@@ -377,11 +374,9 @@ def _names(models, locate: Locate) -> list[Diagnostic]:
 
 def _artifacts(models, locate: Locate) -> list[Diagnostic]:
     problems = []
-    if not isinstance(models, dict):
-        return problems
-    for model_id, model in models.items():
-        artifact = model.get("artifact") if isinstance(model, dict) else None
-        if not isinstance(artifact, dict):
+    for model_id, model in mapping(models).items():
+        artifact = mapping(mapping(model).get("artifact"))
+        if not artifact:
             continue
         base = ("models", model_id, "artifact")
         name = artifact.get("file")

@@ -9,8 +9,8 @@ from ..errors import UsageError
 from ..importers import count
 from ..migrate import normalize_id
 from ..validate import mapping
-from ..net import (BadResponse, BadURL, Deadline, DeadlinePassed, LimitExceeded, check_base_url, parse_json,
-                   redact_url, request)
+from ..net import (BadResponse, BadURL, Deadline, DeadlinePassed, LimitExceeded, check_base_url,
+                   parse_json_object, redact_url, request)
 from . import text
 
 TIMEOUT = 5.0  # seconds per request, all of it (connect, every read): a slow Ollama is a warning, not a stall
@@ -109,10 +109,7 @@ def discover(host: str, base: str | None = None, ids_by_ollama_name: dict[str, s
         """One request within `timeout` seconds in all, its JSON answer; HTTPStatusError for an error status."""
         response, body = request(client, method, path, Deadline(timeout), MAX_BODY, f"ollama {path}", **kwargs)
         response.raise_for_status()
-        answer = parse_json(body, f"ollama {path}")
-        if not isinstance(answer, dict):
-            raise BadResponse(f"ollama {path}: the answer is not a JSON object")
-        return answer
+        return parse_json_object(body, f"ollama {path}")
 
     try:
         with httpx.Client(base_url=address) as client:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
-import random
 import re
 import shutil
 import struct
@@ -38,9 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from .. import paths
+from .. import gguf_header, paths
 from ..errors import DiskError, DownloadError, IntegrityError, UsageError
-from ..net import IDENTITY, Deadline, DeadlinePassed, LimitExceeded, check_identity, raw_chunks, redact_url
+from ..net import (IDENTITY, Deadline, DeadlinePassed, LimitExceeded, backoff, check_identity, raw_chunks,
+                   redact_url)
 from ..validate import url_problem
 from .cache import open_artifact
 
@@ -121,7 +121,7 @@ def size_ceiling(memory_mb: int | None) -> int:
 def format_problem(fmt: str | None, head: bytes) -> str | None:
     """Why the first bytes of a download are not the catalog's format, or None (formats without
     a fixed signature pass)."""
-    if fmt == "gguf" and not head.startswith(b"GGUF"):
+    if fmt == "gguf" and not head.startswith(gguf_header.MAGIC):
         return f"not a GGUF file (it starts with {head[:16]!r})"
     if fmt == "safetensors":  # an 8-byte little-endian header length, then a JSON object
         if len(head) < 9 or struct.unpack("<Q", head[:8])[0] == 0 or head[8:9] != b"{":
@@ -200,8 +200,7 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
                     errors.append(f"{redact_url(url)}: {exc}")
                     if attempt < ATTEMPTS - 1:
                         base = _env_number(paths.HOSTFIT_BACKOFF_BASE, BACKOFF_BASE)
-                        delay = min(BACKOFF_CAP, base * 2 ** attempt) * (0.5 + random.random())
-                        time.sleep(max(0.0, min(delay, deadline.remaining())))
+                        time.sleep(max(0.0, min(backoff(base, attempt, BACKOFF_CAP), deadline.remaining())))
                 except NextMirror as exc:
                     errors.append(f"{redact_url(url)}: {exc}")
                     break

@@ -101,11 +101,10 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
         if not artifact.get("url"):
             result.skipped.append(f"{model_id}: no single-file download URL (artifact.url or repo+file)")
             continue
-        result.artifacts.append(Artifact(model_id, artifact_file(artifact), artifact["url"],
-                                         tuple(artifact.get("mirrors") or ()), artifact.get("revision"),
-                                         artifact.get("size_bytes"), artifact.get("sha256"),
-                                         file_format(artifact.get("format"), artifact_file(artifact)),
-                                         size_ceiling_mb(model)))
+        file = artifact_file(artifact)
+        result.artifacts.append(Artifact(model_id, file, artifact["url"], tuple(artifact.get("mirrors") or ()),
+                                         artifact.get("revision"), artifact.get("size_bytes"), artifact.get("sha256"),
+                                         file_format(artifact.get("format"), file), size_ceiling_mb(model)))
     return result
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from .. import paths
 from ..errors import RuntimeFailure, UsageError
 from ..memory import is_cloud
-from ..net import IDENTITY, BadResponse, Deadline, LimitExceeded, iter_lines, parse_json, redact_url, request
+from ..net import (IDENTITY, READ, Deadline, LimitExceeded, iter_lines, parse_json, parse_json_object,
+                   redact_url, request)
 
 DEFAULT_PROMPT = "Say hello in five words."
 OLLAMA_START_TIMEOUT = 20.0
@@ -109,14 +110,6 @@ def ollama_base() -> str:
     return base_url()
 
 
-def _object(raw: bytes, what: str) -> dict:
-    """An Ollama answer that must be a JSON object (BadResponse, a ValueError, otherwise)."""
-    answer = parse_json(raw, what)
-    if not isinstance(answer, dict):
-        raise BadResponse(f"{what}: the answer is not a JSON object")
-    return answer
-
-
 def auto_start_allowed(interactive: bool) -> bool:
     """Consent to start `ollama serve`: env HOSTFIT_OLLAMA_AUTO_START, config ollama.auto_start, or a prompt."""
     env = paths.env(paths.HOSTFIT_OLLAMA_AUTO_START)
@@ -141,7 +134,7 @@ def auto_start_allowed(interactive: bool) -> bool:
     return False
 
 
-def _ask(client, method: str, path: str, seconds: float | None = None, read: float = 30.0, **kwargs):
+def _ask(client, method: str, path: str, seconds: float | None = None, read: float = READ, **kwargs):
     """(status, body) of one bounded request to Ollama (OLLAMA_ASK seconds in all unless told)."""
     response, body = request(client, method, path, Deadline(seconds or OLLAMA_ASK), MAX_REPLY, f"ollama {path}",
                              read=read, **kwargs)
@@ -190,9 +183,9 @@ def ollama_load(name: str, settings: Settings, prompt: str, progress=None, inter
             if status != 200:
                 raise LoadFailure(f"ollama generate {name}: HTTP {status} "
                                   f"{reply[:200].decode('utf-8', 'replace')}")
-            body = _object(reply, "ollama /api/generate")
+            body = parse_json_object(reply, "ollama /api/generate")
             total = time.perf_counter() - started
-            running = _object(_ask(client, "GET", "/api/ps")[1], "ollama /api/ps").get("models") or []
+            running = parse_json_object(_ask(client, "GET", "/api/ps")[1], "ollama /api/ps").get("models") or []
             loaded = [m.get("name") or m.get("model") for m in running if isinstance(m, dict)] \
                 if isinstance(running, list) else []
             if name not in loaded:
