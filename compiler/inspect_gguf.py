@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import gguf_header
 from .errors import Diagnostic, DownloadError, InputError, UsageError
-from .net import IDENTITY, Deadline, LimitExceeded, backoff, raw_chunks, redact_url
+from .net import IDENTITY, Deadline, LimitExceeded, backoff, open_following_redirects, raw_chunks, redact_url
 
 FIRST = 256 << 10  # bytes asked for first: most headers of small-vocabulary models fit
 ATTEMPTS = 3  # per request, for connection errors, timeouts and 5xx
@@ -125,8 +125,6 @@ class _HTTPSource:
     def _request(self, start: int, end: int, length: int) -> bytes:
         import httpx
 
-        from .executor.download import NextMirror, _open
-
         headers = {**IDENTITY, "Range": f"bytes={start}-{end}"}
         self.requests.append(headers["Range"])
         response = None
@@ -134,7 +132,7 @@ class _HTTPSource:
             self.deadline.check(self.shown)
             # redirects (a hub sends the bytes from elsewhere) are followed as downloads follow them, under
             # the same URL policy; the later ranges go straight to where the first one was answered
-            response, self.url = _open(self.client, self.url, headers, self.deadline, self)
+            response, self.url = open_following_redirects(self.client, self.url, headers, self.deadline, self.take)
             if response.status_code >= 500:
                 raise _Transient(f"HTTP {response.status_code}")
             if response.status_code == 416 and start == 0:  # an empty file
@@ -158,7 +156,7 @@ class _HTTPSource:
             return bytes(body[:length])
         except httpx.HTTPError as exc:
             raise _Transient(str(exc) or type(exc).__name__) from exc
-        except (LimitExceeded, NextMirror) as exc:  # the deadline passed, a compressed body, a refused
+        except LimitExceeded as exc:  # the deadline passed, a compressed body, a refused
             raise DownloadError(f"{self.shown}: {exc}") from exc  # redirect: no second attempt helps
         finally:
             if response is not None:

@@ -133,6 +133,42 @@ def parse_json(body: bytes, what: str):
         raise BadResponse(f"{what}: the answer is not JSON ({str(exc)[:120]})") from exc
 
 
+MAX_REDIRECTS = 10  # per request
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class RedirectRefused(LimitExceeded):
+    """A redirect without a target, to a URL the policy refuses, from https to http, or one too many."""
+
+
+def open_following_redirects(client, url: str, headers: dict, deadline: Deadline, take_request=lambda: None):
+    """(streamed response, final URL): redirects followed here, at most MAX_REDIRECTS, each target checked
+    by the URL policy the catalog's own URLs pass (validate.url_problem), and never from https to http.
+    `take_request()` is called before each request (hops included), so a caller can bound them all."""
+    from urllib.parse import urljoin, urlsplit
+
+    from .validate import url_problem
+
+    for _ in range(MAX_REDIRECTS + 1):
+        take_request()
+        request = client.build_request("GET", url, headers=headers, timeout=deadline.timeout())
+        response = client.send(request, stream=True)
+        if response.status_code not in REDIRECTS:
+            return response, url
+        response.close()
+        location = response.headers.get("location")
+        if not location:
+            raise RedirectRefused(f"HTTP {response.status_code} without a Location header")
+        target = urljoin(url, location)
+        problem = url_problem(target)
+        if not problem and urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
+            problem = "a redirect may not leave https"
+        if problem:
+            raise RedirectRefused(f"refused the redirect to {redact_url(target)}: {problem}")
+        url = target
+    raise RedirectRefused(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)")
+
+
 def parse_json_object(body: bytes, what: str) -> dict:
     """A server's answer that must be a JSON object (BadResponse otherwise)."""
     answer = parse_json(body, what)

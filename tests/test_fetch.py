@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from compiler import net
 from compiler.executor import download as downloader
 from compiler.executor.cache import Cache
 
@@ -370,8 +371,8 @@ def test_a_redirect_loop_exits_3_with_a_message(base_catalog, server, tmp_path):
     server.faults["redirect"] = {"tiny.gguf": "/loop.gguf", "loop.gguf": "/tiny.gguf"}
     result = fetch(catalog)
     assert result.exit_code == 3 and "Traceback" not in result.output
-    assert f"more than {downloader.MAX_REDIRECTS} redirects (a redirect loop?)" in result.stderr
-    assert len(server.log) == downloader.MAX_REDIRECTS + 1
+    assert f"more than {net.MAX_REDIRECTS} redirects (a redirect loop?)" in result.stderr
+    assert len(server.log) == net.MAX_REDIRECTS + 1
 
 
 def test_the_final_url_after_redirects_is_pinned(base_catalog, server, tmp_path):

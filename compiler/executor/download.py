@@ -35,19 +35,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
 from .. import gguf_header, paths
 from ..errors import DiskError, DownloadError, IntegrityError, UsageError
-from ..net import (IDENTITY, Deadline, DeadlinePassed, LimitExceeded, backoff, check_identity, raw_chunks,
-                   redact_url)
+from ..net import (IDENTITY, Deadline, DeadlinePassed, LimitExceeded, backoff, check_identity,
+                   open_following_redirects, raw_chunks, redact_url)
 from ..validate import url_problem
 from .cache import open_artifact
 
 CHUNK = 1 << 20
 ATTEMPTS = 5  # per mirror
 MAX_REQUESTS = 20  # per artifact, across every mirror, redirect hops included
-MAX_REDIRECTS = 10  # per request
 BACKOFF_BASE = 0.5  # seconds; doubled each attempt, plus jitter, capped at BACKOFF_CAP
 BACKOFF_CAP = 8.0
 DISK_MARGIN = 64 << 20  # keep this much free beyond the artifact
@@ -61,7 +59,6 @@ DEADLINE_UNSIZED = 24 * 3600.0  # when neither the catalog nor the lock knows th
 # estimate; with no estimate, CEILING_DEFAULT. HOSTFIT_MAX_UNSIZED (bytes) overrides both.
 CEILING_FACTOR = 2
 CEILING_DEFAULT = 16 << 30
-REDIRECTS = (301, 302, 303, 307, 308)
 CEILING_HINT = "give the catalog's artifact.size_bytes, or raise HOSTFIT_MAX_UNSIZED"
 
 
@@ -211,29 +208,6 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
     raise DownloadError(f"could not download {final.name}: " + "; ".join(errors[-3:]))
 
 
-def _open(client, url: str, headers: dict, deadline: Deadline, budget: _Budget):
-    """(streamed response, final URL): redirects followed here, a bounded number of them, each
-    target checked by the same URL policy as the catalog's URLs (and no https -> http)."""
-    for _ in range(MAX_REDIRECTS + 1):
-        budget.take()
-        request = client.build_request("GET", url, headers=headers, timeout=deadline.timeout())
-        response = client.send(request, stream=True)
-        if response.status_code not in REDIRECTS:
-            return response, url
-        response.close()
-        location = response.headers.get("location")
-        if not location:
-            raise NextMirror(f"HTTP {response.status_code} without a Location header")
-        target = urljoin(url, location)
-        problem = url_problem(target)
-        if not problem and urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
-            problem = "a redirect may not leave https"
-        if problem:
-            raise NextMirror(f"refused the redirect to {redact_url(target)}: {problem}")
-        url = target
-    raise NextMirror(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)")
-
-
 def _attempt(client, url: str, part: Path, expected_size: int | None, progress, deadline: Deadline,
              min_speed: float, budget: _Budget, ceiling: int | None = None) -> Outcome:
     import httpx
@@ -246,7 +220,7 @@ def _attempt(client, url: str, part: Path, expected_size: int | None, progress, 
         offset, digest = 0, hashlib.sha256()
     headers = {**IDENTITY, **({"Range": f"bytes={offset}-"} if offset else {})}
     try:
-        response, final_url = _open(client, url, headers, deadline, budget)
+        response, final_url = open_following_redirects(client, url, headers, deadline, budget.take)
         try:
             return _receive(response, final_url, part, offset, digest, expected_size, progress, deadline, min_speed,
                             ceiling)
