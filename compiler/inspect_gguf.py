@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import gguf_header
 from .errors import Diagnostic, DownloadError, InputError, UsageError
+from .load import NotRegular, open_regular
 from .net import IDENTITY, Deadline, LimitExceeded, backoff, open_following_redirects, raw_chunks, redact_url
 
 FIRST = 256 << 10  # bytes asked for first: most headers of small-vocabulary models fit
@@ -67,7 +68,11 @@ def _inspect_file(path: Path) -> dict:
         raise UsageError(f"{path}: no such file") from exc
     if not stat.S_ISREG(info.st_mode):  # a FIFO would block, a directory cannot be read
         raise UsageError(f"{path}: not a regular file")
-    with open(path, "rb") as handle:
+    try:
+        handle = open_regular(path)  # a FIFO swapped in since the stat cannot block
+    except NotRegular:
+        raise UsageError(f"{path}: not a regular file") from None
+    with handle:
         def read(start: int, length: int) -> bytes:
             handle.seek(start)
             return handle.read(length)

@@ -119,13 +119,10 @@ def read_regular(path: Path, display: str) -> bytes:
         if kind:
             fail(display, 0, 0, "E018", f"{kind}, not a regular file: not read",
                  "a catalog holds plain YAML or JSON files; move it out of the catalog folders")
-        # O_NONBLOCK: should the path become a FIFO after the check, opening it does not block
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-        with open(fd, "rb") as stream:
-            kind = _special_kind(os.fstat(stream.fileno()).st_mode)
-            if kind:
-                fail(display, 0, 0, "E018", f"{kind}, not a regular file: not read")
+        with open_regular(path) as stream:
             return stream.read()
+    except NotRegular as exc:
+        fail(display, 0, 0, "E018", f"{exc}, not a regular file: not read")
     except FileNotFoundError as exc:
         if os.path.islink(path):
             fail(display, 0, 0, "E019", f"a symbolic link to {os.readlink(path)!r}, which does not exist",
@@ -133,6 +130,21 @@ def read_regular(path: Path, display: str) -> bytes:
         fail(display, 0, 0, "E001", f"cannot read file: {exc.strerror or exc}")
     except OSError as exc:
         fail(display, 0, 0, "E001", f"cannot read file: {exc.strerror or exc}")
+
+
+class NotRegular(ValueError):
+    """The path was swapped for a FIFO, device or folder after it was checked; the message says which."""
+
+
+def open_regular(path):
+    """`path` opened for reading only if it is a regular file when opened: O_NONBLOCK, so a FIFO swapped in
+    after a caller's check does not block the open, then fstat (NotRegular otherwise)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    kind = _special_kind(os.fstat(fd).st_mode)
+    if kind:
+        os.close(fd)
+        raise NotRegular(kind)
+    return open(fd, "rb")
 
 
 def _special_kind(mode: int) -> str | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import schema
 from ..errors import Diagnostic, DiskError, InputError, LoadError
-from ..load import Document, load_json_text
+from ..load import Document, NotRegular, load_json_text, open_regular
 from ..memory import is_cloud
 from .cache import UnsafeName, check_file_name, escape_id
 
@@ -43,8 +43,10 @@ def read_bytes(path: Path) -> bytes:
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             raise InputError([Diagnostic(str(path), 0, 0, "E001", "cannot read file: not a regular file")])
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:  # a FIFO swapped in since the stat cannot block
             raw = handle.read(MAX_DOCUMENT_BYTES + 1)
+    except NotRegular:
+        raise InputError([Diagnostic(str(path), 0, 0, "E001", "cannot read file: not a regular file")]) from None
     except OSError as exc:  # the file is there (or was): the disk or its permissions are at fault
         raise DiskError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if len(raw) > MAX_DOCUMENT_BYTES:
