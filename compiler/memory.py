@@ -95,23 +95,39 @@ def _computed(model: dict, context: int, overhead_mb: int) -> Estimate:
     window = model.get("context_window")
     if window:
         context = min(context, window)
-    artifact = model.get("artifact") or {}
-    size = artifact.get("size_bytes")
-    params_b = model.get("params_b") or 0
+    weights, method = weights_mib(model)
+    kv, kv_method = kv_mib(model, context)
+    overhead = overhead_mib(model, context, overhead_mb)
+    weights_mb, kv_mb, overhead_mb = _ceil(weights), _ceil(kv), _ceil(overhead)
+    return Estimate(weights_mb + kv_mb + overhead_mb, method, weights_mb, kv_mb, overhead_mb, kv_method, context)
+
+
+def artifact_size(artifact: dict | None) -> int | None:
+    """Bytes of the artifact, when the catalog knows them (None: unknown)."""
+    return (artifact or {}).get("size_bytes") or None
+
+
+def weights_mib(model: dict) -> tuple[float, str]:
+    """The weights in MiB and how they were found: the artifact's size ("gguf"), else an estimate."""
+    size = artifact_size(model.get("artifact"))
     if size:
-        weights, method = size / MIB, "gguf"
-    else:
-        weights, method = params_b * 1e9 * bits_per_weight(model.get("quantization")) / 8 / MIB, "estimated"
+        return size / MIB, "gguf"
+    params_b = model.get("params_b") or 0
+    return params_b * 1e9 * bits_per_weight(model.get("quantization")) / 8 / MIB, "estimated"
+
+
+def kv_mib(model: dict, context: int) -> tuple[float, str]:
+    """The KV cache in MiB at `context` tokens, and whether it is exact (from arch) or a heuristic."""
     arch = model.get("arch") or {}
     if arch.get("layers") and arch.get("kv_heads") and arch.get("head_dim"):
         kv_bytes = arch.get("kv_bytes", 2)
-        kv = 2 * arch["layers"] * context * arch["kv_heads"] * arch["head_dim"] * kv_bytes / MIB
-        kv_method = "exact"
-    else:
-        kv = KV_MIB_PER_BPARAM_PER_KTOKEN * params_b * context / 1024
-        kv_method = "heuristic"
-    weights_mb, kv_mb = _ceil(weights), _ceil(kv)
-    return Estimate(weights_mb + kv_mb + overhead_mb, method, weights_mb, kv_mb, overhead_mb, kv_method, context)
+        return 2 * arch["layers"] * context * arch["kv_heads"] * arch["head_dim"] * kv_bytes / MIB, "exact"
+    return KV_MIB_PER_BPARAM_PER_KTOKEN * (model.get("params_b") or 0) * context / 1024, "heuristic"
+
+
+def overhead_mib(model: dict, context: int, overhead_mb: int) -> float:
+    """What the runtime needs beside weights and KV cache (compute buffers, scratch)."""
+    return overhead_mb
 
 
 def _ceil(value: float) -> int:
