@@ -217,6 +217,7 @@ def render(document: dict, names: list[str] | None, catalog_templates: Path | No
             if name in PER_MODEL:
                 for model_id, model in sorted(document["models"].items()):
                     artifact = model.get("artifact") or {}
+                    # a file set has no `file`: Ollama cannot import split GGUFs (ollama/ollama#5245)
                     if model.get("provider") not in LOCAL or artifact.get("format") != "gguf" \
                             or not artifact.get("file"):
                         continue

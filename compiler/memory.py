@@ -2,7 +2,7 @@
 
     needed   = max(declared memory.ram_mb, estimate)                 ("declared" when the declaration is higher)
     estimate = weights + kv_cache + overhead                         ("gguf" / "estimated")
-    weights  = artifact.size_bytes                                   ("gguf": the file is loaded whole)
+    weights  = artifact size (every file's size_bytes, summed)        ("gguf": the files are loaded whole)
              | params_b * 1e9 * bits_per_weight(quantization) / 8    ("estimated")
     kv_cache = 2 * layers * context * kv_heads * head_dim * kv_bytes (exact, when `arch` is known)
              | KV_MIB_PER_BPARAM_PER_KTOKEN * params_b * context / 1024   (heuristic otherwise)
@@ -16,6 +16,8 @@ figure may be below the estimate (not built yet). Cloud models need no local mem
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+from .artifacts import files_of
 
 MIB = 1024 * 1024
 LOCAL_PROVIDERS = frozenset(("local", "ollama", "huggingface"))  # any other provider is a cloud service
@@ -103,8 +105,14 @@ def _computed(model: dict, context: int, overhead_mb: int) -> Estimate:
 
 
 def artifact_size(artifact: dict | None) -> int | None:
-    """Bytes of the artifact, when the catalog knows them (None: unknown)."""
-    return (artifact or {}).get("size_bytes") or None
+    """Bytes of the artifact, every file of it, when the catalog knows each one's size (None: unknown,
+    so the weights are estimated: a sum that missed a shard would under-count)."""
+    artifact = artifact or {}
+    files = files_of(artifact)
+    if not files:  # no file named (an Ollama tag): its size, when given, is still the weights'
+        return artifact.get("size_bytes") or None
+    sizes = [item.get("size_bytes") for item in files]
+    return sum(sizes) if all(sizes) else None
 
 
 def weights_mib(model: dict) -> tuple[float, str]:

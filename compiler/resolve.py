@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from . import paths
 from .errors import Diagnostic
-from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, declared_shortfall,
-                     estimate, is_cloud)
+from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, artifact_size,
+                     declared_shortfall, estimate, is_cloud)
 from .merge import Layer, Merged, origin
 from .validate import alias_table
 
@@ -48,7 +48,7 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
         resolved = {**MODEL_DEFAULTS, **model}
         quant = model.get("quantization")
         # the estimate counts whether or not memory.ram_mb is declared (the need is the larger)
-        estimated = not is_cloud(model) and not (model.get("artifact") or {}).get("size_bytes")
+        estimated = not is_cloud(model) and not artifact_size(model.get("artifact"))
         if estimated and quant and quant.upper() not in BITS_PER_WEIGHT:
             file, line, col = locate(("models", model_id, "quantization"))
             problems.append(Diagnostic(
@@ -58,7 +58,7 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
         problems += _declared_below_estimate(model_id, model, selection, locate)
         artifact = model.get("artifact")
         if artifact and not is_cloud(model):
-            resolved["artifact"] = {**artifact, "url": _artifact_url(model_id, artifact, locate, problems)}
+            resolved["artifact"] = _resolved_artifact(model_id, artifact, locate, problems)
         models[model_id] = resolved
     roles = {}
     for role_name, role in sorted((data.get("roles") or {}).items()):
@@ -88,11 +88,29 @@ def _declared_below_estimate(model_id: str, model: dict, selection: dict, locate
         severity="warning")]
 
 
-def _artifact_url(model_id: str, artifact: dict, locate, problems: list[Diagnostic]) -> str | None:
-    if artifact.get("url"):
+def _resolved_artifact(model_id: str, artifact: dict, locate, problems: list[Diagnostic]) -> dict:
+    """The artifact with each file's URL. A one-entry `files` becomes the one-file shorthand, so
+    models.json says a single file one way only; several keep `files`, each with its URL."""
+    files = artifact.get("files") or []
+    if len(files) == 1:
+        artifact = {key: value for key, value in artifact.items() if key != "files"}
+        artifact.update({"file": files[0]["name"], **{k: files[0][k] for k in ("size_bytes", "sha256") if k in files[0]}})
+    if len(files) > 1:
+        found: list[Diagnostic] = []  # a template that fails, fails for every file: said once
+        resolved = {**artifact, "files": [{**item, "url": _artifact_url(model_id, artifact, item["name"], locate, found)}
+                                          for item in files]}
+        problems += dict.fromkeys(found)
+        return resolved
+    return {**artifact, "url": _artifact_url(model_id, artifact, artifact.get("file"), locate, problems)}
+
+
+def _artifact_url(model_id: str, artifact: dict, file: str | None, locate, problems: list[Diagnostic]) -> str | None:
+    """A file's URL: the artifact's plain url (one file only), its url_template rendered with the
+    file's name as `file`, or the Hugging Face resolve URL of repo + revision + file."""
+    if artifact.get("url") and not artifact.get("files"):
         return artifact["url"]
     fields = {"id": model_id, "repo": artifact.get("repo"), "revision": artifact.get("revision") or "main",
-              "file": artifact.get("file")}
+              "file": file}
     template = artifact.get("url_template")
     if template:
         return _render(template, fields, ("models", model_id, "artifact", "url_template"), locate, problems)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from . import schema
+from .artifacts import SINGLE_FILE_KEYS
 from .errors import Diagnostic, did_you_mean
 from .load import Document, YamlPath
 from .merge import Merged, origin
@@ -379,12 +380,13 @@ def _artifacts(models, locate: Locate) -> list[Diagnostic]:
         if not artifact:
             continue
         base = ("models", model_id, "artifact")
-        name = artifact.get("file")
-        if isinstance(name, str):
-            problem = file_name_problem(name)
+        names = [(base + ("file",), artifact.get("file"))]
+        names += [(base + ("files", i, "name"), mapping(item).get("name")) for i, item in _items(artifact.get("files"))]
+        for path, name in names:
+            problem = file_name_problem(name) if isinstance(name, str) else None
             if problem:
-                problems.append(Diagnostic(*locate(base + ("file",)), "E204",
-                                           f"artifact file {name!r} {problem}", FILE_NAME_HINT))
+                problems.append(Diagnostic(*locate(path), "E204", f"artifact file {name!r} {problem}", FILE_NAME_HINT))
+        problems += _file_set(artifact, base, names[1:], locate)
         urls = [(base + ("url",), artifact.get("url"))]
         urls += [(base + ("mirrors", i), u) for i, u in str_items(artifact.get("mirrors"))]
         template = artifact.get("url_template")
@@ -400,4 +402,38 @@ def _artifacts(models, locate: Locate) -> list[Diagnostic]:
                     from .net import redact_url  # a password in a URL is never printed
 
                     problems.append(Diagnostic(*locate(path), "E205", f"download URL {redact_url(url)!r}: {problem}"))
+    return problems
+
+
+def _items(value) -> list[tuple[int, object]]:
+    return list(enumerate(value)) if isinstance(value, list) else []
+
+
+def _file_set(artifact: dict, base: tuple, names: list, locate: Locate) -> list[Diagnostic]:
+    """E240: `files` says what the one-file shorthand says (file, size_bytes, sha256), or carries what only
+    one file can have (a plain url, mirrors: each is one file's address), or names a file twice."""
+    if not isinstance(artifact.get("files"), list):
+        return []
+    problems = []
+    for key in SINGLE_FILE_KEYS:
+        if artifact.get(key) is not None:
+            problems.append(Diagnostic(*locate(base + (key,)), "E240", f"artifact has both {key} and files",
+                                       "give either the one-file shorthand (file, size_bytes, sha256) or files "
+                                       "(each with its name, size_bytes and sha256); a layer replacing one with "
+                                       f"the other sets {key}: null"))
+    if len(artifact["files"]) > 1:
+        for key in ("url", "mirrors"):
+            if artifact.get(key) is not None:
+                problems.append(Diagnostic(*locate(base + (key,)), "E240",
+                                           f"artifact {key} names one file, but files lists {len(artifact['files'])}",
+                                           "give repo (and revision) or url_template, rendered once per file "
+                                           "with its name as `file`"))
+    seen: dict[str, tuple] = {}
+    for path, name in names:
+        if isinstance(name, str) and name in seen:
+            file, line, col = locate(seen[name])
+            problems.append(Diagnostic(*locate(path), "E240", f"artifact files names {name!r} twice",
+                                       f"the first is at {file}:{line}:{col}"))
+        elif isinstance(name, str):
+            seen[name] = path
     return problems
