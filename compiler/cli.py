@@ -457,7 +457,8 @@ def cache_list(obj: Context, as_json: bool) -> None:
                                   indent=2))
         for entry in entries.values() if not as_json else ():
             mark = " pinned" if (entry.id, entry.sha256) in pins else ""
-            click.echo(f"{entry.id}  {entry.size / 2**20:,.1f} MiB  sha256 {entry.sha256[:12]}  "
+            files = f" in {len(entry.files)} files" if entry.files else ""
+            click.echo(f"{entry.id}  {entry.size / 2**20:,.1f} MiB{files}  sha256 {entry.sha256[:12]}  "
                        f"last used {entry.last_used} ({entry.use_count}x){mark}")
         _warn(store)
         return EXIT_OK
@@ -490,10 +491,11 @@ def cache_verify() -> None:
 
         store = _store()
         bad = verify(store)
-        for model_id, actual, expected in bad:
-            click.echo(f"{model_id}: {'missing' if actual is None else 'sha256 ' + actual} (manifest: {expected})",
-                       err=True)
-        click.echo(f"{len(store.entries()) - len(bad)} ok, {len(bad)} bad", err=True)
+        for model_id, file, actual, expected in bad:
+            click.echo(f"{model_id}{' ' + file if file else ''}: {'missing' if actual is None else 'sha256 ' + actual}"
+                       f" (manifest: {expected})", err=True)
+        broken = len({model_id for model_id, *_ in bad})  # a set with a bad file is one bad artifact
+        click.echo(f"{len(store.entries()) - broken} ok, {broken} bad", err=True)
         _warn(store)
         return EXIT_RUNTIME if bad else EXIT_OK
 

@@ -457,7 +457,7 @@ def test_cache_verify_reports_a_fifo_without_opening_it(tmp_path):
 def test_bundle_packs_artifacts_only_from_regular_files(base_catalog, server, tmp_path):  # noqa: F811
     from compiler.errors import DiskError
     from compiler.executor import apply as applier
-    from compiler.executor.fetch import Fetched, plan
+    from compiler.executor.fetch import Fetched, FetchedFile, plan
     from compiler.executor.lock import Lock
 
     catalog = compiled(base_catalog, server)
@@ -465,7 +465,7 @@ def test_bundle_packs_artifacts_only_from_regular_files(base_catalog, server, tm
     planned = plan(folder)
     fifo = tmp_path / "swapped.gguf"  # what the cache held when bundle came to read it
     os.mkfifo(fifo)
-    fetched = [Fetched(planned.artifacts[0], fifo, 10, SHA, False)]
+    fetched = [Fetched(planned.artifacts[0], (FetchedFile("tiny.gguf", fifo, 10, SHA, False),))]
     with pytest.raises(DiskError, match="is not a regular file"):
         applier.bundle(planned, Lock(folder / "models.lock", "box-8"), fetched, tmp_path / "b.tar")
     assert not (tmp_path / "b.tar").exists()
@@ -503,7 +503,7 @@ def test_verify_does_not_call_an_artifact_removed_meanwhile_bad(tmp_path, monkey
     (store.root / "small-chat").mkdir()
     artifact = store.root / "small-chat" / "tiny.gguf"
     artifact.write_bytes(b"GGUF")
-    store.record("small-chat", artifact, 4, cachemod.sha256_file(artifact), downloaded=True)
+    store.record("small-chat", [(artifact, 4, cachemod.sha256_file(artifact))], downloaded=True)
     real = cachemod.regular
 
     def removed_meanwhile(path):  # another process's `cache remove` runs while verify reads

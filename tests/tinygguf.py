@@ -9,7 +9,9 @@ N_EMBD, N_HEAD, N_HEAD_KV, N_LAYER, N_FF, N_CTX = 64, 4, 2, 2, 128, 256
 WORDS = ["▁", "▁the", "▁a", "▁hello", "▁world", "▁model", "▁fit", "▁host"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
 
 
-def write_tiny_llama(path: Path, seed: int = 0) -> Path:
+def write_tiny_llama(path: Path, seed: int = 0, split_max_tensors: int = 0) -> Path:
+    """With split_max_tensors, gguf's writer splits the model into shards named
+    <stem>-0000N-of-0000M.gguf beside `path` (the split.* keys llama.cpp loads them by)."""
     import gguf
     import numpy as np
 
@@ -26,7 +28,7 @@ def write_tiny_llama(path: Path, seed: int = 0) -> Path:
     n_vocab = len(tokens)
     head_dim = N_EMBD // N_HEAD
 
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     writer.add_name("hostfit tiny llama (random weights)")
     writer.add_context_length(N_CTX)
     writer.add_embedding_length(N_EMBD)

@@ -3,6 +3,7 @@ machine with no network.
 
     hostfit apply [--host H]    fetch + lock + install models.json at $XDG_DATA_HOME/hostfit/
     hostfit bundle HOST -o F    one tar: bundle.json, models.json, models.lock, artifacts/<id>/<file>
+                                (every file of a file set, each its own member)
     hostfit apply --from F      every member checked by name and sha256 before it enters the cache
 
 A bundle is untrusted input: only the members bundle.json lists are read, each name is checked
@@ -19,6 +20,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..artifacts import files_of
 from ..emit import atomic_output, render, write_atomic
 from ..errors import Diagnostic, DiskError, InputError, IntegrityError
 from ..runtime import check, installed_path
@@ -47,10 +49,19 @@ def installed_document(document: dict, fetched: list[Fetched]) -> dict:
     """The (checked) compiled document with each fetched artifact's place in this machine's cache."""
     document = copy.deepcopy(document)
     for item in fetched:
-        artifact = document["models"][item.artifact.model_id].setdefault("artifact", {})
-        artifact["path"] = str(item.path)
-        artifact["sha256"] = item.sha256
+        _installed(document["models"][item.artifact.model_id].setdefault("artifact", {}),
+                   item.path, [(f.size, f.sha256) for f in item.files])
     return document
+
+
+def _installed(artifact: dict, path: Path, verified: list[tuple[int, str]]) -> None:
+    """`path`: the file a runtime opens (a set's first; the others lie beside it); each file's sha256."""
+    artifact["path"] = str(path)
+    if artifact.get("files"):
+        for item, (_, sha) in zip(artifact["files"], verified):
+            item["sha256"] = sha
+    else:
+        artifact["sha256"] = verified[0][1]
 
 
 def install(document: dict) -> Path:
@@ -65,9 +76,9 @@ def bundle(plan: Plan, lock: Lock, fetched: list[Fetched], output: Path) -> int:
     the ones read and checked (not the files re-read), so the bundle carries what was verified."""
     artifacts = {}
     for item in fetched:
-        member = f"artifacts/{escape_id(item.artifact.model_id)}/{check_file_name(item.artifact.file)}"
-        artifacts[item.artifact.model_id] = {"member": member, "file": item.artifact.file, "size": item.size,
-                                             "sha256": item.sha256}
+        members = [{"member": f"artifacts/{escape_id(item.artifact.model_id)}/{check_file_name(got.name)}",
+                    "file": got.name, "size": got.size, "sha256": got.sha256} for got in item.files]
+        artifacts[item.artifact.model_id] = {"files": members} if item.artifact.is_set else members[0]
     manifest = {"bundle_version": documents.BUNDLE_VERSION, "host": plan.host, "artifacts": artifacts}
     # the output goes through emit's atomic writer: a fresh mkstemp file (never a planted link) renamed
     # over the output, which must be missing or a regular file (E025)
@@ -78,11 +89,17 @@ def bundle(plan: Plan, lock: Lock, fetched: list[Fetched], output: Path) -> int:
         if lock.path.exists():
             _add_bytes(tar, "models.lock", lock.render())
         for item in fetched:  # opened only as a regular file (a FIFO would block), its verified size copied
-            with open_artifact(item.path) as source:
-                info = tarfile.TarInfo(artifacts[item.artifact.model_id]["member"])
-                info.size = item.size
-                tar.addfile(info, source)
+            for got, entry in zip(item.files, bundle_files(artifacts[item.artifact.model_id])):
+                with open_artifact(got.path) as source:
+                    info = tarfile.TarInfo(entry["member"])
+                    info.size = got.size
+                    tar.addfile(info, source)
     return len(artifacts)
+
+
+def bundle_files(entry: dict) -> list[dict]:
+    """A bundle.json entry's members: the one-file form, or a set's `files`."""
+    return entry["files"] if "files" in entry else [entry]
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -121,9 +138,13 @@ def apply_from(path: Path, open_cache: Callable[[], Cache] = Cache) -> tuple[dic
             planned = [_planned(path, members, document, lock, model_id, entry)
                        for model_id, entry in sorted(manifest["artifacts"].items())]
             cache = open_cache()
-            for model_id, entry, member, pinned in planned:
-                final = _unpack(path, tar, member, cache, model_id, entry["file"], pinned)
-                document["models"][model_id]["artifact"].update(path=str(final), sha256=pinned)
+            for model_id, files in planned:
+                finals = [_unpack(path, tar, member, cache, model_id, entry["file"], pinned)
+                          for entry, member, pinned in files]
+                verified = [(member.size, pinned) for _, member, pinned in files]
+                cache.record(model_id, [(final, size, sha) for final, (size, sha) in zip(finals, verified)],
+                             downloaded=True)
+                _installed(document["models"][model_id]["artifact"], finals[0], verified)
     except (tarfile.TarError, EOFError, ValueError) as exc:  # tarfile's word for a damaged archive
         raise bad_bundle(path, f"it is truncated or damaged, not a readable tar file ({exc})") from exc
     except OSError as exc:
@@ -155,25 +176,37 @@ def _metadata(path: Path, tar: tarfile.TarFile, members: dict, name: str) -> byt
 
 
 def _planned(path: Path, members: dict, document: dict, lock: dict, model_id: str, entry: dict):
-    """(model id, manifest entry, tar member, sha256 to verify) once all of it is consistent."""
-    try:
-        expected = f"artifacts/{escape_id(model_id)}/{check_file_name(entry['file'])}"
-    except UnsafeName as exc:
-        raise bad_bundle(path, str(exc)) from None
-    if entry["member"] != expected:
-        raise bad_bundle(path, f"member {entry['member']!r} of {model_id!r} is not {expected!r}")
+    """(model id, [(manifest entry, tar member, sha256 to verify)] for each file) once all of it is consistent:
+    the members are the files models.json names for the model, in its order, each as the lock pins it."""
+    from .fetch import pinned_files
+
+    files = bundle_files(entry)
     artifact = (document["models"].get(model_id) or {}).get("artifact")
-    if artifact is None or not artifact.get("url") or documents.artifact_file(artifact) != entry["file"]:
-        raise bad_bundle(path, f"its models.json has no artifact {entry['file']!r} for {model_id!r}")
-    pin = lock.get(model_id) or {}
-    if pin.get("size") is not None and pin["size"] != entry["size"]:
-        raise bad_bundle(path, f"{model_id}: bundle.json says {entry['size']:,} bytes, models.lock {pin['size']:,}")
-    if expected not in members:
-        raise bad_bundle(path, f"it has no {expected}")
-    member = members[expected]
-    if member.size != entry["size"]:
-        raise bad_bundle(path, f"{expected} holds {member.size:,} bytes, bundle.json says {entry['size']:,}")
-    return model_id, entry, member, pin.get("sha256") or entry["sha256"]
+    names = documents.artifact_names(artifact) if artifact else []
+    if not names or not all(item.get("url") for item in files_of(artifact)) \
+            or names != [item["file"] for item in files]:
+        raise bad_bundle(path, f"its models.json has no artifact {[item['file'] for item in files]!r} for "
+                         f"{model_id!r}")
+    pins = {pin.get("name"): pin for pin in pinned_files(lock.get(model_id))}
+    planned = []
+    for item in files:
+        try:
+            expected = f"artifacts/{escape_id(model_id)}/{check_file_name(item['file'])}"
+        except UnsafeName as exc:
+            raise bad_bundle(path, str(exc)) from None
+        if item["member"] != expected:
+            raise bad_bundle(path, f"member {item['member']!r} of {model_id!r} is not {expected!r}")
+        pin = pins.get(item["file"]) or {}
+        if pin.get("size") is not None and pin["size"] != item["size"]:
+            raise bad_bundle(path, f"{model_id} {item['file']}: bundle.json says {item['size']:,} bytes, "
+                             f"models.lock {pin['size']:,}")
+        if expected not in members:
+            raise bad_bundle(path, f"it has no {expected}")
+        member = members[expected]
+        if member.size != item["size"]:
+            raise bad_bundle(path, f"{expected} holds {member.size:,} bytes, bundle.json says {item['size']:,}")
+        planned.append((item, member, pin.get("sha256") or item["sha256"]))
+    return model_id, planned
 
 
 def _unpack(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo, cache: Cache, model_id: str, file: str,
@@ -202,5 +235,4 @@ def _unpack(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo, cache: Ca
         raise DiskError(f"cannot write {part}: {exc.strerror or exc}") from exc
     finally:
         cache.delete(part)
-    cache.record(model_id, final, member.size, pinned, downloaded=True)
     return final

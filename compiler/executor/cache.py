@@ -2,7 +2,9 @@
 
     <cache>/.hostfit-cache                 the marker: hostfit made this folder and may delete in it
     <cache>/manifest.json                  id, path, size, sha256, downloaded_at, last_used, use_count
-    <cache>/<model id, escaped>/<file>     verified artifacts
+                                           (a file set: files, each name, size, sha256)
+    <cache>/<model id, escaped>/<file>     verified artifacts; a file set's files side by side under their
+                                           own names (llama.cpp finds a split GGUF's shards beside the first)
     <cache>/.downloading/<key>.part        partial downloads (resumed across runs)
 
 The cache owns only what it created. A missing or empty folder becomes a cache (marker and an empty
@@ -32,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import paths
+from ..artifacts import set_digest
 from ..errors import DiskError, UsageError
 from ..validate import file_name_problem
 
@@ -93,6 +96,8 @@ def now() -> str:
 
 @dataclass
 class Entry:
+    """One model's artifact. A file set is one entry, so it is listed, verified, pinned and evicted whole:
+    `path` names its first file, `size` the sum, `sha256` the set's digest (artifacts.set_digest)."""
     id: str
     path: str  # relative to the cache root
     size: int
@@ -100,9 +105,20 @@ class Entry:
     downloaded_at: str
     last_used: str
     use_count: int = 0
+    files: list | None = None  # a file set: [{name, size, sha256}] in order; None for one file
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if self.files is None:  # manifests of single files stay as they were
+            del out["files"]
+        return out
+
+    def file_list(self) -> list[dict]:
+        """Each file as {name, path, size, sha256} (path relative to the cache root)."""
+        folder = self.path.rpartition("/")[0]
+        if self.files is None:
+            return [{"name": self.path.rpartition("/")[2], "path": self.path, "size": self.size, "sha256": self.sha256}]
+        return [{**item, "path": f"{folder}/{item['name']}"} for item in self.files]
 
 
 class Cache:
@@ -262,9 +278,36 @@ class Cache:
         if not (isinstance(entry.size, int) and not isinstance(entry.size, bool) and entry.size >= 0
                 and isinstance(entry.sha256, str) and isinstance(entry.use_count, int)):
             return "has a wrong size, sha256 or use count"
+        if entry.files is not None:
+            problem = self._set_problem(entry)
+            if problem:
+                return problem
         if not all(isinstance(stamp, str) and STAMP_PATTERN.fullmatch(stamp) and parse_stamp(stamp)
                    for stamp in (entry.last_used, entry.downloaded_at)):
             return "has a wrong time stamp"
+        return None
+
+    def _set_problem(self, entry: Entry) -> str | None:
+        """Why a file set's `files` is not a set of this cache's files in the entry's folder (None if it is)."""
+        files = entry.files
+        if not (isinstance(files, list) and len(files) > 1 and all(
+                isinstance(item, dict) and set(item) == {"name", "size", "sha256"} and isinstance(item["name"], str)
+                and isinstance(item["size"], int) and not isinstance(item["size"], bool) and item["size"] >= 0
+                and isinstance(item["sha256"], str) for item in files)):
+            return "has a wrong list of files"
+        names = [item["name"] for item in files]
+        try:
+            for name in names:
+                check_file_name(name)
+        except UnsafeName as exc:
+            return str(exc)
+        if len(set(names)) != len(names) or entry.path.rpartition("/")[2] != names[0]:
+            return "does not name its files once each, the first as its path"
+        if any(os.path.islink(os.path.join(self.root, item["path"])) for item in entry.file_list()):
+            return "points outside the cache (a file of the set is reached through a link)"
+        if entry.size != sum(item["size"] for item in files) \
+                or entry.sha256 != set_digest([(item["name"], item["size"], item["sha256"]) for item in files]):
+            return "has a size or digest that is not its files'"
         return None
 
     def entries(self) -> dict[str, Entry]:
@@ -335,13 +378,18 @@ class Cache:
             self._write(entries)
             return entries
 
-    def record(self, model_id: str, path: Path, size: int, sha256: str, downloaded: bool) -> None:
+    def record(self, model_id: str, files: list[tuple[Path, int, str]], downloaded: bool) -> None:
+        """Record a model's verified files, (path, size, sha256) each, all in its folder: one entry."""
+        names = [(path.name, size, sha) for path, size, sha in files]
+        listed = [{"name": name, "size": size, "sha256": sha} for name, size, sha in names] if len(files) > 1 else None
+
         def change(entries):
             old = entries.get(model_id)
             stamp = now()
-            entries[model_id] = Entry(model_id, str(path.relative_to(self.root)), size, sha256,
+            entries[model_id] = Entry(model_id, str(files[0][0].relative_to(self.root)),
+                                      sum(size for _, size, _ in names), set_digest(names),
                                       stamp if downloaded or old is None else old.downloaded_at, stamp,
-                                      (old.use_count if old else 0) + 1)
+                                      (old.use_count if old else 0) + 1, listed)
         self.update(change)
 
     # ------------------------------------------------------------------------ maintenance
@@ -356,7 +404,7 @@ class Cache:
         return [p for p in self.parts() if p.lstat().st_mtime < limit]
 
     def remove(self, model_id: str) -> bool:
-        """Forget an artifact and delete its file; False if the cache does not hold it."""
+        """Forget an artifact and delete its files (every file of a set); False if the cache does not hold it."""
         if not self.marked:
             return False
         removed = []
@@ -364,7 +412,8 @@ class Cache:
         def change(entries):
             entry = entries.pop(model_id, None)
             if entry is not None:
-                self.delete(self.root / entry.path)
+                for item in entry.file_list():
+                    self.delete(self.root / item["path"])
                 removed.append(entry)
         self.update(change)
         return bool(removed)
@@ -480,19 +529,21 @@ def prune(store: Cache, limit: int, pins: set[tuple[str, str]]) -> tuple[list[st
     return evicted, total
 
 
-def verify(store: Cache) -> list[tuple[str, str | None, str]]:
-    """(id, actual sha256 or None if missing, manifest sha256) for every artifact that fails."""
+def verify(store: Cache) -> list[tuple[str, str | None, str | None, str]]:
+    """(id, file (None for a single-file artifact), actual sha256 or None if missing, manifest sha256)
+    for every file that fails; each file of a set is hashed."""
     bad = []
     for entry in store.entries().values():
-        path = store.root / entry.path
-        actual = None  # missing, or not a regular file (reported, never opened: a FIFO would block)
-        if regular(path):
-            actual = sha256_file(path)
-        elif os.path.lexists(path):
-            store.warnings.append(f"{path} is not a regular file; it was not read and counts as missing")
-        if actual != entry.sha256:
-            bad.append((entry.id, actual, entry.sha256))
+        for item in entry.file_list():
+            path = store.root / item["path"]
+            actual = None  # missing, or not a regular file (reported, never opened: a FIFO would block)
+            if regular(path):
+                actual = sha256_file(path)
+            elif os.path.lexists(path):
+                store.warnings.append(f"{path} is not a regular file; it was not read and counts as missing")
+            if actual != item["sha256"]:
+                bad.append((entry.id, item["name"] if entry.files else None, actual, item["sha256"], entry.sha256))
     if bad:  # an artifact removed or re-fetched by another process while this one read is not bad
         now = store.entries()
-        bad = [item for item in bad if item[0] in now and now[item[0]].sha256 == item[2]]
-    return bad
+        bad = [item for item in bad if item[0] in now and now[item[0]].sha256 == item[4]]
+    return [item[:4] for item in bad]

@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from .. import schema
+from ..artifacts import files_of
 from ..errors import Diagnostic, DiskError, InputError, LoadError
 from ..load import Document, NotRegular, load_json_text, open_regular
 from ..memory import is_cloud
@@ -74,7 +75,13 @@ def parse_lock(raw: bytes, display: str) -> Document:
     for model_id, entry in doc.data["artifacts"].items():  # a lock names cache paths too
         try:
             escape_id(model_id)
-            check_file_name(entry["file"])
+            if "files" in entry and "file" in entry:
+                raise UnsafeName("refusing an entry with both file and files: it is one file or a set")
+            names = [item["name"] for item in entry["files"]] if "files" in entry else [entry["file"]]
+            for name in names:
+                check_file_name(name)
+            if len(set(names)) != len(names):
+                raise UnsafeName(f"refusing file set {names!r}: it names a file twice")
         except UnsafeName as exc:
             problems.append(_at(doc, ("artifacts", model_id), "E210", f"unreadable lock file: {exc}", LOCK_HINT))
     if problems:
@@ -139,19 +146,24 @@ def _models_problems(doc: Document) -> list[Diagnostic]:
                                 f"{model_id}: a compiled models.json carries no artifact.path "
                                 f"(found {str(artifact['path'])[:200]!r})",
                                 "`hostfit apply` sets it to the verified file in this machine's cache"))
-        if artifact.get("url") and not is_cloud(model):  # what fetch will put into the cache
+        if (artifact.get("url") or artifact.get("files")) and not is_cloud(model):  # what fetch will cache
             try:
                 escape_id(model_id)
-                check_file_name(artifact_file(artifact))
+                names = [item["name"] for item in files_of(artifact)]
+                for name in names:
+                    check_file_name(name)
+                if len(set(names)) != len(names):  # two files of a set would be one file in the cache
+                    raise UnsafeName(f"refusing file set {names!r}: it names a file twice")
             except UnsafeName as exc:
                 problems.append(_at(doc, ("models", model_id, "artifact"), "E209", str(exc),
                                     "cache paths are built from model ids and plain file names only"))
     return problems
 
 
-def artifact_file(artifact: dict) -> str:
-    """The file name an artifact is cached under: its `file`, else the last part of its URL."""
-    return artifact.get("file") or artifact["url"].rsplit("/", 1)[-1]
+def artifact_names(artifact: dict) -> list[str]:
+    """The names an artifact's files are cached under: its `file` (else the last part of its URL), or
+    each name of its `files`."""
+    return [item["name"] for item in files_of(artifact)]
 
 
 def _at(doc: Document, path: tuple, code: str, message: str, hint: str | None = None) -> Diagnostic:

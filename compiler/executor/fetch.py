@@ -10,26 +10,48 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..artifacts import files_of, set_digest
 from ..errors import Diagnostic, InputError, UsageError
 from ..memory import is_cloud
 from ..net import redact_url
 from .cache import Cache, NotRegular, regular, sha256_file
-from .documents import artifact_file, read_models
+from .documents import read_models
 from .download import download, size_ceiling
 from .lock import Lock
 
 
 @dataclass(frozen=True)
-class Artifact:
-    model_id: str
-    file: str
+class File:
+    """One file of an artifact, as the compiled models.json gives it."""
+    name: str
     url: str
     mirrors: tuple[str, ...] = ()
-    revision: str | None = None
     size: int | None = None
     sha256: str | None = None  # from the catalog
-    format: str | None = None  # the catalog's artifact.format, else from the file's extension
-    memory_mb: int | None = None  # the model's memory estimate when it bounds its weights file (size_ceiling)
+    format: str | None = None  # the format whose magic bytes the download must start with
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model's artifact: one file, or a set (GGUF shards, a safetensors folder) cached, pinned and
+    evicted together in one folder under the files' own names."""
+    model_id: str
+    files: tuple[File, ...]
+    revision: str | None = None
+    memory_mb: int | None = None  # the model's memory estimate when it bounds its weights (size_ceiling)
+
+    @property
+    def file(self) -> str:
+        """The file a runtime opens: the only one, or a set's first (llama.cpp finds further shards beside it)."""
+        return self.files[0].name
+
+    @property
+    def url(self) -> str:
+        return self.files[0].url
+
+    @property
+    def is_set(self) -> bool:
+        return len(self.files) > 1
 
 
 def size_ceiling_mb(model: dict) -> int | None:
@@ -41,9 +63,10 @@ def size_ceiling_mb(model: dict) -> int | None:
     return model.get("memory_mb") or None
 
 
-def file_format(declared: str | None, file: str) -> str | None:
-    """The format whose magic bytes a download must start with."""
-    if declared:
+def file_format(declared: str | None, file: str, single: bool = True) -> str | None:
+    """The format whose magic bytes a download must start with: a single file's declared format, else
+    the file's extension (a safetensors folder holds config.json and tokenizer files too)."""
+    if declared and single:
         return declared
     suffix = file.rsplit(".", 1)[-1].lower() if "." in file else ""
     return suffix if suffix in ("gguf", "safetensors") else None
@@ -98,19 +121,22 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
         artifact = model.get("artifact") or {}
         if is_cloud(model):
             continue
-        if not artifact.get("url"):
-            result.skipped.append(f"{model_id}: no single-file download URL (artifact.url or repo+file)")
+        files = files_of(artifact)
+        if not files or not all(item.get("url") for item in files):
+            result.skipped.append(f"{model_id}: no download URL for each file (artifact.url, repo+file or files)")
             continue
-        file = artifact_file(artifact)
-        result.artifacts.append(Artifact(model_id, file, artifact["url"], tuple(artifact.get("mirrors") or ()),
-                                         artifact.get("revision"), artifact.get("size_bytes"), artifact.get("sha256"),
-                                         file_format(artifact.get("format"), file), size_ceiling_mb(model)))
+        single = len(files) == 1
+        mirrors = tuple(artifact.get("mirrors") or ()) if single else ()  # a mirror is one file's other address
+        result.artifacts.append(Artifact(
+            model_id, tuple(File(item["name"], item["url"], mirrors, item.get("size_bytes"), item.get("sha256"),
+                                 file_format(artifact.get("format"), item["name"], single)) for item in files),
+            artifact.get("revision"), size_ceiling_mb(model)))
     return result
 
 
 @dataclass
-class Fetched:
-    artifact: Artifact
+class FetchedFile:
+    name: str
     path: Path
     size: int
     sha256: str
@@ -119,8 +145,33 @@ class Fetched:
     final_url: str | None = None  # where the bytes came from after redirects (None: from the cache)
 
 
+@dataclass
+class Fetched:
+    """An artifact verified in the cache: each of its files, in the artifact's order, in one folder."""
+    artifact: Artifact
+    files: tuple[FetchedFile, ...]
+
+    @property
+    def path(self) -> Path:
+        """The file a runtime opens (a set's first; the others lie beside it under their own names)."""
+        return self.files[0].path
+
+    @property
+    def size(self) -> int:
+        return sum(item.size for item in self.files)
+
+    @property
+    def sha256(self) -> str:
+        """A single file's sha256; for a set, the digest of every file's name, size and sha256."""
+        return set_digest([(item.name, item.size, item.sha256) for item in self.files])
+
+    @property
+    def downloaded(self) -> bool:
+        return any(item.downloaded for item in self.files)
+
+
 class Reporter:
-    """Progress for people (a rich bar on a terminal, a line per artifact otherwise) or JSON events."""
+    """Progress for people (a rich bar on a terminal, a line per file otherwise) or JSON events."""
 
     def __init__(self, mode: str = "auto", stream=None):
         self.stream = stream or sys.stderr
@@ -131,15 +182,19 @@ class Reporter:
         if self.mode == "json":
             print(json.dumps(fields, sort_keys=True), file=self.stream, flush=True)
 
-    def start(self, artifact: Artifact, expected: int | None):
-        self.event(event="start", model=artifact.model_id, url=redact_url(artifact.url), size=expected)
+    @staticmethod
+    def label(artifact: Artifact, name: str) -> str:
+        return f"{artifact.model_id} {name}" if artifact.is_set else artifact.model_id
+
+    def start(self, artifact: Artifact, file: File, expected: int | None):
+        self.event(event="start", model=artifact.model_id, file=file.name, url=redact_url(file.url), size=expected)
         if self.mode == "bar":
             from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
                                        TransferSpeedColumn)
             self._bar = Progress("[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                                  TimeRemainingColumn(), transient=False)
             self._bar.start()
-            task = self._bar.add_task(artifact.model_id, total=expected)
+            task = self._bar.add_task(self.label(artifact, file.name), total=expected)
             return lambda done, total: self._bar.update(task, completed=done, total=total)
         if self.mode == "json":
             last = [0.0]
@@ -147,7 +202,7 @@ class Reporter:
             def tick(done, total):
                 if time.monotonic() - last[0] >= 0.5:
                     last[0] = time.monotonic()
-                    self.event(event="progress", model=artifact.model_id, bytes=done, size=total)
+                    self.event(event="progress", model=artifact.model_id, file=file.name, bytes=done, size=total)
             return tick
         return None
 
@@ -156,21 +211,22 @@ class Reporter:
             self._bar.stop()
             self._bar = None
 
-    def finish(self, fetched: Fetched) -> None:
+    def finish(self, artifact: Artifact, fetched: FetchedFile) -> None:
         how = ("downloaded" + (f" (resumed at {fetched.resumed_from:,} bytes)" if fetched.resumed_from else "")
                if fetched.downloaded else "cached")
-        self.event(event="done", model=fetched.artifact.model_id, path=str(fetched.path), size=fetched.size,
-                   sha256=fetched.sha256, downloaded=fetched.downloaded, resumed_from=fetched.resumed_from)
+        self.event(event="done", model=artifact.model_id, file=fetched.name, path=str(fetched.path),
+                   size=fetched.size, sha256=fetched.sha256, downloaded=fetched.downloaded,
+                   resumed_from=fetched.resumed_from)
         if self.mode != "json":
-            print(f"{fetched.artifact.model_id}: {how}, {fetched.size:,} bytes, sha256 {fetched.sha256[:16]}...",
-                  file=self.stream, flush=True)
+            print(f"{self.label(artifact, fetched.name)}: {how}, {fetched.size:,} bytes, "
+                  f"sha256 {fetched.sha256[:16]}...", file=self.stream, flush=True)
 
 
 def fetch(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporter,
           require_pinned: bool = False) -> list[Fetched]:
-    """Every artifact verified in the cache and pinned in the lock (saved if it changed)."""
+    """Every artifact (every file of it) verified in the cache and pinned in the lock (saved if it changed)."""
     if require_pinned:
-        unpinned = [a.model_id for a in artifacts if not (a.sha256 or (lock.get(a.model_id) or {}).get("sha256"))]
+        unpinned = [a.model_id for a in artifacts if not all(sha for _, sha in expected(a, lock))]
         if unpinned:
             raise InputError([Diagnostic(str(lock.path), 0, 0, "E211", f"not pinned: {', '.join(unpinned)}",
                                          "run `hostfit lock` and commit models.lock, or give the catalog sha256")])
@@ -186,67 +242,99 @@ def fetch(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporte
 
 
 def lock_entry(fetched: Fetched) -> dict:
+    """The lock's entry: url, file, size, sha256 for one file; for a set, `files` with each one's."""
     a = fetched.artifact
-    return {"url": redact_url(a.url), "final_url": fetched.final_url and redact_url(fetched.final_url),
-            "revision": a.revision, "file": a.file, "size": fetched.size, "sha256": fetched.sha256}
+    pins = [{"url": redact_url(spec.url), "final_url": got.final_url and redact_url(got.final_url), "file": got.name,
+             "size": got.size, "sha256": got.sha256} for spec, got in zip(a.files, fetched.files)]
+    return _entry(a, pins)
 
 
-def expected(artifact: Artifact, lock: Lock) -> tuple[int | None, str | None]:
-    pinned = lock.get(artifact.model_id) or {}
-    if pinned and (pinned.get("url"), pinned.get("file")) != (redact_url(artifact.url), artifact.file):
-        pinned = {}  # the catalog now points elsewhere: the old pin says nothing about it
-    sha = artifact.sha256 or pinned.get("sha256")
-    if artifact.sha256 and pinned.get("sha256") and artifact.sha256 != pinned["sha256"]:
-        raise InputError([Diagnostic(str(lock.path), 0, 0, "E212",
-                                     f"{artifact.model_id}: the catalog's sha256 differs from the lock's",
-                                     "a catalog change must be re-locked: `hostfit lock`")])
-    return artifact.size or pinned.get("size"), sha
+def _entry(artifact: Artifact, pins: list[dict]) -> dict:
+    if not artifact.is_set:
+        return {"revision": artifact.revision, **pins[0]}
+    return {"revision": artifact.revision,
+            "files": [{("name" if key == "file" else key): value for key, value in pin.items()} for pin in pins]}
+
+
+def expected(artifact: Artifact, lock: Lock) -> list[tuple[int | None, str | None]]:
+    """(size, sha256) each file must have: the catalog's, else the lock's when the lock pins these
+    same files (same URLs and names; otherwise the catalog now points elsewhere and the old pin says
+    nothing). A catalog sha256 that differs from the lock's is E212."""
+    pinned = pinned_files(lock.get(artifact.model_id))
+    if [(p.get("url"), p.get("name")) for p in pinned] != [(redact_url(f.url), f.name) for f in artifact.files]:
+        pinned = [{} for _ in artifact.files]
+    result = []
+    for spec, pin in zip(artifact.files, pinned):
+        if spec.sha256 and pin.get("sha256") and spec.sha256 != pin["sha256"]:
+            raise InputError([Diagnostic(str(lock.path), 0, 0, "E212",
+                                         f"{artifact.model_id}: the catalog's sha256 of {spec.name} differs from "
+                                         "the lock's", "a catalog change must be re-locked: `hostfit lock`")])
+        result.append((spec.size or pin.get("size"), spec.sha256 or pin.get("sha256")))
+    return result
+
+
+def pinned_files(entry: dict | None) -> list[dict]:
+    """A lock entry's files as [{name, url, final_url, size, sha256}]: one for the one-file form."""
+    if not entry:
+        return []
+    if "files" in entry:
+        return [dict(item) for item in entry["files"]]
+    return [{"name": entry.get("file"), **{k: entry.get(k) for k in ("url", "final_url", "size", "sha256")}}]
 
 
 def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter) -> Fetched:
-    size, sha = expected(artifact, lock)
-    final = cache.artifact_path(artifact.model_id, artifact.file)
-    part = cache.part_path(artifact.model_id, artifact.file)
-    with cache.lock_for(part):  # one download per artifact, however many processes ask
+    """Every file of the artifact verified in its folder of the cache, recorded as one manifest entry."""
+    wanted = expected(artifact, lock)
+    # one fetch per artifact, however many processes ask: a set's files are fetched under its first file's lock
+    with cache.lock_for(cache.part_path(artifact.model_id, artifact.file)):
         entry = cache.entries().get(artifact.model_id)
-        if os.path.lexists(final) and not regular(final):  # a FIFO would block the first read: never opened
-            raise NotRegular(f"{final} is not a regular file, so {artifact.model_id} is not cached; hostfit "
-                             "neither opens nor replaces it: remove it and fetch again")
-        if final.exists() and entry and entry.path == str(final.relative_to(cache.root)):
-            if (sha is None or entry.sha256 == sha) and (size is None or entry.size == size) \
-                    and final.stat().st_size == entry.size:
-                cache.record(artifact.model_id, final, entry.size, entry.sha256, downloaded=False)
-                fetched = Fetched(artifact, final, entry.size, entry.sha256, False)
-                reporter.finish(fetched)
-                return fetched
-        if final.exists():  # present but unknown or unverified: hash it rather than download again
-            actual = sha256_file(final)
-            if sha is None or actual == sha:
-                cache.record(artifact.model_id, final, final.stat().st_size, actual, downloaded=False)
-                fetched = Fetched(artifact, final, final.stat().st_size, actual, False)
-                reporter.finish(fetched)
-                return fetched
+        known = {item["name"]: item for item in entry.file_list()} if entry else {}
+        files = tuple(_fetch_file(artifact, spec, size, sha, known.get(spec.name), cache, reporter)
+                      for spec, (size, sha) in zip(artifact.files, wanted))
+        cache.record(artifact.model_id, [(f.path, f.size, f.sha256) for f in files],
+                     downloaded=any(f.downloaded for f in files))
+    return Fetched(artifact, files)
+
+
+def _fetch_file(artifact: Artifact, spec: File, size: int | None, sha: str | None, known: dict | None, cache: Cache,
+                reporter: Reporter) -> FetchedFile:
+    """One file: the manifest's record when it still holds, else the file hashed, else downloaded."""
+    final = cache.artifact_path(artifact.model_id, spec.name)
+    part = cache.part_path(artifact.model_id, spec.name)
+    if os.path.lexists(final) and not regular(final):  # a FIFO would block the first read: never opened
+        raise NotRegular(f"{final} is not a regular file, so {artifact.model_id} is not cached; hostfit "
+                         "neither opens nor replaces it: remove it and fetch again")
+    fetched = None
+    if final.exists() and known and known["path"] == str(final.relative_to(cache.root)):
+        if (sha is None or known["sha256"] == sha) and (size is None or known["size"] == size) \
+                and final.stat().st_size == known["size"]:
+            fetched = FetchedFile(spec.name, final, known["size"], known["sha256"], False)
+    if fetched is None and final.exists():  # present but unknown or unverified: hash it rather than download again
+        actual = sha256_file(final)
+        if sha is None or actual == sha:
+            fetched = FetchedFile(spec.name, final, final.stat().st_size, actual, False)
+        else:
             cache.delete(final)
-        tick = reporter.start(artifact, size)
+    if fetched is None:
+        tick = reporter.start(artifact, spec, size)
         try:
-            outcome = download([artifact.url, *artifact.mirrors], part, final, size, sha, tick, fmt=artifact.format,
+            outcome = download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format,
                                ceiling=None if size else size_ceiling(artifact.memory_mb))
         finally:
             reporter.stop()
-        cache.record(artifact.model_id, final, outcome.size, outcome.sha256, downloaded=True)
-        fetched = Fetched(artifact, final, outcome.size, outcome.sha256, True, outcome.resumed_from, outcome.url)
-        reporter.finish(fetched)
-        return fetched
+        fetched = FetchedFile(spec.name, final, outcome.size, outcome.sha256, True, outcome.resumed_from, outcome.url)
+    reporter.finish(artifact, fetched)
+    return fetched
 
 
 def lock_all(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporter) -> int:
-    """Pin every artifact: straight from the catalog when it gives size and sha256, else from a
-    verified download. Returns how many pins changed; the lock is saved when any did."""
+    """Pin every artifact: straight from the catalog when it gives size and sha256 of every file, else
+    from a verified download. Returns how many pins changed; the lock is saved when any did."""
     changed = 0
     for artifact in artifacts:
-        if artifact.sha256 and artifact.size:
-            entry = {"url": redact_url(artifact.url), "revision": artifact.revision, "file": artifact.file,
-                     "size": artifact.size, "sha256": artifact.sha256}
+        if all(spec.sha256 and spec.size for spec in artifact.files):
+            entry = _entry(artifact, [{"url": redact_url(spec.url), "file": spec.name, "size": spec.size,
+                                       "sha256": spec.sha256} for spec in artifact.files])
         else:
             entry = lock_entry(fetch_one(artifact, cache, lock, reporter))
         changed += lock.pin(artifact.model_id, entry)

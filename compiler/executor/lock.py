@@ -1,5 +1,6 @@
 """out/<host>/models.lock: what was verified, pinned (url, revision, file, size, sha256, and
-final_url: where the bytes came from after redirects), like a package lock file. URLs are
+final_url: where the bytes came from after redirects; for a file set, `files` with each file's name,
+url, final_url, size and sha256), like a package lock file. URLs are
 written redacted (no user name, password or signature). Later fetches verify against it;
 `fetch --require-pinned` refuses anything it does not pin."""
 
@@ -8,11 +9,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..artifacts import set_digest
 from ..emit import write_atomic
 from ..errors import InputError
 from .documents import LOCK_VERSION, read_lock
 
 FIELDS = ("url", "final_url", "revision", "file", "size", "sha256")
+SET_FIELDS = ("name", "url", "final_url", "size", "sha256")  # each file of a set; the set's revision beside them
+
+
+def _pinned(entry: dict, known: dict, fields: tuple[str, ...], name: str) -> dict:
+    """One file's pin: `fields` only; a final_url not known now (served from the cache, or pinned from
+    the catalog) is kept from the old pin of the same file, else left out, so such locks stay as they were."""
+    entry = {key: entry.get(key) for key in fields}
+    if entry["final_url"] is None and all(known.get(k) == entry[k] for k in ("url", name, "sha256")):
+        entry["final_url"] = known.get("final_url")
+    if entry["final_url"] is None:
+        del entry["final_url"]
+    return entry
 
 
 class Lock:
@@ -29,14 +43,16 @@ class Lock:
         return self.artifacts.get(model_id)
 
     def pin(self, model_id: str, entry: dict) -> bool:
-        """Record a verified artifact; True when that changed the lock."""
-        entry = {key: entry.get(key) for key in FIELDS}
+        """Record a verified artifact (one file, or a set's `files`); True when that changed the lock."""
         known = self.artifacts.get(model_id) or {}
-        if entry["final_url"] is None and all(known.get(k) == entry[k] for k in ("url", "file", "sha256")):
-            entry["final_url"] = known.get("final_url")  # served from the cache: where it came from still holds
-        if entry["final_url"] is None:
-            del entry["final_url"]  # not known (pinned from the catalog): locks without it stay as they were
-        if self.artifacts.get(model_id) == entry:
+        if "files" in entry:
+            before = {item.get("name"): item for item in known.get("files") or ()}
+            entry = {"revision": entry.get("revision"),
+                     "files": [_pinned(item, before.get(item.get("name")) or {}, SET_FIELDS, "name")
+                               for item in entry["files"]]}
+        else:
+            entry = _pinned(entry, known, FIELDS, "file")
+        if known == entry:
             return False
         self.artifacts[model_id] = entry
         return True
@@ -54,8 +70,17 @@ class Lock:
             write_atomic(self.path, self.render())
 
 
+def pin_digest(entry: dict) -> str | None:
+    """What a lock entry pins, as the cache manifest records it: a file's sha256, or a set's digest
+    (None while any file of the set is unpinned)."""
+    if "files" not in entry:
+        return entry.get("sha256")
+    files = [(item.get("name"), item.get("size"), item.get("sha256")) for item in entry["files"]]
+    return set_digest(files) if all(size is not None and sha for _, size, sha in files) else None
+
+
 def pinned(out: Path | None) -> set[tuple[str, str]]:
-    """(model id, sha256) of everything a lock under out/ pins: never evicted by prune or clean.
+    """(model id, sha256 or a set's digest) of everything a lock under out/ pins: never evicted by prune or clean.
     A lock that cannot be read is an error, not an empty pin set: its pins would be lost."""
     pins: set[tuple[str, str]] = set()
     problems = []
@@ -65,7 +90,7 @@ def pinned(out: Path | None) -> set[tuple[str, str]]:
         except InputError as exc:
             problems.extend(exc.diagnostics)
             continue
-        pins.update((model_id, entry.get("sha256")) for model_id, entry in doc.data["artifacts"].items())
+        pins.update((model_id, pin_digest(entry)) for model_id, entry in doc.data["artifacts"].items())
     if problems:
         raise InputError(problems)
     return pins

@@ -1,0 +1,249 @@
+"""Artifacts as file sets: a split GGUF (three shards written by gguf's writer) served from 127.0.0.1,
+compiled, fetched, pinned, verified, pruned, bundled, applied and loaded by llama.cpp from its first shard."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from compiler.memory import artifact_size
+
+from conftest import add_layer, run_cli
+from httpserver import FileServer
+from test_loaders import llama_available
+from tinygguf import write_tiny_llama
+
+SHARDS = [f"tiny-llama-0000{n}-of-00003.gguf" for n in (1, 2, 3)]
+
+
+@pytest.fixture
+def shards(tmp_path) -> dict[str, bytes]:
+    folder = tmp_path / "written"
+    folder.mkdir()
+    write_tiny_llama(folder / "tiny-llama.gguf", split_max_tensors=8)  # 21 tensors: 8 + 8 + 5
+    written = {path.name: path.read_bytes() for path in folder.iterdir()}
+    assert sorted(written) == SHARDS, "gguf's writer names shards <stem>-0000N-of-0000M.gguf"
+    return written
+
+
+@pytest.fixture
+def server(shards, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOSTFIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOSTFIT_BACKOFF_BASE", "0.01")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    srv = FileServer().start()
+    srv.files.update(shards)
+    yield srv
+    srv.stop()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def catalog_with(catalog: Path, server: FileServer, files: list[dict] | None = None) -> Path:
+    """A model whose artifact is the three shards, URLs from url_template (rendered once per file)."""
+    files = files if files is not None else [{"name": name} for name in SHARDS]
+    add_layer(catalog, "20-split.yaml", f"""models:
+  tiny-split:
+    provider: local
+    workloads: [chat, summarization]
+    params_b: 0.0005
+    quantization: F32
+    context_window: 256
+    arch: {{layers: 2, kv_heads: 2, head_dim: 16}}
+    artifact:
+      format: gguf
+      url_template: "{server.base}/{{{{file}}}}"
+      files: {json.dumps(files)}
+roles:
+  chat: {{prefer: [tiny-split], requires: {{context_min: 128}}}}
+  summarization: {{prefer: [tiny-split]}}
+""")
+    result = run_cli("-C", str(catalog), "build", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+    return catalog
+
+
+def cli(catalog: Path, *args: str):
+    return run_cli("-C", str(catalog), *args)
+
+
+def lock_of(catalog: Path) -> dict:
+    return json.loads((catalog / "out" / "box-8" / "models.lock").read_text())["artifacts"]
+
+
+def requested(server: FileServer) -> list[str]:
+    return [entry["path"].lstrip("/") for entry in server.log]
+
+
+def test_each_shard_gets_its_url_and_memory_counts_every_file(base_catalog, server, shards):
+    catalog = catalog_with(base_catalog, server, [{"name": n, "size_bytes": len(shards[n])} for n in SHARDS])
+    compiled = json.loads((catalog / "out" / "box-8" / "models.json").read_text())["models"]["tiny-split"]
+    assert compiled["artifact"]["files"] == [{"name": n, "size_bytes": len(shards[n]), "url": server.url(n)}
+                                             for n in SHARDS]
+    assert "url" not in compiled["artifact"] and "file" not in compiled["artifact"]
+    assert compiled["memory_method"] == "gguf", "every size is known: the weights are the files"
+    weights = sum(len(data) for data in shards.values())
+    assert artifact_size(compiled["artifact"]) == weights
+    one_unknown = {"files": [{"name": "a.gguf", "size_bytes": 10}, {"name": "b.gguf"}]}
+    assert artifact_size(one_unknown) is None, "a sum missing a shard would under-count: estimate instead"
+    assert artifact_size({"file": "a.gguf", "size_bytes": 10}) == 10
+
+
+def test_a_one_file_list_compiles_exactly_like_the_shorthand(base_catalog, tmp_path):
+    outputs = []
+    for name, artifact in (("short", '{file: m.gguf, size_bytes: 1000, repo: example/m-GGUF}'),
+                           ("list", '{file: null, files: [{name: m.gguf, size_bytes: 1000}], repo: example/m-GGUF}')):
+        add_layer(base_catalog, "20-one.yaml", f"models:\n  small-chat:\n    artifact: {artifact}\n")
+        result = cli(base_catalog, "build", "--host", "box-8", "--out", str(tmp_path / name))
+        assert result.exit_code == 0, result.output
+        outputs.append((tmp_path / name / "box-8" / "models.json").read_bytes())
+    assert outputs[0] == outputs[1]
+    artifact = json.loads(outputs[0])["models"]["small-chat"]["artifact"]
+    assert artifact["url"] == "https://huggingface.co/example/m-GGUF/resolve/main/m.gguf" and "files" not in artifact
+
+
+@pytest.mark.parametrize("artifact, code, key, message", [
+    ("{file: a.gguf, files: [{name: a.gguf}, {name: b.gguf}]}", "E240", "file", "both file and files"),
+    ("{sha256: " + "a" * 64 + ", files: [{name: a.gguf}]}", "E240", "sha256", "both sha256 and files"),
+    ("{url: 'https://example.com/a.gguf', files: [{name: a.gguf}, {name: b.gguf}]}", "E240", "url",
+     "url names one file, but files lists 2"),
+    ("{repo: example/m, files: [{name: a.gguf}, {name: a.gguf}]}", "E240", "files", "names 'a.gguf' twice"),
+    ("{repo: example/m, files: [{name: a.gguf}, {name: ../b.gguf}]}", "E204", "files", "contains a path separator"),
+])
+def test_bad_file_sets_are_diagnosed_at_their_line(base_catalog, artifact, code, key, message):
+    add_layer(base_catalog, "20-bad.yaml", f"models:\n  small-chat:\n    artifact:\n      {artifact}\n")
+    result = cli(base_catalog, "validate")
+    assert result.exit_code == 1, result.output
+    line = next(line for line in result.output.splitlines() if code in line)
+    assert line.startswith("sources/20-bad.yaml:6:"), line  # the artifact's line in the layer
+    assert message in line
+
+
+def test_fetch_pins_every_shard_and_the_cache_holds_them_side_by_side(base_catalog, server, shards, tmp_path):
+    catalog = catalog_with(base_catalog, server)
+    result = cli(catalog, "fetch", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+    assert sorted(requested(server)) == SHARDS, "each shard downloaded once"
+    folder = tmp_path / "cache" / "tiny-split"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == shards, "one folder, original names"
+    pins = lock_of(catalog)["tiny-split"]
+    assert [(f["name"], f["size"], f["sha256"], f["url"]) for f in pins["files"]] == \
+        [(n, len(shards[n]), sha(shards[n]), server.url(n)) for n in SHARDS]
+    entry = json.loads((tmp_path / "cache" / "manifest.json").read_text())["artifacts"]["tiny-split"]
+    assert entry["path"] == f"tiny-split/{SHARDS[0]}" and entry["size"] == sum(map(len, shards.values()))
+    assert [f["sha256"] for f in entry["files"]] == [sha(shards[n]) for n in SHARDS]
+    again = cli(catalog, "fetch", "--host", "box-8", "--require-pinned")
+    assert again.exit_code == 0, again.output
+    assert len(server.log) == 3, "cached and pinned: nothing downloaded again"
+    assert all(f"tiny-split {n}: cached" in again.stderr for n in SHARDS)
+
+
+def test_a_corrupted_shard_is_detected_and_only_it_is_fetched_again(base_catalog, server, shards, tmp_path):
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    middle = tmp_path / "cache" / "tiny-split" / SHARDS[1]
+    middle.write_bytes(b"GGUF" + bytes(len(shards[SHARDS[1]]) - 4))  # same size, other bytes
+    verify = cli(catalog, "cache", "verify")
+    assert verify.exit_code == 3
+    assert f"tiny-split {SHARDS[1]}: sha256 " in verify.stderr and "0 ok, 1 bad" in verify.stderr
+    assert SHARDS[0] not in verify.stderr and SHARDS[2] not in verify.stderr
+    middle.write_bytes(b"GGUF")  # truncated: fetch sees a size other than the manifest's, hashes it, refuses it
+    server.log.clear()
+    refetch = cli(catalog, "fetch", "--host", "box-8")
+    assert refetch.exit_code == 0, refetch.output
+    assert requested(server) == [SHARDS[1]], "the pinned good shards are kept, the bad one replaced"
+    assert middle.read_bytes() == shards[SHARDS[1]]
+    assert cli(catalog, "cache", "verify").exit_code == 0
+
+
+def test_a_shard_served_with_other_bytes_fails_its_pin(base_catalog, server, shards, tmp_path):
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "lock", "--host", "box-8").exit_code == 0
+    assert cli(catalog, "cache", "remove", "tiny-split").exit_code == 0
+    assert not any((tmp_path / "cache" / "tiny-split").iterdir()), "remove deletes every file of the set"
+    server.files[SHARDS[2]] = b"GGUF" + bytes(len(shards[SHARDS[2]]) - 4)
+    result = cli(catalog, "fetch", "--host", "box-8")
+    assert result.exit_code == 3
+    assert f"expected {sha(shards[SHARDS[2]])}" in result.stderr
+    assert not (tmp_path / "cache" / "tiny-split" / SHARDS[2]).exists()
+
+
+def test_prune_keeps_a_pinned_set_whole_and_evicts_an_unpinned_one_whole(base_catalog, server, tmp_path):
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    listed = cli(catalog, "cache", "list")
+    assert "tiny-split" in listed.stdout and "in 3 files" in listed.stdout and "pinned" in listed.stdout
+    kept = cli(catalog, "cache", "prune", "--max-size", "0")
+    assert kept.exit_code == 0 and "evicted 0 artifact(s)" in kept.stderr
+    assert len(list((tmp_path / "cache" / "tiny-split").iterdir())) == 3
+    (catalog / "out" / "box-8" / "models.lock").unlink()
+    evicted = cli(catalog, "cache", "prune", "--max-size", "0")
+    assert evicted.exit_code == 0 and "evicted 1 artifact(s): tiny-split" in evicted.stderr
+    assert list((tmp_path / "cache" / "tiny-split").iterdir()) == []
+
+
+def test_bundle_carries_every_shard_and_apply_verifies_each(base_catalog, server, shards, tmp_path, monkeypatch):
+    catalog = catalog_with(base_catalog, server)
+    bundle = tmp_path / "box-8.tar"
+    made = cli(catalog, "bundle", "box-8", "-o", str(bundle))
+    assert made.exit_code == 0, made.output
+    monkeypatch.setenv("HOSTFIT_CACHE", str(tmp_path / "elsewhere"))
+    applied = run_cli("apply", "--from", str(bundle))
+    assert applied.exit_code == 0, applied.output
+    folder = tmp_path / "elsewhere" / "tiny-split"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == shards
+    installed = json.loads((tmp_path / "data" / "hostfit" / "models.json").read_text())["models"]["tiny-split"]
+    assert installed["artifact"]["path"] == str(folder / SHARDS[0]), "the file llama.cpp opens"
+    assert [f["sha256"] for f in installed["artifact"]["files"]] == [sha(shards[n]) for n in SHARDS]
+    assert len(server.log) == 3, "the bundle carried the bytes"
+
+
+def test_apply_from_refuses_a_bundle_whose_shard_was_altered(base_catalog, server, shards, tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "bundle", "box-8", "-o", str(tmp_path / "good.tar")).exit_code == 0
+    forged = tmp_path / "forged.tar"
+    with tarfile.open(tmp_path / "good.tar") as good, tarfile.open(forged, "w") as out:
+        for member in good.getmembers():
+            data = good.extractfile(member).read()
+            if member.name.endswith(SHARDS[2]):
+                data = b"GGUF" + bytes(len(data) - 4)
+            out.addfile(member, io.BytesIO(data))
+    monkeypatch.setenv("HOSTFIT_CACHE", str(tmp_path / "elsewhere"))
+    result = run_cli("apply", "--from", str(forged))
+    assert result.exit_code == 3 and f"the bundle pins {sha(shards[SHARDS[2]])}" in result.stderr
+    assert not (tmp_path / "data" / "hostfit" / "models.json").exists()
+
+
+def test_llama_cpp_loads_the_set_from_its_first_shard(base_catalog, server, tmp_path):
+    if not llama_available():
+        pytest.skip("llama-cpp-python is not installed (pip install 'hostfit[llama]')")
+    catalog = catalog_with(base_catalog, server)
+    result = cli(catalog, "load", "chat", "--host", "box-8", "--prompt", "hello world")
+    assert result.exit_code == 0, result.output
+    assert "chat: tiny-split loaded with llamacpp in " in result.stdout
+    assert [f["name"] for f in lock_of(catalog)["tiny-split"]["files"]] == SHARDS, "load pins what it fetched"
+    (tmp_path / "cache" / "tiny-split" / SHARDS[2]).unlink()  # llama.cpp really reads the other shards
+    from compiler.executor.loaders import LoadFailure, Settings, llamacpp_load
+
+    with pytest.raises(LoadFailure):
+        llamacpp_load(tmp_path / "cache" / "tiny-split" / SHARDS[0], Settings(128, 1, 0), "hi")
+
+
+def test_the_shipped_gpt_oss_120b_names_its_three_shards_without_invented_sizes(shipped_catalog):
+    result = cli(shipped_catalog, "build", "--host", "workstation")
+    assert result.exit_code == 0, result.output
+    model = json.loads((shipped_catalog / "out" / "workstation" / "models.json").read_text())["models"]["gpt-oss-120b"]
+    names = [f"gpt-oss-120b-mxfp4-0000{n}-of-00003.gguf" for n in (1, 2, 3)]
+    assert model["artifact"]["files"] == [
+        {"name": n, "url": f"https://huggingface.co/ggml-org/gpt-oss-120b-GGUF/resolve/main/{n}"} for n in names]
+    assert model["memory_method"] == "estimated", "no size is declared: only a lock pins them"
+    script = (shipped_catalog / "out" / "workstation" / "exports" / "llama-server.sh").read_text()
+    assert f'-m "$MODELS"/{names[0]} ' in script
