@@ -247,3 +247,18 @@ def test_the_shipped_gpt_oss_120b_names_its_three_shards_without_invented_sizes(
     assert model["memory_method"] == "estimated", "no size is declared: only a lock pins them"
     script = (shipped_catalog / "out" / "workstation" / "exports" / "llama-server.sh").read_text()
     assert f'-m "$MODELS"/{names[0]} ' in script
+
+
+def test_a_lost_manifest_is_rebuilt_with_the_set_whole_and_still_pinned(base_catalog, server, tmp_path):
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    manifest = tmp_path / "cache" / "manifest.json"
+    before = json.loads(manifest.read_text())["artifacts"]["tiny-split"]
+    manifest.unlink()
+    listed = cli(catalog, "cache", "list", "--json")
+    assert listed.exit_code == 0 and "rebuilt it from the 1 cached file(s)" in listed.stderr
+    [entry] = json.loads(listed.stdout)
+    assert (entry["id"], entry["sha256"], entry["files"], entry["pinned"]) == \
+        ("tiny-split", before["sha256"], before["files"], True), "shards in name order: the same set, still pinned"
+    assert cli(catalog, "cache", "prune", "--max-size", "0").exit_code == 0
+    assert len(list((tmp_path / "cache" / "tiny-split").iterdir())) == 3

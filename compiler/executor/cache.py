@@ -335,26 +335,29 @@ class Cache:
 
     def _own_files(self) -> dict[str, Entry]:
         """The artifacts a rebuild may take over: only hostfit's exact layout, a folder named by an escaped
-        model id holding one regular file with a model artifact's extension and nothing else. A folder
-        holding anything more (another file, a sub-folder, a link) is not one hostfit made, and is left
-        alone: what a rebuilt manifest lists, clean and prune may delete."""
+        model id holding regular files with a model artifact's extension and nothing else (several: a file
+        set, in name order, which is a split GGUF's shard order). A folder holding anything more (another
+        file, a sub-folder, a link) is not one hostfit made, and is left alone: what a rebuilt manifest
+        lists, clean and prune may delete."""
         entries: dict[str, Entry] = {}
         for folder in sorted(self.root.iterdir()):
             model_id = unescape_id(folder.name)
             if model_id is None or folder.is_symlink() or not folder.is_dir():
                 continue
-            inside = list(folder.iterdir())
-            if len(inside) != 1:
-                continue
-            file = inside[0]
-            if not file.name.lower().endswith(ARTIFACT_SUFFIXES) or not regular(file):
+            inside = sorted(folder.iterdir())
+            if not inside or not all(file.name.lower().endswith(ARTIFACT_SUFFIXES) and regular(file)
+                                     for file in inside):
                 continue
             try:
-                relative = f"{folder.name}/{check_file_name(file.name)}"
+                for file in inside:
+                    check_file_name(file.name)
             except UnsafeName:
                 continue
-            stamp = datetime.fromtimestamp(file.stat().st_mtime, timezone.utc).strftime(STAMP)
-            entries[model_id] = Entry(model_id, relative, file.stat().st_size, sha256_file(file), stamp, stamp, 0)
+            files = [{"name": file.name, "size": file.stat().st_size, "sha256": sha256_file(file)} for file in inside]
+            stamp = datetime.fromtimestamp(max(file.stat().st_mtime for file in inside), timezone.utc).strftime(STAMP)
+            entries[model_id] = Entry(model_id, f"{folder.name}/{inside[0].name}", sum(f["size"] for f in files),
+                                      set_digest([(f["name"], f["size"], f["sha256"]) for f in files]), stamp, stamp,
+                                      0, files if len(files) > 1 else None)
         return entries
 
     def _write(self, entries: dict[str, Entry]) -> None:
