@@ -262,3 +262,37 @@ def test_a_lost_manifest_is_rebuilt_with_the_set_whole_and_still_pinned(base_cat
         ("tiny-split", before["sha256"], before["files"], True), "shards in name order: the same set, still pinned"
     assert cli(catalog, "cache", "prune", "--max-size", "0").exit_code == 0
     assert len(list((tmp_path / "cache" / "tiny-split").iterdir())) == 3
+
+
+def test_a_dropped_shard_resumes_with_range_and_the_others_are_fetched_whole(base_catalog, server, shards):
+    catalog = catalog_with(base_catalog, server)
+    server.faults["drop_after"] = 100_000  # the first request: shard 1 breaks off at 100,000 bytes
+    result = cli(catalog, "fetch", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+    assert [(e["path"].lstrip("/"), e["range"]) for e in server.log] == [
+        (SHARDS[0], None), (SHARDS[0], "bytes=100000-"), (SHARDS[1], None), (SHARDS[2], None)]
+    assert "resumed at 100,000 bytes" in result.stderr
+
+
+def test_lock_pins_a_set_the_catalog_describes_fully_without_downloading(base_catalog, server, shards):
+    files = [{"name": n, "size_bytes": len(shards[n]), "sha256": sha(shards[n])} for n in SHARDS]
+    catalog = catalog_with(base_catalog, server, files)
+    result = cli(catalog, "lock", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+    assert server.log == []
+    assert [(f["name"], f["size"], f["sha256"]) for f in lock_of(catalog)["tiny-split"]["files"]] == \
+        [(f["name"], f["size_bytes"], f["sha256"]) for f in files]
+
+
+def test_an_unsafe_shard_name_in_a_compiled_models_json_is_refused_before_any_fetch(base_catalog, server):
+    from test_executor_inputs import good_models
+
+    document = good_models()
+    document["models"]["small-chat"]["artifact"] = {"format": "gguf", "files": [
+        {"name": "a.gguf", "url": server.url("a.gguf")}, {"name": "../b.gguf", "url": server.url("b.gguf")}]}
+    folder = base_catalog / "out" / "box-8"
+    folder.mkdir(parents=True)
+    (folder / "models.json").write_text(json.dumps(document))
+    result = cli(base_catalog, "fetch", "--host", "box-8")
+    assert result.exit_code == 1 and "E209" in result.stderr and "'../b.gguf'" in result.stderr, result.output
+    assert server.log == []
