@@ -24,10 +24,11 @@ def files_of(artifact: dict | None) -> list[dict]:
 
 def set_digest(files: list[tuple[str, int, str]]) -> str:
     """One sha256 for a set of (name, size, sha256): the cache manifest and the lock compare a set by it,
-    so a set is cached, pinned and evicted as a whole. A single file's digest is its own sha256."""
+    so a set is cached, pinned and evicted as a whole. A single file's digest is its own sha256. Taken
+    in name order: the set is the same whatever order lists it (a rebuilt manifest lists by name)."""
     if len(files) == 1:
         return files[0][2]
     digest = hashlib.sha256()
-    for name, size, sha in files:
+    for name, size, sha in sorted(files):
         digest.update(f"{name}\0{size}\0{sha}\n".encode())
     return digest.hexdigest()

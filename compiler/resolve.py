@@ -94,11 +94,12 @@ def _resolved_artifact(model_id: str, artifact: dict, locate, problems: list[Dia
     files = artifact.get("files") or []
     if len(files) == 1:
         artifact = {key: value for key, value in artifact.items() if key != "files"}
-        artifact.update({"file": files[0]["name"], **{k: files[0][k] for k in ("size_bytes", "sha256") if k in files[0]}})
+        artifact["file"] = files[0]["name"]
+        artifact.update({key: files[0][key] for key in ("size_bytes", "sha256") if key in files[0]})
     if len(files) > 1:
         found: list[Diagnostic] = []  # a template that fails, fails for every file: said once
-        resolved = {**artifact, "files": [{**item, "url": _artifact_url(model_id, artifact, item["name"], locate, found)}
-                                          for item in files]}
+        resolved = {**artifact, "files": [
+            {**item, "url": _artifact_url(model_id, artifact, item["name"], locate, found)} for item in files]}
         problems += dict.fromkeys(found)
         return resolved
     return {**artifact, "url": _artifact_url(model_id, artifact, artifact.get("file"), locate, problems)}

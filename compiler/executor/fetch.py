@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import files_of, set_digest
+from ..artifacts import files_of
 from ..errors import Diagnostic, InputError, UsageError
 from ..memory import is_cloud
 from ..net import redact_url
@@ -44,10 +44,6 @@ class Artifact:
     def file(self) -> str:
         """The file a runtime opens: the only one, or a set's first (llama.cpp finds further shards beside it)."""
         return self.files[0].name
-
-    @property
-    def url(self) -> str:
-        return self.files[0].url
 
     @property
     def is_set(self) -> bool:
@@ -155,19 +151,6 @@ class Fetched:
     def path(self) -> Path:
         """The file a runtime opens (a set's first; the others lie beside it under their own names)."""
         return self.files[0].path
-
-    @property
-    def size(self) -> int:
-        return sum(item.size for item in self.files)
-
-    @property
-    def sha256(self) -> str:
-        """A single file's sha256; for a set, the digest of every file's name, size and sha256."""
-        return set_digest([(item.name, item.size, item.sha256) for item in self.files])
-
-    @property
-    def downloaded(self) -> bool:
-        return any(item.downloaded for item in self.files)
 
 
 class Reporter:
