@@ -296,3 +296,17 @@ def test_an_unsafe_shard_name_in_a_compiled_models_json_is_refused_before_any_fe
     result = cli(base_catalog, "fetch", "--host", "box-8")
     assert result.exit_code == 1 and "E209" in result.stderr and "'../b.gguf'" in result.stderr, result.output
     assert server.log == []
+
+
+def test_require_pinned_wants_every_shard_and_a_changed_checksum_must_be_relocked(base_catalog, server, shards):
+    files = [{"name": n, "sha256": sha(shards[n])} for n in SHARDS[:2]] + [{"name": SHARDS[2]}]
+    catalog = catalog_with(base_catalog, server, files)
+    unpinned = cli(catalog, "fetch", "--host", "box-8", "--require-pinned")
+    assert unpinned.exit_code == 1 and "E211" in unpinned.stderr and "tiny-split" in unpinned.stderr
+    assert server.log == [], "refused before any download"
+    assert cli(catalog, "lock", "--host", "box-8").exit_code == 0
+    assert cli(catalog, "fetch", "--host", "box-8", "--require-pinned").exit_code == 0
+    files[2]["sha256"] = "0" * 64  # the catalog now says another third shard than the lock pins
+    catalog_with(catalog, server, files)
+    changed = cli(catalog, "fetch", "--host", "box-8")
+    assert changed.exit_code == 1 and "E212" in changed.stderr and SHARDS[2] in changed.stderr
