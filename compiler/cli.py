@@ -312,10 +312,13 @@ def lock_command(obj: Context, host, with_fallbacks) -> None:
     """Pin url, revision, size and sha256 of every chosen artifact in out/<host>/models.lock."""
     def action() -> int:
         from .executor import fetch as fetcher
+        from .executor.lock import record_facts
 
         plan, cache, lock, reporter = _executor_setup(obj, host, (), with_fallbacks)
         changed = fetcher.lock_all(plan.artifacts, cache, lock, reporter)
         click.echo(f"{lock.path}: {len(plan.artifacts)} artifact(s) pinned, {changed} changed", err=True)
+        for note in record_facts(obj.root(), plan.artifacts, cache, lock):
+            click.echo(note, err=True)
         return EXIT_OK
 
     run(action)
@@ -813,15 +816,40 @@ def host(as_json: bool) -> None:
 @main.command(name="inspect")
 @click.argument("target", metavar="FILE|URL")
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object.")
-def inspect_command(target: str, as_json: bool) -> None:
+@click.option("--write", is_flag=True, help="Record the facts as sources/facts/<model>.yaml, a catalog layer.")
+@click.option("--model", "model", metavar="ID", help="With --write: the catalog model they belong to "
+              "(default: the one whose artifact has this file name).")
+@click.pass_obj
+def inspect_command(obj: Context, target: str, as_json: bool, write: bool, model: str | None) -> None:
     """Read a GGUF file's header (a local file, or an https URL with Range requests) and print its facts."""
     def action() -> int:
         from .inspect_gguf import inspect, render
 
-        click.echo(render(inspect(target), as_json))
+        if model is not None and not write:
+            raise UsageError("--model names where --write records the facts: give --write too")
+        project = obj.project() if write else None  # before the read: outside a catalog there is nowhere to write
+        found = inspect(target)
+        click.echo(render(found, as_json))
+        if project is not None:
+            _write_facts(project, target, found, model)
         return EXIT_OK
 
     run(action)
+
+
+def _write_facts(project, target: str, found: dict, model: str | None) -> None:
+    from . import facts
+    from .errors import InputError
+    from .merge import merge_layers
+    from .validate import mapping
+
+    sources = project.load_sources()
+    if sources.errors:  # the model cannot be matched against a catalog that does not load
+        raise InputError(sources.errors)
+    models = mapping(merge_layers([layer for layer in sources.layers() if layer.name != facts.LAYER]).data.get("models"))
+    model_id = facts.model_for(models, target, model)
+    path, changed = facts.write(project.root, model_id, found, facts.source_name(found["source"]))
+    click.echo(f"{'wrote' if changed else 'unchanged:'} {project.display(path)} ({model_id})", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
