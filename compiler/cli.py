@@ -844,8 +844,11 @@ def _write_facts(project, target: str, found: dict, model: str | None) -> None:
     from .validate import mapping
 
     sources = project.load_sources()
-    if sources.errors:  # the model cannot be matched against a catalog that does not load
-        raise InputError(sources.errors)
+    # the model cannot be matched against a catalog that does not load; a broken facts file is what
+    # --write is about to replace, so it does not stand in the way
+    blocking = [p for p in sources.errors if not Path(p.path).parts[:2] == facts.FOLDER]
+    if blocking:
+        raise InputError(blocking)
     models = mapping(merge_layers([layer for layer in sources.layers() if layer.name != facts.LAYER]).data.get("models"))
     model_id = facts.model_for(models, target, model)
     path, changed = facts.write(project.root, model_id, found, facts.source_name(found["source"]))

@@ -209,6 +209,8 @@ def disagreements(facts_docs: list[Document], layers) -> list[Diagnostic]:
     from .merge import merge_layers, origin
     from .validate import mapping
 
+    if not facts_docs:  # the usual catalog: no second merge
+        return []
     merged = mapping(merge_layers(layers).data.get("models"))
     above = tuple(layer for layer in layers if layer.name != LAYER)
     problems = []
@@ -256,8 +258,8 @@ def model_for(models: dict, target: str, explicit: str | None) -> str:
     from .validate import mapping
 
     if explicit is not None:
-        if explicit in models:
-            return explicit
+        if explicit.lower() in models:  # ids are lowercase; aliases resolve case-insensitively, as resolve does
+            return explicit.lower()
         for model_id, model in models.items():
             if explicit.lower() in (str(a).lower() for a in mapping(model).get("aliases") or ()):
                 return model_id

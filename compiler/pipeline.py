@@ -209,6 +209,8 @@ class Project:
                                                  f"facts/ holds catalog layers, found kind {doc.kind!r}"))
             elif doc is not None:
                 found.append(doc)
+        if not found:
+            return
         known = set(validate.mapping(merge_layers([Layer(d.layer, d) for d in sources.catalogs]).data.get("models")))
         sources.facts, problems = facts.orphans(found, known)
         route(problems + facts.disagreements(sources.facts, sources.layers()), sources.errors, sources.warnings)

@@ -279,3 +279,18 @@ def test_ollama_model_info_is_read_as_a_header_is():
     assert model["arch"] == {"layers": 62, "heads": 32, "kv_heads": 16, "head_dim": 128, "hidden_size": 5376,
                              "sliding_window": 1024, "sliding_window_layers": swa_count(62, 6)}
     assert model["params_b"] == round(27432406640 / 1e9, 4) and model["context_window"] == 131072
+
+
+def test_write_replaces_a_broken_facts_file_but_not_past_a_broken_catalog(base_catalog: Path, qwen_file: Path):
+    (base_catalog / "sources" / "facts").mkdir()
+    broken = add_layer(base_catalog, "small-chat.yaml", "models: {small-chat: {arch: {layers: 0}}}\n",
+                       folder="sources/facts")
+    assert run_cli("-C", str(base_catalog), "validate").exit_code == 1
+    result = run_cli("-C", str(base_catalog), "inspect", str(qwen_file), "--write")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(broken.read_text())["models"]["small-chat"]["arch"]["layers"] == 24
+    assert run_cli("-C", str(base_catalog), "validate").exit_code == 0
+    add_layer(base_catalog, "30-bad.yaml", "models: {small-chat: {params_b: -1}}\n")
+    broken.write_bytes(b"")
+    result = run_cli("-C", str(base_catalog), "inspect", str(qwen_file), "--write")
+    assert result.exit_code == 1 and "sources/30-bad.yaml" in result.stderr and broken.read_bytes() == b""
