@@ -22,6 +22,9 @@ LAYER = "facts"
 # a hand-written arch or params value further than this from the header's is reported (W290)
 DISAGREE = 0.05
 MAX_COUNT = 1 << 31  # layers, heads, windows...: anything larger is no model's shape
+# not compared: published active-parameter figures leave out the embeddings or not (gpt-oss-20b's 3.63B
+# does; the header's count has every non-expert tensor), and kv_bytes is a setting, not a fact
+NOT_COMPARED = ("active_params_b", "kv_bytes")
 
 
 @dataclass(frozen=True)
@@ -192,13 +195,13 @@ def write(root: Path, model_id: str, found: dict, name: str) -> tuple[Path, bool
 
 
 def numbers(model: dict) -> dict[tuple, float]:
-    """The facts a hand-written value is compared with: params_b and every numeric arch field."""
+    """The facts a hand-written value is compared with: params_b and the numeric arch fields."""
     found = {}
     if isinstance(model.get("params_b"), (int, float)):
         found[("params_b",)] = model["params_b"]
     arch = model.get("arch") if isinstance(model.get("arch"), dict) else {}
     for key, value in arch.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in NOT_COMPARED:
             found[("arch", key)] = value
     return found
 

@@ -294,3 +294,16 @@ def test_write_replaces_a_broken_facts_file_but_not_past_a_broken_catalog(base_c
     broken.write_bytes(b"")
     result = run_cli("-C", str(base_catalog), "inspect", str(qwen_file), "--write")
     assert result.exit_code == 1 and "sources/30-bad.yaml" in result.stderr and broken.read_bytes() == b""
+
+
+def test_a_published_active_parameter_figure_is_not_flagged(base_catalog: Path):
+    # gpt-oss-20b publishes 3.63B active without the embeddings; the header's count has them
+    (base_catalog / "sources" / "facts").mkdir()
+    add_layer(base_catalog, "20-moe.yaml", "models:\n  big-chat:\n    arch: {experts: 32, active_params_b: 3.63}\n")
+    add_layer(base_catalog, "big-chat.yaml", "models:\n  big-chat:\n    arch: {experts: 32, active_params_b: 4.2}\n",
+              folder="sources/facts")
+    result = run_cli("-C", str(base_catalog), "validate")
+    assert result.exit_code == 0 and "W290" not in result.stderr
+    add_layer(base_catalog, "big-chat.yaml", "models:\n  big-chat:\n    arch: {experts: 64}\n", folder="sources/facts")
+    result = run_cli("-C", str(base_catalog), "validate")
+    assert "sources/20-moe.yaml:5:12:" in result.stderr and "arch.experts is 32 here but 64" in result.stderr
