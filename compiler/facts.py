@@ -57,7 +57,8 @@ SLIDING: dict[str, Sliding] = {
 
 def sliding_layers(arch: str | None, layers: int, window: int | None, pattern) -> tuple[int | None, int]:
     """(window, how many of `layers` use it) as llama.cpp would run the model: a header's
-    sliding_window_pattern (a flag per layer, or a period) wins over the architecture's default."""
+    sliding_window_pattern (a flag per layer, or a period) wins over the architecture's default. A
+    window of 0 in the header means none (llama.cpp turns the pattern off); absent, llama.cpp's own."""
     layout = SLIDING.get(arch or "")
     if layout is not None and window is None:
         window = layout.window
@@ -90,8 +91,9 @@ def arch_facts(shape: dict) -> dict:
             "hidden_size": _count(shape.get("embedding_length")), "vocab_size": _count(shape.get("vocab_size")),
             "experts": _count(shape.get("expert_count")), "experts_used": _count(shape.get("expert_used_count"))}
     if layers:
-        window, count = sliding_layers(shape.get("architecture"), layers, _count(shape.get("sliding_window")),
-                                       shape.get("sliding_window_pattern"))
+        window = shape.get("sliding_window")
+        window = 0 if window == 0 else _count(window)  # 0: the header turns the window off
+        window, count = sliding_layers(shape.get("architecture"), layers, window, shape.get("sliding_window_pattern"))
         if window:
             arch["sliding_window"], arch["sliding_window_layers"] = window, count
     return {key: value for key, value in arch.items() if value is not None}
@@ -155,15 +157,21 @@ def render(model_id: str, found: dict, name: str) -> bytes:
     entry = model_facts(found)
     total = sum(t["parameters"] for t in found.get("tensor_types", {}).values()) or 1
     mix = ", ".join(f"{kind} {100 * t['parameters'] / total:.1f}%" for kind, t in found.get("tensor_types", {}).items())
-    lines = [f"# GGUF header facts of {name}, written by hostfit (`inspect --write`, `lock`).",
+    lines = [f"# GGUF header facts of {_shown(name)}, written by hostfit (`inspect --write`, `lock`).",
              "# Review it like any source: the values in sources/*.yaml win over these.",
-             f"# architecture {found.get('architecture') or '?'}, file type {found.get('file_type') or '?'}, "
+             f"# architecture {_shown(found.get('architecture') or '?')}, file type {found.get('file_type') or '?'}, "
              f"{found.get('tensor_count', 0):,} tensors, {found.get('parameters', 0):,} parameters",
              f"# tensor types by parameters: {mix or 'none'}"]
     if (found.get("split_count") or 0) > 1:
         lines.append(f"# shard of {found['split_count']}: the parameter count and size of the whole set are not here")
     body = {"schema_version": 2, "kind": "catalog", "models": {model_id: _sorted(entry)}}
     return ("\n".join(lines) + "\n" + dump_yaml(body, sort_keys=False, width=120)).encode()
+
+
+def _shown(text: str) -> str:
+    """A file name or header string fit for a one-line comment: a newline in it would start YAML."""
+    text = "".join(char if char.isprintable() else "?" for char in text)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _sorted(value):

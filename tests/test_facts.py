@@ -235,6 +235,13 @@ def test_sliding_window_layers_follow_llama_cpp(arch, layers, window, expected):
     assert count == expected and found == (window or 4096)
 
 
+def test_a_window_of_zero_turns_the_default_off():
+    assert facts.sliding_layers("llama4", 48, None, None) == (8192, 36)  # llama.cpp's chunk when unnamed
+    assert facts.sliding_layers("llama4", 48, 0, None) == (None, 0)
+    shape = {"architecture": "llama4", "block_count": 48, "sliding_window": 0}
+    assert "sliding_window" not in facts.arch_facts(shape)
+
+
 def test_a_header_pattern_wins_over_the_architecture_default():
     flags = [True, True, True, False] * 6  # Gemma 4 names each layer
     assert facts.sliding_layers("gemma4", 24, 512, flags) == (512, 18)
@@ -307,3 +314,11 @@ def test_a_published_active_parameter_figure_is_not_flagged(base_catalog: Path):
     add_layer(base_catalog, "big-chat.yaml", "models:\n  big-chat:\n    arch: {experts: 64}\n", folder="sources/facts")
     result = run_cli("-C", str(base_catalog), "validate")
     assert "sources/20-moe.yaml:5:12:" in result.stderr and "arch.experts is 32 here but 64" in result.stderr
+
+
+def test_a_hostile_file_name_or_architecture_stays_inside_the_comment(qwen_file: Path):
+    found = gguf_header.parse(qwen_file.read_bytes(), complete=True, file_size=qwen_file.stat().st_size)
+    text = facts.render("small-chat", {**found, "architecture": "qwen2\nroles: {x: {workload: chat}}"},
+                        "a.gguf\nmerge: replace").decode()
+    layer = yaml.safe_load(text)
+    assert set(layer) == {"schema_version", "kind", "models"} and "a.gguf?merge: replace" in text
