@@ -831,28 +831,13 @@ def inspect_command(obj: Context, target: str, as_json: bool, write: bool, model
         found = inspect(target)
         click.echo(render(found, as_json))
         if project is not None:
-            _write_facts(project, target, found, model)
+            from .facts import record
+
+            path, changed, model_id = record(project, target, found, model)
+            click.echo(f"{'wrote' if changed else 'unchanged:'} {project.display(path)} ({model_id})", err=True)
         return EXIT_OK
 
     run(action)
-
-
-def _write_facts(project, target: str, found: dict, model: str | None) -> None:
-    from . import facts
-    from .errors import InputError
-    from .merge import merge_layers
-    from .validate import mapping
-
-    sources = project.load_sources()
-    # the model cannot be matched against a catalog that does not load; a broken facts file is what
-    # --write is about to replace, so it does not stand in the way
-    blocking = [p for p in sources.errors if not Path(p.path).parts[:2] == facts.FOLDER]
-    if blocking:
-        raise InputError(blocking)
-    models = mapping(merge_layers([layer for layer in sources.layers() if layer.name != facts.LAYER]).data.get("models"))
-    model_id = facts.model_for(models, target, model)
-    path, changed = facts.write(project.root, model_id, found, facts.source_name(found["source"]))
-    click.echo(f"{'wrote' if changed else 'unchanged:'} {project.display(path)} ({model_id})", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

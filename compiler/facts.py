@@ -202,6 +202,23 @@ def write(root: Path, model_id: str, found: dict, name: str) -> tuple[Path, bool
     return path, True
 
 
+def record(project, target: str, found: dict, explicit: str | None) -> tuple[Path, bool, str]:
+    """`inspect --write`: the facts of `target` written for its catalog model (`model_for`); returns
+    (path, changed, model id). A catalog file that does not load is an error: the model cannot be matched
+    against it; a broken facts file is what this is about to replace, so it does not stand in the way."""
+    from .merge import merge_layers
+    from .validate import mapping
+
+    sources = project.load_sources()
+    blocking = [p for p in sources.errors if Path(p.path).parts[:2] != FOLDER]
+    if blocking:
+        raise InputError(blocking)
+    models = mapping(merge_layers([layer for layer in sources.layers() if layer.name != LAYER]).data.get("models"))
+    model_id = model_for(models, target, explicit)
+    path, changed = write(project.root, model_id, found, source_name(found["source"]))
+    return path, changed, model_id
+
+
 def numbers(model: dict) -> dict[tuple, float]:
     """The facts a hand-written value is compared with: params_b and the numeric arch fields."""
     found = {}
