@@ -312,10 +312,13 @@ def lock_command(obj: Context, host, with_fallbacks) -> None:
     """Pin url, revision, size and sha256 of every chosen artifact in out/<host>/models.lock."""
     def action() -> int:
         from .executor import fetch as fetcher
+        from .executor.lock import record_facts
 
         plan, cache, lock, reporter = _executor_setup(obj, host, (), with_fallbacks)
         changed = fetcher.lock_all(plan.artifacts, cache, lock, reporter)
         click.echo(f"{lock.path}: {len(plan.artifacts)} artifact(s) pinned, {changed} changed", err=True)
+        for note in record_facts(obj.root(), plan.artifacts, cache, lock):
+            click.echo(note, err=True)
         return EXIT_OK
 
     run(action)
@@ -815,12 +818,25 @@ def host(as_json: bool) -> None:
 @main.command(name="inspect")
 @click.argument("target", metavar="FILE|URL")
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object.")
-def inspect_command(target: str, as_json: bool) -> None:
+@click.option("--write", is_flag=True, help="Record the facts as sources/facts/<model>.yaml, a catalog layer.")
+@click.option("--model", "model", metavar="ID", help="With --write: the catalog model they belong to "
+              "(default: the one whose artifact has this file name).")
+@click.pass_obj
+def inspect_command(obj: Context, target: str, as_json: bool, write: bool, model: str | None) -> None:
     """Read a GGUF file's header (a local file, or an https URL with Range requests) and print its facts."""
     def action() -> int:
         from .inspect_gguf import inspect, render
 
-        click.echo(render(inspect(target), as_json))
+        if model is not None and not write:
+            raise UsageError("--model names where --write records the facts: give --write too")
+        project = obj.project() if write else None  # before the read: outside a catalog there is nowhere to write
+        found = inspect(target)
+        click.echo(render(found, as_json))
+        if project is not None:
+            from .facts import record
+
+            path, changed, model_id = record(project, target, found, model)
+            click.echo(f"{'wrote' if changed else 'unchanged:'} {project.display(path)} ({model_id})", err=True)
         return EXIT_OK
 
     run(action)

@@ -165,7 +165,7 @@ def parse(data: bytes, complete: bool = False, file_size: int | None = None) -> 
         dims = [reader.scalar(10, f"a dimension of tensor {name!r}") for _ in range(n_dims)]
         ggml_type = reader.scalar(4, f"the type of tensor {name!r}")
         offset = reader.scalar(10, f"the offset of tensor {name!r}")
-        tensors.append((dims, ggml_type, offset))
+        tensors.append((name, dims, ggml_type, offset))
     alignment = kv.get("general.alignment", 32)
     alignment = alignment if isinstance(alignment, int) and alignment > 0 else 32
     data_offset = -(-reader.pos // alignment) * alignment
@@ -180,25 +180,18 @@ def parse(data: bytes, complete: bool = False, file_size: int | None = None) -> 
 def facts(version: int, kv: dict, tensors: list, header_bytes: int, data_offset: int,
           file_size: int | None) -> dict:
     """What hostfit reports from the keys and tensor infos; None where the file does not say."""
-    arch = kv.get("general.architecture")
-    arch = arch if isinstance(arch, str) else None
-
-    def key(name):
-        value = kv.get(f"{arch}.{name}") if arch else None
-        if isinstance(value, Array):  # per-layer values (OpenELM, sliding/global mixes): the largest
-            value = max(value.items) if value.items else None
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
     types: dict[str, dict] = {}
-    parameters = 0
+    parameters = experts = 0
     data_end: int | None = data_offset if tensors else None
-    for dims, ggml_type, offset in tensors:
+    for name, dims, ggml_type, offset in tensors:
         elements = 1
         for dim in dims:
             elements *= dim
         parameters += elements
-        name, block, size = GGML_TYPES.get(ggml_type, (f"type{ggml_type}", None, None))
-        entry = types.setdefault(name, {"tensors": 0, "parameters": 0, "bytes": 0})
+        if "_exps." in name:  # llama.cpp's routed-expert tensors (ffn_up_exps ...): a token uses a few of them
+            experts += elements
+        kind, block, size = GGML_TYPES.get(ggml_type, (f"type{ggml_type}", None, None))
+        entry = types.setdefault(kind, {"tensors": 0, "parameters": 0, "bytes": 0})
         entry["tensors"] += 1
         entry["parameters"] += elements
         if block is None or entry["bytes"] is None:  # a type newer than this table: bytes unknown
@@ -207,19 +200,58 @@ def facts(version: int, kv: dict, tensors: list, header_bytes: int, data_offset:
             nbytes = -(-elements // block) * size
             entry["bytes"] += nbytes
             data_end = None if data_end is None else max(data_end, data_offset + offset + nbytes)
-    heads, embedding = key("attention.head_count"), key("embedding_length")
-    head_dim = key("attention.key_length") or (embedding // heads if heads and embedding else None)
-    tokens = kv.get("tokenizer.ggml.tokens")
     file_type = kv.get("general.file_type")
     name = kv.get("general.name")
+    split = kv.get("split.count")
     return {
-        "architecture": arch,
+        **architecture(kv),
         "name": name if isinstance(name, str) else None,
         "gguf_version": version,
         "parameters": parameters,
+        "expert_parameters": experts,
         "tensor_count": len(tensors),
         "file_type": FILE_TYPES.get(file_type, f"type{file_type}") if isinstance(file_type, int) else None,
         "tensor_types": dict(sorted(types.items(), key=lambda item: (-item[1]["parameters"], item[0]))),
+        "split_count": split if isinstance(split, int) and not isinstance(split, bool) else None,
+        "header_bytes": header_bytes,
+        "data_offset": data_offset,
+        "data_end": data_end,
+        "file_size": file_size,
+    }
+
+
+def architecture(kv: dict) -> dict:
+    """The model's shape from GGUF key/values: a header's, or Ollama's /api/show `model_info` (the same
+    keys as JSON, arrays as lists). None where the keys do not say."""
+    arch = kv.get("general.architecture")
+    arch = arch if isinstance(arch, str) else None
+
+    def items(value):
+        if isinstance(value, Array):
+            return value.items
+        return tuple(value) if isinstance(value, list) else None
+
+    def number(value):
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def key(name):
+        value = kv.get(f"{arch}.{name}") if arch else None
+        listed = items(value)
+        if listed is not None:  # per-layer values (OpenELM, sliding/global mixes): the largest
+            value = max((v for v in listed if number(v) is not None), default=None)
+        return number(value)
+
+    heads, embedding = key("attention.head_count"), key("embedding_length")
+    head_dim = key("attention.key_length") or (embedding // heads if heads and embedding else None)
+    tokens = kv.get("tokenizer.ggml.tokens")
+    pattern = kv.get(f"{arch}.attention.sliding_window_pattern") if arch else None
+    listed = items(pattern)
+    if listed is not None:  # one flag per layer (Gemma 4): kept as given
+        pattern = [bool(v) for v in listed] if listed and len(listed) <= KEEP_ARRAY else None
+    elif not isinstance(number(pattern), int):  # else a period, as llama.cpp's set_swa_pattern takes it
+        pattern = None
+    return {
+        "architecture": arch,
         "context_length": key("context_length"),
         "block_count": key("block_count"),
         "embedding_length": embedding,
@@ -227,11 +259,8 @@ def facts(version: int, kv: dict, tensors: list, header_bytes: int, data_offset:
         "head_count_kv": key("attention.head_count_kv") or heads,
         "head_dim": head_dim,
         "sliding_window": key("attention.sliding_window"),
+        "sliding_window_pattern": pattern,
         "expert_count": key("expert_count"),
         "expert_used_count": key("expert_used_count"),
         "vocab_size": tokens.count if isinstance(tokens, Array) else key("vocab_size"),
-        "header_bytes": header_bytes,
-        "data_offset": data_offset,
-        "data_end": data_end,
-        "file_size": file_size,
     }

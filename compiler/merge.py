@@ -21,7 +21,7 @@ MERGE_KEY = "$merge"
 
 @dataclass(frozen=True)
 class Layer:
-    name: str  # discovered | sources | user | profile:<name> | --set
+    name: str  # discovered | facts | sources | staging | user | profile:<name> | --set
     doc: Document
 
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import emit, exports, hosts as hostmod, migrate, paths, publish, validate
+from . import emit, exports, facts, hosts as hostmod, migrate, paths, publish, validate
 from .errors import Diagnostic, InputError, UsageError, did_you_mean
 from .hosts import LOCAL, Host
 from .load import Document, load_file
@@ -41,6 +41,7 @@ class Sources:
 
     warnings: list[Diagnostic] = field(default_factory=list)
     catalogs: list[Document] = field(default_factory=list)
+    facts: list[Document] = field(default_factory=list)  # sources/facts/: GGUF header facts, below catalogs
     hosts_docs: list[Document] = field(default_factory=list)
     profiles: dict[str, Document] = field(default_factory=dict)
     discovered: dict[str, Document] = field(default_factory=dict)
@@ -49,8 +50,9 @@ class Sources:
     inventory: Merged | None = None  # the merged hosts documents, for positions
 
     def layers(self) -> list[Layer]:
-        """The catalog layers of sources/ (and staging/ when loaded), lowest first."""
-        return [Layer(doc.layer, doc) for doc in self.catalogs]
+        """The catalog layers of sources/ (and staging/ when loaded), lowest first: the facts of
+        sources/facts/ below every hand-written file, so they fill only what those leave out."""
+        return [Layer(facts.LAYER, doc) for doc in self.facts] + [Layer(doc.layer, doc) for doc in self.catalogs]
 
 
 @dataclass
@@ -140,7 +142,7 @@ class Project:
 
     def catalog_files(self) -> list[Path]:
         """Every document of the catalog: sources/ (staging/ and discovered/ too) and profiles/."""
-        folders = ("sources", "sources/staging", "sources/discovered", "profiles")
+        folders = ("sources", "sources/staging", "sources/discovered", "sources/facts", "profiles")
         return [p for name in folders for p in folder_files(self.root / name)]
 
     def load_sources(self, with_staging: bool = False) -> Sources:
@@ -162,6 +164,7 @@ class Project:
                 sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
                                                  f"a {doc.kind} does not belong in sources/",
                                                  "profiles live in profiles/<name>.yaml"))
+        self._load_facts(sources)
         for path in folder_files(self.root / "sources" / "discovered"):
             doc, problems = self.read(path, "discovered")
             route(problems, sources.errors, sources.warnings)
@@ -193,6 +196,24 @@ class Project:
         if not sources.errors:
             sources.hosts = hostmod.declared_hosts(inventory.data.get("hosts") or {})
         return sources
+
+    def _load_facts(self, sources: Sources) -> None:
+        """sources/facts/: catalog layers of header facts, each entry kept only for a model the
+        catalog files define (W291 otherwise), and checked against what those files say (W290)."""
+        found = []
+        for path in folder_files(self.root.joinpath(*facts.FOLDER)):
+            doc, problems = self.read(path, facts.LAYER)
+            route(problems, sources.errors, sources.warnings)
+            if doc is not None and doc.kind != "catalog":
+                sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
+                                                 f"facts/ holds catalog layers, found kind {doc.kind!r}"))
+            elif doc is not None:
+                found.append(doc)
+        if not found:
+            return
+        known = set(validate.mapping(merge_layers([Layer(d.layer, d) for d in sources.catalogs]).data.get("models")))
+        sources.facts, problems = facts.orphans(found, known)
+        route(problems + facts.disagreements(sources.facts, sources.layers()), sources.errors, sources.warnings)
 
     # ---------------------------------------------------------------------------- targets
 

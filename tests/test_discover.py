@@ -51,7 +51,7 @@ def test_discovery_reads_tags_and_show(fake):
     llama = found.models["big-chat"]
     assert llama["ollama"] == {"name": "llama3.1:8b"} and llama["installed_on"] == ["box-8"]
     assert (llama["params_b"], llama["context_window"], llama["quantization"]) == (8.0303, 131072, "Q4_K_M")
-    assert llama["arch"] == {"layers": 32, "kv_heads": 8, "hidden_size": 4096, "head_dim": 128}
+    assert llama["arch"] == {"layers": 32, "heads": 32, "kv_heads": 8, "hidden_size": 4096, "head_dim": 128}
     assert llama["capabilities"] == {"tools": True, "vision": False}
     assert found.models["qwen3:4b-iq3"]["quantization"] == "IQ3_XXS"
     assert found.models["gpt-oss:120b-cloud"]["provider"] == "ollama-cloud"

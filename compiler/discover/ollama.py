@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from .. import paths
 from ..errors import UsageError
+from ..facts import arch_facts
+from ..gguf_header import architecture
 from ..importers import count
 from ..migrate import normalize_id
 from ..validate import mapping
@@ -82,12 +84,10 @@ def facts(name: str, tag: dict, show, host: str, ids_by_ollama_name: dict[str, s
     model["workloads"] = ["embedding"] if embedding_only else ["chat"]
     if capabilities:
         model["capabilities"] = {"tools": "tools" in capabilities, "vision": "vision" in capabilities}
-    layers, kv_heads, width, heads = arch("block_count"), arch("attention.head_count_kv"), arch("embedding_length"), \
-        arch("attention.head_count")
-    shape = {"layers": layers, "kv_heads": kv_heads, "hidden_size": width,
-             "head_dim": width // heads if width and heads else None}
-    if any(shape.values()):
-        model["arch"] = {k: v for k, v in shape.items() if v}
+    if arch_name:  # model_info holds the GGUF's own keys: read as a header's are, one mapping for both
+        shape = arch_facts(architecture({**info, "general.architecture": arch_name}))
+        if shape:
+            model["arch"] = shape
     if not cloud and count(tag.get("size")):
         model["artifact"] = {"format": "gguf", "size_bytes": tag["size"]}
     model["ollama"] = {"name": name}

@@ -94,3 +94,36 @@ def pinned(out: Path | None) -> set[tuple[str, str]]:
     if problems:
         raise InputError(problems)
     return pins
+
+
+def record_facts(root: Path, artifacts, cache, lock: Lock) -> list[str]:
+    """The header facts of each pinned GGUF artifact whose verified file is in the cache, written to
+    sources/facts/ (facts.write: the same writer and bytes as `inspect --write`), so a compile needs
+    neither the file nor the network. One line per artifact: what was written, or why nothing was.
+    A header that does not parse is reported, not fatal: the pin itself was verified by its sha256."""
+    from .. import facts
+    from ..errors import InputError
+    from ..inspect_gguf import inspect
+
+    notes = []
+    entries = cache.entries()
+    for artifact in artifacts:
+        if artifact.format != "gguf":
+            continue
+        pin, entry = lock.get(artifact.model_id) or {}, entries.get(artifact.model_id)
+        path = cache.artifact_path(artifact.model_id, artifact.file)
+        verified = (entry is not None and entry.sha256 == pin.get("sha256") and path.is_file()
+                    and path.stat().st_size == entry.size)
+        if not verified:  # pinned from the catalog's own size and sha256: the file was never fetched
+            notes.append(f"{artifact.model_id}: facts not recorded: its verified file is not in the cache "
+                         "(`hostfit fetch`, then `hostfit lock` again)")
+            continue
+        try:
+            found = inspect(str(path))
+        except InputError as exc:
+            notes.append(f"{artifact.model_id}: facts not recorded: {exc.diagnostics[0].message}")
+            continue
+        written, changed = facts.write(root, artifact.model_id, found, artifact.file)
+        notes.append(f"{artifact.model_id}: facts {'written to' if changed else 'unchanged in'} "
+                     f"{Path(*facts.FOLDER) / written.name}")
+    return notes
