@@ -108,7 +108,11 @@ def record_facts(root: Path, artifacts, cache, lock: Lock) -> list[str]:
     notes = []
     entries = cache.entries()
     for artifact in artifacts:
-        if artifact.format != "gguf":
+        if artifact.files[0].format != "gguf":
+            continue
+        if artifact.is_set:  # one shard holds only its own tensors: its header cannot size the model
+            notes.append(f"{artifact.model_id}: facts not recorded: a set of {len(artifact.files)} files "
+                         "(`hostfit inspect` the first shard for its shape)")
             continue
         pin, entry = lock.get(artifact.model_id) or {}, entries.get(artifact.model_id)
         path = cache.artifact_path(artifact.model_id, artifact.file)
