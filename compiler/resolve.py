@@ -13,7 +13,8 @@ from .validate import alias_table
 
 SELECTION_DEFAULTS = {"ram_reserve_gb": 2, "vram_reserve_gb": 1, "basis": "total", "strategy": "auto",
                       "allow_cloud": True, "context_default": DEFAULT_CONTEXT,
-                      "runtime_overhead_mb": RUNTIME_OVERHEAD_MB, "max_fallbacks": 3}
+                      "runtime_overhead_mb": RUNTIME_OVERHEAD_MB, "max_fallbacks": 3,
+                      "flash_attention": True}
 MODEL_DEFAULTS = {"status": "active", "priority": 100, "recommended": False}
 
 
@@ -66,6 +67,7 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
             **role,
             "prefer": [names.get(ref.lower(), ref) for ref in role.get("prefer") or ()],
             "fallback": [names.get(ref.lower(), ref) for ref in role.get("fallback") or ()],
+            "flash_attention": role.get("flash_attention", selection["flash_attention"]),
         }
     return Catalog(models, roles, names, selection, merged.layers), problems
 
@@ -75,7 +77,8 @@ def _declared_below_estimate(model_id: str, model: dict, selection: dict, locate
     catalog rather than per host or role, at the default context, the figure listings show."""
     if is_cloud(model) or not (model.get("memory") or {}).get("ram_mb"):
         return []
-    need = estimate(model, selection["context_default"], selection["runtime_overhead_mb"])
+    need = estimate(model, selection["context_default"], selection["runtime_overhead_mb"],
+                    flash_attention=selection["flash_attention"])
     if not declared_shortfall(need):
         return []
     file, line, col = locate(("models", model_id, "memory", "ram_mb"))

@@ -84,6 +84,7 @@ class RolePlan:
     resident: bool
     strategy: str
     context: int
+    flash_attention: bool = True
     model: str | None = None
     fallbacks: list[str] = field(default_factory=list)
     placement: str | None = None
@@ -95,7 +96,7 @@ class RolePlan:
     def output(self) -> dict:
         return {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
                 "memory_mb": self.memory_mb, "context": self.context, "workload": self.workload,
-                "required": self.required, "resident": self.resident}
+                "required": self.required, "resident": self.resident, "flash_attention": self.flash_attention}
 
     def trace(self) -> dict:
         kept = self.candidates[:TRACE_LIMIT]
@@ -180,7 +181,8 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
             candidates.append((model_id, f"status is {model.get('status')}", None, ()))
         else:
             problem = _requirement_problem(model, requires, context)
-            need = None if problem else estimate(model, context, selection["runtime_overhead_mb"])
+            need = None if problem else estimate(model, context, selection["runtime_overhead_mb"],
+                                                 flash_attention=role["flash_attention"])
             size = (bool(model.get("recommended")), model.get("params_b") or 0, need.mb if need else 0)
             candidates.append((model_id, problem, need, size))
     cloud = tuple(ref for ref in [*(role.get("prefer") or ()), *(role.get("fallback") or ())]
@@ -231,7 +233,7 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget) -> RolePlan:
     role = catalog.roles[name]
     screened = screen(name, catalog)
     plan = RolePlan(name, role["workload"], bool(role.get("required", False)), bool(role.get("resident", False)),
-                    screened.strategy, screened.context, cloud=list(screened.cloud))
+                    screened.strategy, screened.context, role["flash_attention"], cloud=list(screened.cloud))
     verdicts = plan.candidates
     capacity = budget.capacity()
     for model_id, problem, need, size in screened.candidates:
