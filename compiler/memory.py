@@ -48,6 +48,9 @@ BITS_PER_WEIGHT: dict[str, float] = {
     "Q4_1": 5.0, "Q4_0": 4.5, "Q4_K_M": 4.84, "Q4_K_S": 4.58, "MXFP4": 4.25,
     "Q3_K_L": 4.27, "Q3_K_M": 3.91, "Q3_K_S": 3.5, "Q2_K": 2.625,
 }
+UNKNOWN_QUANT_BPW = 16.0  # unquantized weights: the safe assumption
+# A declaration this far below the estimate is reported (W301): it most likely counts weights only.
+DECLARED_SHORTFALL_WARN = 0.15
 # llama.cpp's compute buffer. Both llama-cpp-python and llama-server evaluate 512 tokens a step
 # (n_ubatch); activations, logits and attention scores are f32.
 N_UBATCH = 512
@@ -62,9 +65,8 @@ SCRATCH_PER_HIDDEN = 6
 FALLBACK_VOCAB = 262_144
 FALLBACK_HEADS = 64
 FALLBACK_HIDDEN = 8192
-UNKNOWN_QUANT_BPW = 16.0  # unquantized weights: the safe assumption
-# A declaration this far below the estimate is reported (W301): it most likely counts weights only.
-DECLARED_SHORTFALL_WARN = 0.15
+# KV cache types llama.cpp stores unquantized; a quantized V cache needs flash attention there.
+UNQUANTIZED_KV = ("f16", "bf16")
 
 
 @dataclass(frozen=True)

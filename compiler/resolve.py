@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from . import paths
 from .errors import Diagnostic
-from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, declared_shortfall,
-                     estimate, is_cloud)
+from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, UNQUANTIZED_KV,
+                     declared_shortfall, estimate, is_cloud)
 from .merge import Layer, Merged, origin
 from .validate import alias_table
 
@@ -69,7 +69,22 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
             "fallback": [names.get(ref.lower(), ref) for ref in role.get("fallback") or ()],
             "flash_attention": role.get("flash_attention", selection["flash_attention"]),
         }
+        problems += _quantized_v_without_flash_attention(role_name, role, roles[role_name]["flash_attention"],
+                                                         selection, locate)
     return Catalog(models, roles, names, selection, merged.layers), problems
+
+
+def _quantized_v_without_flash_attention(role_name: str, role: dict, flash: bool, selection: dict,
+                                         locate) -> list[Diagnostic]:
+    """E310: llama.cpp refuses a quantized V cache without flash attention, so the role could never load."""
+    kv_type = role.get("kv_cache_type") or selection.get("kv_cache_type") or "f16"
+    if flash or kv_type in UNQUANTIZED_KV:
+        return []
+    where = ("roles", role_name, "flash_attention") if "flash_attention" in role else ("selection", "flash_attention")
+    file, line, col = locate(where)
+    return [Diagnostic(file, line, col, "E310", f"role {role_name!r} has kv_cache_type {kv_type} with flash "
+                       "attention off: llama.cpp quantizes the V cache only with flash attention",
+                       "turn flash_attention on for this role, or use an f16 or bf16 KV cache")]
 
 
 def _declared_below_estimate(model_id: str, model: dict, selection: dict, locate) -> list[Diagnostic]:
