@@ -6,7 +6,8 @@
              | params_b * 1e9 * bits_per_weight(quantization) / 8    ("estimated")
     kv_cache = 2 * layers * context * kv_heads * head_dim * kv_bytes (exact, when `arch` is known)
              | KV_MIB_PER_BPARAM_PER_KTOKEN * params_b * context / 1024   (heuristic otherwise)
-    overhead = compute_buffer + runtime_overhead_mb                   (selection.runtime_overhead_mb, default 600)
+    overhead = compute_buffer + runtime_overhead_mb                   (selection.runtime_overhead_mb, default 128)
+             + gpu_runtime_overhead_mb on a host with a GPU           (selection.gpu_runtime_overhead_mb, default 600)
     compute_buffer = max(logits, attention) + scratch                 (llama.cpp's graph buffer, n_ubatch tokens a step)
     logits    = vocab_size * n_ubatch * 4
     attention = (heads + 1) * context * n_ubatch * 4                  (scores and mask, flash attention off)
@@ -16,9 +17,9 @@
 The compute buffer is at most 16 MiB above what llama.cpp (llama-cpp-python 0.3.36) reports on CPU,
 never below (tests/test_llamacpp_memory.py: Qwen2.5-0.5B and Llama-3.2-1B shapes at 4k-32k), and the
 H100 figures of issue 10 for a Llama-3.1-8B shape: 312 / 2,160 MiB estimated vs 300 / 2,148 MiB
-reported at 4k / 32k without flash attention, 299 vs 258.5 MiB with it. The runtime's own part is
+reported at 4k / 32k without flash attention, 299 vs 258.5 MiB with it. The GPU runtime's part is
 what nvidia-smi showed beyond llama.cpp's buffers there (597 MiB at every context: the CUDA context
-and libraries); a CPU-only process needs about 50 MiB, so on such hosts it is margin.
+and libraries); a CPU process needs only its own code and libraries (41 MiB measured).
 
 A declaration is a hint, never a replacement: importers fill it from weights-only figures (llmfit's
 min_ram_gb is the weights at Q4), so it may raise the need but never lower it. Only a measured
@@ -31,9 +32,12 @@ from dataclasses import dataclass, replace
 
 MIB = 1024 * 1024
 LOCAL_PROVIDERS = frozenset(("local", "ollama", "huggingface"))  # any other provider is a cloud service
-# The runtime's own memory beside the buffers llama.cpp reports: 597 MiB with CUDA on an H100
-# (nvidia-smi minus model, KV and compute buffers, the same at 4k and 32k context).
-RUNTIME_OVERHEAD_MB = 600
+# The runtime's own memory beside the buffers llama.cpp reports. Its process: 41 MiB for Python with
+# llama-cpp-python loaded (measured), with room for Ollama's server. A model a GPU holds adds the GPU
+# runtime's: 597 MiB with CUDA on an H100 (nvidia-smi minus model, KV and compute buffers, the same
+# at 4k and 32k context; issue 10).
+RUNTIME_OVERHEAD_MB = 128
+GPU_RUNTIME_OVERHEAD_MB = 600
 DEFAULT_CONTEXT = 4096
 # Llama-2-7B, which has no grouped-query attention, needs 2 GiB of f16 KV cache for 4,096
 # tokens: about 76 MiB per billion parameters per 1,024 tokens. Models with GQA need less, so
@@ -158,7 +162,8 @@ def kv_mib(model: dict, context: int) -> tuple[float, str]:
 
 def overhead_mib(model: dict, context: int, overhead_mb: int, *, flash_attention: bool = True) -> float:
     """What the runtime needs beside weights and KV cache: llama.cpp's compute buffer and the
-    runtime's own fixed part (`overhead_mb`, selection.runtime_overhead_mb)."""
+    runtime's own fixed part (`overhead_mb`: selection.runtime_overhead_mb, plus
+    selection.gpu_runtime_overhead_mb when a GPU holds the model)."""
     return compute_buffer_mib(model, context, flash_attention) + overhead_mb
 
 

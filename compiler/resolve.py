@@ -6,15 +6,15 @@ from dataclasses import dataclass, field
 
 from . import paths
 from .errors import Diagnostic
-from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, UNQUANTIZED_KV,
-                     declared_shortfall, estimate, is_cloud)
+from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, GPU_RUNTIME_OVERHEAD_MB, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW,
+                     UNQUANTIZED_KV, declared_shortfall, estimate, is_cloud)
 from .merge import Layer, Merged, origin
 from .validate import alias_table
 
 SELECTION_DEFAULTS = {"ram_reserve_gb": 2, "vram_reserve_gb": 1, "basis": "total", "strategy": "auto",
                       "allow_cloud": True, "context_default": DEFAULT_CONTEXT,
                       "runtime_overhead_mb": RUNTIME_OVERHEAD_MB, "max_fallbacks": 3,
-                      "flash_attention": True}
+                      "flash_attention": True, "gpu_runtime_overhead_mb": GPU_RUNTIME_OVERHEAD_MB}
 MODEL_DEFAULTS = {"status": "active", "priority": 100, "recommended": False}
 
 

@@ -240,6 +240,9 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget) -> RolePlan:
         if problem:
             verdicts.append(Verdict(model_id, "rejected", problem))
             continue
+        if budget.vram_mb:  # a GPU holds it, whole or in part: its runtime's own memory comes on top
+            need = estimate(catalog.models[model_id], screened.context, catalog.selection["runtime_overhead_mb"]
+                            + catalog.selection["gpu_runtime_overhead_mb"], flash_attention=role["flash_attention"])
         placement = budget.place(need.mb)
         verdicts.append(Verdict(model_id, "rejected" if placement is None else "survivor", "", need, placement,
                                 size, capacity))
