@@ -96,3 +96,18 @@ def test_the_llama_server_export_passes_the_role_settings():
                                  "artifact": {"format": "gguf", "file": "m.gguf"}}}}
     script = exports.render(document, ["llamacpp"], None)["llama-server.sh"].decode()
     assert "-c 4096 -ngl 0 --flash-attn on -ctk q8_0 -ctv q8_0 --alias chat" in script
+
+
+def test_a_gpu_host_adds_the_gpu_runtime_and_a_cpu_host_does_not(tmp_path: Path):
+    from compiler.hosts import Gpu, Host
+    from compiler.select import select
+
+    catalog, _ = _resolved(tmp_path, "schema_version: 2\nkind: catalog\nmodels:\n  m:\n    provider: local\n"
+                                     "    params_b: 8\n    quantization: Q4_K_M\n    workloads: [chat]\n"
+                                     "    arch: {layers: 32, kv_heads: 8, head_dim: 128, heads: 32, hidden_size: 4096,"
+                                     " vocab_size: 128256}\nroles:\n  chat: {workload: chat}\n"
+                                     "selection: {gpu_runtime_overhead_mb: 700}\n")
+    cpu = select(catalog, Host("cpu", 32 * 1024, ())).roles["chat"]
+    gpu = select(catalog, Host("gpu", 32 * 1024, (Gpu("RTX", 24 * 1024),))).roles["chat"]
+    assert (cpu.placement, gpu.placement) == ("cpu", "gpu")
+    assert gpu.memory_mb - cpu.memory_mb == 700
