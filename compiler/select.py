@@ -136,6 +136,13 @@ def host_budget(host: Host, selection: dict) -> Budget:
     return Budget(ram, vram, host.max_loaded_models)
 
 
+def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_attention: bool) -> Estimate:
+    """The model's need on this host: where a GPU holds it, whole or in part (every placement on a host
+    with VRAM), the GPU runtime's own memory comes on top."""
+    overhead = selection["runtime_overhead_mb"] + (selection["gpu_runtime_overhead_mb"] if budget.vram_mb else 0)
+    return estimate(model, context, overhead, flash_attention=flash_attention)
+
+
 def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
     plans = {name: _evaluate(name, catalog, budget) for name in catalog.roles}
@@ -240,9 +247,9 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget) -> RolePlan:
         if problem:
             verdicts.append(Verdict(model_id, "rejected", problem))
             continue
-        if budget.vram_mb:  # a GPU holds it, whole or in part: its runtime's own memory comes on top
-            need = estimate(catalog.models[model_id], screened.context, catalog.selection["runtime_overhead_mb"]
-                            + catalog.selection["gpu_runtime_overhead_mb"], flash_attention=role["flash_attention"])
+        if budget.vram_mb:
+            need = need_on(budget, catalog.models[model_id], screened.context, catalog.selection,
+                           role["flash_attention"])
         placement = budget.place(need.mb)
         verdicts.append(Verdict(model_id, "rejected" if placement is None else "survivor", "", need, placement,
                                 size, capacity))
