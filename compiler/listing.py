@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .hosts import Host
-from .memory import estimate, is_cloud
+from .memory import is_cloud
 from .resolve import Catalog
-from .select import host_budget
+from .select import host_budget, need_on
 
 CURATED = ("active", "deprecated")
 
@@ -22,7 +22,8 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
             continue
         if provider and model.get("provider") != provider:
             continue
-        need = estimate(model, catalog.selection["context_default"], catalog.selection["runtime_overhead_mb"])
+        need = need_on(budget, model, catalog.selection["context_default"], catalog.selection,
+                       catalog.selection["flash_attention"])
         out.append({
             "id": model_id, "params_b": model.get("params_b"), "quantization": model.get("quantization"),
             "context_window": model.get("context_window"), "provider": model.get("provider"),

@@ -6,14 +6,15 @@ from dataclasses import dataclass, field
 
 from . import paths
 from .errors import Diagnostic
-from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, artifact_size,
-                     declared_shortfall, estimate, is_cloud)
+from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, GPU_RUNTIME_OVERHEAD_MB, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW,
+                     UNQUANTIZED_KV, artifact_size, declared_shortfall, estimate, is_cloud)
 from .merge import Layer, Merged, origin
 from .validate import alias_table
 
 SELECTION_DEFAULTS = {"ram_reserve_gb": 2, "vram_reserve_gb": 1, "basis": "total", "strategy": "auto",
                       "allow_cloud": True, "context_default": DEFAULT_CONTEXT,
-                      "runtime_overhead_mb": RUNTIME_OVERHEAD_MB, "max_fallbacks": 3}
+                      "runtime_overhead_mb": RUNTIME_OVERHEAD_MB, "max_fallbacks": 3,
+                      "flash_attention": True, "gpu_runtime_overhead_mb": GPU_RUNTIME_OVERHEAD_MB}
 MODEL_DEFAULTS = {"status": "active", "priority": 100, "recommended": False}
 
 
@@ -66,8 +67,24 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
             **role,
             "prefer": [names.get(ref.lower(), ref) for ref in role.get("prefer") or ()],
             "fallback": [names.get(ref.lower(), ref) for ref in role.get("fallback") or ()],
+            "flash_attention": role.get("flash_attention", selection["flash_attention"]),
         }
+        problems += _quantized_v_without_flash_attention(role_name, role, roles[role_name]["flash_attention"],
+                                                         selection, locate)
     return Catalog(models, roles, names, selection, merged.layers), problems
+
+
+def _quantized_v_without_flash_attention(role_name: str, role: dict, flash: bool, selection: dict,
+                                         locate) -> list[Diagnostic]:
+    """E310: llama.cpp refuses a quantized V cache without flash attention, so the role could never load."""
+    kv_type = role.get("kv_cache_type") or selection.get("kv_cache_type") or "f16"
+    if flash or kv_type in UNQUANTIZED_KV:
+        return []
+    where = ("roles", role_name, "flash_attention") if "flash_attention" in role else ("selection", "flash_attention")
+    file, line, col = locate(where)
+    return [Diagnostic(file, line, col, "E310", f"role {role_name!r} has kv_cache_type {kv_type} with flash "
+                       "attention off: llama.cpp quantizes the V cache only with flash attention",
+                       "turn flash_attention on for this role, or use an f16 or bf16 KV cache")]
 
 
 def _declared_below_estimate(model_id: str, model: dict, selection: dict, locate) -> list[Diagnostic]:
@@ -75,7 +92,8 @@ def _declared_below_estimate(model_id: str, model: dict, selection: dict, locate
     catalog rather than per host or role, at the default context, the figure listings show."""
     if is_cloud(model) or not (model.get("memory") or {}).get("ram_mb"):
         return []
-    need = estimate(model, selection["context_default"], selection["runtime_overhead_mb"])
+    need = estimate(model, selection["context_default"], selection["runtime_overhead_mb"],
+                    flash_attention=selection["flash_attention"])
     if not declared_shortfall(need):
         return []
     file, line, col = locate(("models", model_id, "memory", "ram_mb"))

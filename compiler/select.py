@@ -84,6 +84,7 @@ class RolePlan:
     resident: bool
     strategy: str
     context: int
+    flash_attention: bool = True
     model: str | None = None
     fallbacks: list[str] = field(default_factory=list)
     placement: str | None = None
@@ -95,7 +96,7 @@ class RolePlan:
     def output(self) -> dict:
         return {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
                 "memory_mb": self.memory_mb, "context": self.context, "workload": self.workload,
-                "required": self.required, "resident": self.resident}
+                "required": self.required, "resident": self.resident, "flash_attention": self.flash_attention}
 
     def trace(self) -> dict:
         kept = self.candidates[:TRACE_LIMIT]
@@ -133,6 +134,13 @@ def host_budget(host: Host, selection: dict) -> Budget:
     if host.gpus and not host.unified_memory:
         vram = max(0, int(host.vram_mb - selection["vram_reserve_gb"] * GIB_IN_MB))
     return Budget(ram, vram, host.max_loaded_models)
+
+
+def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_attention: bool) -> Estimate:
+    """The model's need on this host: where a GPU holds it, whole or in part (every placement on a host
+    with VRAM), the GPU runtime's own memory comes on top."""
+    overhead = selection["runtime_overhead_mb"] + (selection["gpu_runtime_overhead_mb"] if budget.vram_mb else 0)
+    return estimate(model, context, overhead, flash_attention=flash_attention)
 
 
 def select(catalog: Catalog, host: Host) -> Plan:
@@ -180,7 +188,8 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
             candidates.append((model_id, f"status is {model.get('status')}", None, ()))
         else:
             problem = _requirement_problem(model, requires, context)
-            need = None if problem else estimate(model, context, selection["runtime_overhead_mb"])
+            need = None if problem else estimate(model, context, selection["runtime_overhead_mb"],
+                                                 flash_attention=role["flash_attention"])
             size = (bool(model.get("recommended")), model.get("params_b") or 0, need.mb if need else 0)
             candidates.append((model_id, problem, need, size))
     cloud = tuple(ref for ref in [*(role.get("prefer") or ()), *(role.get("fallback") or ())]
@@ -231,13 +240,16 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget) -> RolePlan:
     role = catalog.roles[name]
     screened = screen(name, catalog)
     plan = RolePlan(name, role["workload"], bool(role.get("required", False)), bool(role.get("resident", False)),
-                    screened.strategy, screened.context, cloud=list(screened.cloud))
+                    screened.strategy, screened.context, role["flash_attention"], cloud=list(screened.cloud))
     verdicts = plan.candidates
     capacity = budget.capacity()
     for model_id, problem, need, size in screened.candidates:
         if problem:
             verdicts.append(Verdict(model_id, "rejected", problem))
             continue
+        if budget.vram_mb:
+            need = need_on(budget, catalog.models[model_id], screened.context, catalog.selection,
+                           role["flash_attention"])
         placement = budget.place(need.mb)
         verdicts.append(Verdict(model_id, "rejected" if placement is None else "survivor", "", need, placement,
                                 size, capacity))

@@ -45,7 +45,8 @@ def hostile_document(value: str) -> dict:
         "schema_version": 2, "profiles": ["base", value], "aliases": {value.lower(): model_id},
         "host": {"name": "box\n" + value, "ram_mb": 8192, "usable_mb": 6144, "gpus": [], "detected": False},
         "roles": {value: {"model": model_id, "fallbacks": [fallback_id], "placement": "gpu", "memory_mb": "1\n" + value,
-                          "context": "4096; " + value, "workload": "chat"}},
+                          "context": "4096; " + value, "workload": "chat", "flash_attention": False,
+                          "kv_cache_type": "q8_0; " + value}},
         "models": {
             model_id: {"provider": "local", "workloads": ["chat"], "memory_mb": 100, "memory_method": "declared",
                        "name": value, "description": value, "license": value, "quantization": value,
@@ -86,7 +87,8 @@ def test_llama_server_script_passes_hostile_values_as_data(value: str, shell: st
     work.mkdir()
     result, argv = run_script(shell, script, [value, "--port", "$(touch PWNED)"], work, stub_bin)
     assert result.returncode == 0, result.stderr.decode()
-    assert argv == ["-m", "/models dir/" + value, "-c", "4096; " + value, "-ngl", "999", "--alias", value,
+    assert argv == ["-m", "/models dir/" + value, "-c", "4096; " + value, "-ngl", "999", "--flash-attn", "off",
+                    "-ctk", "q8_0; " + value, "-ctv", "q8_0; " + value, "--alias", value,
                     "--port", "$(touch PWNED)"], "each value is exactly one argument"
     assert sorted(os.listdir(work)) == ["llama-server.sh"], "the script created nothing: no command ran"
     assert not list(tmp_path.rglob("PWNED*"))
@@ -105,7 +107,7 @@ def test_shipped_llama_server_script_runs_each_role(stub_bin: Path, tmp_path: Pa
     result, argv = run_script("sh", script, ["planner"], work, stub_bin)
     assert result.returncode == 0
     assert argv == ["-m", "/models dir/gpt-oss-120b-mxfp4-00001-of-00003.gguf", "-c", "16384", "-ngl", "0",
-                    "--alias", "planner"]
+                    "--flash-attn", "on", "-ctk", "f16", "-ctv", "f16", "--alias", "planner"]
 
 
 def modelfile_commands(text: str) -> list[tuple[str, str]]:

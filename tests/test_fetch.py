@@ -447,10 +447,12 @@ def test_credentials_in_urls_never_reach_the_lock_or_the_output(base_catalog, se
 def with_memory(catalog: Path, need_mb: int) -> None:
     """Make small-chat's estimate (models.json's memory_mb) need_mb, then rebuild: a declared
     memory.ram_mb cannot lower it, so the model is made tiny (1 MiB of weights rounded up, 1 MiB
-    of KV cache rounded up) and the runtime overhead is the rest."""
+    of KV cache rounded up, a compute buffer of a few bytes that rounds up with the runtime
+    overhead) and the runtime overhead is the rest."""
     add_layer(catalog, "30-memory.yaml",
-              "models:\n  small-chat:\n    params_b: 0.000001\n    arch: {layers: 1, kv_heads: 1, head_dim: 1}\n"
-              f"selection: {{runtime_overhead_mb: {need_mb - 2}}}\n")
+              "models:\n  small-chat:\n    params_b: 0.000001\n    context_window: 1\n"
+              "    arch: {layers: 1, kv_heads: 1, head_dim: 1, heads: 1, hidden_size: 1, vocab_size: 1}\n"
+              f"selection: {{runtime_overhead_mb: {need_mb - 3}}}\n")
     result = run_cli("-C", str(catalog), "build", "--host", "box-8")
     assert result.exit_code == 0, result.output
 
@@ -468,7 +470,7 @@ def test_an_endless_body_of_unknown_size_is_cut_at_the_memory_ceiling(base_catal
 
 def test_an_unsized_artifact_under_its_ceiling_downloads(base_catalog, server, tmp_path):
     catalog = compiled(base_catalog, server, sha=None, size=None)
-    with_memory(catalog, 2)  # 4 MiB ceiling, the 3 MiB file fits
+    with_memory(catalog, 3)  # 6 MiB ceiling, the 3 MiB file fits (3 MiB: the smallest need, 1 MiB a term)
     assert fetch(catalog).exit_code == 0
     assert cached(tmp_path).read_bytes() == BLOB
 

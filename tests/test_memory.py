@@ -11,7 +11,7 @@ import yaml
 
 from compiler import importers
 from compiler.load import load_file
-from compiler.memory import MIB, RUNTIME_OVERHEAD_MB, declared_shortfall, estimate
+from compiler.memory import MIB, RUNTIME_OVERHEAD_MB, declared_shortfall, estimate, overhead_mib
 from compiler.merge import Layer, merge_layers
 from compiler.resolve import resolve
 
@@ -19,6 +19,10 @@ from conftest import REPO, add_layer, run_cli
 
 QWEN7 = {"provider": "local", "params_b": 7.62, "quantization": "Q5_K_M", "context_window": 32768,
          "arch": {"layers": 28, "kv_heads": 4, "head_dim": 128}}
+
+
+def _fixture_model(catalog: Path, model_id: str) -> dict:
+    return yaml.safe_load((catalog / "sources" / "00-models.yaml").read_text())["models"][model_id]
 
 
 def test_a_declaration_above_the_estimate_wins():
@@ -41,23 +45,25 @@ def test_a_declaration_below_the_estimate_does_not_lower_the_need():
 
 def test_a_declaration_far_below_the_estimate_is_w301_once_per_model(base_catalog: Path):
     layer = add_layer(base_catalog, "30-declared.yaml",
-                      "models:\n  big-chat:\n    memory: {ram_mb: 2048}\n  small-chat:\n    memory: {ram_mb: 1400}\n")
+                      "models:\n  big-chat:\n    memory: {ram_mb: 2048}\n  small-chat:\n    memory: {ram_mb: 1800}\n")
+    big = estimate(_fixture_model(base_catalog, "big-chat"), 4096)
+    assert (big.weights_mb, big.kv_mb) == (4616, 512) and big.mb == 4616 + 512 + big.overhead_mb < 6144
     expected = (f"{layer.relative_to(base_catalog)}:5:14: warning[W301]: 'big-chat' declares memory.ram_mb 2,048 MiB, "
-                "64% below hostfit's estimate of 5,640 MiB at 4,096 tokens of context "
-                "(weights 4,616 + kv 512 + overhead 512); it needs the estimate")
+                f"{round(100 * (1 - 2048 / big.mb))}% below hostfit's estimate of {big.mb:,} MiB at 4,096 tokens of "
+                f"context (weights 4,616 + kv 512 + overhead {big.overhead_mb:,}); it needs the estimate")
     for command in (["validate"], ["build", "--all"]):
         result = run_cli("-C", str(base_catalog), *command)
         assert result.exit_code == 0, result.output
         assert expected in result.stderr, result.stderr
         assert result.stderr.count("W301") == 1, "once per model, not per host; small-chat is within 15%"
-    # the need is the estimate on both hosts: big-chat (5,640 MiB) still fits box-8's 6 GiB
+    # the need is the estimate on both hosts: big-chat still fits box-8's 6 GiB
     for host in ("box-8", "box-32"):
         document = json.loads((base_catalog / "out" / host / "models.json").read_text())
         assert (document["models"]["big-chat"]["memory_mb"], document["models"]["big-chat"]["memory_method"]) == \
-            (5640, "estimated")
+            (big.mb, "estimated")
     shown = run_cli("-C", str(base_catalog), "explain", "box-8", "chat").stdout
-    assert "big-chat: largest_fit: fits (cpu) [5,640 MiB: estimated 5,640 = weights 4,616 + kv 512 (exact) + overhead 512 " \
-           "at 4,096 tokens; wins over the declared 2,048]" in shown
+    assert (f"big-chat: largest_fit: fits (cpu) [{big.mb:,} MiB: estimated {big.mb:,} = weights 4,616 + kv 512 (exact) "
+            f"+ overhead {big.overhead_mb:,} at 4,096 tokens; wins over the declared 2,048]") in shown
 
 
 def test_a_declaration_above_the_estimate_can_make_a_model_not_fit(base_catalog: Path):
@@ -67,8 +73,9 @@ def test_a_declaration_above_the_estimate_can_make_a_model_not_fit(base_catalog:
     document = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())
     assert document["roles"]["chat"]["model"] == "small-chat"
     shown = run_cli("-C", str(base_catalog), "explain", "box-8", "chat").stdout
-    assert "big-chat: needs 7,000 MiB, 6,144 MiB usable [7,000 MiB: declared 7,000 wins over the estimate 5,640 = " \
-           "weights 4,616 + kv 512 (exact) + overhead 512 at 4,096 tokens]" in shown
+    big = estimate(_fixture_model(base_catalog, "big-chat"), 4096)
+    assert (f"big-chat: needs 7,000 MiB, 6,144 MiB usable [7,000 MiB: declared 7,000 wins over the estimate {big.mb:,} = "
+            f"weights 4,616 + kv 512 (exact) + overhead {big.overhead_mb:,} at 4,096 tokens]") in shown
 
 
 def test_llmfit_min_ram_gb_is_weights_only_and_never_the_need(tmp_path: Path):
@@ -89,7 +96,8 @@ def test_llmfit_min_ram_gb_is_weights_only_and_never_the_need(tmp_path: Path):
     need = estimate(catalog.models[model_id], 8192)
     weights = math.ceil(49.867145216e9 * 4.84 / 8 / MIB)
     assert (need.method, need.weights_mb, need.kv_mb) == ("estimated", weights, 20480)  # 2 x 80 x 8k x 64 x 128 x 2
-    assert need.mb == weights + 20480 + RUNTIME_OVERHEAD_MB > 49000
+    assert need.mb == weights + 20480 + need.overhead_mb > 49000
+    assert need.overhead_mb == math.ceil(overhead_mib(catalog.models[model_id], 8192, RUNTIME_OVERHEAD_MB))
     [warning] = [p for p in problems if p.code == "W301"]
     assert (warning.path, warning.severity) == ("sources/10-llmfit.yaml", "warning") and warning.line > 1
     assert "declares memory.ram_mb 28,570 MiB" in warning.message
@@ -102,7 +110,7 @@ def test_params_times_bits_per_weight_plus_exact_kv():
     assert need.method == "estimated" and need.kv_method == "exact"
     assert need.weights_mb == pytest.approx(weights, abs=1)
     assert need.kv_mb == 448
-    assert need.mb == need.weights_mb + 448 + RUNTIME_OVERHEAD_MB
+    assert need.mb == need.weights_mb + 448 + math.ceil(overhead_mib(QWEN7, 8192, RUNTIME_OVERHEAD_MB))
 
 
 def test_artifact_size_is_the_weights_when_known():

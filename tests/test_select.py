@@ -9,21 +9,23 @@ from compiler.resolve import resolve
 from compiler.select import select
 
 # Each declared memory.ram_mb is above hostfit's estimate at 4k (a declaration can only raise the
-# need), so the needs are these round figures; `arch` keeps the KV cache exact and small.
+# need), so the needs are these round figures; `arch` keeps the KV cache and compute buffer exact and small.
 MODELS = """
 schema_version: 2
 kind: catalog
 models:
   tiny:   {provider: local, params_b: 0.5, quantization: Q4_K_M, context_window: 32768, workloads: [chat],
-           capabilities: {reasoning: 0.2}, memory: {ram_mb: 1000}}
+           capabilities: {reasoning: 0.2}, memory: {ram_mb: 1000},
+           arch: {layers: 24, kv_heads: 2, head_dim: 64, heads: 14, hidden_size: 896, vocab_size: 151936}}
   mid:    {provider: local, params_b: 7, quantization: Q4_K_M, context_window: 32768, workloads: [chat, code],
            capabilities: {reasoning: 0.6, coding: 0.8, tools: true}, memory: {ram_mb: 6000},
-           arch: {layers: 28, kv_heads: 4, head_dim: 128}}
+           arch: {layers: 28, kv_heads: 4, head_dim: 128, heads: 28, hidden_size: 3584, vocab_size: 152064}}
   big:    {provider: local, params_b: 14, quantization: Q5_K_M, context_window: 8192, workloads: [chat, code],
            capabilities: {reasoning: 0.8, coding: 0.9}, memory: {ram_mb: 12000}, recommended: true,
-           arch: {layers: 48, kv_heads: 8, head_dim: 128}}
+           arch: {layers: 48, kv_heads: 8, head_dim: 128, heads: 40, hidden_size: 5120, vocab_size: 152064}}
   huge:   {provider: local, params_b: 70, quantization: Q4_K_S, context_window: 131072, workloads: [chat],
-           capabilities: {reasoning: 0.9}, memory: {ram_mb: 42000}, arch: {layers: 80, kv_heads: 8, head_dim: 128}}
+           capabilities: {reasoning: 0.9}, memory: {ram_mb: 42000},
+           arch: {layers: 80, kv_heads: 8, head_dim: 128, heads: 64, hidden_size: 8192, vocab_size: 128256}}
   old:    {provider: local, params_b: 1, quantization: Q4_0, workloads: [chat], status: retired,
            memory: {ram_mb: 2000}, arch: {layers: 16, kv_heads: 8, head_dim: 64}}
   cloudy: {provider: openai, workloads: [chat, code], context_window: 128000}

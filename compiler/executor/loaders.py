@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import RuntimeFailure, UsageError
-from ..memory import is_cloud
+from ..memory import UNQUANTIZED_KV, is_cloud
 from ..net import (IDENTITY, READ, Deadline, LimitExceeded, iter_lines, parse_json, parse_json_object,
                    redact_url, request)
 
@@ -29,6 +29,8 @@ OLLAMA_GENERATE = 900.0  # seconds in all to load a model and generate a few tok
 MAX_LINE = 1 << 20  # bytes per streamed pull status line (they are ~200 bytes)
 MAX_REPLY = 16 << 20  # bytes per JSON reply
 MAX_STATUSES = 1000  # distinct pull statuses shown; a stream of endless new ones is not echoed forever
+# A role's kv_cache_type as llama.cpp's ggml type id (llama-cpp-python's type_k / type_v).
+KV_CACHE_TYPES = {"f16": 1, "bf16": 30, "q8_0": 8, "q5_1": 7, "q5_0": 6, "q4_1": 3, "q4_0": 2}
 
 
 class LoadFailure(RuntimeFailure):
@@ -52,6 +54,8 @@ class Settings:
     gpu_layers: int
     mmap: bool = True
     mlock: bool = False
+    flash_attention: bool = True  # what the compiled memory figure assumed
+    kv_cache_type: str = "f16"
 
 
 def settings_for(role: dict, model: dict, threads: int | None, gpu_layers: int | None, mmap: bool,
@@ -60,7 +64,14 @@ def settings_for(role: dict, model: dict, threads: int | None, gpu_layers: int |
     if gpu_layers is None:  # all layers for a GPU placement; a split is refined by split_layers()
         gpu_layers = -1 if role.get("placement") == "gpu" else 0
     context = role.get("context") or min(model.get("context_window") or 4096, 4096)
-    return Settings(context, threads or os.cpu_count() or 1, gpu_layers, mmap, mlock)
+    flash = role.get("flash_attention", True)
+    kv_type = role.get("kv_cache_type", "f16")
+    if kv_type not in KV_CACHE_TYPES:
+        raise LoadFailure(f"kv_cache_type {kv_type!r} is not one llama.cpp stores ({', '.join(KV_CACHE_TYPES)})")
+    if kv_type not in UNQUANTIZED_KV and not flash:
+        raise LoadFailure(f"llama.cpp quantizes the V cache ({kv_type}) only with flash attention, which this role "
+                          "turns off")
+    return Settings(context, threads or os.cpu_count() or 1, gpu_layers, mmap, mlock, flash, kv_type)
 
 
 def split_layers(model: dict, role: dict, vram_mb: int) -> int:
@@ -78,10 +89,11 @@ def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int =
     except ImportError as exc:
         raise UsageError("the llama.cpp backend needs llama-cpp-python: pip install 'hostfit[llama]'") from exc
     started = time.perf_counter()
+    kv_type = KV_CACHE_TYPES[settings.kv_cache_type]
     try:
         llm = Llama(model_path=str(path), n_ctx=settings.context, n_threads=settings.threads,
                     n_gpu_layers=settings.gpu_layers, use_mmap=settings.mmap, use_mlock=settings.mlock,
-                    verbose=False)
+                    flash_attn=settings.flash_attention, type_k=kv_type, type_v=kv_type, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise LoadFailure(f"llama.cpp could not load {path.name}: {exc}") from exc
     loaded = time.perf_counter()

@@ -1,0 +1,144 @@
+"""Memory vs llama.cpp itself: real model geometries loaded by llama-cpp-python on CPU, the buffers it
+reports against hostfit's estimate; and the compute buffer formula against issue 10's H100 figures."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from compiler.memory import (GPU_RUNTIME_OVERHEAD_MB, MIB, RUNTIME_OVERHEAD_MB, compute_buffer_mib, estimate,
+                             overhead_mib)
+
+from shapedgguf import LLAMA32_1B, QWEN25_05B, Shape, write_shaped
+
+CONTEXTS = (4096, 16384, 32768)
+TOLERANCE = 0.10
+BUFFER = re.compile(r"(\S+)\s+(model|KV|compute|output) buffer size =\s*([\d.]+) MiB")
+
+
+def _model(shape: Shape, size_bytes: int | None = None) -> dict:
+    model = {"provider": "local", "params_b": 1.0, "context_window": 131072, "arch": shape.catalog_arch}
+    if size_bytes:
+        model["artifact"] = {"format": "gguf", "size_bytes": size_bytes}
+    return model
+
+
+# ----------------------------------------------------------------------- the formula, no llama.cpp
+
+def test_flash_attention_keeps_the_compute_buffer_flat_and_without_it_scores_grow_with_context():
+    model = _model(LLAMA32_1B)
+    flat = [compute_buffer_mib(model, context, flash_attention=True) for context in CONTEXTS]
+    growing = [compute_buffer_mib(model, context, flash_attention=False) for context in CONTEXTS]
+    assert flat[0] == flat[-1]
+    assert growing[0] < growing[1] < growing[2]
+    # without flash attention the 32 heads' f32 scores for 512 tokens of the batch dominate: 2 GiB at 32k
+    assert growing[2] > 32 * 32768 * 512 * 4 / MIB > flat[2]
+    assert overhead_mib(model, 4096, 100) == compute_buffer_mib(model, 4096) + 100
+
+
+def test_unknown_geometry_falls_back_to_figures_at_least_as_large_as_known_ones():
+    bare = {"provider": "local", "params_b": 1.0}
+    for shape in (QWEN25_05B, LLAMA32_1B):
+        for flash in (True, False):
+            assert compute_buffer_mib(bare, 8192, flash) >= compute_buffer_mib(_model(shape), 8192, flash)
+    # heads follow from hidden size and head dim when only those are known
+    derived = {"arch": {"hidden_size": 2048, "head_dim": 64}}
+    assert compute_buffer_mib(derived, 32768, False) == compute_buffer_mib(
+        {"arch": {"hidden_size": 2048, "head_dim": 64, "heads": 32}}, 32768, False)
+
+
+# Issue 10's reference: llama-cpp-python 0.3.36 on an H100, every layer offloaded, MiB. The nvidia-smi
+# figure is the GPU's whole use; the token embedding (1,002 MiB of the 8B shape) stays in RAM.
+LLAMA31_8B = Shape("Llama-3.1-8B", "llama", 32, 4096, 32, 8, 128, 14336, 128256, False)
+H100 = [  # context, flash attention, compute buffer reported, nvidia-smi
+    (4096, False, 300, 15723), (32768, False, 2148, 21155), (4096, True, 258.5, 15683), (32768, True, 258.5, 19267),
+]
+
+
+@pytest.mark.parametrize(("context", "flash", "compute", "smi"), H100)
+def test_the_estimate_matches_the_h100_reference_figures(context: int, flash: bool, compute: float, smi: int):
+    model_buffer, in_ram = 15317, 1002
+    fixed = RUNTIME_OVERHEAD_MB + GPU_RUNTIME_OVERHEAD_MB  # what select charges where a GPU holds the model
+    need = estimate(_model(LLAMA31_8B, model_buffer * MIB), context, fixed, flash_attention=flash)
+    assert need.kv_mb == 512 * context // 4096  # the reported KV cache, exactly
+    estimated = compute_buffer_mib(need_model := _model(LLAMA31_8B), context, flash)
+    assert compute <= estimated <= compute * 1.2, (estimated, compute)
+    used = smi + in_ram
+    assert used <= need.mb <= used * (1 + TOLERANCE), (need.mb, used)
+    assert need.overhead_mb == math.ceil(overhead_mib(need_model, context, fixed, flash_attention=flash))
+    # without the GPU runtime's part the estimate would fall short of what the GPU and RAM held
+    assert estimate(_model(LLAMA31_8B, model_buffer * MIB), context, flash_attention=flash).mb < used
+
+
+# ------------------------------------------------------------------------ llama.cpp on this machine
+
+def _reported(path: Path, context: int, flash: bool) -> dict[str, float]:
+    """MiB per buffer kind (model, KV, compute, output) that llama.cpp logs while creating the context."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level, text, user_data):
+        lines.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=context, n_gpu_layers=0, flash_attn=flash,
+                              n_threads=1, verbose=False)
+        llm.close()
+    finally:
+        from llama_cpp import _logger  # llama-cpp-python's own callback back in place
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+    found: dict[str, float] = {}
+    for _, kind, mib in BUFFER.findall("".join(lines)):
+        found[kind] = found.get(kind, 0.0) + float(mib)
+    assert {"model", "KV", "compute"} <= found.keys(), "".join(lines)[-2000:]
+    return found
+
+
+@pytest.fixture(scope="module")
+def shaped(tmp_path_factory):
+    """The four files, written as sparse holes (no disk, no time), removed afterwards."""
+    pytest.importorskip("llama_cpp")
+    folder = tmp_path_factory.mktemp("shaped")
+    files = {(shape.name, quant): write_shaped(folder / f"{shape.name}-{quant}.gguf", shape, quant)
+             for shape in (QWEN25_05B, LLAMA32_1B) for quant in ("F16", "Q8_0")}
+    yield files
+    for path in files.values():
+        path.unlink()
+
+
+def test_the_estimate_is_within_ten_percent_of_what_llama_cpp_allocates(shaped):
+    psutil = pytest.importorskip("psutil")
+    # the largest case maps 2.4 GB of weights and allocates 1 GiB of KV cache and 2.1 GiB of compute buffer
+    if psutil.virtual_memory().available < 6 << 30:
+        pytest.skip("needs 6 GiB of free RAM to create a 32k context of the Llama-3.2-1B shape")
+    shapes = {shape.name: shape for shape in (QWEN25_05B, LLAMA32_1B)}
+    rows, failures = [], []
+    for (name, quant), path in shaped.items():
+        model = _model(shapes[name], path.stat().st_size)
+        flat = {}
+        for flash in (False, True):
+            for context in CONTEXTS:
+                got = _reported(path, context, flash)
+                need = estimate(model, context, flash_attention=flash)
+                buffers = need.mb - RUNTIME_OVERHEAD_MB  # the part llama.cpp reports: weights, KV, compute
+                total = sum(got.values())
+                error = buffers / total - 1
+                rows.append(f"{name:<13} {quant:<5} {context:>6} {'on' if flash else 'off':<3} "
+                            f"{got['model']:>8.1f} {got['KV']:>7.1f} {got['compute']:>8.1f} {total:>8.1f} "
+                            f"{need.weights_mb:>8} {need.kv_mb:>7} {need.overhead_mb - RUNTIME_OVERHEAD_MB:>8} "
+                            f"{buffers:>8} {error:>+7.1%}")
+                if not (0 <= error <= TOLERANCE and abs(need.kv_mb - got["KV"]) < 1
+                        and got["compute"] <= need.overhead_mb - RUNTIME_OVERHEAD_MB <= got["compute"] * 1.1):
+                    failures.append(rows[-1])
+                if flash:
+                    flat[context] = got["compute"]
+        assert len(set(flat.values())) == 1, f"llama.cpp's compute buffer with flash attention grew: {flat}"
+    print("\nmodel         quant   ctx   fa  reported: model      KV  compute    total  hostfit: weights   KV "
+          " compute  buffers  error\n" + "\n".join(rows))
+    assert not failures, "\n".join(failures)
