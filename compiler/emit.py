@@ -91,9 +91,18 @@ def explain_document(plan: Plan, catalog: Catalog, output: dict) -> dict:
         "budget": {"ram_mb": plan.budget.ram_mb, "vram_mb": plan.budget.vram_mb,
                    "max_loaded_models": plan.budget.slots},
         "layers": [{"layer": layer.name, "file": _shown_file(layer.doc.path)} for layer in layers],
-        "roles": {name: role.trace() for name, role in sorted(plan.roles.items())},
+        "roles": {name: _typed(role.trace(), catalog) for name, role in sorted(plan.roles.items())},
         "provenance": dict(sorted(trail.items())),
     }
+
+
+def _typed(trace: dict, catalog: Catalog) -> dict:
+    """A role's trace with each candidate's model type, and whether it is resolve's default."""
+    for candidate in trace["candidates"]:
+        candidate["type"] = catalog.models[candidate["model"]]["type"]
+        if candidate["model"] in catalog.default_types:
+            candidate["type_default"] = True
+    return trace
 
 
 def _shown(setting: dict) -> dict:

@@ -27,6 +27,7 @@ class Catalog:
     # host-independent work of later stages, kept with the catalog it derives from (select's
     # screening of each role's candidates), so 100 hosts sharing a catalog pay for it once
     memo: dict = field(default_factory=dict, compare=False, repr=False)
+    default_types: frozenset[str] = frozenset()  # ids of models whose `type` is default_type's, not declared
 
     def aliases(self) -> dict[str, str]:
         if "aliases" not in self.memo:
@@ -44,8 +45,12 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
     names, _ = alias_table(data.get("models") or {}, locate)  # collisions were reported by validate
     selection = {**SELECTION_DEFAULTS, **(data.get("selection") or {})}
     models = {}
+    default_types = set()
     for model_id, model in sorted((data.get("models") or {}).items()):
         resolved = {**MODEL_DEFAULTS, **model}
+        if not model.get("type"):
+            resolved["type"] = default_type(model)
+            default_types.add(model_id)
         quant = model.get("quantization")
         # the estimate counts whether or not memory.ram_mb is declared (the need is the larger)
         estimated = not is_cloud(model) and not (model.get("artifact") or {}).get("size_bytes")
@@ -67,7 +72,13 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
             "prefer": [names.get(ref.lower(), ref) for ref in role.get("prefer") or ()],
             "fallback": [names.get(ref.lower(), ref) for ref in role.get("fallback") or ()],
         }
-    return Catalog(models, roles, names, selection, merged.layers), problems
+    return Catalog(models, roles, names, selection, merged.layers, default_types=frozenset(default_types)), problems
+
+
+def default_type(model: dict) -> str:
+    """The type of a model that declares none: embedding when that is all it does, else instruct
+    (what a hand-written chat or code entry almost always is; importers declare what they infer)."""
+    return "embedding" if set(model.get("workloads") or ()) == {"embedding"} else "instruct"
 
 
 def _declared_below_estimate(model_id: str, model: dict, selection: dict, locate) -> list[Diagnostic]:
