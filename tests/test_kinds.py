@@ -230,6 +230,9 @@ def test_litellm_types_follow_the_mode_then_the_name():
     assert models["gpt-3.5-turbo-instruct"]["type"] == "instruct"  # mode completion, tuned
     assert models["gpt-4o-mini"]["type"] == "vision-language"    # supports_vision
     assert models["groq/meta-llama/llama-guard-4-12b"]["type"] == "guard"  # mode chat, but a guard
+    # a chat API's "llama-3.1-8b" is the tuned model it serves, not the pretrained release of that name
+    assert models["vercel_ai_gateway/meta/llama-3.1-8b"]["type"] == "instruct"
+    assert models["fireworks_ai/accounts/fireworks/models/deepseek-coder-7b-base"]["type"] == "base"
 
 
 def test_openrouter_types_follow_the_modalities():

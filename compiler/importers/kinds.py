@@ -102,10 +102,11 @@ def from_name(name: str, arch: str | None = None) -> str | None:
     return None
 
 
-def generative(name: str, vision: bool = False, arch: str | None = None) -> str:
+def generative(name: str, vision: bool = False, arch: str | None = None, releases: bool = True) -> str:
     """A text generator's type: base when its name marks a pretrained checkpoint and no tuning,
-    else vision-language when it takes images, else instruct."""
-    released = BASE_RELEASE.search(_core(name)) or BASE_RELEASE.search(name)
+    else vision-language when it takes images, else instruct. `releases=False` for a chat API, where
+    "llama-3.1-8b" names the tuned model the endpoint serves, not the pretrained release."""
+    released = releases and (BASE_RELEASE.search(_core(name)) or BASE_RELEASE.search(name))
     if BASE_WORD.search(name) or (released and not INSTRUCT_NAME.search(name)):
         return "base"
     if vision or VISION_NAME.search(name) or (arch and VISION_ARCH.search(arch)):

@@ -47,7 +47,8 @@ def convert(data, out: Imported) -> None:
         pricing = {"input_per_mtok": per_million(entry.get("input_cost_per_token")),
                    "output_per_mtok": per_million(entry.get("output_cost_per_token"))}
         date = str(entry.get("deprecation_date") or "")
-        kind = TYPES[mode] or kinds.from_name(key) or kinds.generative(key, vision=bool(entry.get("supports_vision")))
+        kind = TYPES[mode] or kinds.from_name(key) or kinds.generative(
+            key, vision=bool(entry.get("supports_vision")), releases=mode == "completion")
         model = {
             "name": key,
             "context_window": window,

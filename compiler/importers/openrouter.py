@@ -36,7 +36,7 @@ def convert(data, out: Imported) -> None:
         params = strings(entry.get("supported_parameters"))
         vision = "image" in strings(arch.get("input_modalities"))
         # every model here answers chat completions: its modalities and name say which kind
-        kind = kinds.from_name(model_id) or kinds.generative(model_id, vision=vision)
+        kind = kinds.from_name(model_id) or kinds.generative(model_id, vision=vision, releases=False)
         model = {
             "name": text(entry.get("name")) or model_id,
             "context_window": window,
