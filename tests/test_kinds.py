@@ -186,6 +186,9 @@ def llmfit_models():
     ("EleutherAI/pythia-1.4b", "base"),
     ("skt/kobert-base-v1", "base"),                     # a fill-mask encoder
     ("RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3", "base"),  # a draft model
+    ("HuggingFaceTB/SmolLM2-1.7B", "base"),             # the file also lists SmolLM2-1.7B-Instruct
+    ("HuggingFaceTB/SmolLM2-1.7B-Instruct", "instruct"),
+    ("meta-llama/Llama-3.2-11B-Vision", "base"),         # beside Llama-3.2-11B-Vision-Instruct
     ("Qwen/Qwen3-8B", "instruct"),                      # Qwen3's plain name is the post-trained model
     ("Qwen/Qwen2.5-7B-Instruct", "instruct"),
     ("meta-llama/Llama-3.1-8B-Instruct", "instruct"),

@@ -72,7 +72,7 @@ BASE_WORD = re.compile(rf"{_W}base{_E}|gemma[^/]*-pt{_E}|pretrain|-4e1t", re.I)
 BASE_RELEASE = re.compile(
     # the model part of the name, once a repacker's quantization suffix is gone (see _core), so
     # "unsloth/Meta-Llama-3.1-8B-bnb-4bit" is Llama 3.1 8B's base release too
-    r"^(llama-2-\d+b(-hf)?|(meta-)?llama-3(\.\d)?-\d+b|codellama-\d+b(-hf)?|mistral-7b-v0\.\d|mixtral-8x\d+b-v0\.\d"
+    r"^(llama-\d+b|llama-2-\d+b(-hf)?|(meta-)?llama-3(\.\d)?-\d+b|codellama-\d+b(-hf)?|mistral-7b-v0\.\d|mixtral-8x\d+b-v0\.\d"
     r"|qwen(1\.5|2|2\.5)(-coder|-math)?-\d+(\.\d+)?b(-a\d+b)?|gemma-(\d+(\.\d)?-)?\d+b|codegemma-\d+b"
     r"|recurrentgemma-\d+b|internlm2?(\.5)?-\d+b|yi-\d+b|baichuan2?-\d+b|(ft:)?(babbage|davinci)-002)$"
     # and whole publishers or lines that release only pretrained checkpoints under plain names
@@ -102,11 +102,23 @@ def from_name(name: str, arch: str | None = None) -> str | None:
     return None
 
 
-def generative(name: str, vision: bool = False, arch: str | None = None, releases: bool = True) -> str:
+TUNED_SIBLING = re.compile(r"^(.+?)[-_](instruct|chat|it)$", re.I)
+
+
+def tuned_siblings(names) -> set[str]:
+    """Names whose own source also lists "<name>-Instruct", "-Chat" or "-it": the plain one is the
+    pretrained model those were tuned from (allenai/OLMo-2-0425-1B beside OLMo-2-0425-1B-Instruct)."""
+    return {match.group(1).lower() for name in names if (match := TUNED_SIBLING.match(name))}
+
+
+def generative(name: str, vision: bool = False, arch: str | None = None, releases: bool = True,
+               siblings: set[str] = frozenset()) -> str:
     """A text generator's type: base when its name marks a pretrained checkpoint and no tuning,
     else vision-language when it takes images, else instruct. `releases=False` for a chat API, where
-    "llama-3.1-8b" names the tuned model the endpoint serves, not the pretrained release."""
-    released = releases and (BASE_RELEASE.search(_core(name)) or BASE_RELEASE.search(name))
+    "llama-3.1-8b" names the tuned model the endpoint serves, not the pretrained release; `siblings`
+    from tuned_siblings, over the whole source."""
+    released = releases and (BASE_RELEASE.search(_core(name)) or BASE_RELEASE.search(name)
+                             or name.lower() in siblings)
     if BASE_WORD.search(name) or (released and not INSTRUCT_NAME.search(name)):
         return "base"
     if vision or VISION_NAME.search(name) or (arch and VISION_ARCH.search(arch)):
@@ -114,8 +126,8 @@ def generative(name: str, vision: bool = False, arch: str | None = None, release
     return "instruct"
 
 
-def infer(name: str, arch: str | None = None, vision: bool = False) -> str:
-    return from_name(name, arch) or generative(name, vision, arch)
+def infer(name: str, arch: str | None = None, vision: bool = False, siblings: set[str] = frozenset()) -> str:
+    return from_name(name, arch) or generative(name, vision, arch, siblings=siblings)
 
 
 # What an imported model of a narrow type is for, in place of the importer's guess from its use case

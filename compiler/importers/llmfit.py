@@ -25,6 +25,7 @@ VISION_TAGS = {"image-text-to-text", "any-to-any", "visual-question-answering"}
 def convert(data, out: Imported) -> None:
     if not isinstance(data, list):
         raise FormatMismatch("expected a JSON array of models")
+    siblings = kinds.tuned_siblings(name for entry in data if isinstance(entry, dict) and (name := text(entry.get("name"))))
     for entry in data:
         if not isinstance(entry, dict):
             out.skip(shown(entry), "not a model entry")
@@ -51,7 +52,7 @@ def convert(data, out: Imported) -> None:
         else:
             workloads = ["chat"]
         caps = strings(entry.get("capabilities"))
-        kind = model_type(name, entry, workloads, caps)
+        kind = model_type(name, entry, workloads, caps, siblings)
         arch = {"layers": entry.get("num_hidden_layers"), "kv_heads": entry.get("num_key_value_heads"),
                 "head_dim": entry.get("head_dim"), "hidden_size": entry.get("hidden_size"),
                 "experts": entry.get("num_experts")}
@@ -84,7 +85,7 @@ def convert(data, out: Imported) -> None:
         out.unmapped_fields(key for key in entry if key not in MAPPED)
 
 
-def model_type(name: str, entry: dict, workloads: list[str], caps: list[str]) -> str:
+def model_type(name: str, entry: dict, workloads: list[str], caps: list[str], siblings: set[str]) -> str:
     """What the entry says it is: its name first (a reranker's use case reads "embeddings"), then its
     use case and pipeline tag, then its architecture, then base or instruct from its name."""
     tag, arch = text(entry.get("pipeline_tag")), text(entry.get("architecture"))
@@ -94,4 +95,4 @@ def model_type(name: str, entry: dict, workloads: list[str], caps: list[str]) ->
         return "embedding"
     if tag in AUDIO_TAGS and not kinds.INSTRUCT_NAME.search(name):  # Phi-4-multimodal-instruct is tagged ASR
         return "audio"
-    return kinds.infer(name, arch, vision="vision" in caps or tag in VISION_TAGS)
+    return kinds.infer(name, arch, vision="vision" in caps or tag in VISION_TAGS, siblings=siblings)
