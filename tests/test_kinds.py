@@ -138,6 +138,9 @@ def test_explain_shows_types_the_default_and_the_rejection(base_catalog: Path):
     compiled = json.loads((base_catalog / "out" / "box-32" / "models.json").read_text())
     assert compiled["models"]["small-chat"]["type"] == "instruct"
     assert not list(schema.iter_errors("output", compiled, layer=False))
+    listed = json.loads(run_cli("-C", str(base_catalog), "models", "--host", "box-32", "--json").stdout)
+    assert {row["id"]: row["type"] for row in listed} == {"big-chat": "base", "small-chat": "instruct",
+                                                          "cloud-mini": "instruct"}
 
 
 def test_the_shipped_catalog_declares_every_type():
