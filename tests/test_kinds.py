@@ -175,6 +175,7 @@ def llmfit_models():
     ("meta-llama/Llama-Guard-3-8B", "guard"),
     ("Qwen/Qwen3Guard-Gen-8B", "guard"),
     ("ibm-granite/granite-guardian-3.3-8b", "guard"),
+    ("shieldstar/Qwen3.5-122B-A10B-int4-AutoRound-EC", "instruct"),  # "shield" in the publisher only
     ("facebook/encodec_24khz", "audio"),                # llmfit calls it "Code generation and completion"
     ("ntu-spml/distilhubert", "audio"),
     ("rednote-hilab/dots.ocr", "ocr"),

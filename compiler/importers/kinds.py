@@ -16,7 +16,8 @@ _W = r"(^|[/_.\s-])"  # a word boundary in a model name
 _E = r"([/_.\s-]|$)"
 NAME_RULES = (
     ("reranker", re.compile(r"rerank|cross-encoder|ms-marco|ranking/", re.I)),
-    ("guard", re.compile(r"guard|shield|safeguard|moderation", re.I)),
+    # in the model's own name, not its publisher's ("shieldstar/Qwen3.5-122B-A10B" is no guard)
+    ("guard", re.compile(r"(guard|shield)[^/]*$|moderation", re.I)),
     ("embedding", re.compile(
         r"embed|sentence|simcse|sbert|sapbert|splade|sparse-encod|biencoder|bi-encoder|labse|minilm|mpnet"
         rf"|retriev|vlm2vec|clip-vit|jina-clip|japanese-clip|clip-japanese|open-?clip"
