@@ -254,3 +254,19 @@ def test_openrouter_types_follow_the_modalities():
     assert {models[name]["type"] for name in text_only} <= {"instruct", "guard", "audio"}
     assert {models[name]["type"] for name in with_images if "guard" not in name.lower()} == {"vision-language"}
     assert models[by_id["meta-llama/llama-guard-4-12b"]]["type"] == "guard"
+
+
+def test_staged_candidates_get_a_type_too():
+    from compiler.discover.ingest import as_catalog
+
+    staged = as_catalog({"candidates": [
+        {"model_id": "meta-llama/Llama-3.1-8B", "source": "huggingface_hub", "status": "trial"},
+        {"model_id": "meta-llama/Llama-3.1-8B-Instruct", "source": "huggingface_hub", "status": "trial"},
+        {"model_id": "BAAI/bge-m3", "source": "curated"},
+        {"model_id": "mistralai/mistral-7b-v0.1", "source": "openrouter_index"},  # the tuned model an API serves
+        {"model_id": "qwen/qwen2.5-vl-72b-instruct", "source": "openrouter_index", "tags": ["image", "text"]},
+    ]})["models"]
+    assert {model_id: model["type"] for model_id, model in staged.items()} == {
+        "meta-llama/llama-3.1-8b": "base", "meta-llama/llama-3.1-8b-instruct": "instruct", "baai/bge-m3": "embedding",
+        "mistralai/mistral-7b-v0.1": "instruct", "qwen/qwen2.5-vl-72b-instruct": "vision-language"}
+    assert staged["baai/bge-m3"]["workloads"] == ["embedding"]
