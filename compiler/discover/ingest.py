@@ -223,7 +223,7 @@ def render(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
-def _kind(candidate: dict) -> str:
+def staged_type(candidate: dict) -> str:
     """A staged model's type from its id (and an OpenRouter entry's image input): a Hub text-generation
     id such as "meta-llama/Llama-3.1-8B" is the pretrained release; an API id is the tuned model served."""
     model_id, source = candidate["model_id"], str(candidate.get("source") or "")
@@ -242,7 +242,7 @@ def as_catalog(data: dict) -> dict:
         status = candidate.get("status", "pending") if isinstance(candidate, dict) else None
         if status not in ("pending", "trial") or not isinstance(candidate.get("model_id"), str):
             continue
-        kind = _kind(candidate)
+        kind = staged_type(candidate)
         model = {"name": candidate["model_id"], "provider": candidate.get("provider") or "huggingface",
                  "workloads": model_kinds.workloads(kind, ["chat"]), "type": kind, "priority": 900, "status": "active" if status == "trial" else "candidate",
                  "tags": _strings(candidate.get("tags")) or None, "license": candidate.get("license"),
