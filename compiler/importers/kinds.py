@@ -77,7 +77,7 @@ BASE_RELEASE = re.compile(
     r"|qwen(1\.5|2|2\.5)(-coder|-math)?-\d+(\.\d+)?b(-a\d+b)?|gemma-(\d+(\.\d)?-)?\d+b|codegemma-\d+b"
     r"|recurrentgemma-\d+b|internlm2?(\.5)?-\d+b|yi-\d+b|baichuan2?-\d+b|(ft:)?(babbage|davinci)-002)$"
     # and whole publishers or lines that release only pretrained checkpoints under plain names
-    r"|^(eleutherai/|facebook/opt-|openai-community/gpt2|(distilbert/)?distilgpt2$|bigscience/bloom(-\d+[mb]\d*)?$"
+    r"|^(eleutherai/|facebook/opt-|openai-community/|(distilbert/)?distilgpt2$|bigscience/bloom(-\d+[mb]\d*)?$"
     r"|tiiuae/falcon-(rw-)?\d+b$|bigcode/|state-spaces/mamba|microsoft/phi-(1|1_5|2)$|stabilityai/stable-code-3b$"
     r"|allenai/olmo(e)?-[^/]*\d+b(-\d+)*(-hf)?$|cyberagent/open-calm|rinna/japanese-gpt|abeja/gpt-neox"
     r"|erwanf/|gratefulasi/|aubmindlab/|pfnet/plamo-\d+-\d+b$|fla-hub/|bytedance/ouro-\d+(\.\d)?b$)",
