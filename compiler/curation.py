@@ -29,7 +29,7 @@ def _resolve(name: str, models: dict) -> str | None:
 
 
 def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, callable]:
-    from .discover.ingest import read_staged
+    from .discover.ingest import read_staged, staged_type
 
     sources = project.load_sources()
     merged = merge_layers(sources.layers()).data
@@ -53,7 +53,8 @@ def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, cal
         if home is None:
             raise UsageError("no file under sources/ holds `models:` to adopt into")
         entry = {"name": candidate["model_id"], "provider": candidate.get("provider") or "huggingface",
-                 "workloads": [workload], "status": "active", "priority": priority if priority is not None else 100}
+                 "workloads": [workload], "type": staged_type(candidate), "status": "active",
+                 "priority": priority if priority is not None else 100}
         if candidate.get("license"):
             entry["license"] = candidate["license"]
         if candidate.get("provider") == "huggingface" and "/" in candidate["model_id"]:

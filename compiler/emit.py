@@ -17,7 +17,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import publish, schema
+from . import kinds, publish, schema
 from .errors import RuntimeFailure, UsageError
 from .load import _special_kind
 from .memory import Estimate, estimate
@@ -91,9 +91,19 @@ def explain_document(plan: Plan, catalog: Catalog, output: dict) -> dict:
         "budget": {"ram_mb": plan.budget.ram_mb, "vram_mb": plan.budget.vram_mb,
                    "max_loaded_models": plan.budget.slots},
         "layers": [{"layer": layer.name, "file": _shown_file(layer.doc.path)} for layer in layers],
-        "roles": {name: role.trace() for name, role in sorted(plan.roles.items())},
+        "roles": {name: _typed(name, role.trace(), catalog) for name, role in sorted(plan.roles.items())},
         "provenance": dict(sorted(trail.items())),
     }
+
+
+def _typed(name: str, trace: dict, catalog: Catalog) -> dict:
+    """A role's trace with the model types it takes, each candidate's type and whether it is resolve's default."""
+    trace["types"] = list(kinds.accepted(catalog.roles[name]))
+    for candidate in trace["candidates"]:
+        candidate["type"] = catalog.models[candidate["model"]]["type"]
+        if candidate["model"] in catalog.default_types:
+            candidate["type_default"] = True
+    return trace
 
 
 def _shown(setting: dict) -> dict:

@@ -25,6 +25,9 @@ def render(document: dict, subject: str | None, as_json: bool = False) -> str:
             return f"{subject!r} is neither a role ({known}) nor a model this host uses, nor a /json/pointer"
         users = [name for name, role in roles.items() if role["chosen"] == subject or subject in role["fallbacks"]]
         head = f"model {subject}: used by {', '.join(users) or 'no role'}"
+        seen = [c for role in roles.values() for c in role["candidates"] if c["model"] == subject and c.get("type")]
+        if seen:
+            head += "\n  " + _type(seen[0]).removeprefix("; ")
         return head + "\n" + "\n".join(_chain(p, c) for p, c in found.items())
     if as_json:
         return json.dumps(document, indent=2, sort_keys=True)
@@ -37,7 +40,8 @@ def render(document: dict, subject: str | None, as_json: bool = False) -> str:
 
 
 def _role(name: str, role: dict, document: dict) -> str:
-    lines = [f"role {name} on {document['host']}: workload {role['workload']}, strategy {role['strategy']}, "
+    takes = f" (takes {', '.join(role['types'])})" if role.get("types") else ""
+    lines = [f"role {name} on {document['host']}: workload {role['workload']}{takes}, strategy {role['strategy']}, "
              f"context {role['context']:,}" + (", resident" if role["resident"] else "")
              + (", required" if role["required"] else ""),
              f"  chosen: {role['chosen'] or '(none)'}",
@@ -49,10 +53,16 @@ def _role(name: str, role: dict, document: dict) -> str:
         numbers = ""
         if c.get("memory"):
             numbers = _memory(c["memory"])
-        lines.append(f"    {c['verdict']:<9} {c['model']}: {c['reason']}{numbers}")
+        lines.append(f"    {c['verdict']:<9} {c['model']}: {c['reason']}{numbers}{_type(c)}")
     if role.get("omitted_candidates"):
         lines.append(f"    ... and {role['omitted_candidates']} more candidates")
     return "\n".join(lines)
+
+
+def _type(candidate: dict) -> str:
+    if not candidate.get("type"):  # an explain.json written before model types
+        return ""
+    return f"; type: {candidate['type']}{' (default)' if candidate.get('type_default') else ''}"
 
 
 def _memory(m: dict) -> str:

@@ -31,16 +31,16 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
             "fit": "cloud" if is_cloud(model) else (budget.place(need.mb) or "no"),
             "installed": host.name in (model.get("installed_on") or ()),
             "recommended": bool(model.get("recommended")), "status": model.get("status"),
-            "workloads": model.get("workloads") or [],
+            "workloads": model.get("workloads") or [], "type": model["type"],
         })
     out.sort(key=lambda r: (not r["recommended"], catalog.models[r["id"]].get("priority", 100), r["id"]))
     return out
 
 
 def table(rows_: list[dict]) -> str:
-    head = ("MODEL", "PARAMS", "QUANT", "CONTEXT", "MEMORY", "FIT", "INSTALLED")
+    head = ("MODEL", "TYPE", "PARAMS", "QUANT", "CONTEXT", "MEMORY", "FIT", "INSTALLED")
     body = [(("* " if r["recommended"] else "  ") + r["id"] + ("" if r["status"] == "active" else f" ({r['status']})"),
-             f"{r['params_b']}B" if r["params_b"] else "-", r["quantization"] or "-",
+             r["type"], f"{r['params_b']}B" if r["params_b"] else "-", r["quantization"] or "-",
              f"{r['context_window']:,}" if r["context_window"] else "-",
              f"{r['memory_mb'] / 1024:.1f} GiB" if r["memory_mb"] else "-", r["fit"], "yes" if r["installed"] else "")
             for r in rows_]

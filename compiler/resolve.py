@@ -28,6 +28,7 @@ class Catalog:
     # host-independent work of later stages, kept with the catalog it derives from (select's
     # screening of each role's candidates), so 100 hosts sharing a catalog pay for it once
     memo: dict = field(default_factory=dict, compare=False, repr=False)
+    default_types: frozenset[str] = frozenset()  # ids of models whose `type` is default_type's, not declared
 
     def aliases(self) -> dict[str, str]:
         if "aliases" not in self.memo:
@@ -45,8 +46,12 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
     names, _ = alias_table(data.get("models") or {}, locate)  # collisions were reported by validate
     selection = {**SELECTION_DEFAULTS, **(data.get("selection") or {})}
     models = {}
+    default_types = set()
     for model_id, model in sorted((data.get("models") or {}).items()):
         resolved = {**MODEL_DEFAULTS, **model}
+        if not model.get("type"):
+            resolved["type"] = default_type(model)
+            default_types.add(model_id)
         quant = model.get("quantization")
         # the estimate counts whether or not memory.ram_mb is declared (the need is the larger)
         estimated = not is_cloud(model) and not artifact_size(model.get("artifact"))
@@ -71,7 +76,13 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
         }
         problems += _quantized_v_without_flash_attention(role_name, role, roles[role_name]["flash_attention"],
                                                          selection, locate)
-    return Catalog(models, roles, names, selection, merged.layers), problems
+    return Catalog(models, roles, names, selection, merged.layers, default_types=frozenset(default_types)), problems
+
+
+def default_type(model: dict) -> str:
+    """The type of a model that declares none: embedding when that is all it does, else instruct
+    (what a hand-written chat or code entry almost always is; importers declare what they infer)."""
+    return "embedding" if set(model.get("workloads") or ()) == {"embedding"} else "instruct"
 
 
 def _quantized_v_without_flash_attention(role_name: str, role: dict, flash: bool, selection: dict,

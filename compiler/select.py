@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import kinds
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
 from .memory import Estimate, estimate, is_cloud
@@ -183,18 +184,25 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
     for model_id in _candidate_ids(role, catalog):
         model = catalog.models[model_id]
         if is_cloud(model):
-            candidates.append((model_id, "cloud models serve only as fallbacks", None, ()))
+            candidates.append((model_id, kinds.problem(model["type"], role)
+                               or "cloud models serve only as fallbacks", None, ()))
         elif model.get("status") not in ELIGIBLE_STATUS:
             candidates.append((model_id, f"status is {model.get('status')}", None, ()))
         else:
-            problem = _requirement_problem(model, requires, context)
+            problem = kinds.problem(model["type"], role) or _requirement_problem(model, requires, context)
             need = None if problem else estimate(model, context, selection["runtime_overhead_mb"],
                                                  flash_attention=role["flash_attention"])
             size = (bool(model.get("recommended")), model.get("params_b") or 0, need.mb if need else 0)
             candidates.append((model_id, problem, need, size))
-    cloud = tuple(ref for ref in [*(role.get("prefer") or ()), *(role.get("fallback") or ())]
-                  if ref in catalog.models and is_cloud(catalog.models[ref]))
-    return Screened(strategy, context, tuple(candidates), cloud)
+    cloud = []
+    for ref in dict.fromkeys([*(role.get("prefer") or ()), *(role.get("fallback") or ())]):
+        if ref in catalog.models and is_cloud(catalog.models[ref]):
+            wrong = kinds.problem(catalog.models[ref]["type"], role)
+            if not wrong:
+                cloud.append(ref)
+            elif ref not in (role.get("prefer") or ()):  # a prefer entry is a candidate already, with this reason
+                candidates.append((ref, wrong, None, ()))
+    return Screened(strategy, context, tuple(candidates), tuple(cloud))
 
 
 def _candidate_ids(role: dict, catalog: Catalog) -> list[str]:

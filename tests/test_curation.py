@@ -54,6 +54,7 @@ def test_adopt_a_staged_candidate(shipped_catalog: Path):
     after = (shipped_catalog / "sources/00-models.yaml").read_text()
     assert after.startswith(before.rstrip("\n")), "the new entry is appended; nothing above it changes"
     assert "huggingfacetb/smollm2-1.7b-instruct:" in after and "priority: 150" in after
+    assert "type: instruct" in after[len(before):]  # the kind its name states, declared in the entry
     staged = json.loads((staging / "candidates.json").read_text())["candidates"][0]
     assert staged["status"] == "adopted"
     assert run_cli("-C", str(shipped_catalog), "validate").exit_code == 0

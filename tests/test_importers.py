@@ -74,6 +74,7 @@ def test_litellm():
     assert result.merged == [("together_ai/BAAI/bge-base-en-v1.5", "together_ai/baai/bge-base-en-v1.5")]
     mini = models["gpt-4o-mini"]
     assert mini == {"name": "gpt-4o-mini", "context_window": 128000, "provider": "openai", "workloads": ["chat"],
+                    "type": "vision-language",
                     "capabilities": {"tools": True, "vision": True},
                     "pricing": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}, "api_key_env": "OPENAI_API_KEY"}
     assert models["azure/eu/gpt-4o-2024-08-06"]["deprecation_date"] == "2026-02-27"

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import paths
+from ..importers import kinds as model_kinds
 from ..net import Deadline, DeadlinePassed, LimitExceeded, parse_json, redact_url, request
 from ..validate import mapping
 from . import text
@@ -222,6 +223,14 @@ def render(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
+def staged_type(candidate: dict) -> str:
+    """A staged model's type from its id (and an OpenRouter entry's image input): a Hub text-generation
+    id such as "meta-llama/Llama-3.1-8B" is the pretrained release; an API id is the tuned model served."""
+    model_id, source = candidate["model_id"], str(candidate.get("source") or "")
+    return model_kinds.from_name(model_id) or model_kinds.generative(
+        model_id, vision="image" in _strings(candidate.get("tags")), releases="openrouter" not in source)
+
+
 def as_catalog(data: dict) -> dict:
     """Staged candidates as a catalog layer (for `build --with-staging`): pending ones become
     `candidate` models (listed, never selected), trial ones active; adopted and rejected stay out."""
@@ -233,8 +242,9 @@ def as_catalog(data: dict) -> dict:
         status = candidate.get("status", "pending") if isinstance(candidate, dict) else None
         if status not in ("pending", "trial") or not isinstance(candidate.get("model_id"), str):
             continue
+        kind = staged_type(candidate)
         model = {"name": candidate["model_id"], "provider": candidate.get("provider") or "huggingface",
-                 "workloads": ["chat"], "priority": 900, "status": "active" if status == "trial" else "candidate",
+                 "workloads": model_kinds.workloads(kind, ["chat"]), "type": kind, "priority": 900, "status": "active" if status == "trial" else "candidate",
                  "tags": _strings(candidate.get("tags")) or None, "license": candidate.get("license"),
                  "x-staged": {"source": candidate.get("source"), "popularity_score": candidate.get("popularity_score")}}
         models[normalize_id(candidate["model_id"])] = {k: v for k, v in model.items() if v is not None}

@@ -6,7 +6,11 @@ import re
 
 from . import (FormatMismatch, IMPORT_PRIORITY, Imported, count, number, params_b, plain_text, quantization, shown, text,
                unsafe_names)
+from . import kinds
 
+# GPT4All's own words for a model that only continues text ("Code completion based", "WARNING: Not
+# available for chat GUI"): StarCoder, Replit and Rift Coder are base code models
+COMPLETION_ONLY = re.compile(r"completion based|not available for chat", re.I)
 MAPPED = {"name", "filename", "filesize", "ramrequired", "parameters", "quant", "type", "description", "url",
           "md5sum", "sha256sum", "removedIn", "embeddingModel"}
 
@@ -41,17 +45,25 @@ def convert(data, out: Imported) -> None:
             elif digest:
                 out.unmapped_fields([f"{key} (not {digits} hex digits)"])
         ram = number(entry.get("ramrequired"))  # GiB
+        description = plain_text(entry.get("description")) or None
+        if embedding:
+            kind = "embedding"
+        elif COMPLETION_ONLY.search(description or ""):
+            kind = "base"
+        else:
+            kind = kinds.infer(" ".join(filter(None, (text(entry.get("name")), filename))))
         model = {
             "name": text(entry.get("name")),
             "family": (text(entry.get("type")) or "").lower() or None,
             "params_b": params_b(entry.get("parameters")),
             "quantization": quantization(entry.get("quant")),
             "provider": "local",
-            "workloads": workloads,
+            "workloads": kinds.workloads(kind, workloads),
+            "type": kind,
             "memory": {"ram_mb": ram_mb} if (ram_mb := count(int(ram * 1024)) if ram else None) else None,
             "priority": IMPORT_PRIORITY,
             "status": "retired" if entry.get("removedIn") else "active",
-            "description": plain_text(entry.get("description")) or None,
+            "description": description,
             "artifact": {k: v for k, v in artifact.items() if v is not None},
         }
         out.add(filename.rsplit(".", 1)[0] if filename.lower().endswith(".gguf") else filename, model)

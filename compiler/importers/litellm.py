@@ -5,11 +5,17 @@ from __future__ import annotations
 import re
 
 from . import FormatMismatch, Imported, api_key_env, context, normalize_id, per_million, text, unsafe_names
+from . import kinds
 
 NOT_MODELS = {"sample_spec": "documentation of the format, not a model",
               "fallback_generalizations": "fallback rules, not a model"}
 WORKLOADS = {"chat": "chat", "responses": "chat", "completion": "chat", "embedding": "embedding",
              "rerank": "classification", "moderation": "classification"}
+# The model type each mode states; None: the name decides (a completion endpoint serves base models
+# such as davinci-002 and instruct ones such as gpt-3.5-turbo-instruct). Modes without a text
+# workload (audio_transcription, image_generation, ...) are skipped above, so they need no type.
+TYPES = {"chat": None, "responses": None, "completion": None, "embedding": "embedding", "rerank": "reranker",
+         "moderation": "guard"}
 LOCAL = {"ollama": "ollama", "ollama_chat": "ollama", "huggingface": "huggingface"}
 MAPPED = {"litellm_provider", "mode", "max_input_tokens", "max_tokens", "input_cost_per_token",
           "output_cost_per_token", "deprecation_date", "supports_function_calling", "supports_tool_choice",
@@ -41,11 +47,14 @@ def convert(data, out: Imported) -> None:
         pricing = {"input_per_mtok": per_million(entry.get("input_cost_per_token")),
                    "output_per_mtok": per_million(entry.get("output_cost_per_token"))}
         date = str(entry.get("deprecation_date") or "")
+        kind = TYPES[mode] or kinds.from_name(key) or kinds.generative(
+            key, vision=bool(entry.get("supports_vision")), releases=mode == "completion")
         model = {
             "name": key,
             "context_window": window,
             "provider": provider,
-            "workloads": [WORKLOADS[mode]],
+            "workloads": kinds.workloads(kind, [WORKLOADS[mode]]),
+            "type": kind,
             "capabilities": {"tools": bool(entry.get("supports_function_calling") or entry.get("supports_tool_choice")),
                              "vision": bool(entry.get("supports_vision"))},
             "deprecation_date": date if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", date) else None,

@@ -7,6 +7,7 @@ import re
 
 from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, number, plain, quantization, shown,
                strings, text)
+from . import kinds
 
 FORMATS = {"gguf": "gguf", "mlx": "mlx", "awq": "safetensors", "gptq": "safetensors", "autoround": "safetensors"}
 KEPT = ("recommended_ram_gb", "min_vram_gb", "is_moe", "active_experts", "moe_intermediate_size",
@@ -16,11 +17,15 @@ MAPPED = {"name", "parameters_raw", "min_ram_gb", "quantization", "context_lengt
           "active_parameters", "pipeline_tag", "license", *KEPT}
 RANDOM_REPO = re.compile(r"(^|[/_-])random([/_-]|$)", re.I)
 EMBEDDING_TAGS = {"sentence-similarity", "feature-extraction"}
+AUDIO_TAGS = {"automatic-speech-recognition", "audio-to-audio", "text-to-speech", "audio-classification",
+              "text-to-audio"}
+VISION_TAGS = {"image-text-to-text", "any-to-any", "visual-question-answering"}
 
 
 def convert(data, out: Imported) -> None:
     if not isinstance(data, list):
         raise FormatMismatch("expected a JSON array of models")
+    siblings = kinds.tuned_siblings(name for entry in data if isinstance(entry, dict) and (name := text(entry.get("name"))))
     for entry in data:
         if not isinstance(entry, dict):
             out.skip(shown(entry), "not a model entry")
@@ -47,6 +52,7 @@ def convert(data, out: Imported) -> None:
         else:
             workloads = ["chat"]
         caps = strings(entry.get("capabilities"))
+        kind = model_type(name, entry, workloads, caps, siblings)
         arch = {"layers": entry.get("num_hidden_layers"), "kv_heads": entry.get("num_key_value_heads"),
                 "head_dim": entry.get("head_dim"), "hidden_size": entry.get("hidden_size"),
                 "experts": entry.get("num_experts")}
@@ -63,7 +69,8 @@ def convert(data, out: Imported) -> None:
             "quantization": quantization(entry.get("quantization")),
             "context_window": window,
             "provider": "local",
-            "workloads": workloads,
+            "workloads": kinds.workloads(kind, workloads),
+            "type": kind,
             "capabilities": {"tools": "tool_use" in caps, "vision": "vision" in caps},
             "arch": arch or None,
             "memory": {"ram_mb": ram_mb} if (ram_mb := count(math.ceil(ram * 1024)) if ram else None) else None,
@@ -76,3 +83,16 @@ def convert(data, out: Imported) -> None:
         }
         out.add(name, model)
         out.unmapped_fields(key for key in entry if key not in MAPPED)
+
+
+def model_type(name: str, entry: dict, workloads: list[str], caps: list[str], siblings: set[str]) -> str:
+    """What the entry says it is: its name first (a reranker's use case reads "embeddings"), then its
+    use case and pipeline tag, then its architecture, then base or instruct from its name."""
+    tag, arch = text(entry.get("pipeline_tag")), text(entry.get("architecture"))
+    if named := kinds.from_name(name):
+        return named
+    if workloads == ["embedding"]:
+        return "embedding"
+    if tag in AUDIO_TAGS and not kinds.INSTRUCT_NAME.search(name):  # Phi-4-multimodal-instruct is tagged ASR
+        return "audio"
+    return kinds.infer(name, arch, vision="vision" in caps or tag in VISION_TAGS, siblings=siblings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import FormatMismatch, Imported, context, hf_repo, mapping, per_million, plain, shown, strings, text
+from . import kinds
 
 MAPPED = {"id", "name", "description", "context_length", "architecture", "pricing", "top_provider",
           "supported_parameters", "hugging_face_id", "alias_target"}
@@ -33,12 +34,16 @@ def convert(data, out: Imported) -> None:
         if window is False:
             continue
         params = strings(entry.get("supported_parameters"))
+        vision = "image" in strings(arch.get("input_modalities"))
+        # every model here answers chat completions: its modalities and name say which kind
+        kind = kinds.from_name(model_id) or kinds.generative(model_id, vision=vision, releases=False)
         model = {
             "name": text(entry.get("name")) or model_id,
             "context_window": window,
             "provider": "openrouter",
-            "workloads": ["chat"],
-            "capabilities": {"tools": "tools" in params, "vision": "image" in strings(arch.get("input_modalities"))},
+            "workloads": kinds.workloads(kind, ["chat"]),
+            "type": kind,
+            "capabilities": {"tools": "tools" in params, "vision": vision},
             "description": text(entry.get("description")),
             "pricing": {k: v for k, v in {"input_per_mtok": per_million(pricing.get("prompt")),
                                           "output_per_mtok": per_million(pricing.get("completion"))}.items()

@@ -7,6 +7,7 @@ import re
 
 from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, number, params_b, quantization,
                shown, strings, text, unsafe_names)
+from . import kinds
 
 MAPPED = {"ID", "Name", "Family", "Parameters", "Quantization", "ContextWindow", "FileSizeMB", "RAMRequiredMB",
           "HuggingFaceRepo", "Filename", "SHA256", "Recommended", "Description", "Tags"}
@@ -34,6 +35,7 @@ def convert(data, out: Imported) -> None:
         tags = [t.strip().lower() for t in (tags.split(",") if isinstance(tags, str) else strings(tags)) if t.strip()]
         workloads = sorted({WORKLOAD_TAGS[t] for t in tags if t in WORKLOAD_TAGS}) or ["chat"]
         filename = text(entry.get("Filename")) or ""
+        kind = "embedding" if workloads == ["embedding"] else kinds.infer(" ".join(filter(None, (name, filename))))
         if unsafe_names(out, name, file=filename or None):
             continue
         sha = str(entry.get("SHA256") or "").strip().lower()
@@ -51,7 +53,8 @@ def convert(data, out: Imported) -> None:
             "quantization": quantization(entry.get("Quantization")),
             "context_window": window,
             "provider": "local",
-            "workloads": workloads,
+            "workloads": kinds.workloads(kind, workloads),
+            "type": kind,
             "memory": {"ram_mb": int(ram_mb)} if ram_mb and ram_mb >= 1 else None,
             "recommended": bool(entry.get("Recommended")),
             "priority": IMPORT_PRIORITY,
