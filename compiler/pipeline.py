@@ -189,7 +189,7 @@ class Project:
             sources.profiles[name] = doc
         sources.errors += validate.check_profiles(sources.profiles)
         inventory = sources.inventory = merge_layers([Layer("hosts", doc) for doc in sources.hosts_docs])
-        sources.errors += validate.check_hosts(inventory, sources.profiles)
+        route(validate.check_hosts(inventory, sources.profiles), sources.errors, sources.warnings)
         if not sources.errors:
             sources.hosts = hostmod.declared_hosts(inventory.data.get("hosts") or {})
         return sources
@@ -216,7 +216,7 @@ class Project:
             if host is None:
                 out.append(self._local_target(sources))
             else:
-                detected = hostmod.detect(host.name)
+                detected = hostmod.detect(host.name, with_runtimes=False)  # for its RAM only
                 warning = hostmod.disagreement(host, detected)
                 if warning:
                     where = origin(sources.inventory.layers, ("hosts", host.name))

@@ -9,6 +9,8 @@ role="${1-}"
 case "$role" in
   chat)  # qwen2.5-coder-3b-q4 (cpu, 2439 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --alias chat "$@" ;;
+  classification)  # qwen2.5-0.5b (cpu, 846 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-0.5b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --alias classification "$@" ;;
   code)  # qwen2.5-coder-3b-q4 (cpu, 2871 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -ngl 0 --alias code "$@" ;;
   executor)  # qwen2.5-coder-3b-q4 (cpu, 2871 MiB)
@@ -17,6 +19,6 @@ case "$role" in
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --alias extraction "$@" ;;
   summarization)  # qwen2.5-0.5b (cpu, 810 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-0.5b-instruct-q4_k_m.gguf -c 1024 -ngl 0 --alias summarization "$@" ;;
-  *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat code executor extraction summarization' >&2
+  *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat classification code executor extraction summarization' >&2
     exit 2 ;;
 esac
