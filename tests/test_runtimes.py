@@ -435,3 +435,17 @@ roles:
     assert "ONNX needs onnxrt; box-32 has llamacpp, ollama" in explained
     assert runtimes.detect(frozenset({"cpu"}))[-1] == "onnxrt"
 
+
+
+def test_diff_shows_a_roles_runtime_change(base_catalog, tmp_path):
+    import shutil
+
+    assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+    shutil.copytree(base_catalog / "out", tmp_path / "before")
+    add_layer(base_catalog, "20-ollama.yaml", "models:\n  small-chat: {ollama: {name: \"small:1b\"}}\n")
+    hosts = base_catalog / "sources" / "hosts.yaml"
+    hosts.write_text(hosts.read_text().replace("box-8: {ram_gb: 8, profiles: [base]}",
+                                               "box-8: {ram_gb: 8, profiles: [base], runtimes: [ollama, llamacpp]}"))
+    assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+    result = run_cli("diff", str(tmp_path / "before"), str(base_catalog / "out"))
+    assert "summarization runtime: llamacpp -> ollama" in result.output
