@@ -117,7 +117,8 @@ class RolePlan:
         kept = self.candidates[:TRACE_LIMIT]
         out = {"workload": self.workload, "strategy": self.strategy, "context": self.context,
                "required": self.required, "resident": self.resident, "chosen": self.model,
-               "runtime": self.runtime, "fallbacks": self.fallbacks, "fallback_runtimes": self.fallback_runtimes, "note": self.note, "candidates": [v.to_dict() for v in kept]}
+               "runtime": self.runtime, "fallbacks": self.fallbacks, "fallback_runtimes": self.fallback_runtimes,
+               "note": self.note, "candidates": [v.to_dict() for v in kept]}
         if len(self.candidates) > TRACE_LIMIT:
             out["omitted_candidates"] = len(self.candidates) - TRACE_LIMIT
         return out
@@ -245,7 +246,7 @@ def _requirement_problem(model: dict, requires: dict, context: int) -> str | Non
     return None
 
 
-def model_format(model_id: str, catalog: Catalog) -> tuple[runtimes.Format, frozenset]:
+def _format_of(model_id: str, catalog: Catalog) -> tuple[runtimes.Format, frozenset]:
     """A model's format and the sources it offers, once per catalog (they do not depend on the host)."""
     key = ("format", model_id)
     if key not in catalog.memo:
@@ -265,7 +266,7 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
         if problem:
             verdicts.append(Verdict(model_id, "rejected", problem))
             continue
-        fmt, offers = model_format(model_id, catalog)
+        fmt, offers = _format_of(model_id, catalog)
         matches = runtimes.match(fmt, offers, available)
         if not matches:
             verdicts.append(Verdict(model_id, "rejected", runtimes.rejection(fmt, offers, available)))

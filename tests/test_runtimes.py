@@ -42,7 +42,8 @@ models:
 
 
 def plan_for(prefer: list[str], host: Host, required: bool = False):
-    text = MODELS + f"roles:\n  code: {{workload: code, prefer: {json.dumps(prefer)}, required: {str(required).lower()}}}\n"
+    role = {"workload": "code", "prefer": prefer, "required": required}
+    text = MODELS + f"roles:\n  code: {json.dumps(role)}\n"
     catalog, problems = resolve(merge_layers([Layer("sources", load_yaml_text(text, "catalog.yaml"))]))
     assert not [p for p in problems if p.severity == "error"]
     return select(catalog, host)
@@ -184,7 +185,8 @@ def test_an_unknown_runtime_is_an_error_at_its_line_with_a_guess(base_catalog):
     assert result.exit_code == 1
     lines = hosts.read_text().splitlines()
     line = lines.index("        runtimes: [llamacpp, olama]}")
-    assert f"hosts.yaml:{line + 1}:{lines[line].index('olama') + 1}: error[E240]: host 'box-8' names unknown runtime 'olama'" in result.output
+    where = f"hosts.yaml:{line + 1}:{lines[line].index('olama') + 1}"
+    assert f"{where}: error[E240]: host 'box-8' names unknown runtime 'olama'" in result.output
     assert "did you mean 'ollama'?" in result.output
 
 
@@ -293,7 +295,8 @@ def test_mlx_runs_on_apple_silicon_only():
     mac = host("mac-36", 36, [APPLE], unified=True)
     role = plan_for(["coder-mlx"], mac).roles["code"]
     assert (role.runtime, role.placement) == ("mlx", "cpu")  # unified memory: the one pool
-    assert reason(plan_for(["coder-mlx"], host()), "coder-mlx") == "MLX needs mlx on Metal; laptop-16 has llamacpp, ollama"
+    assert reason(plan_for(["coder-mlx"], host()), "coder-mlx") \
+        == "MLX needs mlx on Metal; laptop-16 has llamacpp, ollama"
 
 
 def test_fallbacks_record_their_runtimes():
@@ -313,7 +316,8 @@ def test_a_required_role_nothing_can_run_names_the_reason():
 # ----------------------------------------------------------------- models.json, explain, exports
 
 def test_models_json_records_each_roles_runtime_and_the_export_follows(base_catalog):
-    add_layer(base_catalog, "20-more.yaml", MODELS.split("kind: catalog\n", 1)[1] + """  small-chat: {ollama: {name: "small:1b"}}
+    models = MODELS.split("kind: catalog\n", 1)[1]
+    add_layer(base_catalog, "20-more.yaml", models + """  small-chat: {ollama: {name: "small:1b"}}
 roles:
   code: {workload: code, prefer: [coder-awq, coder-pulled, coder-gguf]}
   summarization: {prefer: [small-chat]}
@@ -325,7 +329,8 @@ roles:
     assert result.exit_code == 0, result.output
     box = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())
     rig = json.loads((base_catalog / "out" / "rig" / "models.json").read_text())
-    assert box["host"]["runtimes"] == ["llamacpp", "ollama"] and rig["host"]["runtimes"] == ["ollama", "llamacpp", "vllm"]
+    assert box["host"]["runtimes"] == ["llamacpp", "ollama"]
+    assert rig["host"]["runtimes"] == ["ollama", "llamacpp", "vllm"]
     assert (box["roles"]["code"]["model"], box["roles"]["code"]["runtime"]) == ("coder-pulled", "ollama")
     assert box["roles"]["code"]["fallback_runtimes"] == {"coder-gguf": "llamacpp"}
     assert box["roles"]["summarization"]["runtime"] == "llamacpp"
@@ -428,7 +433,8 @@ roles:
     result = run_cli("-C", str(base_catalog), "build", "--all")
     assert result.exit_code == 0, result.output
     box8 = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())
-    assert (box8["roles"]["classification"]["model"], box8["roles"]["classification"]["runtime"]) == ("tagger", "onnxrt")
+    role = box8["roles"]["classification"]
+    assert (role["model"], role["runtime"]) == ("tagger", "onnxrt")
     box32 = json.loads((base_catalog / "out" / "box-32" / "models.json").read_text())
     assert box32["roles"]["classification"]["model"] is None  # the default runtimes load no ONNX
     explained = run_cli("-C", str(base_catalog), "explain", "box-32", "classification").output
