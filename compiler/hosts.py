@@ -97,7 +97,8 @@ def detect(name: str = LOCAL, profiles: tuple[str, ...] = (), with_runtimes: boo
     unified = apple_silicon()
     if unified:  # its GPU computes out of the RAM: one pool, which select counts as RAM
         gpus += (Gpu("Apple silicon GPU", ram_mb, "apple"),)
-    found = runtimes.detect(runtimes.hardware(gpus)) if with_runtimes else None
+    # none found: the documented default (None), which the build warns about (W403)
+    found = (runtimes.detect(runtimes.hardware(gpus)) or None) if with_runtimes else None
     return Host(name=name, ram_mb=ram_mb, gpus=gpus, profiles=profiles, unified_memory=unified,
                 detected=True, available_mb=memory.available // (1024 * 1024), runtimes=found)
 

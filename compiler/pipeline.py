@@ -222,6 +222,12 @@ class Project:
                     where = origin(sources.inventory.layers, ("hosts", host.name))
                     report.warnings.append(Diagnostic(*where, "W401", warning, severity="warning"))
                 out.append(Target(host, host.name, self._user_files(host), this_machine=True))
+        for target in out:
+            if target.host.detected and target.host.runtimes is None:
+                report.warnings.append(Diagnostic(
+                    "(this machine)", 0, 0, "W403", "no runtime detected here (llama-cpp-python, Ollama, mlx-lm, "
+                    "vLLM, transformers); compiling for the default runtimes, llamacpp and ollama",
+                    "install one (pip install 'hostfit[llama]') or start Ollama", severity="warning"))
         return out
 
     def _local_target(self, sources: Sources) -> Target:

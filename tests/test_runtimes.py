@@ -455,3 +455,17 @@ def test_diff_shows_a_roles_runtime_change(base_catalog, tmp_path):
     assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
     result = run_cli("diff", str(tmp_path / "before"), str(base_catalog / "out"))
     assert "summarization runtime: llamacpp -> ollama" in result.output
+
+
+def test_a_machine_with_no_runtime_detected_compiles_for_the_default_and_warns(base_catalog, monkeypatch):
+    monkeypatch.setattr(runtimes, "detect", lambda hw: ())
+    result = run_cli("-C", str(base_catalog), "build", "--host", "local")
+    assert result.exit_code == 0, result.output
+    assert "warning[W403]: no runtime detected here" in result.stderr
+    compiled = json.loads((base_catalog / "out" / "local" / "models.json").read_text())
+    assert compiled["host"]["runtimes"] == ["llamacpp", "ollama"] and compiled["roles"]["chat"]["runtime"] == "llamacpp"
+    monkeypatch.setattr(runtimes, "detect", lambda hw: ("transformers", "llamacpp"))  # a rebuild sees the change
+    result = run_cli("-C", str(base_catalog), "build", "--host", "local")
+    assert result.exit_code == 0 and "W403" not in result.stderr
+    compiled = json.loads((base_catalog / "out" / "local" / "models.json").read_text())
+    assert compiled["host"]["runtimes"] == ["transformers", "llamacpp"]
