@@ -73,7 +73,8 @@ def _fingerprint(root: Path, options) -> dict:
         "options": [list(options.hosts), options.all_hosts, list(options.profiles), _hashed(options.sets),
                     str(options.out_dir or ""), options.with_staging],
         "machine": hosts.machine_name(),
-        "detected": [detected.ram_mb, [g.to_dict() for g in detected.gpus]] if detected else None,
+        "detected": [detected.ram_mb, [g.to_dict() for g in detected.gpus], list(detected.runtimes or ())]
+        if detected else None,
         "inputs": _stat_tree(root / "sources", root) + _stat_tree(root / "profiles", root)
         + _stat_tree(root / "templates", root)
         + _stat_tree(PACKAGE, PACKAGE.parent, (".py", ".json", ".j2")),

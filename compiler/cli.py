@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import EXIT_INVALID, EXIT_OK, EXIT_RUNTIME, HostfitError, UsageError
+from .runtimes import LOADABLE
 
 
 class Context:
@@ -327,7 +328,8 @@ def lock_command(obj: Context, host, with_fallbacks) -> None:
 @main.command(name="load")
 @click.argument("role")
 @click.option("--host", metavar="H", help="A compiled host (default: this machine's).")
-@click.option("--backend", type=click.Choice(["llamacpp", "ollama"]), default="llamacpp", show_default=True)
+@click.option("--backend", type=click.Choice(LOADABLE),
+              help="Load with this runtime (default: the one the compiled role chose for each model).")
 @click.option("--prompt", default=None, help="The smoke-test prompt.")
 @click.option("--threads", type=int, help="CPU threads (default: all).")
 @click.option("--gpu-layers", type=int, help="Layers to offload (default: from the compiled placement).")
@@ -356,7 +358,7 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
                      "interactive": True}
         loaded = load_role(plan.document, role, backend, prompt or DEFAULT_PROMPT, fetch_one, overrides,
                            say=lambda text: click.echo(text, err=True))
-        click.echo(f"{role}: {loaded.model_id} loaded with {backend} in {loaded.load_seconds:.3f} s; "
+        click.echo(f"{role}: {loaded.model_id} loaded with {loaded.backend} in {loaded.load_seconds:.3f} s; "
                    f"first token after {loaded.first_token_seconds:.3f} s")
         click.echo(f"  output: {loaded.text.strip()!r}")
         return EXIT_OK
@@ -794,13 +796,13 @@ def schema_command(kind: str) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
 def host(as_json: bool) -> None:
-    """Print the facts detected on this machine (RAM, GPUs) and the name builds use."""
+    """Print the facts detected on this machine (RAM, GPUs, runtimes) and the name builds use."""
     def action() -> int:
         from . import hosts
 
         detected = hosts.detect(hosts.machine_name())
         facts = {"name": detected.name, "ram_mb": detected.ram_mb, "available_mb": detected.available_mb,
-                 "gpus": [g.to_dict() for g in detected.gpus]}
+                 "gpus": [g.to_dict() for g in detected.gpus], "runtimes": list(detected.runtimes or ())}
         if as_json:
             import json
             click.echo(json.dumps(facts, indent=2, sort_keys=True))
@@ -810,6 +812,7 @@ def host(as_json: bool) -> None:
             click.echo(f"available: {(detected.available_mb or 0) / 1024:.1f} GiB")
             gpus = ", ".join(f"{g.name} ({g.vram_mb / 1024:.0f} GiB)" for g in detected.gpus)
             click.echo(f"gpus:      {gpus or 'none detected (nvidia-smi absent or reports none)'}")
+            click.echo(f"runtimes:  {', '.join(detected.runtimes or ()) or 'none detected'}")
         return EXIT_OK
 
     run(action)

@@ -123,6 +123,8 @@ def _host(host: str, old: dict, new: dict, old_trace: dict | None, new_trace: di
                 change["memory_mb"] = {"old": before.get("memory_mb"), "new": after.get("memory_mb")}
             if before.get("placement") != after.get("placement"):
                 change["placement"] = {"old": before.get("placement"), "new": after.get("placement")}
+            if before.get("runtime") != after.get("runtime"):
+                change["runtime"] = {"old": before.get("runtime"), "new": after.get("runtime")}
         out.roles.append(change)
     out.models_added = sorted(set(new["models"]) - set(old["models"]))
     out.models_removed = sorted(set(old["models"]) - set(new["models"]))
@@ -195,6 +197,8 @@ def render_text(diffs: list[HostDiff], colour: bool = False) -> str:
                 lines.append(f"  {r['role']} memory: {_memory(r['memory_mb'])}")
             if "placement" in r:
                 lines.append(f"  {r['role']} placement: {r['placement']['old']} -> {r['placement']['new']}")
+            if "runtime" in r:
+                lines.append(f"  {r['role']} runtime: {r['runtime']['old'] or '-'} -> {r['runtime']['new'] or '-'}")
         for model in d.models_added:
             lines.append(paint(f"  + model {model}", "32"))
         for model in d.models_removed:

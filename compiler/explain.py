@@ -44,7 +44,7 @@ def _role(name: str, role: dict, document: dict) -> str:
     lines = [f"role {name} on {document['host']}: workload {role['workload']}{takes}, strategy {role['strategy']}, "
              f"context {role['context']:,}" + (", resident" if role["resident"] else "")
              + (", required" if role["required"] else ""),
-             f"  chosen: {role['chosen'] or '(none)'}",
+             f"  chosen: {role['chosen'] or '(none)'}" + (f" on {role['runtime']}" if role.get("runtime") else ""),
              f"  fallbacks: {', '.join(role['fallbacks']) or '(none)'}"]
     if role.get("note"):
         lines.append(f"  note: {role['note']}")
@@ -53,7 +53,8 @@ def _role(name: str, role: dict, document: dict) -> str:
         numbers = ""
         if c.get("memory"):
             numbers = _memory(c["memory"])
-        lines.append(f"    {c['verdict']:<9} {c['model']}: {c['reason']}{numbers}{_type(c)}")
+        runtime = f" on {c['runtime']}" if c.get("runtime") and c["verdict"] != "rejected" else ""
+        lines.append(f"    {c['verdict']:<9} {c['model']}: {c['reason']}{numbers}{runtime}{_type(c)}")
     if role.get("omitted_candidates"):
         lines.append(f"    ... and {role['omitted_candidates']} more candidates")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ class Host:
     available_mb: int | None = None
     user: tuple[str, ...] = ()
     exports: tuple[str, ...] | None = None  # None: every built-in export
+    runtimes: tuple[str, ...] | None = None  # registry names in preference order; None: the default (runtimes/)
     hostnames: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -59,6 +60,7 @@ def declared_hosts(hosts: dict) -> dict[str, Host]:
             user=tuple(spec.get("user") or ()),
             exports=tuple(spec["exports"]) if spec.get("exports") is not None else None,
             hostnames=tuple(h.lower() for h in spec.get("hostnames") or ()),
+            runtimes=tuple(spec["runtimes"]) if spec.get("runtimes") is not None else None,
         )
     return out
 
@@ -83,12 +85,29 @@ def find_declared(name: str, hosts: dict[str, Host]) -> Host | None:
     return None
 
 
-def detect(name: str = LOCAL, profiles: tuple[str, ...] = ()) -> Host:
+def detect(name: str = LOCAL, profiles: tuple[str, ...] = (), with_runtimes: bool = True) -> Host:
+    """This machine's RAM, GPUs and (unless told not to) the runtimes installed or reachable here."""
     import psutil
 
+    from . import runtimes
+
     memory = psutil.virtual_memory()
-    return Host(name=name, ram_mb=memory.total // (1024 * 1024), gpus=tuple(detect_gpus()), profiles=profiles,
-                detected=True, available_mb=memory.available // (1024 * 1024))
+    ram_mb = memory.total // (1024 * 1024)
+    gpus = tuple(detect_gpus())
+    unified = apple_silicon()
+    if unified:  # its GPU computes out of the RAM: one pool, which select counts as RAM
+        gpus += (Gpu("Apple silicon GPU", ram_mb, "apple"),)
+    # none found: the documented default (None), which the build warns about (W403)
+    found = (runtimes.detect(runtimes.hardware(gpus)) or None) if with_runtimes else None
+    return Host(name=name, ram_mb=ram_mb, gpus=gpus, profiles=profiles, unified_memory=unified,
+                detected=True, available_mb=memory.available // (1024 * 1024), runtimes=found)
+
+
+def apple_silicon() -> bool:
+    import platform
+    import sys
+
+    return sys.platform == "darwin" and platform.machine() == "arm64"
 
 
 def detect_gpus(timeout: float = 5.0) -> list[Gpu]:

@@ -192,7 +192,7 @@ class Project:
             sources.profiles[name] = doc
         sources.errors += validate.check_profiles(sources.profiles)
         inventory = sources.inventory = merge_layers([Layer("hosts", doc) for doc in sources.hosts_docs])
-        sources.errors += validate.check_hosts(inventory, sources.profiles)
+        route(validate.check_hosts(inventory, sources.profiles), sources.errors, sources.warnings)
         if not sources.errors:
             sources.hosts = hostmod.declared_hosts(inventory.data.get("hosts") or {})
         return sources
@@ -237,12 +237,18 @@ class Project:
             if host is None:
                 out.append(self._local_target(sources))
             else:
-                detected = hostmod.detect(host.name)
+                detected = hostmod.detect(host.name, with_runtimes=False)  # for its RAM only
                 warning = hostmod.disagreement(host, detected)
                 if warning:
                     where = origin(sources.inventory.layers, ("hosts", host.name))
                     report.warnings.append(Diagnostic(*where, "W401", warning, severity="warning"))
                 out.append(Target(host, host.name, self._user_files(host), this_machine=True))
+        for target in out:
+            if target.host.detected and target.host.runtimes is None:
+                report.warnings.append(Diagnostic(
+                    "(this machine)", 0, 0, "W403", "no runtime detected here (llama-cpp-python, Ollama, mlx-lm, "
+                    "vLLM, transformers); compiling for the default runtimes, llamacpp and ollama",
+                    "install one (pip install 'hostfit[llama]') or start Ollama", severity="warning"))
         return out
 
     def _local_target(self, sources: Sources) -> Target:

@@ -6,13 +6,18 @@ rejected with a reason or survives; `first_fit` takes the first survivor, `large
 largest (recommended first). Roles marked `resident` are packed into one shared budget (RAM,
 VRAM and `max_loaded_models`); other roles are loaded one at a time and each gets the whole
 budget. Cloud models are never chosen, only appended to the fallback chain.
+
+A candidate is a (model, runtime) pair: the first runtime of the host, in the host's order, that
+loads the model's format, runs on the host's hardware and can place it (compiler/runtimes/). A model
+no runtime of the host can load is rejected with the reason. Screening stays host-independent; the
+runtime match is per host, in _evaluate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import kinds
+from . import kinds, runtimes
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
 from .memory import Estimate, estimate, is_cloud
@@ -30,17 +35,20 @@ class Budget:
     vram_mb: int
     slots: int | None  # max_loaded_models for resident roles; None = no limit
 
-    def place(self, need_mb: int) -> str | None:
-        if self.vram_mb and need_mb <= self.vram_mb:
+    def place(self, need_mb: int, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> str | None:
+        """The first of `allowed` (a runtime's placements on this host) that holds `need_mb`."""
+        if "gpu" in allowed and self.vram_mb and need_mb <= self.vram_mb:
             return "gpu"
-        if self.vram_mb and need_mb <= self.vram_mb + self.ram_mb:
+        if "split" in allowed and self.vram_mb and need_mb <= self.vram_mb + self.ram_mb:
             return "split"
-        if need_mb <= self.ram_mb:
+        if "cpu" in allowed and need_mb <= self.ram_mb:
             return "cpu"
         return None
 
-    def capacity(self) -> int:
-        return self.vram_mb + self.ram_mb
+    def capacity(self, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> int:
+        if "split" in allowed:
+            return self.vram_mb + self.ram_mb
+        return max(self.vram_mb if "gpu" in allowed else 0, self.ram_mb if "cpu" in allowed else 0)
 
     def take(self, need_mb: int, placement: str) -> None:
         if placement == "gpu":
@@ -61,6 +69,8 @@ class Verdict:
     placement: str | None = None
     size: tuple = ()  # largest_fit's order: recommended first, then parameters, then memory
     capacity: int = 0  # MiB usable when it was judged
+    runtime: str | None = None  # the runtime that places it (a rejected one: the roomiest that loads it)
+    options: tuple = ()  # (runtime name, placements) of every host runtime that could run it, host order
 
     def describe(self) -> str:
         if self.reason:
@@ -74,6 +84,8 @@ class Verdict:
         if self.memory is not None:
             out["memory_mb"] = self.memory.mb
             out["memory"] = self.memory.to_dict()
+        if self.runtime:
+            out["runtime"] = self.runtime
         return out
 
 
@@ -88,6 +100,8 @@ class RolePlan:
     flash_attention: bool = True
     model: str | None = None
     fallbacks: list[str] = field(default_factory=list)
+    runtime: str | None = None
+    fallback_runtimes: dict[str, str] = field(default_factory=dict)  # local fallback -> its runtime
     placement: str | None = None
     memory_mb: int | None = None
     candidates: list[Verdict] = field(default_factory=list)
@@ -97,13 +111,15 @@ class RolePlan:
     def output(self) -> dict:
         return {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
                 "memory_mb": self.memory_mb, "context": self.context, "workload": self.workload,
-                "required": self.required, "resident": self.resident, "flash_attention": self.flash_attention}
+                "required": self.required, "resident": self.resident, "flash_attention": self.flash_attention,
+                "runtime": self.runtime, "fallback_runtimes": self.fallback_runtimes}
 
     def trace(self) -> dict:
         kept = self.candidates[:TRACE_LIMIT]
         out = {"workload": self.workload, "strategy": self.strategy, "context": self.context,
                "required": self.required, "resident": self.resident, "chosen": self.model,
-               "fallbacks": self.fallbacks, "note": self.note, "candidates": [v.to_dict() for v in kept]}
+               "runtime": self.runtime, "fallbacks": self.fallbacks, "fallback_runtimes": self.fallback_runtimes,
+               "note": self.note, "candidates": [v.to_dict() for v in kept]}
         if len(self.candidates) > TRACE_LIMIT:
             out["omitted_candidates"] = len(self.candidates) - TRACE_LIMIT
         return out
@@ -115,6 +131,7 @@ class Plan:
     budget: Budget
     roles: dict[str, RolePlan]
     diagnostics: list[Diagnostic]
+    available: runtimes.Available | None = None  # the host's runtimes and hardware
 
     def models_used(self) -> list[str]:
         used = set()
@@ -146,14 +163,15 @@ def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_at
 
 def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
-    plans = {name: _evaluate(name, catalog, budget) for name in catalog.roles}
+    available = runtimes.available(host)
+    plans = {name: _evaluate(name, catalog, budget, available) for name in catalog.roles}
     shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots)
     loaded: dict[str, str] = {}
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
         _choose(plan, catalog, shared if plan.resident else None, loaded)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
-    return Plan(host, budget, plans, diagnostics)
+    return Plan(host, budget, plans, diagnostics, available)
 
 
 @dataclass(frozen=True)
@@ -244,7 +262,16 @@ def _requirement_problem(model: dict, requires: dict, context: int) -> str | Non
     return None
 
 
-def _evaluate(name: str, catalog: Catalog, budget: Budget) -> RolePlan:
+def _format_of(model_id: str, catalog: Catalog) -> tuple[runtimes.Format, frozenset]:
+    """A model's format and the sources it offers, once per catalog (they do not depend on the host)."""
+    key = ("format", model_id)
+    if key not in catalog.memo:
+        model = catalog.models[model_id]
+        catalog.memo[key] = (runtimes.model_format(model, model_id), runtimes.sources(model))
+    return catalog.memo[key]
+
+
+def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.Available) -> RolePlan:
     role = catalog.roles[name]
     screened = screen(name, catalog)
     plan = RolePlan(name, role["workload"], bool(role.get("required", False)), bool(role.get("resident", False)),
@@ -258,9 +285,19 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget) -> RolePlan:
         if budget.vram_mb:
             need = need_on(budget, catalog.models[model_id], screened.context, catalog.selection,
                            role["flash_attention"])
-        placement = budget.place(need.mb)
-        verdicts.append(Verdict(model_id, "rejected" if placement is None else "survivor", "", need, placement,
-                                size, capacity))
+        fmt, offers = _format_of(model_id, catalog)
+        matches = runtimes.match(fmt, offers, available)
+        if not matches:
+            verdicts.append(Verdict(model_id, "rejected", runtimes.rejection(fmt, offers, available)))
+            continue
+        options = tuple((runtime.name, allowed) for runtime, allowed in matches)
+        placed = next(((rt, p) for rt, allowed in options if (p := budget.place(need.mb, allowed))), None)
+        if placed:
+            verdicts.append(Verdict(model_id, "survivor", "", need, placed[1], size, capacity, placed[0], options))
+        else:
+            roomiest = max(options, key=lambda option: budget.capacity(option[1]))  # max keeps the first of equals
+            verdicts.append(Verdict(model_id, "rejected", "", need, None, size, budget.capacity(roomiest[1]),
+                                    roomiest[0], options))
     return plan
 
 
@@ -276,14 +313,15 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: dic
                 verdict.placement = loaded[verdict.model]
                 fitting.append(verdict)
                 continue
-            placement = shared.place(verdict.memory.mb)
+            runtime, placement = next(((rt, p) for rt, allowed in verdict.options
+                                       if (p := shared.place(verdict.memory.mb, allowed))), (None, None))
             if shared.slots is not None and len(loaded) >= shared.slots:
                 verdict.reason = f"max_loaded_models ({shared.slots}) reached by the resident roles packed before it"
             elif placement is None:
                 verdict.reason = (f"needs {verdict.memory.mb:,} MiB, {shared.capacity():,} MiB left beside "
                                   f"the resident roles packed before it")
             else:
-                verdict.placement = placement
+                verdict.placement, verdict.runtime = placement, runtime
                 fitting.append(verdict)
                 continue
             verdict.verdict, verdict.placement = "rejected", None
@@ -295,6 +333,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: dic
             chosen = survivors[0]
         chosen.verdict, chosen.reason = "chosen", f"{plan.strategy}: {chosen.describe()}"
         plan.model, plan.placement, plan.memory_mb = chosen.model, chosen.placement, chosen.memory.mb
+        plan.runtime = chosen.runtime
         plan.context = chosen.memory.context  # what the memory was sized for: the loader's n_ctx
         if shared is not None and chosen.model not in loaded:
             shared.take(chosen.memory.mb, chosen.placement)
@@ -304,6 +343,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: dic
         if verdict.verdict == "survivor" and len(plan.fallbacks) < limit:
             verdict.verdict = "fallback"
             plan.fallbacks.append(verdict.model)
+            plan.fallback_runtimes[verdict.model] = verdict.runtime
     if catalog.selection["allow_cloud"]:
         plan.fallbacks.extend(ref for ref in plan.cloud if ref not in plan.fallbacks)
     elif plan.cloud:
@@ -315,9 +355,9 @@ def _unserved(plan: RolePlan, host: Host, budget: Budget, catalog: Catalog) -> D
     short = [v for v in plan.candidates if v.memory is not None and v.verdict == "rejected"]
     if short:
         smallest = min(short, key=lambda v: (v.memory.mb, v.model))
-        lack = smallest.memory.mb - budget.capacity()
+        lack = smallest.memory.mb - smallest.capacity
         detail = (f"the smallest candidate {smallest.model!r} needs {smallest.memory.mb:,} MiB, "
-                  f"{lack:,} MiB more than the {budget.capacity():,} MiB usable")
+                  f"{lack:,} MiB more than the {smallest.capacity:,} MiB usable")
         if lack <= 0:
             detail = (f"the smallest candidate {smallest.model!r} needs {smallest.memory.mb:,} MiB and does not fit "
                       f"beside the other resident roles")

@@ -169,6 +169,31 @@ def check_hosts(merged: Merged, profiles: dict) -> list[Diagnostic]:
                 file, line, col = locate(("hosts", name, "profiles", index))
                 problems.append(Diagnostic(file, line, col, "E206", f"host {name!r} names unknown profile {profile!r}",
                                            did_you_mean(profile, profiles)))
+        problems += _host_runtimes(name, mapping(spec), locate)
+    return problems
+
+
+def _host_runtimes(name: str, spec: dict, locate: Locate) -> list[Diagnostic]:
+    """E241: a runtime the registry does not know; W402: one the host has no hardware for."""
+    from . import runtimes
+    from .hosts import Gpu
+
+    problems = []
+    gpus = [Gpu("gpu", 0, g.get("vendor")) for g in spec.get("gpus") or () if isinstance(g, dict)]
+    hardware = runtimes.hardware(gpus)
+    for index, runtime in str_items(spec.get("runtimes")):
+        file, line, col = locate(("hosts", name, "runtimes", index))
+        known = runtimes.REGISTRY.get(runtime)
+        if known is None:
+            problems.append(Diagnostic(file, line, col, "E241", f"host {name!r} names unknown runtime {runtime!r}",
+                                       did_you_mean(runtime, runtimes.REGISTRY)
+                                       or f"known runtimes: {', '.join(runtimes.REGISTRY)}"))
+        elif not runtimes.placements(known, hardware):
+            needs = " or ".join(runtimes.HARDWARE_NAMES[h] for h in known.hardware)
+            problems.append(Diagnostic(file, line, col, "W402", f"host {name!r} lists runtime {runtime!r}, which needs "
+                                       f"{needs}; the host declares no such GPU, so it will run nothing there",
+                                       "declare the GPU (with its `vendor`) or drop the runtime",
+                                       severity="warning"))
     return problems
 
 

@@ -92,23 +92,25 @@ def test_write_again_is_a_no_op_and_a_served_copy_writes_the_same_bytes(base_cat
 
 
 def test_the_layer_is_below_the_hand_written_files_and_a_disagreement_is_a_warning(base_catalog: Path):
-    # big-chat declares layers 32, kv_heads 8, head_dim 128 and params_b 8.0 in sources/00-models.yaml
+    # big-chat declares its shape (layers 32 ... vocab_size 128256) and params_b 8.0 in sources/00-models.yaml
     facts_dir = base_catalog / "sources" / "facts"
     facts_dir.mkdir()
     add_layer(base_catalog, "big-chat.yaml", "models:\n  big-chat:\n    params_b: 8.03\n"
-              "    arch: {layers: 32, kv_heads: 8, head_dim: 128, heads: 32, hidden_size: 4096, vocab_size: 128256}\n",
+              "    arch: {layers: 32, kv_heads: 8, head_dim: 128, heads: 32, hidden_size: 4096, vocab_size: 128256,\n"
+              "           sliding_window: 4096, sliding_window_layers: 0}\n",
               folder="sources/facts")
     result = run_cli("-C", str(base_catalog), "build", "--host", "box-32")
     assert result.exit_code == 0, result.output
     assert "W290" not in result.stderr  # 8.0 against 8.03 is within a few percent
     model = compiled_model(base_catalog, "big-chat", "box-32")
     assert model["arch"] == {"layers": 32, "kv_heads": 8, "head_dim": 128, "heads": 32, "hidden_size": 4096,
-                             "vocab_size": 128256}
+                             "vocab_size": 128256, "sliding_window": 4096, "sliding_window_layers": 0}
     assert model["params_b"] == 8.0
     explain = json.loads((base_catalog / "out" / "box-32" / "explain.json").read_text())
     layers = [entry["layer"] for entry in explain["layers"]]
     assert layers.index("facts") < layers.index("sources")
-    assert explain["provenance"]["/models/big-chat/arch/heads"][-1]["file"] == "sources/facts/big-chat.yaml"
+    # what only the header gives comes from the facts; what both give, from the hand-written file
+    assert explain["provenance"]["/models/big-chat/arch/sliding_window"][-1]["file"] == "sources/facts/big-chat.yaml"
     assert explain["provenance"]["/models/big-chat/arch/layers"][-1]["file"] == "sources/00-models.yaml"
 
     add_layer(base_catalog, "big-chat.yaml", "models:\n  big-chat:\n    arch: {layers: 30, kv_heads: 8}\n",

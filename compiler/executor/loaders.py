@@ -1,6 +1,8 @@
 """Load a role's model and prove it works with a short generation: llama.cpp (llama-cpp-python,
-the optional `hostfit[llama]` extra) or Ollama (its HTTP API at OLLAMA_HOST). When a model fails
-to load, the next one of the role's fallback chain is fetched and tried, and the output says so.
+the optional `hostfit[llama]` extra) or Ollama (its HTTP API at OLLAMA_HOST), whichever runtime the
+compiled role names (`--backend` overrides). A runtime hostfit has no loader for (vLLM, MLX,
+transformers) is named with the command that runs the model by hand. When a model fails to load,
+the next one of the role's fallback chain is fetched and tried, and the output says so.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import paths
+from .. import paths, runtimes
 from ..errors import RuntimeFailure, UsageError
 from ..memory import UNQUANTIZED_KV, is_cloud
 from ..net import (IDENTITY, READ, Deadline, LimitExceeded, iter_lines, parse_json, parse_json_object,
@@ -254,9 +256,27 @@ def _pull_progress(say, name: str):
     return progress
 
 
-def load_role(compiled: dict, role_name: str, backend: str, prompt: str, fetch_one, overrides: dict,
+LEGACY_RUNTIME = "llamacpp"  # what a models.json compiled before runtimes were recorded was loaded with
+
+
+def runtime_of(role: dict, model_id: str) -> str:
+    """The runtime the compiled role chose for one model of its chain."""
+    if model_id == role.get("model"):
+        return role.get("runtime") or LEGACY_RUNTIME
+    return (role.get("fallback_runtimes") or {}).get(model_id) or LEGACY_RUNTIME
+
+
+def no_loader(runtime: str, model_id: str, model: dict, context: int) -> str:
+    """Why hostfit cannot load it, and the command that runs it by hand when the runtime declares one."""
+    known = runtimes.REGISTRY.get(runtime)
+    command = runtimes.serve_command(known, model_id, model, context) if known else None
+    return f"hostfit has no loader for {runtime}" + (f"; run it yourself: {command}" if command else "")
+
+
+def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, fetch_one, overrides: dict,
               say=print) -> Loaded:
-    """Try the role's model, then its fallbacks in order, until one loads and generates.
+    """Try the role's model, then its fallbacks in order, until one loads and generates. Each model is
+    loaded with the runtime the role chose for it, unless `backend` names one for all.
     `compiled` comes from documents.read_models (the plan's document): schema-checked, and every
     model its roles name is defined, so the lookups below cannot fail."""
     roles = compiled["roles"]
@@ -276,8 +296,15 @@ def load_role(compiled: dict, role_name: str, backend: str, prompt: str, fetch_o
                                 overrides.get("mmap", True), overrides.get("mlock", False))
         if settings.gpu_layers == 0 and role.get("placement") == "split" and overrides.get("gpu_layers") is None:
             settings.gpu_layers = split_layers(model, role, compiled["host"].get("vram_mb") or 0)
+        runtime = backend or runtime_of(role, model_id)
+        known = runtimes.REGISTRY.get(runtime)
+        if known is None or known.loader is None:
+            why = no_loader(runtime, model_id, model, settings.context)
+            say(f"{role_name}: {model_id} runs on {runtime}: {why}")
+            attempts.append((model_id, why))
+            continue
         try:
-            if backend == "ollama":
+            if known.loader == "ollama":
                 name = (model.get("ollama") or {}).get("name")
                 if not name:
                     raise LoadFailure(f"{model_id} has no ollama.name")
@@ -294,6 +321,6 @@ def load_role(compiled: dict, role_name: str, backend: str, prompt: str, fetch_o
             say(f"{role_name}: {model_id} could not be fetched: {exc}")
             attempts.append((model_id, str(exc)))
             continue
-        return Loaded(model_id, backend, load, first, text, attempts)
+        return Loaded(model_id, runtime, load, first, text, attempts)
     raise RuntimeFailure(f"no model of role {role_name!r} could be loaded: "
                          + ("; ".join(f"{m}: {why}" for m, why in attempts) or "no local model in its chain"))

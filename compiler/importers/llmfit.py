@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+from ..runtimes import infer
 from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, number, plain, quantization, shown,
                strings, text)
 from . import kinds
@@ -62,6 +63,8 @@ def convert(data, out: Imported) -> None:
             arch["active_params_b"] = active
         ram = number(entry.get("min_ram_gb"))
         repo = hf_repo(name)
+        fmt = text(entry.get("format"))  # "gguf" is llmfit's default, not evidence: names say FP8, bnb, MLX...
+        container, method = infer((fmt if fmt != "gguf" else None, text(entry.get("quantization")), name))
         model = {
             "name": name,
             "family": text(entry.get("architecture")),
@@ -77,8 +80,8 @@ def convert(data, out: Imported) -> None:
             "priority": IMPORT_PRIORITY,
             "license": text(entry.get("license")),
             "hf_repo": repo,
-            "artifact": {"format": FORMATS.get(text(entry.get("format")), "safetensors"), "repo": repo}
-            if repo else None,
+            "artifact": {"format": container or FORMATS.get(fmt, "safetensors"), "repo": repo}
+            | ({"quant_method": method} if method != "plain" else {}) if repo else None,
             "x-llmfit": {key: entry[key] for key in KEPT if entry.get(key) not in (None, [], {}) and plain(entry[key])},
         }
         out.add(name, model)

@@ -10,6 +10,8 @@ role="${1-}"
 case "$role" in
   chat)  # qwen2.5-coder-3b-q4 (cpu, 2376 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat "$@" ;;
+  classification)  # qwen2.5-0.5b (cpu, 770 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-0.5b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias classification "$@" ;;
   code)  # qwen2.5-coder-3b-q4 (cpu, 2808 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias code "$@" ;;
   executor)  # qwen2.5-coder-3b-q4 (cpu, 2808 MiB)
@@ -18,6 +20,6 @@ case "$role" in
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction "$@" ;;
   summarization)  # phi-3-mini (cpu, 2816 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Phi-3-mini-4k-instruct-q4.gguf -c 1024 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization "$@" ;;
-  *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat code executor extraction summarization' >&2
+  *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat classification code executor extraction summarization' >&2
     exit 2 ;;
 esac

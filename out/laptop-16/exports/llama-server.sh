@@ -10,6 +10,8 @@ role="${1-}"
 case "$role" in
   chat)  # gpt-oss-20b (cpu, 11645 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat "$@" ;;
+  classification)  # phi-3-mini (cpu, 3968 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Phi-3-mini-4k-instruct-q4.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias classification "$@" ;;
   code)  # qwen2.5-coder-7b-q5 (cpu, 7419 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-7b-instruct-q5_k_m.gguf -c 32768 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias code "$@" ;;
   creative)  # llama-3.1-8b-instruct (cpu, 5573 MiB)
@@ -24,6 +26,6 @@ case "$role" in
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 8192 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias planner "$@" ;;
   summarization)  # gpt-oss-20b (cpu, 11501 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 1024 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization "$@" ;;
-  *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat code creative critic executor extraction planner summarization' >&2
+  *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat classification code creative critic executor extraction planner summarization' >&2
     exit 2 ;;
 esac

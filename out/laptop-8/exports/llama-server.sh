@@ -10,6 +10,8 @@ role="${1-}"
 case "$role" in
   chat)  # llama-3.1-8b-instruct (cpu, 5573 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat "$@" ;;
+  classification)  # phi-3-mini (cpu, 3968 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Phi-3-mini-4k-instruct-q4.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias classification "$@" ;;
   code)  # qwen2.5-coder-3b-q4 (cpu, 2808 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias code "$@" ;;
   creative)  # llama-3.1-8b-instruct (cpu, 5573 MiB)
@@ -24,6 +26,6 @@ case "$role" in
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 8192 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias planner "$@" ;;
   summarization)  # llama-3.1-8b-instruct (cpu, 6085 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 8192 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization "$@" ;;
-  *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat code creative critic executor extraction planner summarization' >&2
+  *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat classification code creative critic executor extraction planner summarization' >&2
     exit 2 ;;
 esac
