@@ -81,12 +81,12 @@ BASE_NAME = re.compile(r"(^|[/_.-])(base|pretrain|pretrained)([/_.-]|$)|gemma.*-
 # MiniMax M1/M2, Llama-Nemotron, SmolLM3, ERNIE 4.5 ("-PT" is PyTorch weights, "-Base-PT" the base),
 # EXAONE 4/Deep, LFM2, Apriel, Command R, Intern-S1, GLM-4-0414/Z1, Granite 4 ("-base" for the
 # pretrained), MiniCPM 3/4 and MiniCPM-V, Aya Expanse/23/Vision, InternVL and LLaVA (chat VLMs),
-# NuExtract (instruction-tuned for extraction).
+# NuExtract (instruction-tuned for extraction), inclusionAI's Ling/Ring ("-base" for the pretrained).
 INSTRUCT_LINES = re.compile(
     r"(^|[/_-])qwen3(\.\d+)?-|gpt-oss|(^|/)phi-(3|3\.5|4)(-|$)|deepseek-(v2\.5|v3|r1|v4)|kimi-k2|"
     r"glm-(4\.[5-9]|5)|minimax-(m1|m2|text)|nemotron|smollm3|ernie-4\.5|exaone-(4|deep)|k-exaone|(^|/)lfm2|apriel|"
     r"command-r|c4ai|intern-s1|glm-4-\d+b-0414|glm-z1|granite-4\.|minicpm[34]|minicpm-v|minicpm-llama3-v|"
-    r"aya-(expanse|23|vision)|tiny-aya-global|internvl|llava|nuextract")
+    r"aya-(expanse|23|vision)|tiny-aya-global|internvl|llava|nuextract|(^|/)(ling|ring)-")
 VISION = re.compile(r"(^|[/_.-])vl([/_.-]|$)|vision|llava|vlm|omni|multimodal|pixtral|paligemma|idefics|molmo|"
                     r"minicpm-v|internvl|moondream")
 VISION_ARCHS = re.compile(r"_vl|vl_|llava|internvl|mllama|paligemma|idefics|minicpmv|glm4v|molmo|ovis|aria|"
@@ -492,11 +492,14 @@ def test_every_role_is_served_where_a_sensible_model_clearly_fits(built):
     """A fix that rejects everything must not pass: where the oracle finds a model that obviously
     serves the role on the host, hostfit must choose a local model for it."""
     unserved = []
+    print("\nhost/role: hostfit's pick | the largest-memory model the oracle finds clearly fitting")
     for host in HOSTS:
         for role in ROLES:
+            fits = clearly_servable(host, role)
+            print(f"{host}/{role}: {built[host]['roles'][role].get('model')} | "
+                  f"{fits[0][1].label if fits else None}")
             if built[host]["roles"][role].get("model"):
                 continue
-            fits = clearly_servable(host, role)
             if fits:
                 shown = ", ".join(f"{s.label} ({need / MIB:,.0f} MiB)" for need, s in fits[:3])
                 unserved.append(f"{host}/{role}: no model, though {len(fits)} clearly fit, e.g. {shown}")
