@@ -22,7 +22,8 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
             continue
         if provider and model.get("provider") != provider:
             continue
-        need = estimate(model, catalog.selection["context_default"], catalog.selection["runtime_overhead_mb"])
+        need = estimate(model, catalog.selection["context_default"], catalog.selection["runtime_overhead_mb"],
+                        catalog.selection.get("kv_cache_type"))
         out.append({
             "id": model_id, "params_b": model.get("params_b"), "quantization": model.get("quantization"),
             "context_window": model.get("context_window"), "provider": model.get("provider"),

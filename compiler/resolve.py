@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from . import paths
 from .errors import Diagnostic
-from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, declared_shortfall,
+from .memory import (DEFAULT_CONTEXT, QUANT_BITS, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW, declared_shortfall,
                      estimate, is_cloud)
 from .merge import Layer, Merged, origin
 from .validate import alias_table
@@ -49,7 +49,7 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
         quant = model.get("quantization")
         # the estimate counts whether or not memory.ram_mb is declared (the need is the larger)
         estimated = not is_cloud(model) and not (model.get("artifact") or {}).get("size_bytes")
-        if estimated and quant and quant.upper() not in BITS_PER_WEIGHT:
+        if estimated and quant and quant.upper() not in QUANT_BITS:
             file, line, col = locate(("models", model_id, "quantization"))
             problems.append(Diagnostic(
                 file, line, col, "W300", f"quantization {quant!r} of {model_id!r} has no bits-per-weight entry; "
@@ -75,7 +75,8 @@ def _declared_below_estimate(model_id: str, model: dict, selection: dict, locate
     catalog rather than per host or role, at the default context, the figure listings show."""
     if is_cloud(model) or not (model.get("memory") or {}).get("ram_mb"):
         return []
-    need = estimate(model, selection["context_default"], selection["runtime_overhead_mb"])
+    need = estimate(model, selection["context_default"], selection["runtime_overhead_mb"],
+                    selection.get("kv_cache_type"))
     if not declared_shortfall(need):
         return []
     file, line, col = locate(("models", model_id, "memory", "ram_mb"))

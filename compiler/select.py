@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
-from .memory import Estimate, estimate, is_cloud
+from .memory import DEFAULT_KV_CACHE, Estimate, estimate, is_cloud
 from .merge import origin
 from .resolve import Catalog
 
@@ -91,11 +91,15 @@ class RolePlan:
     candidates: list[Verdict] = field(default_factory=list)
     cloud: list[str] = field(default_factory=list)
     note: str = ""
+    kv_cache_type: str = DEFAULT_KV_CACHE  # what the memory was sized for: the loader's cache type
 
     def output(self) -> dict:
-        return {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
-                "memory_mb": self.memory_mb, "context": self.context, "workload": self.workload,
-                "required": self.required, "resident": self.resident}
+        out = {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
+               "memory_mb": self.memory_mb, "context": self.context, "workload": self.workload,
+               "required": self.required, "resident": self.resident}
+        if self.kv_cache_type != DEFAULT_KV_CACHE:  # only then: outputs with the default stay as they were
+            out["kv_cache_type"] = self.kv_cache_type
+        return out
 
     def trace(self) -> dict:
         kept = self.candidates[:TRACE_LIMIT]
@@ -155,6 +159,7 @@ class Screened:
     context: int
     candidates: tuple[tuple[str, str | None, Estimate | None, tuple], ...]  # (model, rejection, need, size)
     cloud: tuple[str, ...]
+    kv_cache_type: str = DEFAULT_KV_CACHE
 
 
 def screen(name: str, catalog: Catalog) -> Screened:
@@ -171,6 +176,7 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
         strategy = "first_fit" if role.get("prefer") else "largest_fit"
     requires = role.get("requires") or {}
     context = requires.get("context_min") or selection["context_default"]
+    cache_type = role.get("kv_cache_type") or selection.get("kv_cache_type")  # None: arch.kv_bytes, else f16
     candidates = []
     for model_id in _candidate_ids(role, catalog):
         model = catalog.models[model_id]
@@ -180,12 +186,12 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
             candidates.append((model_id, f"status is {model.get('status')}", None, ()))
         else:
             problem = _requirement_problem(model, requires, context)
-            need = None if problem else estimate(model, context, selection["runtime_overhead_mb"])
+            need = None if problem else estimate(model, context, selection["runtime_overhead_mb"], cache_type)
             size = (bool(model.get("recommended")), model.get("params_b") or 0, need.mb if need else 0)
             candidates.append((model_id, problem, need, size))
     cloud = tuple(ref for ref in [*(role.get("prefer") or ()), *(role.get("fallback") or ())]
                   if ref in catalog.models and is_cloud(catalog.models[ref]))
-    return Screened(strategy, context, tuple(candidates), cloud)
+    return Screened(strategy, context, tuple(candidates), cloud, cache_type or DEFAULT_KV_CACHE)
 
 
 def _candidate_ids(role: dict, catalog: Catalog) -> list[str]:
@@ -231,7 +237,8 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget) -> RolePlan:
     role = catalog.roles[name]
     screened = screen(name, catalog)
     plan = RolePlan(name, role["workload"], bool(role.get("required", False)), bool(role.get("resident", False)),
-                    screened.strategy, screened.context, cloud=list(screened.cloud))
+                    screened.strategy, screened.context, cloud=list(screened.cloud),
+                    kv_cache_type=screened.kv_cache_type)
     verdicts = plan.candidates
     capacity = budget.capacity()
     for model_id, problem, need, size in screened.candidates:
