@@ -15,7 +15,7 @@ schema_version: 2
 kind: catalog
 models:
   tiny:   {provider: local, params_b: 0.5, quantization: Q4_K_M, context_window: 32768, workloads: [chat],
-           capabilities: {reasoning: 0.2}, memory: {ram_mb: 1000}}
+           capabilities: {reasoning: 0.2}, memory: {ram_mb: 1000}, arch: {layers: 24, kv_heads: 2, head_dim: 64}}
   mid:    {provider: local, params_b: 7, quantization: Q4_K_M, context_window: 32768, workloads: [chat, code],
            capabilities: {reasoning: 0.6, coding: 0.8, tools: true}, memory: {ram_mb: 6000},
            arch: {layers: 28, kv_heads: 4, head_dim: 128}}

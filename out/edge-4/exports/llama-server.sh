@@ -7,15 +7,15 @@ MODELS="${MODELS:-.}"
 role="${1-}"
 [ "$#" -eq 0 ] || shift
 case "$role" in
-  chat)  # qwen2.5-coder-3b-q4 (cpu, 2439 MiB)
+  chat)  # qwen2.5-coder-3b-q4 (cpu, 2518 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --alias chat "$@" ;;
-  code)  # qwen2.5-coder-3b-q4 (cpu, 2871 MiB)
+  code)  # qwen2.5-coder-3b-q4 (cpu, 2950 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -ngl 0 --alias code "$@" ;;
-  executor)  # qwen2.5-coder-3b-q4 (cpu, 2871 MiB)
+  executor)  # qwen2.5-coder-3b-q4 (cpu, 2950 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -ngl 0 --alias executor "$@" ;;
-  extraction)  # qwen2.5-coder-3b-q4 (cpu, 2439 MiB)
+  extraction)  # qwen2.5-coder-3b-q4 (cpu, 2518 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --alias extraction "$@" ;;
-  summarization)  # qwen2.5-0.5b (cpu, 810 MiB)
+  summarization)  # qwen2.5-0.5b (cpu, 924 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-0.5b-instruct-q4_k_m.gguf -c 1024 -ngl 0 --alias summarization "$@" ;;
   *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat code executor extraction summarization' >&2
     exit 2 ;;

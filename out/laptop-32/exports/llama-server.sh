@@ -7,21 +7,21 @@ MODELS="${MODELS:-.}"
 role="${1-}"
 [ "$#" -eq 0 ] || shift
 case "$role" in
-  chat)  # gpt-oss-20b (cpu, 11602 MiB)
+  chat)  # gpt-oss-20b (cpu, 12490 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -ngl 0 --alias chat "$@" ;;
-  code)  # qwen2.5-coder-14b-q8 (cpu, 21623 MiB)
+  code)  # qwen2.5-coder-14b-q8 (cpu, 21634 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q8_0.gguf -c 32768 -ngl 0 --alias code "$@" ;;
-  creative)  # llama-3.1-8b-instruct (cpu, 5658 MiB)
+  creative)  # llama-3.1-8b-instruct (cpu, 5784 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -ngl 0 --alias creative "$@" ;;
-  critic)  # gpt-oss-20b (cpu, 11602 MiB)
+  critic)  # gpt-oss-20b (cpu, 12490 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -ngl 0 --alias critic "$@" ;;
-  executor)  # qwen2.5-coder-14b-q5 (cpu, 13585 MiB)
+  executor)  # qwen2.5-coder-14b-q5 (cpu, 13712 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 16384 -ngl 0 --alias executor "$@" ;;
-  extraction)  # gpt-oss-20b (cpu, 11602 MiB)
+  extraction)  # gpt-oss-20b (cpu, 12490 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -ngl 0 --alias extraction "$@" ;;
-  planner)  # qwen2.5-coder-14b-q5 (cpu, 12049 MiB)
+  planner)  # qwen2.5-coder-14b-q5 (cpu, 12176 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 8192 -ngl 0 --alias planner "$@" ;;
-  summarization)  # llama-3.1-8b-instruct (cpu, 6170 MiB)
+  summarization)  # llama-3.1-8b-instruct (cpu, 6296 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 8192 -ngl 0 --alias summarization "$@" ;;
   *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat code creative critic executor extraction planner summarization' >&2
     exit 2 ;;

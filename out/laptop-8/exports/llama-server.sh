@@ -7,22 +7,20 @@ MODELS="${MODELS:-.}"
 role="${1-}"
 [ "$#" -eq 0 ] || shift
 case "$role" in
-  chat)  # llama-3.1-8b-instruct (cpu, 5658 MiB)
+  chat)  # llama-3.1-8b-instruct (cpu, 5784 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -ngl 0 --alias chat "$@" ;;
-  code)  # qwen2.5-coder-3b-q4 (cpu, 2871 MiB)
+  code)  # qwen2.5-coder-3b-q4 (cpu, 2950 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -ngl 0 --alias code "$@" ;;
-  creative)  # llama-3.1-8b-instruct (cpu, 5658 MiB)
+  creative)  # llama-3.1-8b-instruct (cpu, 5784 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -ngl 0 --alias creative "$@" ;;
-  critic)  # llama-3.1-8b-instruct (cpu, 5658 MiB)
+  critic)  # llama-3.1-8b-instruct (cpu, 5784 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -ngl 0 --alias critic "$@" ;;
-  executor)  # qwen2.5-coder-3b-q4 (cpu, 2871 MiB)
+  executor)  # qwen2.5-coder-3b-q4 (cpu, 2950 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -ngl 0 --alias executor "$@" ;;
-  extraction)  # llama-3.1-8b-instruct (cpu, 5658 MiB)
+  extraction)  # llama-3.1-8b-instruct (cpu, 5784 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -ngl 0 --alias extraction "$@" ;;
-  planner)  # qwen2.5-coder-7b-q5 (cpu, 6120 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-7b-instruct-q5_k_m.gguf -c 8192 -ngl 0 --alias planner "$@" ;;
-  summarization)  # mistral-7b-instruct-v0.2 (cpu, 5714 MiB)
+  summarization)  # mistral-7b-instruct-v0.2 (cpu, 5752 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/mistral-7b-instruct-v0.2.Q4_K_M.gguf -c 8192 -ngl 0 --alias summarization "$@" ;;
-  *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat code creative critic executor extraction planner summarization' >&2
+  *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat code creative critic executor extraction summarization' >&2
     exit 2 ;;
 esac

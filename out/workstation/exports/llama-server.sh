@@ -7,21 +7,21 @@ MODELS="${MODELS:-.}"
 role="${1-}"
 [ "$#" -eq 0 ] || shift
 case "$role" in
-  chat)  # gpt-oss-20b (gpu, 11602 MiB)
+  chat)  # gpt-oss-20b (gpu, 12490 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -ngl 999 --alias chat "$@" ;;
-  code)  # qwen2.5-coder-14b-q8 (gpu, 18551 MiB)
+  code)  # qwen2.5-coder-14b-q8 (gpu, 18562 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q8_0.gguf -c 16384 -ngl 999 --alias code "$@" ;;
-  creative)  # llama-3.1-8b-instruct (gpu, 5658 MiB)
+  creative)  # llama-3.1-8b-instruct (gpu, 5784 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -ngl 999 --alias creative "$@" ;;
-  critic)  # gpt-oss-20b (cpu, 11602 MiB)
+  critic)  # gpt-oss-20b (cpu, 12490 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -ngl 0 --alias critic "$@" ;;
-  executor)  # qwen2.5-coder-14b-q5 (gpu, 13585 MiB)
+  executor)  # qwen2.5-coder-14b-q5 (gpu, 13712 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 16384 -ngl 999 --alias executor "$@" ;;
-  extraction)  # gpt-oss-20b (gpu, 11602 MiB)
+  extraction)  # gpt-oss-20b (gpu, 12490 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -ngl 999 --alias extraction "$@" ;;
-  planner)  # gpt-oss-120b (split, 62669 MiB)
+  planner)  # gpt-oss-120b (split, 64855 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-120b-mxfp4-00001-of-00003.gguf -c 16384 -ngl 0 --alias planner "$@" ;;
-  summarization)  # gpt-oss-20b (gpu, 12946 MiB)
+  summarization)  # gpt-oss-20b (gpu, 13162 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 32768 -ngl 999 --alias summarization "$@" ;;
   *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat code creative critic executor extraction planner summarization' >&2
     exit 2 ;;
