@@ -169,7 +169,9 @@ def test_weights_without_file_sizes_match_gpt4all_files_within_2_percent_median(
     lines.append(f"{len(errors)} files: median |error| {median:.2%}, worst {worst:.2%}")
     print("\n" + "\n".join(lines))
     assert len(errors) == 32
-    assert median <= 0.02 and worst <= 0.08
+    assert median <= 0.02 and worst <= 0.08  # issue 10's acceptance
+    # and what the tensor-group model achieves (a flat 4.5 bits for Q4_0 gave 0.78% and 5.44%, Llama 3.2 1B)
+    assert median <= 0.0025 and worst <= 0.02
 
 
 def test_without_vocab_and_hidden_size_the_weights_assume_a_large_output_matrix():
@@ -287,7 +289,7 @@ def test_a_quantized_kv_cache_takes_ggml_block_bytes():
     assert estimate(QWEN7, 8192, kv_cache_type="f32").kv_mb == 896
     assert estimate(QWEN7, 8192, kv_cache_type="bf16").kv_mb == 448
     bare = {k: v for k, v in QWEN7.items() if k != "arch"}  # the bound scales alike
-    assert estimate(bare, 8192, kv_cache_type="q4_0").kv_mb == math.ceil(estimate(bare, 8192).kv_mb * 18 / 64)
+    assert kv_mib(bare, 8192, "q4_0")[0] == pytest.approx(kv_mib(bare, 8192)[0] * 18 / 64)
     assert set(KV_CACHE_BYTES) == {"f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl"}
 
 
@@ -326,10 +328,21 @@ def test_a_role_kv_cache_type_sizes_its_memory_and_reaches_models_json(base_cata
     plain = run_cli("-C", str(base_catalog), "build", "--host", "box-32", "--set", "selection.kv_cache_type=f16")
     assert plain.exit_code == 0, plain.output
     document = json.loads((base_catalog / "out" / "box-32" / "models.json").read_text())
-    assert document["roles"]["chat"]["kv_cache_type"] == "q8_0" and "kv_cache_type" not in document["roles"]["summarization"]
+    roles = document["roles"]
+    assert roles["chat"]["kv_cache_type"] == "q8_0" and "kv_cache_type" not in roles["summarization"]
 
 
-def test_an_unknown_kv_cache_type_is_a_schema_error(base_catalog: Path):
-    add_layer(base_catalog, "30-cache.yaml", "roles:\n  chat:\n    kv_cache_type: q3_k\n")
+def test_kv_cache_type_takes_llama_cpp_names_only(base_catalog: Path):
+    layer = add_layer(base_catalog, "30-cache.yaml", "roles:\n  chat:\n    kv_cache_type: q5_1\n")
+    assert run_cli("-C", str(base_catalog), "validate").exit_code == 0
+    layer.write_text(layer.read_text().replace("q5_1", "q3_k"))
     result = run_cli("-C", str(base_catalog), "validate")
     assert result.exit_code == 1 and "kv_cache_type" in result.output + result.stderr
+
+
+def test_head_dim_defaults_to_hidden_size_over_heads():
+    """config.json's rule when it states no head_dim (llmfit's heads now reach arch)."""
+    geometry = {"layers": 28, "kv_heads": 4, "hidden_size": 3584, "heads": 28}
+    model = {**QWEN7, "arch": geometry}
+    assert kv_mib(model, 8192) == kv_mib(QWEN7, 8192) == (448, "exact")
+    assert kv_mib({**QWEN7, "arch": {"layers": 28, "kv_heads": 4, "hidden_size": 3584}}, 8192)[1] == "heuristic"
