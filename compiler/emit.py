@@ -65,7 +65,8 @@ def _memory_by_model(plan: Plan, catalog: Catalog) -> dict[str, Estimate]:
     for model_id in plan.models_used():
         if model_id not in found:
             found[model_id] = estimate(catalog.models[model_id], selection["context_default"],
-                                       selection["runtime_overhead_mb"], flash_attention=selection["flash_attention"])
+                                       selection["runtime_overhead_mb"], selection.get("kv_cache_type"),
+                                       flash_attention=selection["flash_attention"])
     return found
 
 

@@ -71,7 +71,8 @@ def _memory(m: dict) -> str:
     if m["method"] == "cloud":
         return f" [{m['mb']:,} MiB: cloud]"
     estimated = m["weights_mb"] + m["kv_mb"] + m["overhead_mb"]
-    parts = (f"weights {m['weights_mb']:,} + kv {m['kv_mb']:,} ({m['kv_method']}) + overhead {m['overhead_mb']:,}"
+    kv = m["kv_method"] + (f", {m['kv_cache_type']}" if m.get("kv_cache_type") else "")  # absent: f16
+    parts = (f"weights {m['weights_mb']:,} + kv {m['kv_mb']:,} ({kv}) + overhead {m['overhead_mb']:,}"
              f" at {m['context']:,} tokens")
     if not m.get("declared_mb"):
         return f" [{m['mb']:,} MiB: {m['method']}, {parts}]"

@@ -23,7 +23,7 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
         if provider and model.get("provider") != provider:
             continue
         need = need_on(budget, model, catalog.selection["context_default"], catalog.selection,
-                       catalog.selection["flash_attention"])
+                       catalog.selection["flash_attention"], catalog.selection.get("kv_cache_type"))
         out.append({
             "id": model_id, "params_b": model.get("params_b"), "quantization": model.get("quantization"),
             "context_window": model.get("context_window"), "provider": model.get("provider"),

@@ -3,9 +3,12 @@
     needed   = max(declared memory.ram_mb, estimate)                 ("declared" when the declaration is higher)
     estimate = weights + kv_cache + overhead                         ("gguf" / "estimated")
     weights  = artifact size (every file's size_bytes, summed)        ("gguf": the files are loaded whole)
-             | params_b * 1e9 * bits_per_weight(quantization) / 8    ("estimated")
-    kv_cache = 2 * layers * context * kv_heads * head_dim * kv_bytes (exact, when `arch` is known)
-             | KV_MIB_PER_BPARAM_PER_KTOKEN * params_b * context / 1024   (heuristic otherwise)
+             | max(tied, untied) + vocab_size * TOKENIZER_BYTES      ("estimated", bits from QUANT_BITS)
+      tied   = (params - E) * body + E * output                      E = vocab_size * hidden_size: one matrix;
+      untied = (params - 2E) * body + E * embedding + E * output         the larger of the two, as catalogs rarely
+                                                                         say whether the output reuses the embedding
+    kv_cache = 2 * kv_heads * head_dim * bytes * (full layers * context + sliding layers * SWA cells)  ("exact")
+             | KV_BOUND_KIB * sqrt(params_b) * context * bytes / 2   ("heuristic": an upper bound, without arch)
     overhead = compute_buffer + runtime_overhead_mb                   (selection.runtime_overhead_mb, default 128)
              + gpu_runtime_overhead_mb on a host with a GPU           (selection.gpu_runtime_overhead_mb, default 600)
     compute_buffer = max(logits, attention) + scratch                 (llama.cpp's graph buffer, n_ubatch tokens a step)
@@ -21,6 +24,26 @@ reported at 4k / 32k without flash attention, 299 vs 258.5 MiB with it. The GPU 
 what nvidia-smi showed beyond llama.cpp's buffers there (597 MiB at every context: the CUDA context
 and libraries); a CPU process needs only its own code and libraries (41 MiB measured).
 
+Weights. llama.cpp does not quantize every tensor alike: the output projection (or the token
+embedding standing in for it when tied) is kept at Q6_K (Q8_0 where the row length is not a
+multiple of 256, and at the file's own type for Q8_0 and above), 1-D tensors at F32, and the
+K-quant mixes raise some layers' attn_v/ffn_down. AWQ/GPTQ/FP8 checkpoints keep the embedding and
+lm_head at 16 bits. So a Q4_0 file averages 4.6+ bits per weight, and a small model with a big
+vocabulary much more. QUANT_BITS gives, per quantization, the bits of the body (repeating layers),
+the token embedding and the output, and of the body and output when hidden_size is not a multiple
+of 256 (K-quant blocks are 256 wide; llama.cpp falls back to a legacy type). Without vocab_size
+and hidden_size, E is EMBEDDING_SHARE of the parameters, at most EMBEDDING_PARAMS. Calibrated on
+GPT4All's 32 real GGUF files (tests/data/gpt4all_calibration.yaml, README "Memory").
+
+KV cache. bytes per element from the cache type (KV_CACHE_BYTES, ggml block sizes; a role's or
+the selection's kv_cache_type, else arch.kv_bytes, else f16). Layers using a sliding window
+(arch.sliding_window_layers of them, window arch.sliding_window) keep window + n_ubatch cells,
+padded to 256, as llama.cpp does without --swa-full. Without arch the bound grows as the square
+root of the parameter count (a transformer has params >= 12 * layers * hidden^2 and caches
+4 * layers * hidden bytes per token, so the cache <= 4 * sqrt(layers * params / 12)), scaled to
+cover every architecture in llmfit's hf_models.json; it takes total parameters, so it stays safe
+for a mixture of experts, whose total still bounds its attention, without growing linearly with them.
+
 A declaration is a hint, never a replacement: importers fill it from weights-only figures (llmfit's
 min_ram_gb is the weights at Q4), so it may raise the need but never lower it. Only a measured
 figure may be below the estimate (not built yet). Cloud models need no local memory ("cloud").
@@ -28,7 +51,9 @@ figure may be below the estimate (not built yet). Cloud models need no local mem
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from .artifacts import files_of
 
@@ -41,20 +66,79 @@ LOCAL_PROVIDERS = frozenset(("local", "ollama", "huggingface"))  # any other pro
 RUNTIME_OVERHEAD_MB = 128
 GPU_RUNTIME_OVERHEAD_MB = 600
 DEFAULT_CONTEXT = 4096
-# Llama-2-7B, which has no grouped-query attention, needs 2 GiB of f16 KV cache for 4,096
-# tokens: about 76 MiB per billion parameters per 1,024 tokens. Models with GQA need less, so
-# this over-estimates, which is the safe side for a fit decision.
-KV_MIB_PER_BPARAM_PER_KTOKEN = 76
 
-# Bits per weight. Block formats are exact from their ggml layout (Q4_0: 32 weights in 18
-# bytes = 4.5); the K-quant mixes (_S/_M/_L) are llama.cpp's measured averages on LLaMA-7B.
-BITS_PER_WEIGHT: dict[str, float] = {
-    "F32": 32.0, "F16": 16.0, "BF16": 16.0,
-    "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_1": 6.0, "Q5_0": 5.5, "Q5_K_M": 5.68, "Q5_K_S": 5.54,
-    "Q4_1": 5.0, "Q4_0": 4.5, "Q4_K_M": 4.84, "Q4_K_S": 4.58, "MXFP4": 4.25,
-    "Q3_K_L": 4.27, "Q3_K_M": 3.91, "Q3_K_S": 3.5, "Q2_K": 2.625,
+
+class Bits(NamedTuple):
+    """Bits per weight of one quantization, by tensor group (see the module docstring)."""
+
+    body: float
+    embedding: float
+    output: float
+    body_unaligned: float  # hidden_size % 256 != 0: K-quant tensors fall back (Q4_K -> Q5_0, Q6_K -> Q8_0...)
+    output_unaligned: float
+
+
+Q6_K, Q8_0 = 6.5625, 8.5  # ggml: 210 bytes per 256 weights; 34 bytes per 32
+
+
+def _legacy(bits: float) -> Bits:
+    """A 32-wide block type (Q4_0..Q5_1): its own bits everywhere but the output, Q6_K (Q8_0 unaligned)."""
+    return Bits(bits, bits, Q6_K, bits, Q8_0)
+
+
+def _whole(bits: float) -> Bits:
+    """One type for every tensor (F32, F16, Q8_0: llama.cpp does not lower the output below it)."""
+    return Bits(bits, bits, bits, bits, bits)
+
+
+def _sixteen_bit_ends(bits: float) -> Bits:
+    """Safetensors quantizations (AWQ, GPTQ, FP8...): the embedding and lm_head stay at 16 bits."""
+    return Bits(bits, 16.0, 16.0, bits, 16.0)
+
+
+# Block formats are exact from their ggml layout (Q4_0: 32 weights in 18 bytes = 4.5). A K-quant
+# mix's body is its base type plus llama.cpp's raises (Q4_K_M: attn_v and ffn_down at Q6_K in half
+# the layers, about 30% of the body), rounded up; its token embedding stays at the base type.
+# AWQ/GPTQ 4-bit: 4 bits plus an fp16 scale and a 4-bit zero per 128 weights (4.16), rounded up.
+QUANT_BITS: dict[str, Bits] = {
+    "F32": _whole(32.0), "F16": _whole(16.0), "BF16": _whole(16.0), "Q8_0": _whole(Q8_0),
+    "Q6_K": Bits(Q6_K, Q6_K, Q6_K, Q8_0, Q8_0),
+    "Q5_1": _legacy(6.0), "Q5_0": _legacy(5.5), "Q4_1": _legacy(5.0), "Q4_0": _legacy(4.5),
+    "Q5_K_M": Bits(5.7, 5.5, Q6_K, 6.2, Q8_0), "Q5_K_S": Bits(5.55, 5.5, Q6_K, 6.05, Q8_0),
+    "Q4_K_M": Bits(4.85, 4.5, Q6_K, 5.85, Q8_0), "Q4_K_S": Bits(4.6, 4.5, Q6_K, 5.6, Q8_0),
+    "Q3_K_L": Bits(4.3, 3.4375, Q6_K, 5.4, Q8_0), "Q3_K_M": Bits(3.9, 3.4375, Q6_K, 5.0, Q8_0),
+    "Q3_K_S": Bits(3.5, 3.4375, Q6_K, 4.6, Q8_0), "Q2_K": Bits(3.0, 2.625, Q6_K, 4.9, Q8_0),
+    "IQ4_XS": Bits(4.25, 4.25, Q6_K, 4.5, Q8_0), "IQ4_NL": _legacy(4.5),
+    # gpt-oss: experts in MXFP4 (4.25), attention, embedding and output at Q8_0: 4.4 over both sizes' bodies
+    "MXFP4": Bits(4.4, Q8_0, Q8_0, 4.4, Q8_0),
+    "AWQ_4BIT": _sixteen_bit_ends(4.25), "GPTQ_INT4": _sixteen_bit_ends(4.25),
+    "AUTOROUND_4BIT": _sixteen_bit_ends(4.25), "W4A16": _sixteen_bit_ends(4.25),
+    "AWQ_8BIT": _sixteen_bit_ends(8.25), "GPTQ_INT8": _sixteen_bit_ends(8.25), "W8A8": _sixteen_bit_ends(8.25),
+    "FP8": _sixteen_bit_ends(8.0), "NVFP4": _sixteen_bit_ends(4.5), "BNB_4BIT": _sixteen_bit_ends(4.5),
 }
 UNKNOWN_QUANT_BPW = 16.0  # unquantized weights: the safe assumption
+UNKNOWN_QUANT = _whole(UNKNOWN_QUANT_BPW)
+K_BLOCK = 256  # K-quant block width: a row length that is not a multiple falls back to another type
+# Without vocab_size and hidden_size: the share of parameters assumed to be the embedding matrix, and
+# its largest size. Models of 1B and more in llmfit's list stay within 0.3 (Gemma 3 1B: 0.30), drafts
+# for speculative decoding aside; the largest matrices are about 2.1B (Llama 3.1 405B), but above
+# 1.1B they are under 1% of their model.
+EMBEDDING_SHARE = 0.3
+EMBEDDING_PARAMS = 1.1e9
+TOKENIZER_BYTES = 80  # per vocabulary entry: the GGUF's token strings, scores, types and merges
+
+# bytes per cached element, from ggml's block sizes (q8_0: 34 bytes per 32 values)
+KV_CACHE_BYTES: dict[str, float] = {
+    "f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
+    "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32,
+}
+DEFAULT_KV_CACHE = "f16"
+SWA_UBATCH = 512  # llama.cpp's default n_ubatch: a sliding-window layer keeps window + n_ubatch cells
+KV_PAD = 256  # ... rounded up to a multiple of 256
+# The f16 cache bound without arch, in KiB per token per sqrt(billion parameters): the highest ratio
+# among llmfit's 1,542 architectures is 535 (UnfilteredAI/NSFW-flash, 800 KiB at 2.24B); a
+# 128-layer dense model by the derivation above reaches 403. Llama 2 7B (512 KiB) gets 1,412.
+KV_BOUND_KIB = 544
 # A declaration this far below the estimate is reported (W301): it most likely counts weights only.
 DECLARED_SHORTFALL_WARN = 0.15
 # llama.cpp's compute buffer. Both llama-cpp-python and llama-server evaluate 512 tokens a step
@@ -85,6 +169,7 @@ class Estimate:
     kv_method: str = ""  # exact | heuristic
     context: int = 0
     declared_mb: int = 0  # memory.ram_mb when the model declares it (0: none)
+    kv_cache_type: str = DEFAULT_KV_CACHE
 
     @property
     def estimated_mb(self) -> int:
@@ -96,6 +181,8 @@ class Estimate:
                "overhead_mb": self.overhead_mb, "kv_method": self.kv_method, "context": self.context}
         if self.declared_mb:  # only then: outputs of catalogs without declarations stay as they were
             out["declared_mb"] = self.declared_mb
+        if self.kv_cache_type != DEFAULT_KV_CACHE:  # likewise
+            out["kv_cache_type"] = self.kv_cache_type
         return out
 
 
@@ -103,19 +190,23 @@ def is_cloud(model: dict) -> bool:
     return model.get("provider", "local") not in LOCAL_PROVIDERS
 
 
+def quant_bits(quantization: str | None) -> Bits:
+    """The bits per weight of a quantization by tensor group; unknown: unquantized (16)."""
+    return QUANT_BITS.get((quantization or "").upper(), UNKNOWN_QUANT)
+
+
 def bits_per_weight(quantization: str | None) -> float:
-    if not quantization:
-        return UNKNOWN_QUANT_BPW
-    return BITS_PER_WEIGHT.get(quantization.upper(), UNKNOWN_QUANT_BPW)
+    """The body's bits per weight (the figure W300 and listings quote)."""
+    return quant_bits(quantization).body
 
 
-def estimate(model: dict, context: int, overhead_mb: int = RUNTIME_OVERHEAD_MB, *,
-             flash_attention: bool = True) -> Estimate:
+def estimate(model: dict, context: int, overhead_mb: int = RUNTIME_OVERHEAD_MB,
+             kv_cache_type: str | None = None, *, flash_attention: bool = True) -> Estimate:
     """What the model needs at `context`: the larger of its declaration and hostfit's estimate.
     (A measured figure, when there is one, will be the one figure allowed below the estimate.)"""
     if is_cloud(model):
         return Estimate(0, "cloud", context=context)
-    computed = _computed(model, context, overhead_mb, flash_attention)
+    computed = _computed(model, context, overhead_mb, kv_cache_type, flash_attention)
     declared = int((model.get("memory") or {}).get("ram_mb") or 0)
     if declared > computed.mb:
         return replace(computed, mb=declared, method="declared", declared_mb=declared)
@@ -127,16 +218,18 @@ def declared_shortfall(need: Estimate) -> bool:
     return bool(need.declared_mb) and need.declared_mb < need.estimated_mb * (1 - DECLARED_SHORTFALL_WARN)
 
 
-def _computed(model: dict, context: int, overhead_mb: int, flash_attention: bool = True) -> Estimate:
+def _computed(model: dict, context: int, overhead_mb: int, kv_cache_type: str | None = None,
+              flash_attention: bool = True) -> Estimate:
     """weights + KV cache + overhead, from what the catalog says of the model."""
     window = model.get("context_window")
     if window:
         context = min(context, window)
     weights, method = weights_mib(model)
-    kv, kv_method = kv_mib(model, context)
+    kv, kv_method = kv_mib(model, context, kv_cache_type)
     overhead = overhead_mib(model, context, overhead_mb, flash_attention=flash_attention)
     weights_mb, kv_mb, overhead_mb = _ceil(weights), _ceil(kv), _ceil(overhead)
-    return Estimate(weights_mb + kv_mb + overhead_mb, method, weights_mb, kv_mb, overhead_mb, kv_method, context)
+    return Estimate(weights_mb + kv_mb + overhead_mb, method, weights_mb, kv_mb, overhead_mb, kv_method, context,
+                    kv_cache_type=kv_cache_type or DEFAULT_KV_CACHE)
 
 
 def artifact_size(artifact: dict | None) -> int | None:
@@ -155,17 +248,54 @@ def weights_mib(model: dict) -> tuple[float, str]:
     size = artifact_size(model.get("artifact"))
     if size:
         return size / MIB, "gguf"
-    params_b = model.get("params_b") or 0
-    return params_b * 1e9 * bits_per_weight(model.get("quantization")) / 8 / MIB, "estimated"
+    return estimated_weight_bytes(model) / MIB, "estimated"
 
 
-def kv_mib(model: dict, context: int) -> tuple[float, str]:
-    """The KV cache in MiB at `context` tokens, and whether it is exact (from arch) or a heuristic."""
+def estimated_weight_bytes(model: dict) -> float:
+    """params x bits per weight, by tensor group (module docstring): never below llama.cpp's file."""
+    params = (model.get("params_b") or 0) * 1e9
     arch = model.get("arch") or {}
-    if arch.get("layers") and arch.get("kv_heads") and arch.get("head_dim"):
-        kv_bytes = arch.get("kv_bytes", 2)
-        return 2 * arch["layers"] * context * arch["kv_heads"] * arch["head_dim"] * kv_bytes / MIB, "exact"
-    return KV_MIB_PER_BPARAM_PER_KTOKEN * (model.get("params_b") or 0) * context / 1024, "heuristic"
+    vocab, hidden = arch.get("vocab_size"), arch.get("hidden_size")
+    bits = quant_bits(model.get("quantization"))
+    if vocab and hidden:
+        matrix = min(float(vocab * hidden), params)
+        tokenizer = vocab * TOKENIZER_BYTES
+    else:
+        matrix = min(EMBEDDING_SHARE * params, EMBEDDING_PARAMS)
+        tokenizer = 0
+    body, output = bits.body, bits.output
+    if hidden and hidden % K_BLOCK:
+        body, output = bits.body_unaligned, bits.output_unaligned
+    tied = (params - matrix) * body + matrix * output
+    untied = (params - 2 * matrix) * body + matrix * (bits.embedding + output) if 2 * matrix <= params else 0
+    return max(tied, untied) / 8 + tokenizer
+
+
+def kv_bytes_per_element(model: dict, kv_cache_type: str | None) -> float:
+    if kv_cache_type:
+        return KV_CACHE_BYTES[kv_cache_type]
+    return (model.get("arch") or {}).get("kv_bytes") or KV_CACHE_BYTES[DEFAULT_KV_CACHE]
+
+
+def kv_mib(model: dict, context: int, kv_cache_type: str | None = None) -> tuple[float, str]:
+    """The KV cache in MiB at `context` tokens, and whether it is exact (from arch) or a bound."""
+    arch = model.get("arch") or {}
+    element = kv_bytes_per_element(model, kv_cache_type)
+    head_dim = arch.get("head_dim")
+    if not head_dim and arch.get("hidden_size") and arch.get("heads"):
+        head_dim = arch["hidden_size"] // arch["heads"]  # config.json's default when it states none
+    if arch.get("layers") and arch.get("kv_heads") and head_dim:
+        layers = arch["layers"]
+        sliding = min(arch.get("sliding_window_layers") or 0, layers) if arch.get("sliding_window") else 0
+        cells = (layers - sliding) * context + sliding * swa_cells(arch.get("sliding_window") or 0, context)
+        return 2 * arch["kv_heads"] * head_dim * element * cells / MIB, "exact"
+    params_b = model.get("params_b") or 0
+    return KV_BOUND_KIB * math.sqrt(params_b) * context * element / 2 / 1024, "heuristic"
+
+
+def swa_cells(window: int, context: int) -> int:
+    """Cells a sliding-window layer keeps: llama.cpp's min(n_ctx, pad(n_swa + n_ubatch, 256))."""
+    return min(context, -(-(window + SWA_UBATCH) // KV_PAD) * KV_PAD)
 
 
 def overhead_mib(model: dict, context: int, overhead_mb: int, *, flash_attention: bool = True) -> float:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from . import paths
 from .errors import Diagnostic
-from .memory import (BITS_PER_WEIGHT, DEFAULT_CONTEXT, GPU_RUNTIME_OVERHEAD_MB, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW,
+from .memory import (DEFAULT_CONTEXT, GPU_RUNTIME_OVERHEAD_MB, QUANT_BITS, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW,
                      UNQUANTIZED_KV, artifact_size, declared_shortfall, estimate, is_cloud)
 from .merge import Layer, Merged, origin
 from .validate import alias_table
@@ -55,7 +55,7 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
         quant = model.get("quantization")
         # the estimate counts whether or not memory.ram_mb is declared (the need is the larger)
         estimated = not is_cloud(model) and not artifact_size(model.get("artifact"))
-        if estimated and quant and quant.upper() not in BITS_PER_WEIGHT:
+        if estimated and quant and quant.upper() not in QUANT_BITS:
             file, line, col = locate(("models", model_id, "quantization"))
             problems.append(Diagnostic(
                 file, line, col, "W300", f"quantization {quant!r} of {model_id!r} has no bits-per-weight entry; "
@@ -104,7 +104,7 @@ def _declared_below_estimate(model_id: str, model: dict, selection: dict, locate
     if is_cloud(model) or not (model.get("memory") or {}).get("ram_mb"):
         return []
     need = estimate(model, selection["context_default"], selection["runtime_overhead_mb"],
-                    flash_attention=selection["flash_attention"])
+                    selection.get("kv_cache_type"), flash_attention=selection["flash_attention"])
     if not declared_shortfall(need):
         return []
     file, line, col = locate(("models", model_id, "memory", "ram_mb"))

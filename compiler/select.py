@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from . import kinds, runtimes
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
-from .memory import Estimate, estimate, is_cloud
+from .memory import DEFAULT_KV_CACHE, Estimate, estimate, is_cloud
 from .merge import origin
 from .resolve import Catalog
 
@@ -107,12 +107,16 @@ class RolePlan:
     candidates: list[Verdict] = field(default_factory=list)
     cloud: list[str] = field(default_factory=list)
     note: str = ""
+    kv_cache_type: str = DEFAULT_KV_CACHE  # what the memory was sized for: the loader's cache type
 
     def output(self) -> dict:
-        return {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
-                "memory_mb": self.memory_mb, "context": self.context, "workload": self.workload,
-                "required": self.required, "resident": self.resident, "flash_attention": self.flash_attention,
-                "runtime": self.runtime, "fallback_runtimes": self.fallback_runtimes}
+        out = {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
+               "memory_mb": self.memory_mb, "context": self.context, "workload": self.workload,
+               "required": self.required, "resident": self.resident, "flash_attention": self.flash_attention,
+               "runtime": self.runtime, "fallback_runtimes": self.fallback_runtimes}
+        if self.kv_cache_type != DEFAULT_KV_CACHE:  # only then: outputs with the default stay as they were
+            out["kv_cache_type"] = self.kv_cache_type
+        return out
 
     def trace(self) -> dict:
         kept = self.candidates[:TRACE_LIMIT]
@@ -154,11 +158,12 @@ def host_budget(host: Host, selection: dict) -> Budget:
     return Budget(ram, vram, host.max_loaded_models)
 
 
-def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_attention: bool) -> Estimate:
+def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_attention: bool,
+            kv_cache_type: str | None = None) -> Estimate:
     """The model's need on this host: where a GPU holds it, whole or in part (every placement on a host
     with VRAM), the GPU runtime's own memory comes on top."""
     overhead = selection["runtime_overhead_mb"] + (selection["gpu_runtime_overhead_mb"] if budget.vram_mb else 0)
-    return estimate(model, context, overhead, flash_attention=flash_attention)
+    return estimate(model, context, overhead, kv_cache_type, flash_attention=flash_attention)
 
 
 def select(catalog: Catalog, host: Host) -> Plan:
@@ -182,6 +187,7 @@ class Screened:
     context: int
     candidates: tuple[tuple[str, str | None, Estimate | None, tuple], ...]  # (model, rejection, need, size)
     cloud: tuple[str, ...]
+    kv_cache_type: str | None = None  # the role's or the selection's; None: arch.kv_bytes, else f16
 
 
 def screen(name: str, catalog: Catalog) -> Screened:
@@ -198,6 +204,7 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
         strategy = "first_fit" if role.get("prefer") else "largest_fit"
     requires = role.get("requires") or {}
     context = requires.get("context_min") or selection["context_default"]
+    cache_type = role.get("kv_cache_type") or selection.get("kv_cache_type")  # None: arch.kv_bytes, else f16
     candidates = []
     for model_id in _candidate_ids(role, catalog):
         model = catalog.models[model_id]
@@ -208,7 +215,7 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
             candidates.append((model_id, f"status is {model.get('status')}", None, ()))
         else:
             problem = kinds.problem(model["type"], role) or _requirement_problem(model, requires, context)
-            need = None if problem else estimate(model, context, selection["runtime_overhead_mb"],
+            need = None if problem else estimate(model, context, selection["runtime_overhead_mb"], cache_type,
                                                  flash_attention=role["flash_attention"])
             size = (bool(model.get("recommended")), model.get("params_b") or 0, need.mb if need else 0)
             candidates.append((model_id, problem, need, size))
@@ -220,7 +227,7 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
                 cloud.append(ref)
             elif ref not in (role.get("prefer") or ()):  # a prefer entry is a candidate already, with this reason
                 candidates.append((ref, wrong, None, ()))
-    return Screened(strategy, context, tuple(candidates), tuple(cloud))
+    return Screened(strategy, context, tuple(candidates), tuple(cloud), cache_type)
 
 
 def _candidate_ids(role: dict, catalog: Catalog) -> list[str]:
@@ -275,7 +282,8 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
     role = catalog.roles[name]
     screened = screen(name, catalog)
     plan = RolePlan(name, role["workload"], bool(role.get("required", False)), bool(role.get("resident", False)),
-                    screened.strategy, screened.context, role["flash_attention"], cloud=list(screened.cloud))
+                    screened.strategy, screened.context, role["flash_attention"], cloud=list(screened.cloud),
+                    kv_cache_type=screened.kv_cache_type or DEFAULT_KV_CACHE)
     verdicts = plan.candidates
     capacity = budget.capacity()
     for model_id, problem, need, size in screened.candidates:
@@ -284,7 +292,7 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
             continue
         if budget.vram_mb:
             need = need_on(budget, catalog.models[model_id], screened.context, catalog.selection,
-                           role["flash_attention"])
+                           role["flash_attention"], screened.kv_cache_type)
         fmt, offers = _format_of(model_id, catalog)
         matches = runtimes.match(fmt, offers, available)
         if not matches:

@@ -20,7 +20,7 @@ def test_build_a_declared_host_prints_the_role_table(base_catalog: Path, monkeyp
     assert document["host"]["name"] == "box-8" and document["host"]["detected"] is False
     assert document["roles"]["chat"]["model"] == "big-chat"
     rows = [line.split() for line in result.stdout.splitlines()]
-    assert ["chat", "big-chat", "5.4", "GiB", "cpu", "small-chat,", "cloud-mini"] in rows
+    assert ["chat", "big-chat", "5.5", "GiB", "cpu", "small-chat,", "cloud-mini"] in rows
     assert (out / "explain.json").is_file()
     # this machine is not 8 GiB: the declared facts win, with a warning at the host's declaration
     assert "sources/hosts.yaml:4:3: warning[W401]: host 'box-8' is declared with 8.0 GiB RAM" in result.stderr
@@ -149,10 +149,10 @@ def test_host_prints_detected_facts():
 
 def test_unknown_quantization_is_a_warning_not_an_error(base_catalog: Path):
     add_layer(base_catalog, "20-iq.yaml",
-        "models:\n  small-chat: {quantization: IQ4_XS}\n")
+        "models:\n  small-chat: {quantization: IQ2_XXS}\n")
     result = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
     assert result.exit_code == 0
-    assert "sources/20-iq.yaml:4:16: warning[W300]: quantization 'IQ4_XS' of 'small-chat'" in result.stderr
+    assert "sources/20-iq.yaml:4:16: warning[W300]: quantization 'IQ2_XXS' of 'small-chat'" in result.stderr
 
 
 def test_output_changes_only_when_something_the_host_uses_changes(base_catalog: Path):

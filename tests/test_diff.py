@@ -13,7 +13,8 @@ from conftest import add_layer, run_cli
 
 CHANGES = {
     "model-added": lambda c: add_layer(c, "20-new.yaml", "models:\n  mid-chat: {provider: local, workloads: [chat], "
-                                                          "params_b: 3, quantization: Q4_K_M, context_window: 16384}\n"),
+                                                          "params_b: 3, quantization: Q4_K_M, context_window: 16384, "
+                                                          "arch: {layers: 36, kv_heads: 2, head_dim: 128}}\n"),
     "ram-reassigns-a-role": lambda c: (c / "sources" / "hosts.yaml").write_text(
         (c / "sources" / "hosts.yaml").read_text().replace("box-8: {ram_gb: 8", "box-8: {ram_gb: 4")),
     "profile-change": lambda c: (c / "profiles" / "base.yaml").write_text(
@@ -64,7 +65,8 @@ def test_diff_against_a_git_ref_explains_with_the_trace(base_catalog: Path):
     add_layer(base_catalog, "20-roles.yaml", "roles:\n  chat: {requires: {context_min: 16384}}\n"
                                              "models:\n  big-chat: {context_window: 8192}\n"
                                              "  long-chat: {provider: local, workloads: [chat], params_b: 1, "
-                                             "quantization: Q4_K_M, context_window: 65536}\n")
+                                             "quantization: Q4_K_M, context_window: 65536, "
+                                             "arch: {layers: 16, kv_heads: 8, head_dim: 64}}\n")
     result = run_cli("-C", str(base_catalog), "diff", "--git", "HEAD", "--format", "json", "--exit-code")
     assert result.exit_code == 1, result.output
     hosts = {h["host"]: h for h in json.loads(result.stdout)["hosts"]}

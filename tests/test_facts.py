@@ -49,6 +49,7 @@ def compiled_model(catalog: Path, model_id: str, host: str = "box-8") -> dict:
 
 
 def test_write_records_the_header_facts_and_the_build_reads_them(base_catalog: Path, qwen_file: Path):
+    (base_catalog / "sources" / "05-geometry.yaml").unlink()  # small-chat as hand-written without a shape
     result = run_cli("-C", str(base_catalog), "inspect", str(qwen_file), "--write")
     assert result.exit_code == 0, result.output
     path = facts_file(base_catalog, "small-chat")

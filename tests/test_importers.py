@@ -52,7 +52,8 @@ def test_llmfit():
     assert result.suffixed == [("microsoft/Phi-3-mini-4k-instruct", "microsoft/phi-3-mini-4k-instruct-2")]
     qwen = models["qwen/qwen2.5-coder-7b-instruct"]
     assert (qwen["params_b"], qwen["context_window"], qwen["quantization"]) == (7.615617, 32768, "Q4_K_M")
-    assert qwen["arch"] == {"layers": 28, "kv_heads": 4, "head_dim": 128, "hidden_size": 3584}
+    assert qwen["arch"] == {"layers": 28, "kv_heads": 4, "head_dim": 128, "hidden_size": 3584,
+                            "heads": 28, "vocab_size": 152064}
     assert qwen["memory"] == {"ram_mb": 4404} and qwen["workloads"] == ["code", "chat"]
     assert qwen["x-llmfit"]["recommended_ram_gb"] == 7.1
     oss = models["openai/gpt-oss-120b"]

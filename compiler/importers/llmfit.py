@@ -15,7 +15,7 @@ KEPT = ("recommended_ram_gb", "min_vram_gb", "is_moe", "active_experts", "moe_in
         "shared_expert_intermediate_size", "hf_downloads", "hf_likes", "release_date", "format", "gguf_sources")
 MAPPED = {"name", "parameters_raw", "min_ram_gb", "quantization", "context_length", "use_case", "capabilities",
           "architecture", "num_hidden_layers", "num_key_value_heads", "head_dim", "hidden_size", "num_experts",
-          "active_parameters", "pipeline_tag", "license", *KEPT}
+          "active_parameters", "pipeline_tag", "license", "num_attention_heads", "vocab_size", *KEPT}
 RANDOM_REPO = re.compile(r"(^|[/_-])random([/_-]|$)", re.I)
 EMBEDDING_TAGS = {"sentence-similarity", "feature-extraction"}
 AUDIO_TAGS = {"automatic-speech-recognition", "audio-to-audio", "text-to-speech", "audio-classification",
@@ -56,7 +56,8 @@ def convert(data, out: Imported) -> None:
         kind = model_type(name, entry, workloads, caps, siblings)
         arch = {"layers": entry.get("num_hidden_layers"), "kv_heads": entry.get("num_key_value_heads"),
                 "head_dim": entry.get("head_dim"), "hidden_size": entry.get("hidden_size"),
-                "experts": entry.get("num_experts")}
+                "experts": entry.get("num_experts"), "heads": entry.get("num_attention_heads"),
+                "vocab_size": entry.get("vocab_size")}
         arch = {k: v for k, v in arch.items() if count(v)}
         active = round((number(entry.get("active_parameters")) or 0) / 1e9, 4)
         if active > 0:

@@ -8,17 +8,17 @@ MODELS="${MODELS:-.}"
 role="${1-}"
 [ "$#" -eq 0 ] || shift
 case "$role" in
-  chat)  # qwen2.5-coder-3b-q4 (cpu, 2376 MiB)
+  chat)  # qwen2.5-coder-3b-q4 (cpu, 2455 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat "$@" ;;
-  classification)  # qwen2.5-0.5b (cpu, 770 MiB)
+  classification)  # qwen2.5-0.5b (cpu, 884 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-0.5b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias classification "$@" ;;
-  code)  # qwen2.5-coder-3b-q4 (cpu, 2808 MiB)
+  code)  # qwen2.5-coder-3b-q4 (cpu, 2887 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias code "$@" ;;
-  executor)  # qwen2.5-coder-3b-q4 (cpu, 2808 MiB)
+  executor)  # qwen2.5-coder-3b-q4 (cpu, 2887 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias executor "$@" ;;
-  extraction)  # qwen2.5-coder-3b-q4 (cpu, 2376 MiB)
+  extraction)  # qwen2.5-coder-3b-q4 (cpu, 2455 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction "$@" ;;
-  summarization)  # phi-3-mini (cpu, 2816 MiB)
+  summarization)  # phi-3-mini (cpu, 2843 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Phi-3-mini-4k-instruct-q4.gguf -c 1024 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization "$@" ;;
   *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat classification code executor extraction summarization' >&2
     exit 2 ;;
