@@ -115,6 +115,8 @@ QUANT_BITS: dict[str, Bits] = {
     "AUTOROUND_4BIT": _sixteen_bit_ends(4.25), "W4A16": _sixteen_bit_ends(4.25),
     "AWQ_8BIT": _sixteen_bit_ends(8.25), "GPTQ_INT8": _sixteen_bit_ends(8.25), "W8A8": _sixteen_bit_ends(8.25),
     "FP8": _sixteen_bit_ends(8.0), "NVFP4": _sixteen_bit_ends(4.5), "BNB_4BIT": _sixteen_bit_ends(4.5),
+    # MLX affine quantization, embedding and output included: a 16-bit scale and bias per 64 weights
+    **{f"MLX_{bits}BIT": _whole(bits + 0.5) for bits in range(1, 9)},
 }
 UNKNOWN_QUANT_BPW = 16.0  # unquantized weights: the safe assumption
 UNKNOWN_QUANT = _whole(UNKNOWN_QUANT_BPW)

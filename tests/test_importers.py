@@ -44,6 +44,21 @@ def test_cli_formats_match_the_importers():
     assert IMPORT_FORMATS == importers.FORMATS
 
 
+def test_llmfit_artifacts_are_what_a_runtime_could_fetch():
+    """llmfit rates every repository as if a Q4_K_M GGUF of it were at hand: the import points at the
+    GGUF repository llmfit names, or says the checkpoint is 16-bit safetensors; MLX names their bits."""
+    _, models = real("llmfit")
+    converted = models["qwen/qwen2.5-7b-instruct"]  # gguf_sources: bartowski's first
+    assert converted["artifact"] == {"format": "gguf", "repo": "bartowski/Qwen2.5-7B-Instruct-GGUF"}
+    assert converted["hf_repo"] == "Qwen/Qwen2.5-7B-Instruct" and converted["quantization"] == "Q4_K_M"
+    checkpoint = models["baidu/ernie-4.5-21b-a3b-thinking"]  # no GGUF named anywhere
+    assert checkpoint["artifact"] == {"format": "safetensors", "repo": "baidu/ERNIE-4.5-21B-A3B-Thinking"}
+    assert checkpoint.get("quantization") is None  # sized as 16-bit weights, not llmfit's Q4_K_M
+    assert models["unsloth/qwen3-14b-gguf"]["artifact"]["format"] == "gguf"  # a GGUF repository itself
+    mlx = models["lmstudio-community/ernie-4.5-21b-a3b-mlx-6bit"]
+    assert (mlx["artifact"]["format"], mlx["quantization"]) == ("mlx", "MLX_6BIT")
+
+
 def test_llmfit():
     result, models = real("llmfit")
     assert len(models) == 1788
@@ -54,7 +69,7 @@ def test_llmfit():
     assert (qwen["params_b"], qwen["context_window"], qwen["quantization"]) == (7.615617, 32768, "Q4_K_M")
     assert qwen["arch"] == {"layers": 28, "kv_heads": 4, "head_dim": 128, "hidden_size": 3584,
                             "heads": 28, "vocab_size": 152064}
-    assert qwen["memory"] == {"ram_mb": 4404} and qwen["workloads"] == ["code", "chat"]
+    assert qwen["memory"] == {"ram_mb": 4404} and qwen["workloads"] == ["code", "chat", "summarization", "extraction"]
     assert qwen["x-llmfit"]["recommended_ram_gb"] == 7.1
     oss = models["openai/gpt-oss-120b"]
     assert oss["arch"]["experts"] == 128 and oss["arch"]["active_params_b"] == 9.5954
@@ -74,8 +89,8 @@ def test_litellm():
     assert skipped["mode 'image_generation' is not a text workload"] == 209
     assert result.merged == [("together_ai/BAAI/bge-base-en-v1.5", "together_ai/baai/bge-base-en-v1.5")]
     mini = models["gpt-4o-mini"]
-    assert mini == {"name": "gpt-4o-mini", "context_window": 128000, "provider": "openai", "workloads": ["chat"],
-                    "type": "vision-language",
+    assert mini == {"name": "gpt-4o-mini", "context_window": 128000, "provider": "openai",
+                    "workloads": ["chat", "summarization", "extraction"], "type": "vision-language",
                     "capabilities": {"tools": True, "vision": True},
                     "pricing": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}, "api_key_env": "OPENAI_API_KEY"}
     assert models["azure/eu/gpt-4o-2024-08-06"]["deprecation_date"] == "2026-02-27"
@@ -143,7 +158,7 @@ def test_registry(tmp_path: Path):
     assert counts(result) == {"implausible context window (below 128 or above 10,000,000 tokens)": 1}
     coder = models["qwen2.5-coder-3b"]
     assert coder["params_b"] == 3.0 and coder["quantization"] == "Q4_K_M" and coder["recommended"] is True
-    assert coder["workloads"] == ["chat", "code"] and coder["memory"] == {"ram_mb": 3072}
+    assert coder["workloads"] == ["chat", "code", "summarization", "extraction"] and coder["memory"] == {"ram_mb": 3072}
     assert coder["artifact"]["sha256"] == "a" * 64 and coder["artifact"]["size_bytes"] == 1930 * 1024 * 1024
     smol = models["smollm2-135m"]
     assert smol["params_b"] == 0.135 and "sha256" not in smol["artifact"] and "repo" not in smol["artifact"]

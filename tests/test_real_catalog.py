@@ -204,11 +204,15 @@ FALLBACK_OUTPUT_PARAMS = 152_064 * 4_096
 # Phi-3-mini 101, OpenLLaMA-3B 95, Replit-3B 118 at GPT4All's "3 billion" 107); GQA models need
 # far less. Per *active* parameter for a mixture of experts.
 FALLBACK_KV_BYTES_PER_TOKEN_PER_B = 128 * 1024
-# Runtime overhead: a floor, not a measurement: 512 MiB for the runtime and scratch plus the f32
-# logits of one 512-token batch. llama.cpp's measured compute buffers are larger (issue 10).
-OVERHEAD_BYTES = 512 * MIB
+# Runtime overhead: a floor, from what llama.cpp itself reports (tests/test_llamacpp_memory.py): its
+# compute buffer with flash attention (llama-server's default) is the f32 logits of one 512-token
+# batch plus the activations beside them (about 6 floats per hidden unit and token), and the process
+# itself needs some 41 MiB measured; 128 MiB leaves room for Ollama's server.
+OVERHEAD_BYTES = 128 * MIB
 LOGITS_BATCH = 512
+ACTIVATION_FLOATS = 6
 FALLBACK_VOCAB = 152_064  # the largest vocabulary among GPT4All's files (Qwen2)
+FALLBACK_HIDDEN = 4_096  # a 7B model's, the size of most of GPT4All's files
 CUDA_CONTEXT_BYTES = 512 * MIB
 
 
@@ -224,8 +228,11 @@ def quant_bits(entry: dict, fmt: str) -> tuple[float, float]:
         return BODY_BITS.get(quant, 16.0), OUTPUT_BITS.get(quant, 16.0)
     if fmt == "mlx":
         bits = re.search(r"(^|[/_.-])([2-8])bit", name)
-        # MLX affine quantization: a 16-bit scale and bias per 64 weights adds 0.5 bits
-        return (int(bits.group(2)) + 0.5, int(bits.group(2)) + 0.5) if bits else (16.0, 16.0)
+        if bits:  # MLX affine quantization: a 16-bit scale and bias per 64 weights adds 0.5 bits
+            return int(bits.group(2)) + 0.5, int(bits.group(2)) + 0.5
+        if "mxfp4" in name:  # experts in MXFP4 (4.25 bits), the rest 8-bit ("-mxfp4-q8")
+            return 4.5, 8.5
+        return 16.0, 16.0
     if fmt in ("awq", "gptq", "autoround"):
         bits = 8.25 if re.search(r"8bit|int8|8-bit", (entry.get("quantization") or "").lower() + name) else 4.25
         return bits, 16.0  # the embedding and output stay 16-bit
@@ -269,19 +276,19 @@ def kv_bytes(entry: dict | None, params: float, active: float | None, context: i
     return int(FALLBACK_KV_BYTES_PER_TOKEN_PER_B * billions * context), "bound"
 
 
-def overhead(vocab: int | None) -> int:
-    return OVERHEAD_BYTES + (vocab or FALLBACK_VOCAB) * LOGITS_BATCH * 4
+def overhead(vocab: int | None, hidden: int | None) -> int:
+    return OVERHEAD_BYTES + ((vocab or FALLBACK_VOCAB) + ACTIVATION_FLOATS * (hidden or FALLBACK_HIDDEN)) * LOGITS_BATCH * 4
 
 
 def llmfit_need(entry: dict, context: int) -> Need:
     kv, method = kv_bytes(entry, entry["parameters_raw"], entry.get("active_parameters"), context)
-    return Need(llmfit_weights(entry, llmfit_format(entry)), kv, overhead(entry.get("vocab_size")), method)
+    return Need(llmfit_weights(entry, llmfit_format(entry)), kv, overhead(entry.get("vocab_size"), entry.get("hidden_size")), method)
 
 
 def gpt4all_need(entry: dict, context: int) -> Need:
     params = gpt4all_params(entry)
     kv, method = kv_bytes(None, params, None, context)
-    return Need(int(entry["filesize"]), kv, overhead(None), method)
+    return Need(int(entry["filesize"]), kv, overhead(None, None), method)
 
 
 def gpt4all_params(entry: dict) -> float:

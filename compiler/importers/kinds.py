@@ -137,5 +137,14 @@ WORKLOADS = {"embedding": ["embedding"], "reranker": ["classification"], "guard"
              "classifier": ["classification"], "summarizer": ["summarization"], "ocr": ["extraction"]}
 
 
+# What any instruction-following chat model also does: its sources list "chat" (or a use case), while
+# a team's summarization and extraction roles want every such model among their candidates.
+CHAT_ALSO = ("summarization", "extraction")
+
+
 def workloads(kind: str, guessed: list[str]) -> list[str]:
-    return WORKLOADS.get(kind, guessed)
+    if kind in WORKLOADS:
+        return WORKLOADS[kind]
+    if kind in ("instruct", "vision-language") and "chat" in guessed:
+        return list(dict.fromkeys([*guessed, *CHAT_ALSO]))
+    return guessed

@@ -66,11 +66,25 @@ def convert(data, out: Imported) -> None:
         repo = hf_repo(name)
         fmt = text(entry.get("format"))  # "gguf" is llmfit's default, not evidence: names say FP8, bnb, MLX...
         container, method = infer((fmt if fmt != "gguf" else None, text(entry.get("quantization")), name))
+        quant = quantization(entry.get("quantization"))
+        artifact_repo = repo
+        if container is None and fmt in ("gguf", None):
+            # llmfit rates every plain repository as if a Q4_K_M GGUF of it were at hand. One is only
+            # where llmfit names a GGUF repository for it; otherwise the repository holds the
+            # checkpoint itself (16-bit safetensors), which llama.cpp and Ollama cannot load.
+            ggufs = [found for source in entry.get("gguf_sources") or () if isinstance(source, dict)
+                     and (found := hf_repo(source.get("repo")))]
+            if ggufs:
+                container, artifact_repo = "gguf", ggufs[0]
+            else:
+                container, quant = "safetensors", None
+        elif container == "mlx":  # llmfit labels every MLX conversion Q4_K_M; its name says what it holds
+            quant = mlx_quantization(name)
         model = {
             "name": name,
             "family": text(entry.get("architecture")),
             "params_b": round(raw / 1e9, 6) if raw >= 1e5 else 1e-4,
-            "quantization": quantization(entry.get("quantization")),
+            "quantization": quant,
             "context_window": window,
             "provider": "local",
             "workloads": kinds.workloads(kind, workloads),
@@ -81,7 +95,7 @@ def convert(data, out: Imported) -> None:
             "priority": IMPORT_PRIORITY,
             "license": text(entry.get("license")),
             "hf_repo": repo,
-            "artifact": {"format": container or FORMATS.get(fmt, "safetensors"), "repo": repo}
+            "artifact": {"format": container or FORMATS.get(fmt, "safetensors"), "repo": artifact_repo}
             | ({"quant_method": method} if method != "plain" else {}) if repo else None,
             "x-llmfit": {key: entry[key] for key in KEPT if entry.get(key) not in (None, [], {}) and plain(entry[key])},
         }
@@ -100,3 +114,17 @@ def model_type(name: str, entry: dict, workloads: list[str], caps: list[str], si
     if tag in AUDIO_TAGS and not kinds.INSTRUCT_NAME.search(name):  # Phi-4-multimodal-instruct is tagged ASR
         return "audio"
     return kinds.infer(name, arch, vision="vision" in caps or tag in VISION_TAGS, siblings=siblings)
+
+
+MLX_BITS = re.compile(r"(?<![a-z0-9])([1-8])-?bit(?![a-z0-9])", re.I)
+MLX_FLOAT = {"bf16": "BF16", "fp16": "F16", "f16": "F16", "mxfp4": "MXFP4"}
+
+
+def mlx_quantization(name: str) -> str | None:
+    """An MLX conversion's quantization from its name ("...-MLX-6bit" -> MLX_6BIT); None (unknown,
+    sized as 16-bit) when the name says nothing."""
+    if found := MLX_BITS.search(name):
+        return f"MLX_{found.group(1)}BIT"
+    lowered = name.lower()
+    return next((quant for word, quant in MLX_FLOAT.items() if re.search(rf"(?<![a-z0-9]){word}(?![a-z0-9])", lowered)),
+                None)
