@@ -111,3 +111,23 @@ def test_a_gpu_host_adds_the_gpu_runtime_and_a_cpu_host_does_not(tmp_path: Path)
     gpu = select(catalog, Host("gpu", 32 * 1024, (Gpu("RTX", 24 * 1024),))).roles["chat"]
     assert (cpu.placement, gpu.placement) == ("cpu", "gpu")
     assert gpu.memory_mb - cpu.memory_mb == 700
+
+
+def test_load_passes_the_compiled_settings_to_llama_cpp(monkeypatch, tmp_path: Path):
+    """flash attention, the cache type and a sliding-window cache as compiled (llama-cpp-python's own
+    default keeps the whole context on sliding-window layers, which the estimate does not count)."""
+    import llama_cpp
+
+    seen = {}
+
+    def recorder(**kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(llama_cpp, "Llama", recorder)
+    settings = loaders.settings_for({"flash_attention": True, "kv_cache_type": "q8_0", "context": 8192},
+                                    {"arch": {"layers": 2}}, 1, None, True, False)
+    with pytest.raises(loaders.LoadFailure):
+        loaders.llamacpp_load(tmp_path / "m.gguf", settings, "hi")
+    assert (seen["flash_attn"], seen["swa_full"], seen["n_ctx"]) == (True, False, 8192)
+    assert seen["type_k"] == seen["type_v"] == loaders.KV_CACHE_TYPES["q8_0"]

@@ -95,7 +95,10 @@ def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int =
     try:
         llm = Llama(model_path=str(path), n_ctx=settings.context, n_threads=settings.threads,
                     n_gpu_layers=settings.gpu_layers, use_mmap=settings.mmap, use_mlock=settings.mlock,
-                    flash_attn=settings.flash_attention, type_k=kv_type, type_v=kv_type, verbose=False)
+                    flash_attn=settings.flash_attention, type_k=kv_type, type_v=kv_type,
+                    # sliding-window layers keep window + batch cells, as compiled and as llama-server
+                    # does; llama-cpp-python would otherwise keep the whole context on them
+                    swa_full=False, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise LoadFailure(f"llama.cpp could not load {path.name}: {exc}") from exc
     loaded = time.perf_counter()
