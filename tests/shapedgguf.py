@@ -3,6 +3,8 @@ header is real, the tensor data a sparse hole, so a 2.5 GB F16 file costs no dis
 
 from __future__ import annotations
 
+import ctypes
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,3 +110,22 @@ def write_shaped(path: Path, shape: Shape, quant: str) -> Path:
     fout.truncate(start + data)  # zeros without writing them: a sparse hole on any common filesystem
     writer.close()
     return path
+
+
+@contextmanager
+def llama_log():
+    """The lines llama.cpp logs inside the block (llama-cpp-python's own callback restored after)."""
+    import llama_cpp
+    from llama_cpp import _logger
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level, text, user_data):
+        lines.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        yield lines
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))

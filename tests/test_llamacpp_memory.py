@@ -3,7 +3,6 @@ reports against hostfit's estimate; and the compute buffer formula against issue
 
 from __future__ import annotations
 
-import ctypes
 import math
 import re
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from compiler.memory import (GPU_RUNTIME_OVERHEAD_MB, MIB, RUNTIME_OVERHEAD_MB, compute_buffer_mib, estimate,
                              overhead_mib)
 
-from shapedgguf import LLAMA32_1B, QWEN25_05B, Shape, write_shaped
+from shapedgguf import LLAMA32_1B, QWEN25_05B, Shape, llama_log, write_shaped
 
 CONTEXTS = (4096, 16384, 32768)
 TOLERANCE = 0.10
@@ -79,20 +78,10 @@ def test_the_estimate_matches_the_h100_reference_figures(context: int, flash: bo
 def _reported(path: Path, context: int, flash: bool) -> dict[str, float]:
     """MiB per buffer kind (model, KV, compute, output) that llama.cpp logs while creating the context."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    lines: list[str] = []
-
-    @llama_cpp.llama_log_callback
-    def collect(level, text, user_data):
-        lines.append(text.decode("utf-8", "replace"))
-
-    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
-    try:
+    with llama_log() as lines:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=context, n_gpu_layers=0, flash_attn=flash,
                               n_threads=1, verbose=False)
         llm.close()
-    finally:
-        from llama_cpp import _logger  # llama-cpp-python's own callback back in place
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
     found: dict[str, float] = {}
     for _, kind, mib in BUFFER.findall("".join(lines)):
         found[kind] = found.get(kind, 0.0) + float(mib)

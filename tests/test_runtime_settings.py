@@ -4,7 +4,6 @@ attention is refused (E310), since llama.cpp would refuse it at load."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from compiler.merge import Layer, merge_layers
 from compiler.resolve import resolve
 
 from conftest import add_layer, run_cli
-from shapedgguf import Shape, write_shaped
+from shapedgguf import Shape, llama_log, write_shaped
 
 
 def test_flash_attention_is_on_by_default_a_role_can_turn_it_off_and_the_memory_follows(base_catalog: Path):
@@ -67,22 +66,12 @@ def test_load_settings_follow_the_compiled_role():
 
 @pytest.mark.parametrize("kv_type", ["q8_0", "q4_0", "f16"])
 def test_load_passes_flash_attention_and_the_kv_cache_type_to_llama_cpp(kv_type: str, tmp_path: Path):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp")
     # heads of 64 dimensions: a quantized cache stores each head's row in 32-weight blocks
     path = write_shaped(tmp_path / "small.gguf", Shape("small", "llama", 2, 128, 2, 1, 64, 256, 512, False), "F16")
-    lines: list[str] = []
-
-    @llama_cpp.llama_log_callback
-    def collect(level, text, user_data):
-        lines.append(text.decode("utf-8", "replace"))
-
-    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
-    try:
+    with llama_log() as lines:
         settings = loaders.Settings(256, 1, 0, flash_attention=True, kv_cache_type=kv_type)
         loaders.llamacpp_load(path, settings, "hello", max_tokens=1)
-    finally:
-        from llama_cpp import _logger
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
     log = "".join(lines)
     assert f"K ({kv_type})" in log and f"V ({kv_type})" in log, log[-1500:]
 
