@@ -7,14 +7,15 @@
       tied   = (params - E) * body + E * output                      E = vocab_size * hidden_size: one matrix;
       untied = (params - 2E) * body + E * embedding + E * output         the larger of the two, as catalogs rarely
                                                                          say whether the output reuses the embedding
-    kv_cache = 2 * kv_heads * head_dim * bytes * (full layers * context + sliding layers * SWA cells)  ("exact")
-             | KV_BOUND_KIB * sqrt(params_b) * context * bytes / 2   ("heuristic": an upper bound, without arch)
+    kv_cache = 2 * kv_heads * head_dim * bytes * (full layers * cells + sliding layers * SWA cells)  ("exact")
+             | KV_BOUND_KIB * sqrt(params_b) * cells * bytes / 2     ("heuristic": an upper bound, without arch)
+      cells  = context rounded up to a multiple of 256               (llama.cpp pads n_ctx so before sizing the cache)
     overhead = compute_buffer + runtime_overhead_mb                   (selection.runtime_overhead_mb, default 128)
              + gpu_runtime_overhead_mb on a host with a GPU           (selection.gpu_runtime_overhead_mb, default 600)
     compute_buffer = max(logits, attention) + scratch                 (llama.cpp's graph buffer, n_ubatch tokens a step)
     logits    = vocab_size * n_ubatch * 4
-    attention = (heads + 1) * context * n_ubatch * 4                  (scores and mask, flash attention off)
-              | context * n_ubatch * 2                                (f16 mask only, flash attention on: flat)
+    attention = (heads + 1) * cells * n_ubatch * 4                    (scores and mask, flash attention off)
+              | cells * n_ubatch * 2                                  (f16 mask only, flash attention on: flat)
     scratch   = 6 * hidden_size * n_ubatch * 4                        (the layer's activations beside them)
 
 The compute buffer is at most 16 MiB above what llama.cpp (llama-cpp-python 0.3.36) reports on CPU,
@@ -136,7 +137,7 @@ KV_CACHE_BYTES: dict[str, float] = {
 }
 DEFAULT_KV_CACHE = "f16"
 SWA_UBATCH = 512  # llama.cpp's default n_ubatch: a sliding-window layer keeps window + n_ubatch cells
-KV_PAD = 256  # ... rounded up to a multiple of 256
+KV_PAD = 256  # ... rounded up to a multiple of 256, as is the context itself (llama-context.cpp pads n_ctx)
 # The f16 cache bound without arch, in KiB per token per sqrt(billion parameters): the highest ratio
 # among llmfit's 1,542 architectures is 535 (UnfilteredAI/NSFW-flash, 800 KiB at 2.24B); a
 # 128-layer dense model by the derivation above reaches 403. Llama 2 7B (512 KiB) gets 1,412.
@@ -282,6 +283,7 @@ def kv_bytes_per_element(model: dict, kv_cache_type: str | None) -> float:
 def kv_mib(model: dict, context: int, kv_cache_type: str | None = None) -> tuple[float, str]:
     """The KV cache in MiB at `context` tokens, and whether it is exact (from arch) or a bound."""
     arch = model.get("arch") or {}
+    context = kv_cells(context)
     element = kv_bytes_per_element(model, kv_cache_type)
     head_dim = arch.get("head_dim")
     if not head_dim and arch.get("hidden_size") and arch.get("heads"):
@@ -293,6 +295,11 @@ def kv_mib(model: dict, context: int, kv_cache_type: str | None = None) -> tuple
         return 2 * arch["kv_heads"] * head_dim * element * cells / MIB, "exact"
     params_b = model.get("params_b") or 0
     return KV_BOUND_KIB * math.sqrt(params_b) * context * element / 2 / 1024, "heuristic"
+
+
+def kv_cells(context: int) -> int:
+    """Cells llama.cpp allocates for `context` tokens: n_ctx rounded up to a multiple of 256."""
+    return -(-context // KV_PAD) * KV_PAD
 
 
 def swa_cells(window: int, context: int) -> int:
@@ -312,7 +319,7 @@ def compute_buffer_mib(model: dict, context: int, flash_attention: bool = True) 
     the buffer is the largest tensor alive at once (the logits, or without flash attention the
     attention scores, which grow with context) plus the activations beside it."""
     arch = model.get("arch") or {}
-    ubatch = min(N_UBATCH, context)  # llama.cpp never evaluates more tokens a step than the context
+    ubatch = min(N_UBATCH, kv_cells(context))  # llama.cpp never evaluates more tokens a step than the (padded) context
     hidden = arch.get("hidden_size") or FALLBACK_HIDDEN
     logits = (arch.get("vocab_size") or FALLBACK_VOCAB) * ubatch * F32_BYTES
     attended = _attended(arch, context)
@@ -333,12 +340,12 @@ def _heads(arch: dict) -> int:
 
 
 def _attended(arch: dict, context: int) -> int:
-    """Tokens the widest attention layer sees: the context, unless every layer has a sliding window
-    (llama.cpp then keeps the window plus one batch)."""
+    """Cells the widest attention layer sees: the padded context, unless every layer has a sliding window
+    (llama.cpp then keeps the window plus one batch, padded)."""
     window, windowed = arch.get("sliding_window"), arch.get("sliding_window_layers")
     if window and arch.get("layers") and windowed is not None and windowed >= arch["layers"]:
-        return min(context, window + N_UBATCH)
-    return context
+        return swa_cells(window, kv_cells(context))
+    return kv_cells(context)
 
 
 def _ceil(value: float) -> int:

@@ -131,3 +131,15 @@ def test_the_estimate_is_within_ten_percent_of_what_llama_cpp_allocates(shaped):
     print("\nmodel         quant   ctx   fa  reported: model      KV  compute    total  hostfit: weights   KV "
           " compute  buffers  error\n" + "\n".join(rows))
     assert not failures, "\n".join(failures)
+
+
+def test_a_context_off_the_256_grid_is_sized_as_llama_cpp_pads_it(shaped):
+    """llama.cpp allocates n_ctx rounded up to 256 cells: 4,100 tokens hold 4,352 (KV and attention scores)."""
+    path = shaped[(QWEN25_05B.name, "Q8_0")]
+    model = _model(QWEN25_05B, path.stat().st_size)
+    for context in (4100, 5000):
+        for flash in (False, True):
+            got = _reported(path, context, flash)
+            need = estimate(model, context, flash_attention=flash)
+            assert abs(need.kv_mb - got["KV"]) < 1, (context, flash, need.kv_mb, got["KV"])
+            assert got["compute"] <= need.overhead_mb - RUNTIME_OVERHEAD_MB, (context, flash, need, got)

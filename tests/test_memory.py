@@ -359,3 +359,16 @@ def test_head_dim_defaults_to_hidden_size_over_heads():
     model = {**QWEN7, "arch": geometry}
     assert kv_mib(model, 8192) == kv_mib(QWEN7, 8192) == (448, "exact")
     assert kv_mib({**QWEN7, "arch": {"layers": 28, "kv_heads": 4, "hidden_size": 3584}}, 8192)[1] == "heuristic"
+
+
+def test_the_kv_cache_holds_the_context_padded_to_256_cells_as_llama_cpp_allocates_it():
+    """llama.cpp rounds n_ctx up to a multiple of 256 before sizing the cache (llama-context.cpp), so a
+    4,100-token context holds 4,352 cells: counting 4,100 would under-count the cache."""
+    per_cell = 2 * 28 * 4 * 128 * 2 / MIB  # QWEN7, f16
+    for context, cells in ((4096, 4096), (4097, 4352), (4100, 4352), (5000, 5120), (100, 256)):
+        assert kv_mib(QWEN7, context) == (per_cell * cells, "exact")
+        assert estimate(QWEN7, context).context == context  # the context asked for is what load passes
+    bare = {k: v for k, v in QWEN7.items() if k != "arch"}
+    assert kv_mib(bare, 4100)[0] == kv_mib(bare, 4352)[0]
+    # the attention scores without flash attention span the padded cache too
+    assert overhead_mib(QWEN7, 4100, 0, flash_attention=False) == overhead_mib(QWEN7, 4352, 0, flash_attention=False)
