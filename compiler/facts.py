@@ -259,9 +259,11 @@ def disagreements(facts_docs: list[Document], layers) -> list[Diagnostic]:
     return problems
 
 
-def orphans(facts_docs: list[Document], known: set[str]) -> tuple[list[Document], list[Diagnostic]]:
-    """The facts documents with only models the catalog defines (facts complete a model, never make one),
-    and W291 for each entry left out (a model renamed or removed since its facts were written)."""
+def orphans(facts_docs: list[Document], known: dict) -> tuple[list[Document], list[Diagnostic]]:
+    """The facts documents with only models the catalog defines (`known`: its merged models; facts complete
+    a model, never make one), and W291 for each entry left out (a model renamed or removed since its facts
+    were written). A model whose artifact is a file set sizes each file in `files`: one file's size from
+    its header is no figure for the set (and beside `files` would be E240), so it is left out."""
     from .validate import mapping
 
     kept, problems = [], []
@@ -272,11 +274,21 @@ def orphans(facts_docs: list[Document], known: set[str]) -> tuple[list[Document]
             problems.append(Diagnostic(doc.path, *doc.where(("models", model_id)), "W291",
                                        f"facts for {model_id!r}, which no catalog file defines: not used",
                                        "delete the file, or rename the entry after the model", severity="warning"))
-        if unknown:
-            data = {**doc.data, "models": {k: v for k, v in models.items() if k not in unknown}}
-            doc = Document(doc.path, data, doc.positions, doc.layer, doc.notes)
+        entries = {model_id: _for_artifact(mapping(entry), mapping(mapping(known.get(model_id)).get("artifact")))
+                   for model_id, entry in models.items() if model_id not in unknown}
+        if entries != models:
+            doc = Document(doc.path, {**doc.data, "models": entries}, doc.positions, doc.layer, doc.notes)
         kept.append(doc)
     return kept, problems
+
+
+def _for_artifact(entry: dict, artifact: dict) -> dict:
+    """The facts entry without the one-file size when the catalog's artifact lists `files`."""
+    found = entry.get("artifact")
+    if not artifact.get("files") or not isinstance(found, dict) or "size_bytes" not in found:
+        return entry
+    rest = {key: value for key, value in found.items() if key != "size_bytes"}
+    return {key: value for key, value in entry.items() if key != "artifact"} | ({"artifact": rest} if rest else {})
 
 
 def model_for(models: dict, target: str, explicit: str | None) -> str:

@@ -325,3 +325,19 @@ def test_a_hostile_file_name_or_architecture_stays_inside_the_comment(qwen_file:
                         "a.gguf\nmerge: replace").decode()
     layer = yaml.safe_load(text)
     assert set(layer) == {"schema_version", "kind", "models"} and "a.gguf?merge: replace" in text
+
+
+def test_a_file_set_model_takes_the_header_shape_but_not_one_file_size(base_catalog: Path, qwen_file: Path):
+    """A model whose artifact is `files` (a GGUF beside its mmproj, or one listed file) sizes each file
+    there: one file's size from its header is no figure for the set, and beside `files` it is E240."""
+    add_layer(base_catalog, "30-set.yaml", "models:\n  small-chat:\n    artifact:\n      file: null\n"
+              "      files:\n        - {name: small-q4_k_m.gguf}\n        - {name: mmproj-f16.gguf}\n")
+    (base_catalog / "sources" / "05-geometry.yaml").unlink()
+    result = run_cli("-C", str(base_catalog), "inspect", str(qwen_file), "--write", "--model", "small-chat")
+    assert result.exit_code == 0, result.output
+    for command in (["validate"], ["build", "--host", "box-8"]):
+        result = run_cli("-C", str(base_catalog), *command)
+        assert result.exit_code == 0, result.output + result.stderr
+    model = compiled_model(base_catalog, "small-chat")
+    assert model["arch"]["layers"] == 24 and "size_bytes" not in model["artifact"]
+    assert model["memory_method"] == "estimated"  # the set's size is unknown: estimated, not one file's
