@@ -193,6 +193,13 @@ def is_cloud(model: dict) -> bool:
     return model.get("provider", "local") not in LOCAL_PROVIDERS
 
 
+def size_unknown(model: dict) -> bool:
+    """A local model with no figure for its weights (no params_b, file size or memory.ram_mb): it cannot be
+    sized, and counting its weights as 0 would under-count it by all of them."""
+    return (not is_cloud(model) and not model.get("params_b") and not artifact_size(model.get("artifact"))
+            and not (model.get("memory") or {}).get("ram_mb"))
+
+
 def quant_bits(quantization: str | None) -> Bits:
     """The bits per weight of a quantization by tensor group; unknown: unquantized (16)."""
     return QUANT_BITS.get((quantization or "").upper(), UNKNOWN_QUANT)

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from . import kinds, runtimes
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
-from .memory import DEFAULT_KV_CACHE, Estimate, estimate, is_cloud
+from .memory import DEFAULT_KV_CACHE, Estimate, estimate, is_cloud, size_unknown
 from .merge import origin
 from .resolve import Catalog
 
 ELIGIBLE_STATUS = ("active", "deprecated")
+SIZE_UNKNOWN = "size unknown: give params_b, artifact.size_bytes or memory.ram_mb"
 TRACE_LIMIT = 200  # candidates kept per role in explain.json; the rest are counted
 CAPABILITIES = ("reasoning", "coding", "creativity", "multilingual")
 
@@ -214,7 +215,8 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
         elif model.get("status") not in ELIGIBLE_STATUS:
             candidates.append((model_id, f"status is {model.get('status')}", None, ()))
         else:
-            problem = kinds.problem(model["type"], role) or _requirement_problem(model, requires, context)
+            problem = (kinds.problem(model["type"], role) or _requirement_problem(model, requires, context)
+                       or (SIZE_UNKNOWN if size_unknown(model) else None))
             need = None if problem else estimate(model, context, selection["runtime_overhead_mb"], cache_type,
                                                  flash_attention=role["flash_attention"])
             size = (bool(model.get("recommended")), model.get("params_b") or 0, need.mb if need else 0)

@@ -372,3 +372,27 @@ def test_the_kv_cache_holds_the_context_padded_to_256_cells_as_llama_cpp_allocat
     assert kv_mib(bare, 4100)[0] == kv_mib(bare, 4352)[0]
     # the attention scores without flash attention span the padded cache too
     assert overhead_mib(QWEN7, 4100, 0, flash_attention=False) == overhead_mib(QWEN7, 4352, 0, flash_attention=False)
+
+
+def test_a_local_model_of_unknown_size_is_rejected_rather_than_counted_as_weightless(base_catalog: Path):
+    """No params_b, no file size, no declaration: there is no figure for its weights, and counting them as
+    0 would let a 70B model of that shape fit an 8 GB box."""
+    add_layer(base_catalog, "30-unsized.yaml",
+              "models:\n  mystery:\n    provider: local\n    workloads: [chat, summarization]\n"
+              "    quantization: Q4_K_M\n    context_window: 8192\n"
+              "    artifact: {format: gguf, repo: example/mystery-GGUF, file: mystery-q4_k_m.gguf}\n"
+              "roles:\n  summarization:\n    prefer: [mystery, small-chat]\n")
+    result = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+    document = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())
+    assert document["roles"]["summarization"]["model"] == "small-chat"
+    shown = run_cli("-C", str(base_catalog), "explain", "box-8", "summarization").stdout
+    assert "mystery: size unknown" in shown, shown
+    listed = run_cli("-C", str(base_catalog), "models", "--host", "box-8", "--json").stdout
+    assert {row["id"]: row["fit"] for row in json.loads(listed)}["mystery"] == "no"  # as build judged it
+    # any one figure is enough to size it
+    for known in ("    params_b: 70.0\n", "    memory: {ram_mb: 2000}\n"):
+        add_layer(base_catalog, "40-sized.yaml", "models:\n  mystery:\n" + known)
+        assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+        chosen = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())["roles"]["summarization"]
+        assert (chosen["model"] == "mystery") == ("ram_mb" in known), chosen
