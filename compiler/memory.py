@@ -37,7 +37,7 @@ and hidden_size, E is EMBEDDING_SHARE of the parameters, at most EMBEDDING_PARAM
 GPT4All's 32 real GGUF files (tests/data/gpt4all_calibration.yaml, README "Memory").
 
 KV cache. bytes per element from the cache type (KV_CACHE_BYTES, ggml block sizes; a role's or
-the selection's kv_cache_type, else arch.kv_bytes, else f16). Layers using a sliding window
+the selection's kv_cache_type, else f16, or arch.kv_bytes where that is more). Layers using a sliding window
 (arch.sliding_window_layers of them, window arch.sliding_window) keep window + n_ubatch cells,
 padded to 256, as llama.cpp does without --swa-full. Without arch the bound grows as the square
 root of the parameter count (a transformer has params >= 12 * layers * hidden^2 and caches
@@ -282,9 +282,11 @@ def estimated_weight_bytes(model: dict) -> float:
 
 
 def kv_bytes_per_element(model: dict, kv_cache_type: str | None) -> float:
+    """The cache type the runtime is given; without one it runs f16, which arch.kv_bytes may raise but
+    never lower (nothing passes it to the runtime)."""
     if kv_cache_type:
         return KV_CACHE_BYTES[kv_cache_type]
-    return (model.get("arch") or {}).get("kv_bytes") or KV_CACHE_BYTES[DEFAULT_KV_CACHE]
+    return max((model.get("arch") or {}).get("kv_bytes") or 0, KV_CACHE_BYTES[DEFAULT_KV_CACHE])
 
 
 def kv_mib(model: dict, context: int, kv_cache_type: str | None = None) -> tuple[float, str]:

@@ -188,7 +188,7 @@ class Screened:
     context: int
     candidates: tuple[tuple[str, str | None, Estimate | None, tuple], ...]  # (model, rejection, need, size)
     cloud: tuple[str, ...]
-    kv_cache_type: str | None = None  # the role's or the selection's; None: arch.kv_bytes, else f16
+    kv_cache_type: str | None = None  # the role's or the selection's; None: f16 (arch.kv_bytes if more)
 
 
 def screen(name: str, catalog: Catalog) -> Screened:
@@ -205,7 +205,7 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
         strategy = "first_fit" if role.get("prefer") else "largest_fit"
     requires = role.get("requires") or {}
     context = requires.get("context_min") or selection["context_default"]
-    cache_type = role.get("kv_cache_type") or selection.get("kv_cache_type")  # None: arch.kv_bytes, else f16
+    cache_type = role.get("kv_cache_type") or selection.get("kv_cache_type")  # None: f16 (arch.kv_bytes if more)
     candidates = []
     for model_id in _candidate_ids(role, catalog):
         model = catalog.models[model_id]

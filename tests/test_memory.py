@@ -396,3 +396,12 @@ def test_a_local_model_of_unknown_size_is_rejected_rather_than_counted_as_weight
         assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
         chosen = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())["roles"]["summarization"]
         assert (chosen["model"] == "mystery") == ("ram_mb" in known), chosen
+
+
+def test_arch_kv_bytes_never_sizes_the_cache_below_the_type_the_runtime_is_given():
+    """With no kv_cache_type, load and the exports run llama.cpp with an f16 cache whatever arch.kv_bytes
+    says: a kv_bytes of 1 (an FP8 cache elsewhere) must not halve the cache the runtime allocates."""
+    f16 = kv_mib(QWEN7, 8192)
+    assert kv_mib({**QWEN7, "arch": {**QWEN7["arch"], "kv_bytes": 1}}, 8192) == f16
+    assert kv_mib({**QWEN7, "arch": {**QWEN7["arch"], "kv_bytes": 4}}, 8192)[0] == 2 * f16[0]  # it may raise it
+    assert kv_mib({**QWEN7, "arch": {**QWEN7["arch"], "kv_bytes": 1}}, 8192, "q4_0")[0] == f16[0] * 18 / 64
