@@ -319,4 +319,5 @@ def model_for(models: dict, target: str, explicit: str | None) -> str:
 def _artifact_names(artifact: dict) -> set[str]:
     names = {artifact.get("file")} | {source_name(url) for url in (artifact.get("url"), *(artifact.get("mirrors") or ()))
                                       if isinstance(url, str)}
+    names |= {item.get("name") for item in artifact.get("files") or () if isinstance(item, dict)}  # a file set
     return {name for name in names if isinstance(name, str) and name}

@@ -333,8 +333,9 @@ def test_a_file_set_model_takes_the_header_shape_but_not_one_file_size(base_cata
     add_layer(base_catalog, "30-set.yaml", "models:\n  small-chat:\n    artifact:\n      file: null\n"
               "      files:\n        - {name: small-q4_k_m.gguf}\n        - {name: mmproj-f16.gguf}\n")
     (base_catalog / "sources" / "05-geometry.yaml").unlink()
-    result = run_cli("-C", str(base_catalog), "inspect", str(qwen_file), "--write", "--model", "small-chat")
+    result = run_cli("-C", str(base_catalog), "inspect", str(qwen_file), "--write")  # matched by its files entry
     assert result.exit_code == 0, result.output
+    assert "wrote sources/facts/small-chat.yaml (small-chat)" in result.stderr
     for command in (["validate"], ["build", "--host", "box-8"]):
         result = run_cli("-C", str(base_catalog), *command)
         assert result.exit_code == 0, result.output + result.stderr
