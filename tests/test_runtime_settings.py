@@ -49,7 +49,9 @@ def test_a_quantized_kv_cache_without_flash_attention_is_e310_at_the_flag(tmp_pa
                                       "    kv_cache_type: q8_0\n    flash_attention: false\n")
     [problem] = [p for p in problems if p.code == "E310"]
     assert (problem.severity, problem.line) == ("error", 7) and "q8_0" in problem.message
-    for fine in ("    kv_cache_type: q8_0\n", "    kv_cache_type: bf16\n    flash_attention: false\n"):
+    # llama.cpp refuses only a quantized V cache (ggml_is_quantized) without flash attention: f32 is not one
+    for fine in ("    kv_cache_type: q8_0\n", "    kv_cache_type: bf16\n    flash_attention: false\n",
+                 "    kv_cache_type: f32\n    flash_attention: false\n"):
         _, problems = _resolved(tmp_path, f"schema_version: 2\nkind: catalog\nroles:\n  chat:\n    workload: chat\n{fine}")
         assert not [p for p in problems if p.code == "E310"]
 
