@@ -274,7 +274,7 @@ def orphans(facts_docs: list[Document], known: dict) -> tuple[list[Document], li
             problems.append(Diagnostic(doc.path, *doc.where(("models", model_id)), "W291",
                                        f"facts for {model_id!r}, which no catalog file defines: not used",
                                        "delete the file, or rename the entry after the model", severity="warning"))
-        entries = {model_id: _for_artifact(mapping(entry), mapping(mapping(known.get(model_id)).get("artifact")))
+        entries = {model_id: _for_artifact(entry, mapping(mapping(known.get(model_id)).get("artifact")))
                    for model_id, entry in models.items() if model_id not in unknown}
         if entries != models:
             doc = Document(doc.path, {**doc.data, "models": entries}, doc.positions, doc.layer, doc.notes)
@@ -282,9 +282,9 @@ def orphans(facts_docs: list[Document], known: dict) -> tuple[list[Document], li
     return kept, problems
 
 
-def _for_artifact(entry: dict, artifact: dict) -> dict:
+def _for_artifact(entry, artifact: dict):
     """The facts entry without the one-file size when the catalog's artifact lists `files`."""
-    found = entry.get("artifact")
+    found = entry.get("artifact") if isinstance(entry, dict) else None
     if not artifact.get("files") or not isinstance(found, dict) or "size_bytes" not in found:
         return entry
     rest = {key: value for key, value in found.items() if key != "size_bytes"}
