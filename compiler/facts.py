@@ -25,6 +25,8 @@ MAX_COUNT = 1 << 31  # layers, heads, windows...: anything larger is no model's 
 # not compared: published active-parameter figures leave out the embeddings or not (gpt-oss-20b's 3.63B
 # does; the header's count has every non-expert tensor), and kv_bytes is a setting, not a fact
 NOT_COMPARED = ("active_params_b", "kv_bytes")
+# llama_ftype names that catalogs and the bits-per-weight table (memory.QUANT_BITS) spell otherwise
+FILE_TYPE_NAMES = {"ALL_F32": "F32", "MXFP4_MOE": "MXFP4"}
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,7 @@ def quantization(found: dict) -> str | None:
     """llama.cpp's name for the file's mix (general.file_type: Q4_K_M), which the bits-per-weight table
     and catalogs use; without one, the tensor type holding the most parameters."""
     label = found.get("file_type")
-    if label == "ALL_F32":
-        return "F32"
+    label = FILE_TYPE_NAMES.get(label, label)
     if label and label != "GUESSED" and not label.startswith("type"):
         return label
     dominant = next(iter(found.get("tensor_types") or {}), None)

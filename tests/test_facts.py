@@ -342,3 +342,15 @@ def test_a_file_set_model_takes_the_header_shape_but_not_one_file_size(base_cata
     model = compiled_model(base_catalog, "small-chat")
     assert model["arch"]["layers"] == 24 and "size_bytes" not in model["artifact"]
     assert model["memory_method"] == "estimated"  # the set's size is unknown: estimated, not one file's
+
+
+def test_the_header_quantization_is_a_name_the_bits_table_knows():
+    """gpt-oss GGUFs say MXFP4_MOE (llama_ftype 38): recorded as MXFP4, the table's gpt-oss mix, not an
+    unknown name sized at 16 bits a weight (W300)."""
+    from compiler.memory import QUANT_BITS
+
+    assert facts.quantization({"file_type": gguf_header.FILE_TYPES[38]}) == "MXFP4"
+    assert facts.quantization({"file_type": "ALL_F32"}) == "F32"
+    known = {label for label in gguf_header.FILE_TYPES.values()
+             if facts.quantization({"file_type": label}) in QUANT_BITS}
+    assert {"F16", "BF16", "Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K", "MXFP4_MOE", "ALL_F32"} <= known
