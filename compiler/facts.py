@@ -25,6 +25,8 @@ MAX_COUNT = 1 << 31  # layers, heads, windows...: anything larger is no model's 
 # not compared: published active-parameter figures leave out the embeddings or not (gpt-oss-20b's 3.63B
 # does; the header's count has every non-expert tensor), and kv_bytes is a setting, not a fact
 NOT_COMPARED = ("active_params_b", "kv_bytes")
+# llama_ftype names that catalogs and the bits-per-weight table (memory.QUANT_BITS) spell otherwise
+FILE_TYPE_NAMES = {"ALL_F32": "F32", "MXFP4_MOE": "MXFP4"}
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,7 @@ def quantization(found: dict) -> str | None:
     """llama.cpp's name for the file's mix (general.file_type: Q4_K_M), which the bits-per-weight table
     and catalogs use; without one, the tensor type holding the most parameters."""
     label = found.get("file_type")
-    if label == "ALL_F32":
-        return "F32"
+    label = FILE_TYPE_NAMES.get(label, label)
     if label and label != "GUESSED" and not label.startswith("type"):
         return label
     dominant = next(iter(found.get("tensor_types") or {}), None)
@@ -259,9 +260,11 @@ def disagreements(facts_docs: list[Document], layers) -> list[Diagnostic]:
     return problems
 
 
-def orphans(facts_docs: list[Document], known: set[str]) -> tuple[list[Document], list[Diagnostic]]:
-    """The facts documents with only models the catalog defines (facts complete a model, never make one),
-    and W291 for each entry left out (a model renamed or removed since its facts were written)."""
+def orphans(facts_docs: list[Document], known: dict) -> tuple[list[Document], list[Diagnostic]]:
+    """The facts documents with only models the catalog defines (`known`: its merged models; facts complete
+    a model, never make one), and W291 for each entry left out (a model renamed or removed since its facts
+    were written). A model whose artifact is a file set sizes each file in `files`: one file's size from
+    its header is no figure for the set (and beside `files` would be E240), so it is left out."""
     from .validate import mapping
 
     kept, problems = [], []
@@ -272,11 +275,21 @@ def orphans(facts_docs: list[Document], known: set[str]) -> tuple[list[Document]
             problems.append(Diagnostic(doc.path, *doc.where(("models", model_id)), "W291",
                                        f"facts for {model_id!r}, which no catalog file defines: not used",
                                        "delete the file, or rename the entry after the model", severity="warning"))
-        if unknown:
-            data = {**doc.data, "models": {k: v for k, v in models.items() if k not in unknown}}
-            doc = Document(doc.path, data, doc.positions, doc.layer, doc.notes)
+        entries = {model_id: _for_artifact(entry, mapping(mapping(known.get(model_id)).get("artifact")))
+                   for model_id, entry in models.items() if model_id not in unknown}
+        if entries != models:
+            doc = Document(doc.path, {**doc.data, "models": entries}, doc.positions, doc.layer, doc.notes)
         kept.append(doc)
     return kept, problems
+
+
+def _for_artifact(entry, artifact: dict):
+    """The facts entry without the one-file size when the catalog's artifact lists `files`."""
+    found = entry.get("artifact") if isinstance(entry, dict) else None
+    if not artifact.get("files") or not isinstance(found, dict) or "size_bytes" not in found:
+        return entry
+    rest = {key: value for key, value in found.items() if key != "size_bytes"}
+    return {key: value for key, value in entry.items() if key != "artifact"} | ({"artifact": rest} if rest else {})
 
 
 def model_for(models: dict, target: str, explicit: str | None) -> str:
@@ -307,4 +320,5 @@ def model_for(models: dict, target: str, explicit: str | None) -> str:
 def _artifact_names(artifact: dict) -> set[str]:
     names = {artifact.get("file")} | {source_name(url) for url in (artifact.get("url"), *(artifact.get("mirrors") or ()))
                                       if isinstance(url, str)}
+    names |= {item.get("name") for item in artifact.get("files") or () if isinstance(item, dict)}  # a file set
     return {name for name in names if isinstance(name, str) and name}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .hosts import Host
-from .memory import is_cloud
+from .memory import is_cloud, size_unknown
 from .resolve import Catalog
 from .select import host_budget, need_on
 
@@ -28,7 +28,7 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
             "id": model_id, "params_b": model.get("params_b"), "quantization": model.get("quantization"),
             "context_window": model.get("context_window"), "provider": model.get("provider"),
             "memory_mb": need.mb, "memory_method": need.method,
-            "fit": "cloud" if is_cloud(model) else (budget.place(need.mb) or "no"),
+            "fit": "cloud" if is_cloud(model) else ("no" if size_unknown(model) else budget.place(need.mb) or "no"),
             "installed": host.name in (model.get("installed_on") or ()),
             "recommended": bool(model.get("recommended")), "status": model.get("status"),
             "workloads": model.get("workloads") or [], "type": model["type"],

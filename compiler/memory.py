@@ -7,14 +7,15 @@
       tied   = (params - E) * body + E * output                      E = vocab_size * hidden_size: one matrix;
       untied = (params - 2E) * body + E * embedding + E * output         the larger of the two, as catalogs rarely
                                                                          say whether the output reuses the embedding
-    kv_cache = 2 * kv_heads * head_dim * bytes * (full layers * context + sliding layers * SWA cells)  ("exact")
-             | KV_BOUND_KIB * sqrt(params_b) * context * bytes / 2   ("heuristic": an upper bound, without arch)
+    kv_cache = 2 * kv_heads * head_dim * bytes * (full layers * cells + sliding layers * SWA cells)  ("exact")
+             | KV_BOUND_KIB * sqrt(params_b) * cells * bytes / 2     ("heuristic": an upper bound, without arch)
+      cells  = context rounded up to a multiple of 256               (llama.cpp pads n_ctx so before sizing the cache)
     overhead = compute_buffer + runtime_overhead_mb                   (selection.runtime_overhead_mb, default 128)
              + gpu_runtime_overhead_mb on a host with a GPU           (selection.gpu_runtime_overhead_mb, default 600)
     compute_buffer = max(logits, attention) + scratch                 (llama.cpp's graph buffer, n_ubatch tokens a step)
     logits    = vocab_size * n_ubatch * 4
-    attention = (heads + 1) * context * n_ubatch * 4                  (scores and mask, flash attention off)
-              | context * n_ubatch * 2                                (f16 mask only, flash attention on: flat)
+    attention = (heads + 1) * cells * n_ubatch * 4                    (scores and mask, flash attention off)
+              | cells * n_ubatch * 2                                  (f16 mask only, flash attention on: flat)
     scratch   = 6 * hidden_size * n_ubatch * 4                        (the layer's activations beside them)
 
 The compute buffer is at most 16 MiB above what llama.cpp (llama-cpp-python 0.3.36) reports on CPU,
@@ -36,7 +37,7 @@ and hidden_size, E is EMBEDDING_SHARE of the parameters, at most EMBEDDING_PARAM
 GPT4All's 32 real GGUF files (tests/data/gpt4all_calibration.yaml, README "Memory").
 
 KV cache. bytes per element from the cache type (KV_CACHE_BYTES, ggml block sizes; a role's or
-the selection's kv_cache_type, else arch.kv_bytes, else f16). Layers using a sliding window
+the selection's kv_cache_type, else f16, or arch.kv_bytes where that is more). Layers using a sliding window
 (arch.sliding_window_layers of them, window arch.sliding_window) keep window + n_ubatch cells,
 padded to 256, as llama.cpp does without --swa-full. Without arch the bound grows as the square
 root of the parameter count (a transformer has params >= 12 * layers * hidden^2 and caches
@@ -136,7 +137,7 @@ KV_CACHE_BYTES: dict[str, float] = {
 }
 DEFAULT_KV_CACHE = "f16"
 SWA_UBATCH = 512  # llama.cpp's default n_ubatch: a sliding-window layer keeps window + n_ubatch cells
-KV_PAD = 256  # ... rounded up to a multiple of 256
+KV_PAD = 256  # ... rounded up to a multiple of 256, as is the context itself (llama-context.cpp pads n_ctx)
 # The f16 cache bound without arch, in KiB per token per sqrt(billion parameters): the highest ratio
 # among llmfit's 1,542 architectures is 535 (UnfilteredAI/NSFW-flash, 800 KiB at 2.24B); a
 # 128-layer dense model by the derivation above reaches 403. Llama 2 7B (512 KiB) gets 1,412.
@@ -158,7 +159,7 @@ FALLBACK_VOCAB = 262_144
 FALLBACK_HEADS = 64
 FALLBACK_HIDDEN = 8192
 # KV cache types llama.cpp stores unquantized; a quantized V cache needs flash attention there.
-UNQUANTIZED_KV = ("f16", "bf16")
+UNQUANTIZED_KV = ("f32", "f16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,13 @@ class Estimate:
 
 def is_cloud(model: dict) -> bool:
     return model.get("provider", "local") not in LOCAL_PROVIDERS
+
+
+def size_unknown(model: dict) -> bool:
+    """A local model with no figure for its weights (no params_b, file size or memory.ram_mb): it cannot be
+    sized, and counting its weights as 0 would under-count it by all of them."""
+    return (not is_cloud(model) and not model.get("params_b") and not artifact_size(model.get("artifact"))
+            and not (model.get("memory") or {}).get("ram_mb"))
 
 
 def quant_bits(quantization: str | None) -> Bits:
@@ -274,14 +282,17 @@ def estimated_weight_bytes(model: dict) -> float:
 
 
 def kv_bytes_per_element(model: dict, kv_cache_type: str | None) -> float:
+    """The cache type the runtime is given; without one it runs f16, which arch.kv_bytes may raise but
+    never lower (nothing passes it to the runtime)."""
     if kv_cache_type:
         return KV_CACHE_BYTES[kv_cache_type]
-    return (model.get("arch") or {}).get("kv_bytes") or KV_CACHE_BYTES[DEFAULT_KV_CACHE]
+    return max((model.get("arch") or {}).get("kv_bytes") or 0, KV_CACHE_BYTES[DEFAULT_KV_CACHE])
 
 
 def kv_mib(model: dict, context: int, kv_cache_type: str | None = None) -> tuple[float, str]:
     """The KV cache in MiB at `context` tokens, and whether it is exact (from arch) or a bound."""
     arch = model.get("arch") or {}
+    context = kv_cells(context)
     element = kv_bytes_per_element(model, kv_cache_type)
     head_dim = arch.get("head_dim")
     if not head_dim and arch.get("hidden_size") and arch.get("heads"):
@@ -293,6 +304,11 @@ def kv_mib(model: dict, context: int, kv_cache_type: str | None = None) -> tuple
         return 2 * arch["kv_heads"] * head_dim * element * cells / MIB, "exact"
     params_b = model.get("params_b") or 0
     return KV_BOUND_KIB * math.sqrt(params_b) * context * element / 2 / 1024, "heuristic"
+
+
+def kv_cells(context: int) -> int:
+    """Cells llama.cpp allocates for `context` tokens: n_ctx rounded up to a multiple of 256."""
+    return -(-context // KV_PAD) * KV_PAD
 
 
 def swa_cells(window: int, context: int) -> int:
@@ -312,7 +328,7 @@ def compute_buffer_mib(model: dict, context: int, flash_attention: bool = True) 
     the buffer is the largest tensor alive at once (the logits, or without flash attention the
     attention scores, which grow with context) plus the activations beside it."""
     arch = model.get("arch") or {}
-    ubatch = min(N_UBATCH, context)  # llama.cpp never evaluates more tokens a step than the context
+    ubatch = min(N_UBATCH, kv_cells(context))  # llama.cpp never evaluates more tokens a step than the (padded) context
     hidden = arch.get("hidden_size") or FALLBACK_HIDDEN
     logits = (arch.get("vocab_size") or FALLBACK_VOCAB) * ubatch * F32_BYTES
     attended = _attended(arch, context)
@@ -333,12 +349,12 @@ def _heads(arch: dict) -> int:
 
 
 def _attended(arch: dict, context: int) -> int:
-    """Tokens the widest attention layer sees: the context, unless every layer has a sliding window
-    (llama.cpp then keeps the window plus one batch)."""
+    """Cells the widest attention layer sees: the padded context, unless every layer has a sliding window
+    (llama.cpp then keeps the window plus one batch, padded)."""
     window, windowed = arch.get("sliding_window"), arch.get("sliding_window_layers")
     if window and arch.get("layers") and windowed is not None and windowed >= arch["layers"]:
-        return min(context, window + N_UBATCH)
-    return context
+        return swa_cells(window, kv_cells(context))
+    return kv_cells(context)
 
 
 def _ceil(value: float) -> int:

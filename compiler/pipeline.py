@@ -211,7 +211,7 @@ class Project:
                 found.append(doc)
         if not found:
             return
-        known = set(validate.mapping(merge_layers([Layer(d.layer, d) for d in sources.catalogs]).data.get("models")))
+        known = validate.mapping(merge_layers([Layer(d.layer, d) for d in sources.catalogs]).data.get("models"))
         sources.facts, problems = facts.orphans(found, known)
         route(problems + facts.disagreements(sources.facts, sources.layers()), sources.errors, sources.warnings)
 

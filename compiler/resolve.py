@@ -95,7 +95,7 @@ def _quantized_v_without_flash_attention(role_name: str, role: dict, flash: bool
     file, line, col = locate(where)
     return [Diagnostic(file, line, col, "E310", f"role {role_name!r} has kv_cache_type {kv_type} with flash "
                        "attention off: llama.cpp quantizes the V cache only with flash attention",
-                       "turn flash_attention on for this role, or use an f16 or bf16 KV cache")]
+                       "turn flash_attention on for this role, or use an f16, bf16 or f32 KV cache")]
 
 
 def _declared_below_estimate(model_id: str, model: dict, selection: dict, locate) -> list[Diagnostic]:

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from . import kinds, runtimes
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
-from .memory import DEFAULT_KV_CACHE, Estimate, estimate, is_cloud
+from .memory import DEFAULT_KV_CACHE, Estimate, estimate, is_cloud, size_unknown
 from .merge import origin
 from .resolve import Catalog
 
 ELIGIBLE_STATUS = ("active", "deprecated")
+SIZE_UNKNOWN = "size unknown: give params_b, artifact.size_bytes or memory.ram_mb"
 TRACE_LIMIT = 200  # candidates kept per role in explain.json; the rest are counted
 CAPABILITIES = ("reasoning", "coding", "creativity", "multilingual")
 
@@ -187,7 +188,7 @@ class Screened:
     context: int
     candidates: tuple[tuple[str, str | None, Estimate | None, tuple], ...]  # (model, rejection, need, size)
     cloud: tuple[str, ...]
-    kv_cache_type: str | None = None  # the role's or the selection's; None: arch.kv_bytes, else f16
+    kv_cache_type: str | None = None  # the role's or the selection's; None: f16 (arch.kv_bytes if more)
 
 
 def screen(name: str, catalog: Catalog) -> Screened:
@@ -204,7 +205,7 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
         strategy = "first_fit" if role.get("prefer") else "largest_fit"
     requires = role.get("requires") or {}
     context = requires.get("context_min") or selection["context_default"]
-    cache_type = role.get("kv_cache_type") or selection.get("kv_cache_type")  # None: arch.kv_bytes, else f16
+    cache_type = role.get("kv_cache_type") or selection.get("kv_cache_type")  # None: f16 (arch.kv_bytes if more)
     candidates = []
     for model_id in _candidate_ids(role, catalog):
         model = catalog.models[model_id]
@@ -214,7 +215,8 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
         elif model.get("status") not in ELIGIBLE_STATUS:
             candidates.append((model_id, f"status is {model.get('status')}", None, ()))
         else:
-            problem = kinds.problem(model["type"], role) or _requirement_problem(model, requires, context)
+            problem = (kinds.problem(model["type"], role) or _requirement_problem(model, requires, context)
+                       or (SIZE_UNKNOWN if size_unknown(model) else None))
             need = None if problem else estimate(model, context, selection["runtime_overhead_mb"], cache_type,
                                                  flash_attention=role["flash_attention"])
             size = (bool(model.get("recommended")), model.get("params_b") or 0, need.mb if need else 0)

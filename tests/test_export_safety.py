@@ -87,7 +87,8 @@ def test_llama_server_script_passes_hostile_values_as_data(value: str, shell: st
     work.mkdir()
     result, argv = run_script(shell, script, [value, "--port", "$(touch PWNED)"], work, stub_bin)
     assert result.returncode == 0, result.stderr.decode()
-    assert argv == ["-m", "/models dir/" + value, "-c", "4096; " + value, "-ngl", "999", "--flash-attn", "off",
+    assert argv == ["-m", "/models dir/" + value, "-c", "4096; " + value, "-np", "1", "-ngl", "999",
+                    "--flash-attn", "off",
                     "-ctk", "q8_0; " + value, "-ctv", "q8_0; " + value, "--alias", value,
                     "--port", "$(touch PWNED)"], "each value is exactly one argument"
     assert sorted(os.listdir(work)) == ["llama-server.sh"], "the script created nothing: no command ran"
@@ -106,7 +107,7 @@ def test_shipped_llama_server_script_runs_each_role(stub_bin: Path, tmp_path: Pa
     work.mkdir()
     result, argv = run_script("sh", script, ["planner"], work, stub_bin)
     assert result.returncode == 0
-    assert argv == ["-m", "/models dir/gpt-oss-120b-mxfp4-00001-of-00003.gguf", "-c", "16384", "-ngl", "0",
+    assert argv == ["-m", "/models dir/gpt-oss-120b-mxfp4-00001-of-00003.gguf", "-c", "16384", "-np", "1", "-ngl", "0",
                     "--flash-attn", "on", "-ctk", "f16", "-ctv", "f16", "--alias", "planner"]
 
 

@@ -325,3 +325,32 @@ def test_a_hostile_file_name_or_architecture_stays_inside_the_comment(qwen_file:
                         "a.gguf\nmerge: replace").decode()
     layer = yaml.safe_load(text)
     assert set(layer) == {"schema_version", "kind", "models"} and "a.gguf?merge: replace" in text
+
+
+def test_a_file_set_model_takes_the_header_shape_but_not_one_file_size(base_catalog: Path, qwen_file: Path):
+    """A model whose artifact is `files` (a GGUF beside its mmproj, or one listed file) sizes each file
+    there: one file's size from its header is no figure for the set, and beside `files` it is E240."""
+    add_layer(base_catalog, "30-set.yaml", "models:\n  small-chat:\n    artifact:\n      file: null\n"
+              "      files:\n        - {name: small-q4_k_m.gguf}\n        - {name: mmproj-f16.gguf}\n")
+    (base_catalog / "sources" / "05-geometry.yaml").unlink()
+    result = run_cli("-C", str(base_catalog), "inspect", str(qwen_file), "--write")  # matched by its files entry
+    assert result.exit_code == 0, result.output
+    assert "wrote sources/facts/small-chat.yaml (small-chat)" in result.stderr
+    for command in (["validate"], ["build", "--host", "box-8"]):
+        result = run_cli("-C", str(base_catalog), *command)
+        assert result.exit_code == 0, result.output + result.stderr
+    model = compiled_model(base_catalog, "small-chat")
+    assert model["arch"]["layers"] == 24 and "size_bytes" not in model["artifact"]
+    assert model["memory_method"] == "estimated"  # the set's size is unknown: estimated, not one file's
+
+
+def test_the_header_quantization_is_a_name_the_bits_table_knows():
+    """gpt-oss GGUFs say MXFP4_MOE (llama_ftype 38): recorded as MXFP4, the table's gpt-oss mix, not an
+    unknown name sized at 16 bits a weight (W300)."""
+    from compiler.memory import QUANT_BITS
+
+    assert facts.quantization({"file_type": gguf_header.FILE_TYPES[38]}) == "MXFP4"
+    assert facts.quantization({"file_type": "ALL_F32"}) == "F32"
+    known = {label for label in gguf_header.FILE_TYPES.values()
+             if facts.quantization({"file_type": label}) in QUANT_BITS}
+    assert {"F16", "BF16", "Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K", "MXFP4_MOE", "ALL_F32"} <= known

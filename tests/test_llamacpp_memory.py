@@ -80,7 +80,7 @@ def _reported(path: Path, context: int, flash: bool) -> dict[str, float]:
     llama_cpp = pytest.importorskip("llama_cpp")
     with llama_log() as lines:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=context, n_gpu_layers=0, flash_attn=flash,
-                              n_threads=1, verbose=False)
+                              swa_full=False, n_threads=1, verbose=False)  # as hostfit load passes it
         llm.close()
     found: dict[str, float] = {}
     for _, kind, mib in BUFFER.findall("".join(lines)):
@@ -131,3 +131,85 @@ def test_the_estimate_is_within_ten_percent_of_what_llama_cpp_allocates(shaped):
     print("\nmodel         quant   ctx   fa  reported: model      KV  compute    total  hostfit: weights   KV "
           " compute  buffers  error\n" + "\n".join(rows))
     assert not failures, "\n".join(failures)
+
+
+def test_a_context_off_the_256_grid_is_sized_as_llama_cpp_pads_it(shaped):
+    """llama.cpp allocates n_ctx rounded up to 256 cells: 4,100 tokens hold 4,352 (KV and attention scores)."""
+    path = shaped[(QWEN25_05B.name, "Q8_0")]
+    model = _model(QWEN25_05B, path.stat().st_size)
+    for context in (4100, 5000):
+        for flash in (False, True):
+            got = _reported(path, context, flash)
+            need = estimate(model, context, flash_attention=flash)
+            assert abs(need.kv_mb - got["KV"]) < 1, (context, flash, need.kv_mb, got["KV"])
+            assert got["compute"] <= need.overhead_mb - RUNTIME_OVERHEAD_MB, (context, flash, need, got)
+
+
+def _write_gemma3(path: Path, layers: int, window: int) -> Path:
+    """A small Gemma-3-shaped GGUF (F16 zeros): llama.cpp gives 5 of every 6 layers the sliding window."""
+    gguf = pytest.importorskip("gguf")
+    np = pytest.importorskip("numpy")
+    hidden, heads, kv_heads, head_dim, ffn, vocab = 256, 4, 2, 64, 512, 1000
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_name("hostfit zero-weight gemma3 shape")
+    writer.add_context_length(32768)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_sliding_window(window)
+    writer.add_rope_freq_base(1e6)
+    writer.add_file_type(1)
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{byte:02X}>" for byte in range(256)]
+    tokens += [f"t{i}" for i in range(vocab - len(tokens))]
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * vocab)
+    writer.add_token_types([2, 3, 3] + [6] * 256 + [1] * (vocab - 259))
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+
+    def tensor(name: str, shape: tuple, norm: bool = False) -> None:
+        writer.add_tensor(name, np.zeros(tuple(reversed(shape)), dtype=np.float32 if norm else np.float16))
+
+    tensor("token_embd.weight", (hidden, vocab))
+    tensor("output_norm.weight", (hidden,), True)
+    for layer in range(layers):
+        p = f"blk.{layer}"
+        for norm in ("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
+            tensor(f"{p}.{norm}.weight", (hidden,), True)
+        tensor(f"{p}.attn_q_norm.weight", (head_dim,), True)
+        tensor(f"{p}.attn_k_norm.weight", (head_dim,), True)
+        tensor(f"{p}.attn_q.weight", (hidden, heads * head_dim))
+        tensor(f"{p}.attn_k.weight", (hidden, kv_heads * head_dim))
+        tensor(f"{p}.attn_v.weight", (hidden, kv_heads * head_dim))
+        tensor(f"{p}.attn_output.weight", (heads * head_dim, hidden))
+        tensor(f"{p}.ffn_gate.weight", (hidden, ffn))
+        tensor(f"{p}.ffn_up.weight", (hidden, ffn))
+        tensor(f"{p}.ffn_down.weight", (ffn, hidden))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_sliding_window_facts_from_the_header_size_the_cache_llama_cpp_allocates(tmp_path: Path):
+    """The header's facts (facts.arch_facts: 7 of 8 Gemma 3 layers windowed) and kv_mib give exactly the
+    KV buffers llama.cpp reports: the full context on one layer, pad256(window + 512) cells on the rest."""
+    from compiler import facts, gguf_header
+    from compiler.memory import kv_mib
+
+    pytest.importorskip("llama_cpp")
+    path = _write_gemma3(tmp_path / "gemma3.gguf", 8, 512)
+    found = gguf_header.parse(path.read_bytes(), complete=True, file_size=path.stat().st_size)
+    arch = facts.arch_facts(found)
+    assert (arch["sliding_window"], arch["sliding_window_layers"]) == (512, 7)
+    for context in (4096, 8192, 5000):
+        got = _reported(path, context, True)
+        assert kv_mib({"arch": arch}, context) == (pytest.approx(got["KV"]), "exact"), (context, got)

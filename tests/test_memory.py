@@ -359,3 +359,49 @@ def test_head_dim_defaults_to_hidden_size_over_heads():
     model = {**QWEN7, "arch": geometry}
     assert kv_mib(model, 8192) == kv_mib(QWEN7, 8192) == (448, "exact")
     assert kv_mib({**QWEN7, "arch": {"layers": 28, "kv_heads": 4, "hidden_size": 3584}}, 8192)[1] == "heuristic"
+
+
+def test_the_kv_cache_holds_the_context_padded_to_256_cells_as_llama_cpp_allocates_it():
+    """llama.cpp rounds n_ctx up to a multiple of 256 before sizing the cache (llama-context.cpp), so a
+    4,100-token context holds 4,352 cells: counting 4,100 would under-count the cache."""
+    per_cell = 2 * 28 * 4 * 128 * 2 / MIB  # QWEN7, f16
+    for context, cells in ((4096, 4096), (4097, 4352), (4100, 4352), (5000, 5120), (100, 256)):
+        assert kv_mib(QWEN7, context) == (per_cell * cells, "exact")
+        assert estimate(QWEN7, context).context == context  # the context asked for is what load passes
+    bare = {k: v for k, v in QWEN7.items() if k != "arch"}
+    assert kv_mib(bare, 4100)[0] == kv_mib(bare, 4352)[0]
+    # the attention scores without flash attention span the padded cache too
+    assert overhead_mib(QWEN7, 4100, 0, flash_attention=False) == overhead_mib(QWEN7, 4352, 0, flash_attention=False)
+
+
+def test_a_local_model_of_unknown_size_is_rejected_rather_than_counted_as_weightless(base_catalog: Path):
+    """No params_b, no file size, no declaration: there is no figure for its weights, and counting them as
+    0 would let a 70B model of that shape fit an 8 GB box."""
+    add_layer(base_catalog, "30-unsized.yaml",
+              "models:\n  mystery:\n    provider: local\n    workloads: [chat, summarization]\n"
+              "    quantization: Q4_K_M\n    context_window: 8192\n"
+              "    artifact: {format: gguf, repo: example/mystery-GGUF, file: mystery-q4_k_m.gguf}\n"
+              "roles:\n  summarization:\n    prefer: [mystery, small-chat]\n")
+    result = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+    document = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())
+    assert document["roles"]["summarization"]["model"] == "small-chat"
+    shown = run_cli("-C", str(base_catalog), "explain", "box-8", "summarization").stdout
+    assert "mystery: size unknown" in shown, shown
+    listed = run_cli("-C", str(base_catalog), "models", "--host", "box-8", "--json").stdout
+    assert {row["id"]: row["fit"] for row in json.loads(listed)}["mystery"] == "no"  # as build judged it
+    # any one figure is enough to size it
+    for known in ("    params_b: 70.0\n", "    memory: {ram_mb: 2000}\n"):
+        add_layer(base_catalog, "40-sized.yaml", "models:\n  mystery:\n" + known)
+        assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+        chosen = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())["roles"]["summarization"]
+        assert (chosen["model"] == "mystery") == ("ram_mb" in known), chosen
+
+
+def test_arch_kv_bytes_never_sizes_the_cache_below_the_type_the_runtime_is_given():
+    """With no kv_cache_type, load and the exports run llama.cpp with an f16 cache whatever arch.kv_bytes
+    says: a kv_bytes of 1 (an FP8 cache elsewhere) must not halve the cache the runtime allocates."""
+    f16 = kv_mib(QWEN7, 8192)
+    assert kv_mib({**QWEN7, "arch": {**QWEN7["arch"], "kv_bytes": 1}}, 8192) == f16
+    assert kv_mib({**QWEN7, "arch": {**QWEN7["arch"], "kv_bytes": 4}}, 8192)[0] == 2 * f16[0]  # it may raise it
+    assert kv_mib({**QWEN7, "arch": {**QWEN7["arch"], "kv_bytes": 1}}, 8192, "q4_0")[0] == f16[0] * 18 / 64

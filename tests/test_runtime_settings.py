@@ -49,7 +49,9 @@ def test_a_quantized_kv_cache_without_flash_attention_is_e310_at_the_flag(tmp_pa
                                       "    kv_cache_type: q8_0\n    flash_attention: false\n")
     [problem] = [p for p in problems if p.code == "E310"]
     assert (problem.severity, problem.line) == ("error", 7) and "q8_0" in problem.message
-    for fine in ("    kv_cache_type: q8_0\n", "    kv_cache_type: bf16\n    flash_attention: false\n"):
+    # llama.cpp refuses only a quantized V cache (ggml_is_quantized) without flash attention: f32 is not one
+    for fine in ("    kv_cache_type: q8_0\n", "    kv_cache_type: bf16\n    flash_attention: false\n",
+                 "    kv_cache_type: f32\n    flash_attention: false\n"):
         _, problems = _resolved(tmp_path, f"schema_version: 2\nkind: catalog\nroles:\n  chat:\n    workload: chat\n{fine}")
         assert not [p for p in problems if p.code == "E310"]
 
@@ -84,7 +86,9 @@ def test_the_llama_server_export_passes_the_role_settings():
                 "models": {"m": {"provider": "local", "workloads": ["chat"], "memory_mb": 1, "memory_method": "gguf",
                                  "artifact": {"format": "gguf", "file": "m.gguf"}}}}
     script = exports.render(document, ["llamacpp"], None)["llama-server.sh"].decode()
-    assert "-c 4096 -ngl 0 --flash-attn on -ctk q8_0 -ctv q8_0 --alias chat" in script
+    assert "-c 4096 -np 1 -ngl 0 --flash-attn on -ctk q8_0 -ctv q8_0 --alias chat" in script
+    # one slot, as sized: llama-server's default of 4 slots with a unified cache keeps 4 x window + 512
+    # cells on each sliding-window layer (llama-kv-cache-iswa.cpp), 3 windows more than the estimate
 
 
 def test_a_gpu_host_adds_the_gpu_runtime_and_a_cpu_host_does_not(tmp_path: Path):
