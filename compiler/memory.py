@@ -158,7 +158,7 @@ FALLBACK_VOCAB = 262_144
 FALLBACK_HEADS = 64
 FALLBACK_HIDDEN = 8192
 # KV cache types llama.cpp stores unquantized; a quantized V cache needs flash attention there.
-UNQUANTIZED_KV = ("f16", "bf16")
+UNQUANTIZED_KV = ("f32", "f16", "bf16")
 
 
 @dataclass(frozen=True)
