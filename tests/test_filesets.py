@@ -310,3 +310,35 @@ def test_require_pinned_wants_every_shard_and_a_changed_checksum_must_be_relocke
     catalog_with(catalog, server, files)
     changed = cli(catalog, "fetch", "--host", "box-8")
     assert changed.exit_code == 1 and "E212" in changed.stderr and SHARDS[2] in changed.stderr
+
+
+def test_the_unsized_ceiling_bounds_a_set_of_unsized_shards_together(base_catalog, server, shards, tmp_path,
+                                                                      monkeypatch):
+    """The ceiling bounds the weights, which are every file of a set: three shards each under it but
+    together over it are refused, not 3 x the ceiling written (the shipped gpt-oss-120b gives no sizes)."""
+    catalog = catalog_with(base_catalog, server)  # no size_bytes, no sha256, no lock
+    ceiling = len(shards[SHARDS[0]]) + len(shards[SHARDS[1]]) + 1000  # over shards 1 + 2, under all three
+    assert all(len(data) < ceiling for data in shards.values()) and sum(map(len, shards.values())) > ceiling
+    monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", str(ceiling))
+    result = cli(catalog, "fetch", "--host", "box-8")
+    assert result.exit_code == 3, result.output
+    left = ceiling - len(shards[SHARDS[0]]) - len(shards[SHARDS[1]])
+    assert f"the server offers {len(shards[SHARDS[2]]):,} bytes, over the {left:,}-byte ceiling" in result.stderr
+    lock = catalog / "out" / "box-8" / "models.lock"
+    assert not lock.exists() or "tiny-split" not in lock_of(catalog), "nothing pinned"
+    assert not (tmp_path / "cache" / "tiny-split" / SHARDS[2]).exists()
+    monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", str(sum(map(len, shards.values()))))  # the set fits exactly
+    again = cli(catalog, "fetch", "--host", "box-8")
+    assert again.exit_code == 0, again.output
+    assert requested(server)[-1] == SHARDS[2], "the two shards already verified are not fetched again"
+
+
+def test_the_shipped_gpt_oss_120b_set_is_fetched_under_its_memory_ceiling(shipped_catalog):
+    from compiler.executor import download
+    from compiler.executor.fetch import plan
+
+    assert cli(shipped_catalog, "build", "--host", "workstation").exit_code == 0
+    artifacts = {a.model_id: a for a in plan(shipped_catalog / "out" / "workstation", (), True).artifacts}
+    artifact = artifacts["gpt-oss-120b"]
+    assert artifact.is_set and [f.size for f in artifact.files] == [None, None, None]
+    assert artifact.memory_mb and download.size_ceiling(artifact.memory_mb) == 2 * artifact.memory_mb << 20

@@ -272,16 +272,21 @@ def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter) 
     with cache.lock_for(cache.part_path(artifact.model_id, artifact.file)):
         entry = cache.entries().get(artifact.model_id)
         known = {item["name"]: item for item in entry.file_list()} if entry else {}
-        files = tuple(_fetch_file(artifact, spec, size, sha, known.get(spec.name), cache, reporter)
-                      for spec, (size, sha) in zip(artifact.files, wanted))
+        files: list[FetchedFile] = []
+        for spec, (size, sha) in zip(artifact.files, wanted):
+            # the unsized ceiling bounds the weights, which are every file of a set: what the files
+            # before this one hold is spent
+            files.append(_fetch_file(artifact, spec, size, sha, known.get(spec.name), cache, reporter,
+                                     sum(f.size for f in files)))
         cache.record(artifact.model_id, [(f.path, f.size, f.sha256) for f in files],
                      downloaded=any(f.downloaded for f in files))
-    return Fetched(artifact, files)
+    return Fetched(artifact, tuple(files))
 
 
 def _fetch_file(artifact: Artifact, spec: File, size: int | None, sha: str | None, known: dict | None, cache: Cache,
-                reporter: Reporter) -> FetchedFile:
-    """One file: the manifest's record when it still holds, else the file hashed, else downloaded."""
+                reporter: Reporter, spent: int = 0) -> FetchedFile:
+    """One file: the manifest's record when it still holds, else the file hashed, else downloaded.
+    `spent`: bytes of the set's earlier files, taken from the unsized ceiling."""
     final = cache.artifact_path(artifact.model_id, spec.name)
     part = cache.part_path(artifact.model_id, spec.name)
     if os.path.lexists(final) and not regular(final):  # a FIFO would block the first read: never opened
@@ -302,7 +307,7 @@ def _fetch_file(artifact: Artifact, spec: File, size: int | None, sha: str | Non
         tick = reporter.start(artifact, spec, size)
         try:
             outcome = download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format,
-                               ceiling=None if size else size_ceiling(artifact.memory_mb))
+                               ceiling=None if size else max(0, size_ceiling(artifact.memory_mb) - spent))
         finally:
             reporter.stop()
         fetched = FetchedFile(spec.name, final, outcome.size, outcome.sha256, True, outcome.resumed_from, outcome.url)
