@@ -342,3 +342,59 @@ def test_the_shipped_gpt_oss_120b_set_is_fetched_under_its_memory_ceiling(shippe
     artifact = artifacts["gpt-oss-120b"]
     assert artifact.is_set and [f.size for f in artifact.files] == [None, None, None]
     assert artifact.memory_mb and download.size_ceiling(artifact.memory_mb) == 2 * artifact.memory_mb << 20
+
+
+def test_the_manifest_never_vouches_for_a_shard_replaced_by_a_fetch_that_then_failed(base_catalog, server, shards,
+                                                                                        tmp_path):
+    """A set being replaced: shard 1 is re-downloaded (other bytes, same size), then shard 2 fails. The old
+    manifest entry must not survive to certify shard 1's new bytes as the old pin (kill -9 in between
+    leaves the same state)."""
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    lock_file = catalog / "out" / "box-8" / "models.lock"
+    pinned_v1 = lock_file.read_text()
+    other = b"GGUF" + bytes(len(shards[SHARDS[0]]) - 4)  # a new upload of shard 1, the same size
+    server.files[SHARDS[0]] = other
+    del server.files[SHARDS[1]]  # ... and shard 2 cannot be had
+    catalog_with(catalog, server, [{"name": SHARDS[0], "sha256": sha(other)}, {"name": SHARDS[1], "sha256": "1" * 64},
+                                   {"name": SHARDS[2]}])
+    lock_file.unlink()
+    failed = cli(catalog, "fetch", "--host", "box-8")
+    assert failed.exit_code == 3, failed.output
+    assert (tmp_path / "cache" / "tiny-split" / SHARDS[0]).read_bytes() == other
+    server.files.update(shards)  # back to the first version: catalog and lock as they were
+    catalog_with(catalog, server)
+    lock_file.write_text(pinned_v1)
+    again = cli(catalog, "fetch", "--host", "box-8", "--require-pinned")
+    assert again.exit_code == 0, again.output
+    folder = tmp_path / "cache" / "tiny-split"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == shards, "what is cached is what the lock pins"
+    assert cli(catalog, "cache", "verify").exit_code == 0
+
+
+def test_apply_from_a_bundle_failing_midway_leaves_no_entry_vouching_for_replaced_shards(base_catalog, server, shards,
+                                                                                         tmp_path):
+    import io
+    import tarfile
+
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "bundle", "box-8", "-o", str(tmp_path / "good.tar")).exit_code == 0  # fetched and cached too
+    other = b"GGUF" + bytes(len(shards[SHARDS[0]]) - 4)  # shard 1 as another upload (same size), pinned so
+    forged = tmp_path / "forged.tar"
+    with tarfile.open(tmp_path / "good.tar") as good, tarfile.open(forged, "w") as out:
+        for member in good.getmembers():
+            data = good.extractfile(member).read()
+            if member.name in ("bundle.json", "models.lock"):
+                data = data.replace(sha(shards[SHARDS[0]]).encode(), sha(other).encode())
+            elif member.name.endswith(SHARDS[0]):
+                data = other
+            elif member.name.endswith(SHARDS[2]):
+                data = b"GGUF" + bytes(len(data) - 4)  # and shard 3 does not match its pin
+            member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+    result = run_cli("apply", "--from", str(forged))
+    assert result.exit_code == 3, result.output
+    again = cli(catalog, "fetch", "--host", "box-8", "--require-pinned")  # the lock pins the first version
+    assert again.exit_code == 0, again.output
+    folder = tmp_path / "cache" / "tiny-split"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == shards, "what is cached is what the lock pins"

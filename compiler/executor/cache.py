@@ -395,6 +395,13 @@ class Cache:
                                       (old.use_count if old else 0) + 1, listed)
         self.update(change)
 
+    def forget(self, model_id: str) -> None:
+        """Drop a model's entry and keep its files: before any of them is replaced, so the manifest never
+        vouches for bytes it did not verify (a fetch that fails or is killed midway leaves files that the
+        next one hashes again)."""
+        if self.marked and model_id in self.entries():
+            self.update(lambda entries: entries.pop(model_id, None))
+
     # ------------------------------------------------------------------------ maintenance
 
     def parts(self) -> list[Path]:
