@@ -114,6 +114,8 @@ def test_a_one_file_list_compiles_exactly_like_the_shorthand(base_catalog, tmp_p
      "url names one file, but files lists 2"),
     ("{repo: example/m, files: [{name: a.gguf}, {name: a.gguf}]}", "E240", "files", "names 'a.gguf' twice"),
     ("{repo: example/m, files: [{name: a.gguf}, {name: ../b.gguf}]}", "E204", "files", "contains a path separator"),
+    # one file on macOS's and Windows' file systems: the second download would overwrite the first
+    ("{repo: example/m, files: [{name: M-1.gguf}, {name: m-1.gguf}]}", "E240", "files", "names 'm-1.gguf' twice"),
 ])
 def test_bad_file_sets_are_diagnosed_at_their_line(base_catalog, artifact, code, key, message):
     add_layer(base_catalog, "20-bad.yaml", f"models:\n  small-chat:\n    artifact:\n      {artifact}\n")
@@ -398,3 +400,17 @@ def test_apply_from_a_bundle_failing_midway_leaves_no_entry_vouching_for_replace
     assert again.exit_code == 0, again.output
     folder = tmp_path / "cache" / "tiny-split"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == shards, "what is cached is what the lock pins"
+
+
+def test_a_compiled_set_naming_one_file_in_two_cases_is_refused_before_any_fetch(base_catalog, server):
+    from test_executor_inputs import good_models
+
+    document = good_models()
+    document["models"]["small-chat"]["artifact"] = {"format": "gguf", "files": [
+        {"name": "A.gguf", "url": server.url("A.gguf")}, {"name": "a.gguf", "url": server.url("a.gguf")}]}
+    folder = base_catalog / "out" / "box-8"
+    folder.mkdir(parents=True)
+    (folder / "models.json").write_text(json.dumps(document))
+    result = cli(base_catalog, "fetch", "--host", "box-8")
+    assert result.exit_code == 1 and "E209" in result.stderr and "names a file twice" in result.stderr, result.output
+    assert server.log == []
