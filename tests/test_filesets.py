@@ -414,3 +414,16 @@ def test_a_compiled_set_naming_one_file_in_two_cases_is_refused_before_any_fetch
     result = cli(base_catalog, "fetch", "--host", "box-8")
     assert result.exit_code == 1 and "E209" in result.stderr and "names a file twice" in result.stderr, result.output
     assert server.log == []
+
+
+@pytest.mark.parametrize("template", ["http://example.com/{{file}}", "file:///srv/models/{{file}}"])
+def test_a_url_template_rendering_to_a_refused_url_is_e205_at_its_line(base_catalog, template):
+    """Each file's URL is rendered at compile time: one the download policy refuses is the catalog's
+    fault (exit 1 at the template's line), not a network failure at fetch (exit 3)."""
+    add_layer(base_catalog, "20-tpl.yaml", "models:\n  small-chat:\n    artifact:\n      format: gguf\n      file: null\n      url: null\n"
+                                           f"      url_template: \"{template}\"\n"
+                                           "      files: [{name: a-00001-of-00002.gguf}, {name: a-00002-of-00002.gguf}]\n")
+    result = cli(base_catalog, "build", "--host", "box-8")
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if "E205" in line]
+    assert len(lines) == 1 and lines[0].startswith("sources/20-tpl.yaml:9:"), result.stderr
