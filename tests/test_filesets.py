@@ -427,3 +427,25 @@ def test_a_url_template_rendering_to_a_refused_url_is_e205_at_its_line(base_cata
     assert result.exit_code == 1, result.output
     lines = [line for line in result.stderr.splitlines() if "E205" in line]
     assert len(lines) == 1 and lines[0].startswith("sources/20-tpl.yaml:9:"), result.stderr
+
+
+def test_a_set_moved_to_other_urls_is_fetched_from_them_not_taken_from_the_cache(base_catalog, server, shards,
+                                                                                 tmp_path):
+    """The catalog points the set at a new revision (same names, no checksums): the cached files came from
+    the old URLs, so they are not pinned as the new URLs' bytes."""
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    newer = {f"v2/{name}": b"GGUF" + bytes(len(data) - 4) for name, data in shards.items()}
+    server.files.update(newer)
+    text = (catalog / "sources" / "20-split.yaml").read_text().replace(f"{server.base}/{{{{file}}}}",
+                                                                        f"{server.base}/v2/{{{{file}}}}")
+    (catalog / "sources" / "20-split.yaml").write_text(text)
+    assert cli(catalog, "build", "--host", "box-8").exit_code == 0
+    server.log.clear()
+    result = cli(catalog, "fetch", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+    assert sorted(requested(server)) == sorted(newer), "each file fetched from its new URL"
+    pins = lock_of(catalog)["tiny-split"]["files"]
+    assert [(p["url"], p["sha256"]) for p in pins] == [(server.url(f"v2/{n}"), sha(newer[f"v2/{n}"])) for n in SHARDS]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "cache" / "tiny-split").iterdir()} == \
+        {name.removeprefix("v2/"): data for name, data in newer.items()}
