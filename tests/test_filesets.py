@@ -449,3 +449,38 @@ def test_a_set_moved_to_other_urls_is_fetched_from_them_not_taken_from_the_cache
     assert [(p["url"], p["sha256"]) for p in pins] == [(server.url(f"v2/{n}"), sha(newer[f"v2/{n}"])) for n in SHARDS]
     assert {p.name: p.read_bytes() for p in (tmp_path / "cache" / "tiny-split").iterdir()} == \
         {name.removeprefix("v2/"): data for name, data in newer.items()}
+
+
+def test_a_rebuilt_manifest_never_makes_a_pinned_set_evictable_by_lumping_in_an_older_file(base_catalog, server,
+                                                                                            shards, tmp_path):
+    """The model's file was renamed (a one-file artifact became a set): the old file stays in its folder. A
+    manifest rebuilt then must not take the four files as one unpinned set, which prune would evict
+    whole, pinned shards included."""
+    server.files["tiny-old.gguf"] = shards[SHARDS[2]]
+    catalog = catalog_with(base_catalog, server, [{"name": "tiny-old.gguf"}])
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    catalog_with(catalog, server)
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    folder = tmp_path / "cache" / "tiny-split"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["tiny-old.gguf", *SHARDS])
+    (tmp_path / "cache" / "manifest.json").unlink()
+    pruned = cli(catalog, "cache", "prune", "--max-size", "0")
+    assert pruned.exit_code == 0, pruned.output
+    assert all((folder / name).read_bytes() == shards[name] for name in SHARDS), "the pinned shards stay"
+    again = cli(catalog, "fetch", "--host", "box-8", "--require-pinned")
+    assert again.exit_code == 0 and len([e for e in server.log if e["path"].lstrip("/") in SHARDS]) == 3, \
+        "nothing downloaded again"
+
+
+@pytest.mark.parametrize("names, one", [
+    (SHARDS, True),
+    (["m-00001-of-00002.safetensors", "m-00002-of-00002.safetensors"], True),
+    (SHARDS[:2], False),  # incomplete: a fetch that stopped midway
+    ([*SHARDS, "tiny-old.gguf"], False),
+    (["a-00001-of-00002.gguf", "b-00002-of-00002.gguf"], False),
+    (["m-00001-of-00002.gguf", "m-00002-of-00003.gguf"], False),
+])
+def test_a_rebuild_takes_several_files_as_one_set_only_when_they_are_one_complete_split(names, one):
+    from compiler.executor.cache import one_split_set
+
+    assert one_split_set(sorted(names)) is one
