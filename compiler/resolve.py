@@ -9,7 +9,7 @@ from .errors import Diagnostic
 from .memory import (DEFAULT_CONTEXT, GPU_RUNTIME_OVERHEAD_MB, QUANT_BITS, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW,
                      UNQUANTIZED_KV, artifact_size, declared_shortfall, estimate, is_cloud)
 from .merge import Layer, Merged, origin
-from .validate import alias_table
+from .validate import alias_table, url_problem
 
 SELECTION_DEFAULTS = {"ram_reserve_gb": 2, "vram_reserve_gb": 1, "basis": "total", "strategy": "auto",
                       "allow_cloud": True, "context_default": DEFAULT_CONTEXT,
@@ -143,7 +143,16 @@ def _artifact_url(model_id: str, artifact: dict, file: str | None, locate, probl
               "file": file}
     template = artifact.get("url_template")
     if template:
-        return _render(template, fields, ("models", model_id, "artifact", "url_template"), locate, problems)
+        where = ("models", model_id, "artifact", "url_template")
+        url = _render(template, fields, where, locate, problems)
+        problem = url_problem(url) if url is not None else None
+        if problem:  # the policy validate applies to a plain url: the catalog's fault, not the network's at fetch
+            from .net import redact_url
+
+            problems.append(Diagnostic(*locate(where), "E205", f"url_template renders a download URL hostfit "
+                                       f"refuses: {problem}", f"it renders {redact_url(url)!r}"))
+            return None
+        return url
     if fields["repo"] and fields["file"]:
         return paths.HF_RESOLVE.format(**fields)
     return None

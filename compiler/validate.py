@@ -454,11 +454,12 @@ def _file_set(artifact: dict, base: tuple, names: list, locate: Locate) -> list[
                                            "give repo (and revision) or url_template, rendered once per file "
                                            "with its name as `file`"))
     seen: dict[str, tuple] = {}
-    for path, name in names:
-        if isinstance(name, str) and name in seen:
-            file, line, col = locate(seen[name])
+    for path, name in names:  # by case-folded name: macOS and Windows file systems hold M.gguf and m.gguf as one
+        if isinstance(name, str) and name.casefold() in seen:
+            file, line, col = locate(seen[name.casefold()])
             problems.append(Diagnostic(*locate(path), "E240", f"artifact files names {name!r} twice",
-                                       f"the first is at {file}:{line}:{col}"))
+                                       f"the first is at {file}:{line}:{col} (names differing only in case are "
+                                       "one file on macOS and Windows)"))
         elif isinstance(name, str):
-            seen[name] = path
+            seen[name.casefold()] = path
     return problems

@@ -114,6 +114,8 @@ def test_a_one_file_list_compiles_exactly_like_the_shorthand(base_catalog, tmp_p
      "url names one file, but files lists 2"),
     ("{repo: example/m, files: [{name: a.gguf}, {name: a.gguf}]}", "E240", "files", "names 'a.gguf' twice"),
     ("{repo: example/m, files: [{name: a.gguf}, {name: ../b.gguf}]}", "E204", "files", "contains a path separator"),
+    # one file on macOS's and Windows' file systems: the second download would overwrite the first
+    ("{repo: example/m, files: [{name: M-1.gguf}, {name: m-1.gguf}]}", "E240", "files", "names 'm-1.gguf' twice"),
 ])
 def test_bad_file_sets_are_diagnosed_at_their_line(base_catalog, artifact, code, key, message):
     add_layer(base_catalog, "20-bad.yaml", f"models:\n  small-chat:\n    artifact:\n      {artifact}\n")
@@ -310,3 +312,175 @@ def test_require_pinned_wants_every_shard_and_a_changed_checksum_must_be_relocke
     catalog_with(catalog, server, files)
     changed = cli(catalog, "fetch", "--host", "box-8")
     assert changed.exit_code == 1 and "E212" in changed.stderr and SHARDS[2] in changed.stderr
+
+
+def test_the_unsized_ceiling_bounds_a_set_of_unsized_shards_together(base_catalog, server, shards, tmp_path,
+                                                                      monkeypatch):
+    """The ceiling bounds the weights, which are every file of a set: three shards each under it but
+    together over it are refused, not 3 x the ceiling written (the shipped gpt-oss-120b gives no sizes)."""
+    catalog = catalog_with(base_catalog, server)  # no size_bytes, no sha256, no lock
+    ceiling = len(shards[SHARDS[0]]) + len(shards[SHARDS[1]]) + 1000  # over shards 1 + 2, under all three
+    assert all(len(data) < ceiling for data in shards.values()) and sum(map(len, shards.values())) > ceiling
+    monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", str(ceiling))
+    result = cli(catalog, "fetch", "--host", "box-8")
+    assert result.exit_code == 3, result.output
+    left = ceiling - len(shards[SHARDS[0]]) - len(shards[SHARDS[1]])
+    assert f"the server offers {len(shards[SHARDS[2]]):,} bytes, over the {left:,}-byte ceiling" in result.stderr
+    lock = catalog / "out" / "box-8" / "models.lock"
+    assert not lock.exists() or "tiny-split" not in lock_of(catalog), "nothing pinned"
+    assert not (tmp_path / "cache" / "tiny-split" / SHARDS[2]).exists()
+    monkeypatch.setenv("HOSTFIT_MAX_UNSIZED", str(sum(map(len, shards.values()))))  # the set fits exactly
+    again = cli(catalog, "fetch", "--host", "box-8")
+    assert again.exit_code == 0, again.output
+    assert requested(server)[-1] == SHARDS[2], "the two shards already verified are not fetched again"
+
+
+def test_the_shipped_gpt_oss_120b_set_is_fetched_under_its_memory_ceiling(shipped_catalog):
+    from compiler.executor import download
+    from compiler.executor.fetch import plan
+
+    assert cli(shipped_catalog, "build", "--host", "workstation").exit_code == 0
+    artifacts = {a.model_id: a for a in plan(shipped_catalog / "out" / "workstation", (), True).artifacts}
+    artifact = artifacts["gpt-oss-120b"]
+    assert artifact.is_set and [f.size for f in artifact.files] == [None, None, None]
+    assert artifact.memory_mb and download.size_ceiling(artifact.memory_mb) == 2 * artifact.memory_mb << 20
+
+
+def test_the_manifest_never_vouches_for_a_shard_replaced_by_a_fetch_that_then_failed(base_catalog, server, shards,
+                                                                                        tmp_path):
+    """A set being replaced: shard 1 is re-downloaded (other bytes, same size), then shard 2 fails. The old
+    manifest entry must not survive to certify shard 1's new bytes as the old pin (kill -9 in between
+    leaves the same state)."""
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    lock_file = catalog / "out" / "box-8" / "models.lock"
+    pinned_v1 = lock_file.read_text()
+    other = b"GGUF" + bytes(len(shards[SHARDS[0]]) - 4)  # a new upload of shard 1, the same size
+    server.files[SHARDS[0]] = other
+    del server.files[SHARDS[1]]  # ... and shard 2 cannot be had
+    catalog_with(catalog, server, [{"name": SHARDS[0], "sha256": sha(other)}, {"name": SHARDS[1], "sha256": "1" * 64},
+                                   {"name": SHARDS[2]}])
+    lock_file.unlink()
+    failed = cli(catalog, "fetch", "--host", "box-8")
+    assert failed.exit_code == 3, failed.output
+    assert (tmp_path / "cache" / "tiny-split" / SHARDS[0]).read_bytes() == other
+    server.files.update(shards)  # back to the first version: catalog and lock as they were
+    catalog_with(catalog, server)
+    lock_file.write_text(pinned_v1)
+    again = cli(catalog, "fetch", "--host", "box-8", "--require-pinned")
+    assert again.exit_code == 0, again.output
+    folder = tmp_path / "cache" / "tiny-split"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == shards, "what is cached is what the lock pins"
+    assert cli(catalog, "cache", "verify").exit_code == 0
+
+
+def test_apply_from_a_bundle_failing_midway_leaves_no_entry_vouching_for_replaced_shards(base_catalog, server, shards,
+                                                                                         tmp_path):
+    import io
+    import tarfile
+
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "bundle", "box-8", "-o", str(tmp_path / "good.tar")).exit_code == 0  # fetched and cached too
+    other = b"GGUF" + bytes(len(shards[SHARDS[0]]) - 4)  # shard 1 as another upload (same size), pinned so
+    forged = tmp_path / "forged.tar"
+    with tarfile.open(tmp_path / "good.tar") as good, tarfile.open(forged, "w") as out:
+        for member in good.getmembers():
+            data = good.extractfile(member).read()
+            if member.name in ("bundle.json", "models.lock"):
+                data = data.replace(sha(shards[SHARDS[0]]).encode(), sha(other).encode())
+            elif member.name.endswith(SHARDS[0]):
+                data = other
+            elif member.name.endswith(SHARDS[2]):
+                data = b"GGUF" + bytes(len(data) - 4)  # and shard 3 does not match its pin
+            member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+    result = run_cli("apply", "--from", str(forged))
+    assert result.exit_code == 3, result.output
+    again = cli(catalog, "fetch", "--host", "box-8", "--require-pinned")  # the lock pins the first version
+    assert again.exit_code == 0, again.output
+    folder = tmp_path / "cache" / "tiny-split"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == shards, "what is cached is what the lock pins"
+
+
+def test_a_compiled_set_naming_one_file_in_two_cases_is_refused_before_any_fetch(base_catalog, server):
+    from test_executor_inputs import good_models
+
+    document = good_models()
+    document["models"]["small-chat"]["artifact"] = {"format": "gguf", "files": [
+        {"name": "A.gguf", "url": server.url("A.gguf")}, {"name": "a.gguf", "url": server.url("a.gguf")}]}
+    folder = base_catalog / "out" / "box-8"
+    folder.mkdir(parents=True)
+    (folder / "models.json").write_text(json.dumps(document))
+    result = cli(base_catalog, "fetch", "--host", "box-8")
+    assert result.exit_code == 1 and "E209" in result.stderr and "names a file twice" in result.stderr, result.output
+    assert server.log == []
+
+
+@pytest.mark.parametrize("template", ["http://example.com/{{file}}", "file:///srv/models/{{file}}"])
+def test_a_url_template_rendering_to_a_refused_url_is_e205_at_its_line(base_catalog, template):
+    """Each file's URL is rendered at compile time: one the download policy refuses is the catalog's
+    fault (exit 1 at the template's line), not a network failure at fetch (exit 3)."""
+    add_layer(base_catalog, "20-tpl.yaml", "models:\n  small-chat:\n    artifact:\n      format: gguf\n      file: null\n      url: null\n"
+                                           f"      url_template: \"{template}\"\n"
+                                           "      files: [{name: a-00001-of-00002.gguf}, {name: a-00002-of-00002.gguf}]\n")
+    result = cli(base_catalog, "build", "--host", "box-8")
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if "E205" in line]
+    assert len(lines) == 1 and lines[0].startswith("sources/20-tpl.yaml:9:"), result.stderr
+
+
+def test_a_set_moved_to_other_urls_is_fetched_from_them_not_taken_from_the_cache(base_catalog, server, shards,
+                                                                                 tmp_path):
+    """The catalog points the set at a new revision (same names, no checksums): the cached files came from
+    the old URLs, so they are not pinned as the new URLs' bytes."""
+    catalog = catalog_with(base_catalog, server)
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    newer = {f"v2/{name}": b"GGUF" + bytes(len(data) - 4) for name, data in shards.items()}
+    server.files.update(newer)
+    text = (catalog / "sources" / "20-split.yaml").read_text().replace(f"{server.base}/{{{{file}}}}",
+                                                                        f"{server.base}/v2/{{{{file}}}}")
+    (catalog / "sources" / "20-split.yaml").write_text(text)
+    assert cli(catalog, "build", "--host", "box-8").exit_code == 0
+    server.log.clear()
+    result = cli(catalog, "fetch", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+    assert sorted(requested(server)) == sorted(newer), "each file fetched from its new URL"
+    pins = lock_of(catalog)["tiny-split"]["files"]
+    assert [(p["url"], p["sha256"]) for p in pins] == [(server.url(f"v2/{n}"), sha(newer[f"v2/{n}"])) for n in SHARDS]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "cache" / "tiny-split").iterdir()} == \
+        {name.removeprefix("v2/"): data for name, data in newer.items()}
+
+
+def test_a_rebuilt_manifest_never_makes_a_pinned_set_evictable_by_lumping_in_an_older_file(base_catalog, server,
+                                                                                            shards, tmp_path):
+    """The model's file was renamed (a one-file artifact became a set): the old file stays in its folder. A
+    manifest rebuilt then must not take the four files as one unpinned set, which prune would evict
+    whole, pinned shards included."""
+    server.files["tiny-old.gguf"] = shards[SHARDS[2]]
+    catalog = catalog_with(base_catalog, server, [{"name": "tiny-old.gguf"}])
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    catalog_with(catalog, server)
+    assert cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+    folder = tmp_path / "cache" / "tiny-split"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["tiny-old.gguf", *SHARDS])
+    (tmp_path / "cache" / "manifest.json").unlink()
+    pruned = cli(catalog, "cache", "prune", "--max-size", "0")
+    assert pruned.exit_code == 0, pruned.output
+    assert all((folder / name).read_bytes() == shards[name] for name in SHARDS), "the pinned shards stay"
+    again = cli(catalog, "fetch", "--host", "box-8", "--require-pinned")
+    assert again.exit_code == 0 and len([e for e in server.log if e["path"].lstrip("/") in SHARDS]) == 3, \
+        "nothing downloaded again"
+
+
+@pytest.mark.parametrize("names, one", [
+    (SHARDS, True),
+    (["m-00001-of-00002.safetensors", "m-00002-of-00002.safetensors"], True),
+    (SHARDS[:2], False),  # incomplete: a fetch that stopped midway
+    ([*SHARDS, "tiny-old.gguf"], False),
+    (["a-00001-of-00002.gguf", "b-00002-of-00002.gguf"], False),
+    (["m-00001-of-00002.gguf", "m-00002-of-00003.gguf"], False),
+])
+def test_a_rebuild_takes_several_files_as_one_set_only_when_they_are_one_complete_split(names, one):
+    from compiler.executor.cache import one_split_set
+
+    assert one_split_set(sorted(names)) is one

@@ -124,3 +124,28 @@ def test_load_passes_the_compiled_settings_to_llama_cpp(monkeypatch, tmp_path: P
         loaders.llamacpp_load(tmp_path / "m.gguf", settings, "hi")
     assert (seen["flash_attn"], seen["swa_full"], seen["n_ctx"]) == (True, False, 8192)
     assert seen["type_k"] == seen["type_v"] == loaders.KV_CACHE_TYPES["q8_0"]
+
+
+def test_every_kv_cache_type_a_role_may_compile_is_one_load_passes_to_llama_cpp():
+    """The schemas accept f32 and iq4_nl too; load must pass each as ggml's own type id (from gguf),
+    not refuse a models.json the compiler wrote."""
+    import gguf
+
+    from compiler.memory import KV_CACHE_BYTES
+
+    schema = json.loads((Path(loaders.__file__).parents[1] / "schemas" / "output.v2.json").read_text())
+    allowed = schema["properties"]["roles"]["additionalProperties"]["properties"]["kv_cache_type"]["enum"]
+    assert set(allowed) == set(KV_CACHE_BYTES)
+    for kv_type in allowed:
+        assert loaders.KV_CACHE_TYPES.get(kv_type) == int(gguf.GGMLQuantizationType[kv_type.upper()]), kv_type
+        settings = loaders.settings_for({"flash_attention": True, "kv_cache_type": kv_type}, {}, 1, None, True, False)
+        assert settings.kv_cache_type == kv_type
+
+
+def test_an_f32_kv_cache_is_not_quantized_so_it_needs_no_flash_attention(tmp_path: Path):
+    """llama.cpp refuses only a quantized V cache without flash attention; f32 is as plain as f16."""
+    _, problems = _resolved(tmp_path, "schema_version: 2\nkind: catalog\nroles:\n  chat:\n    workload: chat\n"
+                                      "    kv_cache_type: f32\n    flash_attention: false\n")
+    assert not [p for p in problems if p.code == "E310"]
+    settings = loaders.settings_for({"flash_attention": False, "kv_cache_type": "f32"}, {}, 1, None, True, False)
+    assert (settings.kv_cache_type, settings.flash_attention) == ("f32", False)

@@ -139,6 +139,7 @@ def apply_from(path: Path, open_cache: Callable[[], Cache] = Cache) -> tuple[dic
                        for model_id, entry in sorted(manifest["artifacts"].items())]
             cache = open_cache()
             for model_id, files in planned:
+                cache.forget(model_id)  # its files are about to be replaced: no entry vouches for them meanwhile
                 finals = [_unpack(path, tar, member, cache, model_id, entry["file"], pinned)
                           for entry, member, pinned in files]
                 verified = [(member.size, pinned) for _, member, pinned in files]

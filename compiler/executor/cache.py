@@ -335,8 +335,8 @@ class Cache:
 
     def _own_files(self) -> dict[str, Entry]:
         """The artifacts a rebuild may take over: only hostfit's exact layout, a folder named by an escaped
-        model id holding regular files with a model artifact's extension and nothing else (several: a file
-        set, in name order, which is a split GGUF's shard order). A folder holding anything more (another
+        model id holding regular files with a model artifact's extension and nothing else (several only
+        when they are one complete split set, in name order, which is its shard order). A folder holding anything more (another
         file, a sub-folder, a link) is not one hostfit made, and is left alone: what a rebuilt manifest
         lists, clean and prune may delete."""
         entries: dict[str, Entry] = {}
@@ -353,6 +353,8 @@ class Cache:
                     check_file_name(file.name)
             except UnsafeName:
                 continue
+            if len(inside) > 1 and not one_split_set([file.name for file in inside]):
+                continue  # several files but not one set (an older file beside a newer one): not provably one artifact
             files = [{"name": file.name, "size": file.stat().st_size, "sha256": sha256_file(file)} for file in inside]
             stamp = datetime.fromtimestamp(max(file.stat().st_mtime for file in inside), timezone.utc).strftime(STAMP)
             entries[model_id] = Entry(model_id, f"{folder.name}/{inside[0].name}", sum(f["size"] for f in files),
@@ -395,6 +397,13 @@ class Cache:
                                       (old.use_count if old else 0) + 1, listed)
         self.update(change)
 
+    def forget(self, model_id: str) -> None:
+        """Drop a model's entry and keep its files: before any of them is replaced, so the manifest never
+        vouches for bytes it did not verify (a fetch that fails or is killed midway leaves files that the
+        next one hashes again)."""
+        if self.marked and model_id in self.entries():
+            self.update(lambda entries: entries.pop(model_id, None))
+
     # ------------------------------------------------------------------------ maintenance
 
     def parts(self) -> list[Path]:
@@ -420,6 +429,19 @@ class Cache:
                 removed.append(entry)
         self.update(change)
         return bool(removed)
+
+
+SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<n>[0-9]{5})-of-(?P<m>[0-9]{5})(?P<ext>\.[A-Za-z0-9]+)$")
+
+
+def one_split_set(names: list[str]) -> bool:
+    """The names are one complete split set, `<stem>-0000N-of-0000M.<ext>` for N = 1..M (llama.cpp's and
+    Hugging Face's shard names): the only several files a manifest rebuild takes as one artifact."""
+    found = [SPLIT_NAME.match(name) for name in names]
+    if not all(found) or len({(m["stem"], m["m"], m["ext"]) for m in found}) != 1:
+        return False
+    return sorted(int(m["n"]) for m in found) == list(range(1, len(names) + 1)) == list(
+        range(1, int(found[0]["m"]) + 1))
 
 
 class NotRegular(DiskError):

@@ -80,7 +80,7 @@ def parse_lock(raw: bytes, display: str) -> Document:
             names = [item["name"] for item in entry["files"]] if "files" in entry else [entry["file"]]
             for name in names:
                 check_file_name(name)
-            if len(set(names)) != len(names):
+            if len({name.casefold() for name in names}) != len(names):  # one file on macOS and Windows
                 raise UnsafeName(f"refusing file set {names!r}: it names a file twice")
         except UnsafeName as exc:
             problems.append(_at(doc, ("artifacts", model_id), "E210", f"unreadable lock file: {exc}", LOCK_HINT))
@@ -152,7 +152,8 @@ def _models_problems(doc: Document) -> list[Diagnostic]:
                 names = [item["name"] for item in files_of(artifact)]
                 for name in names:
                     check_file_name(name)
-                if len(set(names)) != len(names):  # two files of a set would be one file in the cache
+                # two files of a set would be one file in the cache (by case-folded name: one file on macOS and Windows)
+                if len({name.casefold() for name in names}) != len(names):
                     raise UnsafeName(f"refusing file set {names!r}: it names a file twice")
             except UnsafeName as exc:
                 problems.append(_at(doc, ("models", model_id, "artifact"), "E209", str(exc),

@@ -265,44 +265,63 @@ def pinned_files(entry: dict | None) -> list[dict]:
     return [{"name": entry.get("file"), **{k: entry.get(k) for k in ("url", "final_url", "size", "sha256")}}]
 
 
+def moved(artifact: Artifact, lock: Lock) -> dict[str, str]:
+    """{name: sha256 pinned} of files the lock pins from another URL than the catalog now gives: a cached
+    file with that sha256 came from there, so it says nothing about the new URL's bytes (a new revision
+    under the same name)."""
+    urls = {spec.name: redact_url(spec.url) for spec in artifact.files}
+    return {pin["name"]: pin["sha256"] for pin in pinned_files(lock.get(artifact.model_id))
+            if pin.get("name") in urls and pin.get("url") != urls[pin["name"]] and pin.get("sha256")}
+
+
 def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter) -> Fetched:
     """Every file of the artifact verified in its folder of the cache, recorded as one manifest entry."""
     wanted = expected(artifact, lock)
+    elsewhere = moved(artifact, lock)
     # one fetch per artifact, however many processes ask: a set's files are fetched under its first file's lock
     with cache.lock_for(cache.part_path(artifact.model_id, artifact.file)):
         entry = cache.entries().get(artifact.model_id)
         known = {item["name"]: item for item in entry.file_list()} if entry else {}
-        files = tuple(_fetch_file(artifact, spec, size, sha, known.get(spec.name), cache, reporter)
-                      for spec, (size, sha) in zip(artifact.files, wanted))
+        files: list[FetchedFile] = []
+        for spec, (size, sha) in zip(artifact.files, wanted):
+            # the unsized ceiling bounds the weights, which are every file of a set: what the files
+            # before this one hold is spent
+            files.append(_fetch_file(artifact, spec, size, sha, known.get(spec.name), cache, reporter,
+                                     sum(f.size for f in files), elsewhere.get(spec.name)))
         cache.record(artifact.model_id, [(f.path, f.size, f.sha256) for f in files],
                      downloaded=any(f.downloaded for f in files))
-    return Fetched(artifact, files)
+    return Fetched(artifact, tuple(files))
 
 
 def _fetch_file(artifact: Artifact, spec: File, size: int | None, sha: str | None, known: dict | None, cache: Cache,
-                reporter: Reporter) -> FetchedFile:
-    """One file: the manifest's record when it still holds, else the file hashed, else downloaded."""
+                reporter: Reporter, spent: int = 0, old_pin: str | None = None) -> FetchedFile:
+    """One file: the manifest's record when it still holds, else the file hashed, else downloaded.
+    `spent`: bytes of the set's earlier files, taken from the unsized ceiling. `old_pin`: the sha256 the
+    lock pinned it with from another URL; with no checksum for this URL, a file with it is not this URL's."""
     final = cache.artifact_path(artifact.model_id, spec.name)
     part = cache.part_path(artifact.model_id, spec.name)
     if os.path.lexists(final) and not regular(final):  # a FIFO would block the first read: never opened
         raise NotRegular(f"{final} is not a regular file, so {artifact.model_id} is not cached; hostfit "
                          "neither opens nor replaces it: remove it and fetch again")
+    stale = old_pin if sha is None else None  # with a checksum for this URL, the checksum decides
     fetched = None
     if final.exists() and known and known["path"] == str(final.relative_to(cache.root)):
         if (sha is None or known["sha256"] == sha) and (size is None or known["size"] == size) \
-                and final.stat().st_size == known["size"]:
+                and final.stat().st_size == known["size"] and known["sha256"] != stale:
             fetched = FetchedFile(spec.name, final, known["size"], known["sha256"], False)
     if fetched is None and final.exists():  # present but unknown or unverified: hash it rather than download again
         actual = sha256_file(final)
-        if sha is None or actual == sha:
+        if (sha is None and actual != stale) or actual == sha:
             fetched = FetchedFile(spec.name, final, final.stat().st_size, actual, False)
         else:
+            cache.forget(artifact.model_id)
             cache.delete(final)
     if fetched is None:
+        cache.forget(artifact.model_id)  # its file is about to be replaced; fetch_one records the whole again
         tick = reporter.start(artifact, spec, size)
         try:
             outcome = download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format,
-                               ceiling=None if size else size_ceiling(artifact.memory_mb))
+                               ceiling=None if size else max(0, size_ceiling(artifact.memory_mb) - spent))
         finally:
             reporter.stop()
         fetched = FetchedFile(spec.name, final, outcome.size, outcome.sha256, True, outcome.resumed_from, outcome.url)

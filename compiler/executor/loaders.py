@@ -32,7 +32,8 @@ MAX_LINE = 1 << 20  # bytes per streamed pull status line (they are ~200 bytes)
 MAX_REPLY = 16 << 20  # bytes per JSON reply
 MAX_STATUSES = 1000  # distinct pull statuses shown; a stream of endless new ones is not echoed forever
 # A role's kv_cache_type as llama.cpp's ggml type id (llama-cpp-python's type_k / type_v).
-KV_CACHE_TYPES = {"f16": 1, "bf16": 30, "q8_0": 8, "q5_1": 7, "q5_0": 6, "q4_1": 3, "q4_0": 2}
+KV_CACHE_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q5_1": 7, "q5_0": 6, "q4_1": 3, "q4_0": 2,
+                  "iq4_nl": 20}
 
 
 class LoadFailure(RuntimeFailure):
