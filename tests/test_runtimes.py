@@ -199,6 +199,17 @@ def test_a_runtime_without_its_hardware_is_a_warning(base_catalog):
     assert "warning[W402]: host 'box-8' lists runtime 'vllm', which needs CUDA" in result.stderr
 
 
+@pytest.mark.parametrize("vendor", ["[nvidia]", "{name: nvidia}"])
+def test_a_vendor_that_is_not_a_word_is_a_diagnostic_not_a_traceback(base_catalog, vendor):
+    hosts = base_catalog / "sources" / "hosts.yaml"
+    hosts.write_text(hosts.read_text().replace(
+        "box-8: {ram_gb: 8, profiles: [base]}",
+        f"box-8: {{ram_gb: 8, profiles: [base], gpus: [{{name: g, vram_gb: 8, vendor: {vendor}}}]}}"))
+    for command in ("validate", "build"):
+        result = run_cli("-C", str(base_catalog), command)
+        assert result.exit_code == 1 and "error[E103]: 'vendor' is" in result.output, result.output
+
+
 def test_detection_asks_each_runtime_with_this_machines_hardware(monkeypatch):
     seen = []
     for name in runtimes.REGISTRY:
