@@ -171,7 +171,7 @@ def select(catalog: Catalog, host: Host) -> Plan:
     available = runtimes.available(host)
     plans = {name: _evaluate(name, catalog, budget, available) for name in catalog.roles}
     shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots)
-    loaded: dict[str, str] = {}
+    loaded: dict[str, tuple[str, str]] = {}
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
         _choose(plan, catalog, shared if plan.resident else None, loaded)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
@@ -309,16 +309,17 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
     return plan
 
 
-def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: dict[str, str]) -> None:
+def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
+            loaded: dict[str, tuple[str, str]]) -> None:
     """Pick the role's model and fallbacks; a resident role also takes its share of `shared`.
 
-    `loaded` maps each resident model chosen so far to its placement."""
+    `loaded` maps each resident model chosen so far to its (runtime, placement)."""
     survivors = [v for v in plan.candidates if v.verdict == "survivor"]
     if shared is not None:  # resident: must fit beside the resident models chosen so far
         fitting = []
         for verdict in survivors:
-            if verdict.model in loaded:  # already resident for another role: it costs nothing more
-                verdict.placement = loaded[verdict.model]
+            if verdict.model in loaded:  # already resident for another role: that one copy, on its runtime
+                verdict.runtime, verdict.placement = loaded[verdict.model]
                 fitting.append(verdict)
                 continue
             runtime, placement = next(((rt, p) for rt, allowed in verdict.options
@@ -345,7 +346,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: dic
         plan.context = chosen.memory.context  # what the memory was sized for: the loader's n_ctx
         if shared is not None and chosen.model not in loaded:
             shared.take(chosen.memory.mb, chosen.placement)
-            loaded[chosen.model] = chosen.placement
+            loaded[chosen.model] = (chosen.runtime, chosen.placement)
     limit = catalog.selection["max_fallbacks"]
     for verdict in survivors:
         if verdict.verdict == "survivor" and len(plan.fallbacks) < limit:

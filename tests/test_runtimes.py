@@ -317,6 +317,32 @@ def test_fallbacks_record_their_runtimes():
     assert role.output()["fallback_runtimes"] == {"coder-gguf": "llamacpp", "coder-pulled": "ollama"}
 
 
+def test_a_resident_model_shared_by_two_roles_keeps_the_runtime_it_was_packed_on():
+    # role a fills most of the GPU, so b's safetensors model goes to transformers (split), not vLLM;
+    # c takes the same model, already resident: it is the one loaded copy, on transformers
+    text = """
+schema_version: 2
+kind: catalog
+models:
+  big: {provider: local, params_b: 1, context_window: 32768, workloads: [chat], memory: {ram_mb: 20000},
+        artifact: {format: gguf, repo: o/big-GGUF, file: big.gguf}}
+  st: {provider: huggingface, params_b: 1, quantization: BF16, context_window: 32768, workloads: [code, chat],
+       memory: {ram_mb: 8000}, artifact: {format: safetensors, repo: o/st}}
+roles:
+  a: {workload: chat, prefer: [big], resident: true}
+  b: {workload: code, prefer: [st], resident: true}
+  c: {workload: chat, prefer: [st], resident: true}
+"""
+    catalog, problems = resolve(merge_layers([Layer("sources", load_yaml_text(text, "catalog.yaml"))]))
+    assert not [p for p in problems if p.severity == "error"]
+    plan = select(catalog, host("rig", 64, [NVIDIA_24], ("llamacpp", "vllm", "transformers")))
+    assert (plan.roles["a"].runtime, plan.roles["a"].placement) == ("llamacpp", "gpu")
+    assert (plan.roles["b"].runtime, plan.roles["b"].placement) == ("transformers", "split")
+    assert (plan.roles["c"].runtime, plan.roles["c"].placement) == ("transformers", "split")
+    chosen = next(v for v in plan.roles["c"].candidates if v.model == "st")
+    assert chosen.to_dict()["runtime"] == "transformers"  # explain shows the same
+
+
 def test_a_required_role_nothing_can_run_names_the_reason():
     plan = plan_for(["coder-awq", "coder-mlx"], host(), required=True)
     [problem] = plan.diagnostics
