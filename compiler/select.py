@@ -269,6 +269,17 @@ def _requirement_problem(model: dict, requires: dict, context: int) -> str | Non
     return None
 
 
+def runtime_options(model_id: str, model: dict, available: runtimes.Available) -> tuple[tuple[str, tuple], ...]:
+    """(runtime name, its placements) of each runtime of the host that can run the model, host order."""
+    matches = runtimes.match(runtimes.model_format(model, model_id), runtimes.sources(model), available)
+    return tuple((runtime.name, allowed) for runtime, allowed in matches)
+
+
+def first_placed(budget: Budget, need_mb: int, options: tuple) -> tuple[str, str] | None:
+    """(runtime, placement): the first runtime, in host order, that can place `need_mb` in `budget`."""
+    return next(((rt, p) for rt, allowed in options if (p := budget.place(need_mb, allowed))), None)
+
+
 def _format_of(model_id: str, catalog: Catalog) -> tuple[runtimes.Format, frozenset]:
     """A model's format and the sources it offers, once per catalog (they do not depend on the host)."""
     key = ("format", model_id)
@@ -299,7 +310,7 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
             verdicts.append(Verdict(model_id, "rejected", runtimes.rejection(fmt, offers, available)))
             continue
         options = tuple((runtime.name, allowed) for runtime, allowed in matches)
-        placed = next(((rt, p) for rt, allowed in options if (p := budget.place(need.mb, allowed))), None)
+        placed = first_placed(budget, need.mb, options)
         if placed:
             verdicts.append(Verdict(model_id, "survivor", "", need, placed[1], size, capacity, placed[0], options))
         else:
@@ -322,8 +333,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
                 verdict.runtime, verdict.placement = loaded[verdict.model]
                 fitting.append(verdict)
                 continue
-            runtime, placement = next(((rt, p) for rt, allowed in verdict.options
-                                       if (p := shared.place(verdict.memory.mb, allowed))), (None, None))
+            runtime, placement = first_placed(shared, verdict.memory.mb, verdict.options) or (None, None)
             if shared.slots is not None and len(loaded) >= shared.slots:
                 verdict.reason = f"max_loaded_models ({shared.slots}) reached by the resident roles packed before it"
             elif placement is None:

@@ -343,6 +343,22 @@ roles:
     assert chosen.to_dict()["runtime"] == "transformers"  # explain shows the same
 
 
+def test_models_fit_column_agrees_with_build_on_runtimes(base_catalog):
+    add_layer(base_catalog, "20-more.yaml", """models:
+  small-awq: {provider: local, params_b: 1, context_window: 8192, workloads: [chat],
+              artifact: {repo: org/small-AWQ}}
+""")
+    rows = {r["id"]: r for r in json.loads(run_cli("-C", str(base_catalog), "models", "--host", "box-8",
+                                                   "--json").stdout)}
+    assert rows["small-awq"]["fit"] == "no runtime"  # build rejects it: AWQ needs vllm on CUDA
+    assert rows["small-chat"]["fit"] == "cpu" and rows["cloud-mini"]["fit"] == "cloud"
+    built = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
+    assert built.exit_code == 0, built.output
+    trace = json.loads((base_catalog / "out" / "box-8" / "explain.json").read_text())["roles"]["chat"]
+    [verdict] = [c for c in trace["candidates"] if c["model"] == "small-awq"]
+    assert verdict["verdict"] == "rejected" and verdict["reason"].startswith("AWQ needs vllm on CUDA")
+
+
 def test_a_required_role_nothing_can_run_names_the_reason():
     plan = plan_for(["coder-awq", "coder-mlx"], host(), required=True)
     [problem] = plan.diagnostics
