@@ -459,6 +459,23 @@ def test_load_of_an_older_models_json_without_runtimes_uses_llamacpp(backends):
     assert loaded.backend == "llamacpp"
 
 
+def test_a_gguf_repository_without_a_file_says_what_to_add_in_fetch_and_load(base_catalog):
+    # llmfit's import points at a GGUF repository (gguf_sources) without naming one of its files
+    add_layer(base_catalog, "20-more.yaml", """models:
+  repo-only: {provider: local, params_b: 1, quantization: Q4_K_M, context_window: 8192, workloads: [summarization],
+              arch: {layers: 16, kv_heads: 8, head_dim: 64}, artifact: {format: gguf, repo: example/repo-only-GGUF}}
+roles:
+  digest: {workload: summarization, prefer: [repo-only]}
+""")
+    assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+    want = "repo-only: artifact names repository example/repo-only-GGUF but no file"
+    fetched = run_cli("-C", str(base_catalog), "fetch", "--host", "box-8", "--role", "digest")  # lock plans alike
+    assert fetched.exit_code == 0 and want in fetched.stderr, fetched.output
+    assert "set artifact.file to the Q4_K_M .gguf in it, or artifact.files" in fetched.stderr
+    loaded = run_cli("-C", str(base_catalog), "load", "digest", "--host", "box-8")
+    assert loaded.exit_code == 3 and want in loaded.stderr and "has no artifact to fetch" not in loaded.stderr
+
+
 def test_load_fails_clearly_when_no_runtime_of_the_chain_has_a_loader(backends):
     compiled = json.loads(json.dumps(COMPILED))
     compiled["roles"]["code"].update(fallbacks=[], fallback_runtimes={})
