@@ -438,6 +438,18 @@ def test_load_uses_each_models_runtime_and_names_the_command_hostfit_cannot_run(
                        "run it yourself: vllm serve org/coder-AWQ --max-model-len 16384")
 
 
+def test_the_vllm_command_spans_the_hosts_gpus_and_holds_to_the_planned_memory(backends):
+    # vLLM takes 90% of one GPU by default: on two 24 GB GPUs a model placed in their VRAM needs
+    # tensor parallelism across both, and a share that leaves the rest to what hostfit packed beside it
+    compiled = json.loads(json.dumps(COMPILED))
+    compiled["host"] = {"name": "rig", "vram_mb": 49152, "gpus": [{"name": "3090", "vram_mb": 24576}] * 2}
+    compiled["models"]["coder-awq"]["memory_mb"] = 30000
+    said = []
+    loaders.load_role(compiled, "code", None, "hello", lambda model_id: Path("/c/x.gguf"), {}, say=said.append)
+    assert said[0].endswith("vllm serve org/coder-AWQ --max-model-len 16384 --tensor-parallel-size 2 "
+                            "--gpu-memory-utilization 0.62")  # 30,000 of 49,152 MiB, rounded up
+
+
 def test_load_follows_an_ollama_runtime_and_backend_overrides(backends):
     compiled = json.loads(json.dumps(COMPILED))
     compiled["roles"]["code"].update(model="coder-pulled", runtime="ollama", fallbacks=[], fallback_runtimes={})

@@ -269,10 +269,10 @@ def runtime_of(role: dict, model_id: str) -> str:
     return (role.get("fallback_runtimes") or {}).get(model_id) or LEGACY_RUNTIME
 
 
-def no_loader(runtime: str, model_id: str, model: dict, context: int) -> str:
+def no_loader(runtime: str, model_id: str, model: dict, context: int, host: dict | None = None) -> str:
     """Why hostfit cannot load it, and the command that runs it by hand when the runtime declares one."""
     known = runtimes.REGISTRY.get(runtime)
-    command = runtimes.serve_command(known, model_id, model, context) if known else None
+    command = runtimes.serve_command(known, model_id, model, context, host) if known else None
     return f"hostfit has no loader for {runtime}" + (f"; run it yourself: {command}" if command else "")
 
 
@@ -302,7 +302,7 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
         runtime = backend or runtime_of(role, model_id)
         known = runtimes.REGISTRY.get(runtime)
         if known is None or known.loader is None:
-            why = no_loader(runtime, model_id, model, settings.context)
+            why = no_loader(runtime, model_id, model, settings.context, compiled["host"])
             say(f"{role_name}: {model_id} runs on {runtime}: {why}")
             attempts.append((model_id, why))
             continue
