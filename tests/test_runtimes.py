@@ -210,6 +210,15 @@ def test_a_vendor_that_is_not_a_word_is_a_diagnostic_not_a_traceback(base_catalo
         assert result.exit_code == 1 and "error[E103]: 'vendor' is" in result.output, result.output
 
 
+def test_a_gpu_without_a_vendor_counts_as_nvidia_for_the_runtime_check(base_catalog):
+    hosts = base_catalog / "sources" / "hosts.yaml"
+    hosts.write_text(hosts.read_text().replace(
+        "box-8: {ram_gb: 8, profiles: [base]}",
+        "box-8: {ram_gb: 8, profiles: [base], runtimes: [vllm, llamacpp], gpus: [{name: g, vram_gb: 8}]}"))
+    result = run_cli("-C", str(base_catalog), "validate")
+    assert result.exit_code == 0 and "W402" not in result.output, result.output
+
+
 def test_detection_asks_each_runtime_with_this_machines_hardware(monkeypatch):
     seen = []
     for name in runtimes.REGISTRY:
