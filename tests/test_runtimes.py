@@ -176,6 +176,17 @@ def test_declared_hosts_default_and_declared_runtimes():
     assert names == {"plain": ["llamacpp", "ollama"], "mac": ["llamacpp", "ollama", "mlx"], "rig": ["vllm", "llamacpp"]}
 
 
+def test_an_apple_gpu_is_unified_memory_even_when_the_host_does_not_say_so():
+    # its "VRAM" is the RAM: counting both would place a 60 GB model on a 36 GB Mac as a split
+    hosts = declared_hosts({
+        "mac": {"ram_gb": 36, "gpus": [{"name": "M3 Pro", "vram_gb": 36, "vendor": "apple"}]},
+        "rig": {"ram_gb": 64, "gpus": [{"name": "RTX 4090", "vram_gb": 24, "vendor": "nvidia"}]},
+    })
+    assert hosts["mac"].unified_memory and not hosts["rig"].unified_memory
+    plan = plan_for(["coder-plain"], replace(hosts["mac"], runtimes=("transformers",)))
+    assert plan.budget.vram_mb == 0 and plan.roles["code"].placement == "cpu"
+
+
 def test_an_unknown_runtime_is_an_error_at_its_line_with_a_guess(base_catalog):
     hosts = base_catalog / "sources" / "hosts.yaml"
     hosts.write_text(hosts.read_text().replace("box-8: {ram_gb: 8, profiles: [base]}",
