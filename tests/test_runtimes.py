@@ -571,3 +571,16 @@ def test_a_machine_with_no_runtime_detected_compiles_for_the_default_and_warns(b
     assert result.exit_code == 0 and "W403" not in result.stderr
     compiled = json.loads((base_catalog / "out" / "local" / "models.json").read_text())
     assert compiled["host"]["runtimes"] == ["transformers", "llamacpp"]
+
+
+def test_the_no_runtime_warning_names_the_default_it_compiles_for_on_apple_silicon(base_catalog, monkeypatch):
+    from compiler import hosts as hostmod
+
+    monkeypatch.setattr(runtimes, "detect", lambda hw: ())
+    monkeypatch.setattr(hostmod, "apple_silicon", lambda: True)
+    monkeypatch.setattr(hostmod, "detect_gpus", lambda: [])
+    result = run_cli("-C", str(base_catalog), "build", "--host", "local")
+    assert result.exit_code == 0, result.output
+    compiled = json.loads((base_catalog / "out" / "local" / "models.json").read_text())
+    assert compiled["host"]["runtimes"] == ["llamacpp", "ollama", "mlx"]
+    assert "compiling for the default runtimes, llamacpp, ollama, mlx" in result.stderr
