@@ -584,3 +584,21 @@ def test_the_no_runtime_warning_names_the_default_it_compiles_for_on_apple_silic
     compiled = json.loads((base_catalog / "out" / "local" / "models.json").read_text())
     assert compiled["host"]["runtimes"] == ["llamacpp", "ollama", "mlx"]
     assert "compiling for the default runtimes, llamacpp, ollama, mlx" in result.stderr
+
+
+def test_llamacpp_on_apple_silicon_offloads_every_layer_to_metal(base_catalog, backends):
+    # unified memory is placed as the one pool ("cpu"), but llama.cpp computes there on the GPU;
+    # -ngl 0 would run a Mac's model on its CPU cores
+    hosts = base_catalog / "sources" / "hosts.yaml"
+    hosts.write_text(hosts.read_text() + "  mac-16: {ram_gb: 16, unified_memory: true, profiles: [base],\n"
+                     "           gpus: [{name: M2, vram_gb: 16, vendor: apple}]}\n")
+    assert run_cli("-C", str(base_catalog), "build", "--all").exit_code == 0
+    mac = json.loads((base_catalog / "out" / "mac-16" / "models.json").read_text())
+    assert (mac["roles"]["summarization"]["runtime"], mac["roles"]["summarization"]["placement"]) == ("llamacpp", "cpu")
+    script = (base_catalog / "out" / "mac-16" / "exports" / "llama-server.sh").read_text()
+    assert "-ngl 999" in script and "-ngl 0 " not in script
+    assert "-ngl 0 " in (base_catalog / "out" / "box-8" / "exports" / "llama-server.sh").read_text()  # no GPU
+    settings = loaders.settings_for(mac["roles"]["summarization"], {}, None, None, True, False, mac["host"])
+    assert settings.gpu_layers == -1
+    box = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())
+    assert loaders.settings_for(box["roles"]["summarization"], {}, None, None, True, False, box["host"]).gpu_layers == 0
