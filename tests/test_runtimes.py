@@ -322,6 +322,17 @@ def test_a_model_pulled_into_ollama_runs_on_ollama_only():
     assert reason(plan, "coder-pulled") == "GGUF from Ollama needs ollama; laptop-16 has llamacpp"
 
 
+def test_an_ollama_model_without_its_ollama_name_says_so():
+    text = MODELS + """  nameless: {provider: ollama, params_b: 1, context_window: 32768, workloads: [code], memory: {ram_mb: 3000}}
+roles:
+  code: {workload: code, prefer: [nameless]}
+"""
+    catalog, problems = resolve(merge_layers([Layer("sources", load_yaml_text(text, "catalog.yaml"))]))
+    assert not [p for p in problems if p.severity == "error"]
+    assert reason(select(catalog, host()), "nameless") \
+        == "provider ollama, but no ollama.name: nothing for Ollama to run (laptop-16 has llamacpp, ollama)"
+
+
 def test_mlx_runs_on_apple_silicon_only():
     mac = host("mac-36", 36, [APPLE], unified=True)
     role = plan_for(["coder-mlx"], mac).roles["code"]

@@ -111,6 +111,9 @@ def _needs(runtime: Runtime) -> str:
 def rejection(fmt: Format, offers: frozenset, host: Available) -> str:
     """Why no runtime of the host can run a model of this format, e.g.
     `AWQ needs vllm on CUDA; laptop-16 has llamacpp, ollama`."""
+    if not offers:  # provider ollama without its name in Ollama: no runtime has anything to load
+        have = ", ".join(r.name for r in host.runtimes) or "no runtimes"
+        return f"provider ollama, but no ollama.name: nothing for Ollama to run ({host.host} has {have})"
     subject = describe(fmt, offers)
     able = [r for r in REGISTRY.values() if r.accepts(fmt, offers)]
     if not able:
