@@ -50,6 +50,10 @@ class Budget:
             return self.vram_mb + self.ram_mb
         return max(self.vram_mb if "gpu" in allowed else 0, self.ram_mb if "cpu" in allowed else 0)
 
+    def room(self, placement: str) -> int:
+        """What a model already placed there can still grow into (a split grows in RAM)."""
+        return self.vram_mb if placement == "gpu" else self.ram_mb
+
     def take(self, need_mb: int, placement: str) -> None:
         if placement == "gpu":
             self.vram_mb -= need_mb
@@ -171,7 +175,7 @@ def select(catalog: Catalog, host: Host) -> Plan:
     available = runtimes.available(host)
     plans = {name: _evaluate(name, catalog, budget, available) for name in catalog.roles}
     shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots)
-    loaded: dict[str, tuple[str, str]] = {}
+    loaded: dict[str, tuple[str, str, int]] = {}
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
         _choose(plan, catalog, shared if plan.resident else None, loaded)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
@@ -321,17 +325,27 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
 
 
 def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
-            loaded: dict[str, tuple[str, str]]) -> None:
+            loaded: dict[str, tuple[str, str, int]]) -> None:
     """Pick the role's model and fallbacks; a resident role also takes its share of `shared`.
 
-    `loaded` maps each resident model chosen so far to its (runtime, placement)."""
+    `loaded` maps each resident model chosen so far to its (runtime, placement, MiB taken)."""
     survivors = [v for v in plan.candidates if v.verdict == "survivor"]
     if shared is not None:  # resident: must fit beside the resident models chosen so far
         fitting = []
         for verdict in survivors:
-            if verdict.model in loaded:  # already resident for another role: that one copy, on its runtime
-                verdict.runtime, verdict.placement = loaded[verdict.model]
-                fitting.append(verdict)
+            if verdict.model in loaded:  # already resident for another role: that one copy, on its runtime,
+                runtime, placement, taken = loaded[verdict.model]  # with the cache of the longest context
+                extra = verdict.memory.mb - taken
+                if extra <= 0 or extra <= shared.room(placement):
+                    if extra > 0:
+                        shared.take(extra, "cpu" if placement == "split" else placement)
+                        loaded[verdict.model] = (runtime, placement, verdict.memory.mb)
+                    verdict.runtime, verdict.placement = runtime, placement
+                    fitting.append(verdict)
+                    continue
+                verdict.reason = (f"resident for another role; its {verdict.memory.context:,}-token context needs "
+                                  f"{extra:,} MiB more, {shared.room(placement):,} MiB left beside the resident roles")
+                verdict.verdict, verdict.placement = "rejected", None
                 continue
             runtime, placement = first_placed(shared, verdict.memory.mb, verdict.options) or (None, None)
             if shared.slots is not None and len(loaded) >= shared.slots:
@@ -356,7 +370,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         plan.context = chosen.memory.context  # what the memory was sized for: the loader's n_ctx
         if shared is not None and chosen.model not in loaded:
             shared.take(chosen.memory.mb, chosen.placement)
-            loaded[chosen.model] = (chosen.runtime, chosen.placement)
+            loaded[chosen.model] = (chosen.runtime, chosen.placement, chosen.memory.mb)
     limit = catalog.selection["max_fallbacks"]
     for verdict in survivors:
         if verdict.verdict == "survivor" and len(plan.fallbacks) < limit:

@@ -613,3 +613,34 @@ def test_llamacpp_on_apple_silicon_offloads_every_layer_to_metal(base_catalog, b
     assert settings.gpu_layers == -1
     box = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())
     assert loaders.settings_for(box["roles"]["summarization"], {}, None, None, True, False, box["host"]).gpu_layers == 0
+
+
+def test_a_resident_model_shared_by_a_longer_context_role_takes_the_extra_cache():
+    # one loaded copy serves both roles, so it needs the longer context's cache: the difference must
+    # fit beside the other resident models, or the longer role cannot share it
+    small = {"provider": "local", "params_b": 1, "quantization": "Q4_K_M", "context_window": 32768,
+             "workloads": ["chat"], "arch": {"layers": 16, "kv_heads": 8, "head_dim": 64}}
+
+    def plan(filler: int):
+        text = f"""
+schema_version: 2
+kind: catalog
+models:
+  filler: {json.dumps(small | {"memory": {"ram_mb": filler}})}
+  small: {json.dumps(small)}
+roles:
+  a-filler: {{workload: chat, prefer: [filler], resident: true}}
+  b-short: {{workload: chat, prefer: [small], resident: true, requires: {{context_min: 4096}}}}
+  c-long: {{workload: chat, prefer: [small], resident: true, requires: {{context_min: 32768}}}}
+"""
+        catalog, problems = resolve(merge_layers([Layer("sources", load_yaml_text(text, "catalog.yaml"))]))
+        assert not [p for p in problems if p.severity == "error"]
+        return select(catalog, host("box-8", 8))
+
+    roomy = plan(1000)
+    budget, short, long_ = roomy.budget.ram_mb, roomy.roles["b-short"].memory_mb, roomy.roles["c-long"].memory_mb
+    assert long_ - short >= 800  # 896 MiB more f16 cache at 32k
+    for room, served in ((100, False), (long_ - short + 100, True)):
+        tight = plan(budget - short - room)
+        assert tight.roles["b-short"].model == "small"
+        assert (tight.roles["c-long"].model == "small") is served, room
