@@ -644,3 +644,20 @@ roles:
         tight = plan(budget - short - room)
         assert tight.roles["b-short"].model == "small"
         assert (tight.roles["c-long"].model == "small") is served, room
+
+
+def test_what_is_detected_here_never_reaches_a_declared_hosts_output(base_catalog, monkeypatch):
+    # a build on a machine whose name is declared compiles the declaration: the same bytes whether
+    # this machine has vLLM and a GPU or nothing at all
+    from compiler import hosts as hostmod
+
+    outputs = []
+    for found, gpus in (((), []), (("vllm", "transformers", "mlx"), [Gpu("H100", 81559, "nvidia")])):
+        monkeypatch.setattr(runtimes, "detect", lambda hw, found=found: found)
+        monkeypatch.setattr(hostmod, "detect_gpus", lambda gpus=gpus: gpus)
+        monkeypatch.setenv("HOST", "box-8")
+        result = run_cli("-C", str(base_catalog), "build")
+        assert result.exit_code == 0 and "W403" not in result.stderr, result.output
+        outputs.append((base_catalog / "out" / "box-8" / "models.json").read_bytes())
+        (base_catalog / "out" / "box-8" / "models.json").unlink()
+    assert outputs[0] == outputs[1] and json.loads(outputs[0])["host"]["runtimes"] == ["llamacpp", "ollama"]
