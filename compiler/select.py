@@ -34,9 +34,14 @@ class Budget:
     ram_mb: int
     vram_mb: int
     slots: int | None  # max_loaded_models for resident roles; None = no limit
+    unified: bool = False  # one pool (ram_mb) that the GPU computes out of: a GPU-only runtime places there
+
+    def _allowed(self, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        return ("cpu",) if self.unified and "gpu" in allowed else allowed
 
     def place(self, need_mb: int, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> str | None:
         """The first of `allowed` (a runtime's placements on this host) that holds `need_mb`."""
+        allowed = self._allowed(allowed)
         if "gpu" in allowed and self.vram_mb and need_mb <= self.vram_mb:
             return "gpu"
         if "split" in allowed and self.vram_mb and need_mb <= self.vram_mb + self.ram_mb:
@@ -46,6 +51,7 @@ class Budget:
         return None
 
     def capacity(self, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> int:
+        allowed = self._allowed(allowed)
         if "split" in allowed:
             return self.vram_mb + self.ram_mb
         return max(self.vram_mb if "gpu" in allowed else 0, self.ram_mb if "cpu" in allowed else 0)
@@ -159,7 +165,7 @@ def host_budget(host: Host, selection: dict) -> Budget:
     vram = 0
     if host.gpus and not host.unified_memory:
         vram = max(0, int(host.vram_mb - selection["vram_reserve_gb"] * GIB_IN_MB))
-    return Budget(ram, vram, host.max_loaded_models)
+    return Budget(ram, vram, host.max_loaded_models, bool(host.gpus and host.unified_memory))
 
 
 def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_attention: bool,
@@ -174,7 +180,7 @@ def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
     available = runtimes.available(host)
     plans = {name: _evaluate(name, catalog, budget, available) for name in catalog.roles}
-    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots)
+    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified)
     loaded: dict[str, tuple[str, str, int]] = {}
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
         _choose(plan, catalog, shared if plan.resident else None, loaded)

@@ -187,6 +187,14 @@ def test_an_apple_gpu_is_unified_memory_even_when_the_host_does_not_say_so():
     assert plan.budget.vram_mb == 0 and plan.roles["code"].placement == "cpu"
 
 
+def test_a_gpu_runtime_places_in_the_one_pool_of_a_unified_memory_nvidia_host():
+    # a GB10 (DGX Spark) or Jetson: no VRAM apart from the RAM, which its CUDA GPU computes out of
+    spark = host("spark", 128, [Gpu("GB10", 128 * 1024, "nvidia")], ("vllm", "llamacpp"), unified=True)
+    role = plan_for(["coder-awq"], spark).roles["code"]
+    assert (role.model, role.runtime, role.placement) == ("coder-awq", "vllm", "cpu")
+    assert plan_for(["coder-awq"], replace(spark, ram_mb=4 * 1024)).roles["code"].model is None  # still sized
+
+
 def test_an_unknown_runtime_is_an_error_at_its_line_with_a_guess(base_catalog):
     hosts = base_catalog / "sources" / "hosts.yaml"
     hosts.write_text(hosts.read_text().replace("box-8: {ram_gb: 8, profiles: [base]}",
