@@ -278,8 +278,8 @@ def _executor_setup(obj: Context, host: str | None, roles=(), with_fallbacks: bo
 
     folder = fetcher.host_folder(obj.root() / "out", host)
     plan = fetcher.plan(folder, tuple(roles), with_fallbacks)
-    for note in plan.skipped:
-        click.echo(f"skipped {note}", err=True)
+    for model_id, why in plan.skipped.items():
+        click.echo(f"skipped {model_id}: {why}", err=True)
     lock = Lock.load(folder / "models.lock", plan.host)  # every input is checked before the cache is created
     return plan, Cache(), lock, fetcher.Reporter(progress)
 
@@ -348,7 +348,7 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
         def fetch_one(model_id: str):
             if model_id not in artifacts:
                 from .errors import RuntimeFailure
-                raise RuntimeFailure(f"{model_id} has no artifact to fetch")
+                raise RuntimeFailure(f"{model_id}: {plan.skipped.get(model_id) or 'no artifact to fetch'}")
             fetched = fetcher.fetch_one(artifacts[model_id], cache, lock, reporter)
             if lock.pin(model_id, fetcher.lock_entry(fetched)):
                 lock.save()

@@ -56,7 +56,9 @@ def declared_hosts(hosts: dict) -> dict[str, Host]:
             profiles=tuple(spec.get("profiles") or ()),
             max_loaded_models=spec.get("max_loaded_models"),
             ram_reserve_gb=spec.get("ram_reserve_gb"),
-            unified_memory=bool(spec.get("unified_memory", False)),
+            # Apple silicon's GPU has no memory of its own: its `vram_gb` is the RAM, counted once
+            unified_memory=bool(spec.get("unified_memory",
+                                         any(g.get("vendor") == "apple" for g in spec.get("gpus") or ()))),
             user=tuple(spec.get("user") or ()),
             exports=tuple(spec["exports"]) if spec.get("exports") is not None else None,
             hostnames=tuple(h.lower() for h in spec.get("hostnames") or ()),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from .hosts import Host
 from .memory import is_cloud, size_unknown
 from .resolve import Catalog
-from .select import host_budget, need_on
+from .runtimes import available
+from .select import first_placed, host_budget, need_on, runtime_options
 
 CURATED = ("active", "deprecated")
 
@@ -13,6 +14,7 @@ CURATED = ("active", "deprecated")
 def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: str | None = None,
          everything: bool = False, suggestions: bool = False) -> list[dict]:
     budget = host_budget(host, catalog.selection)
+    runs = available(host)
     statuses = None if everything else (*CURATED, "candidate") if suggestions else CURATED
     out = []
     for model_id, model in catalog.models.items():
@@ -28,13 +30,22 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
             "id": model_id, "params_b": model.get("params_b"), "quantization": model.get("quantization"),
             "context_window": model.get("context_window"), "provider": model.get("provider"),
             "memory_mb": need.mb, "memory_method": need.method,
-            "fit": "cloud" if is_cloud(model) else ("no" if size_unknown(model) else budget.place(need.mb) or "no"),
+            "fit": "cloud" if is_cloud(model) else ("no" if size_unknown(model)
+                                                    else _fit(budget, need.mb, runtime_options(model_id, model, runs))),
             "installed": host.name in (model.get("installed_on") or ()),
             "recommended": bool(model.get("recommended")), "status": model.get("status"),
             "workloads": model.get("workloads") or [], "type": model["type"],
         })
     out.sort(key=lambda r: (not r["recommended"], catalog.models[r["id"]].get("priority", 100), r["id"]))
     return out
+
+
+def _fit(budget, need_mb: int, options: tuple) -> str:
+    """Where build would place it: as select does, on the first runtime of the host that can."""
+    if not options:
+        return "no runtime"
+    placed = first_placed(budget, need_mb, options)
+    return placed[1] if placed else "no"
 
 
 def table(rows_: list[dict]) -> str:

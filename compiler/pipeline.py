@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import emit, exports, facts, hosts as hostmod, migrate, paths, publish, validate
+from . import emit, exports, facts, hosts as hostmod, migrate, paths, publish, runtimes, validate
 from .errors import Diagnostic, InputError, UsageError, did_you_mean
 from .hosts import LOCAL, Host
 from .load import Document, load_file
@@ -245,9 +245,10 @@ class Project:
                 out.append(Target(host, host.name, self._user_files(host), this_machine=True))
         for target in out:
             if target.host.detected and target.host.runtimes is None:
+                default = ", ".join(runtimes.default_names(runtimes.hardware(target.host.gpus)))  # mlx on Apple too
                 report.warnings.append(Diagnostic(
                     "(this machine)", 0, 0, "W403", "no runtime detected here (llama-cpp-python, Ollama, mlx-lm, "
-                    "vLLM, transformers); compiling for the default runtimes, llamacpp and ollama",
+                    f"vLLM, transformers); compiling for the default runtimes, {default}",
                     "install one (pip install 'hostfit[llama]') or start Ollama", severity="warning"))
         return out
 

@@ -35,9 +35,14 @@ class Budget:
     ram_mb: int
     vram_mb: int
     slots: int | None  # max_loaded_models for resident roles; None = no limit
+    unified: bool = False  # one pool (ram_mb) that the GPU computes out of: a GPU-only runtime places there
+
+    def _allowed(self, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        return ("cpu",) if self.unified and "gpu" in allowed else allowed
 
     def place(self, need_mb: int, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> str | None:
         """The first of `allowed` (a runtime's placements on this host) that holds `need_mb`."""
+        allowed = self._allowed(allowed)
         if "gpu" in allowed and self.vram_mb and need_mb <= self.vram_mb:
             return "gpu"
         if "split" in allowed and self.vram_mb and need_mb <= self.vram_mb + self.ram_mb:
@@ -47,9 +52,14 @@ class Budget:
         return None
 
     def capacity(self, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> int:
+        allowed = self._allowed(allowed)
         if "split" in allowed:
             return self.vram_mb + self.ram_mb
         return max(self.vram_mb if "gpu" in allowed else 0, self.ram_mb if "cpu" in allowed else 0)
+
+    def room(self, placement: str) -> int:
+        """What a model already placed there can still grow into (a split grows in RAM)."""
+        return self.vram_mb if placement == "gpu" else self.ram_mb
 
     def take(self, need_mb: int, placement: str) -> None:
         if placement == "gpu":
@@ -156,7 +166,7 @@ def host_budget(host: Host, selection: dict) -> Budget:
     vram = 0
     if host.gpus and not host.unified_memory:
         vram = max(0, int(host.vram_mb - selection["vram_reserve_gb"] * GIB_IN_MB))
-    return Budget(ram, vram, host.max_loaded_models)
+    return Budget(ram, vram, host.max_loaded_models, bool(host.gpus and host.unified_memory))
 
 
 def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_attention: bool,
@@ -171,8 +181,8 @@ def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
     available = runtimes.available(host)
     plans = {name: _evaluate(name, catalog, budget, available) for name in catalog.roles}
-    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots)
-    loaded: dict[str, str] = {}
+    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified)
+    loaded: dict[str, tuple[str, str, int]] = {}
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
         _choose(plan, catalog, shared if plan.resident else None, loaded)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
@@ -271,6 +281,17 @@ def _requirement_problem(model: dict, requires: dict, context: int) -> str | Non
     return None
 
 
+def runtime_options(model_id: str, model: dict, available: runtimes.Available) -> tuple[tuple[str, tuple], ...]:
+    """(runtime name, its placements) of each runtime of the host that can run the model, host order."""
+    matches = runtimes.match(runtimes.model_format(model, model_id), runtimes.sources(model), available)
+    return tuple((runtime.name, allowed) for runtime, allowed in matches)
+
+
+def first_placed(budget: Budget, need_mb: int, options: tuple) -> tuple[str, str] | None:
+    """(runtime, placement): the first runtime, in host order, that can place `need_mb` in `budget`."""
+    return next(((rt, p) for rt, allowed in options if (p := budget.place(need_mb, allowed))), None)
+
+
 def _format_of(model_id: str, catalog: Catalog) -> tuple[runtimes.Format, frozenset]:
     """A model's format and the sources it offers, once per catalog (they do not depend on the host)."""
     key = ("format", model_id)
@@ -301,7 +322,7 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
             verdicts.append(Verdict(model_id, "rejected", runtimes.rejection(fmt, offers, available)))
             continue
         options = tuple((runtime.name, allowed) for runtime, allowed in matches)
-        placed = next(((rt, p) for rt, allowed in options if (p := budget.place(need.mb, allowed))), None)
+        placed = first_placed(budget, need.mb, options)
         if placed:
             verdicts.append(Verdict(model_id, "survivor", "", need, placed[1], size, capacity, placed[0], options))
         else:
@@ -311,20 +332,30 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
     return plan
 
 
-def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: dict[str, str]) -> None:
+def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
+            loaded: dict[str, tuple[str, str, int]]) -> None:
     """Pick the role's model and fallbacks; a resident role also takes its share of `shared`.
 
-    `loaded` maps each resident model chosen so far to its placement."""
+    `loaded` maps each resident model chosen so far to its (runtime, placement, MiB taken)."""
     survivors = [v for v in plan.candidates if v.verdict == "survivor"]
     if shared is not None:  # resident: must fit beside the resident models chosen so far
         fitting = []
         for verdict in survivors:
-            if verdict.model in loaded:  # already resident for another role: it costs nothing more
-                verdict.placement = loaded[verdict.model]
-                fitting.append(verdict)
+            if verdict.model in loaded:  # already resident for another role: that one copy, on its runtime,
+                runtime, placement, taken = loaded[verdict.model]  # with the cache of the longest context
+                extra = verdict.memory.mb - taken
+                if extra <= 0 or extra <= shared.room(placement):
+                    if extra > 0:
+                        shared.take(extra, "cpu" if placement == "split" else placement)
+                        loaded[verdict.model] = (runtime, placement, verdict.memory.mb)
+                    verdict.runtime, verdict.placement = runtime, placement
+                    fitting.append(verdict)
+                    continue
+                verdict.reason = (f"resident for another role; its {verdict.memory.context:,}-token context needs "
+                                  f"{extra:,} MiB more, {shared.room(placement):,} MiB left beside the resident roles")
+                verdict.verdict, verdict.placement = "rejected", None
                 continue
-            runtime, placement = next(((rt, p) for rt, allowed in verdict.options
-                                       if (p := shared.place(verdict.memory.mb, allowed))), (None, None))
+            runtime, placement = first_placed(shared, verdict.memory.mb, verdict.options) or (None, None)
             if shared.slots is not None and len(loaded) >= shared.slots:
                 verdict.reason = f"max_loaded_models ({shared.slots}) reached by the resident roles packed before it"
             elif placement is None:
@@ -347,7 +378,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: dic
         plan.context = chosen.memory.context  # what the memory was sized for: the loader's n_ctx
         if shared is not None and chosen.model not in loaded:
             shared.take(chosen.memory.mb, chosen.placement)
-            loaded[chosen.model] = chosen.placement
+            loaded[chosen.model] = (chosen.runtime, chosen.placement, chosen.memory.mb)
     limit = catalog.selection["max_fallbacks"]
     for verdict in survivors:
         if verdict.verdict == "survivor" and len(plan.fallbacks) < limit:

@@ -179,7 +179,9 @@ def _host_runtimes(name: str, spec: dict, locate: Locate) -> list[Diagnostic]:
     from .hosts import Gpu
 
     problems = []
-    gpus = [Gpu("gpu", 0, g.get("vendor")) for g in spec.get("gpus") or () if isinstance(g, dict)]
+    # a vendor that is not a word is the schema's error (E103); here it brings no hardware
+    vendors = [g.get("vendor") for g in spec.get("gpus") or () if isinstance(g, dict)]
+    gpus = [Gpu("gpu", 0, v if v is None or isinstance(v, str) else "unknown") for v in vendors]
     hardware = runtimes.hardware(gpus)
     for index, runtime in str_items(spec.get("runtimes")):
         file, line, col = locate(("hosts", name, "runtimes", index))

@@ -176,6 +176,10 @@ def llmfit_models():
     ("Qwen/Qwen3Guard-Gen-8B", "guard"),
     ("ibm-granite/granite-guardian-3.3-8b", "guard"),
     ("shieldstar/Qwen3.5-122B-A10B-int4-AutoRound-EC", "instruct"),  # "shield" in the publisher only
+    ("cais/HarmBench-Llama-2-13b-cls", "classifier"),   # HarmBench's judge: answers Yes/No on a generation
+    ("microsoft/harrier-oss-v1-27b", "embedding"),      # a decoder-only embedding family (Gemma 3, Qwen3 bodies)
+    ("microsoft/harrier-oss-v1-0.6b", "embedding"),
+    ("hpcai-tech/grok-1", "base"),                      # xAI's raw pre-training checkpoint
     ("facebook/encodec_24khz", "audio"),                # llmfit calls it "Code generation and completion"
     ("ntu-spml/distilhubert", "audio"),
     ("rednote-hilab/dots.ocr", "ocr"),

@@ -176,6 +176,25 @@ def test_declared_hosts_default_and_declared_runtimes():
     assert names == {"plain": ["llamacpp", "ollama"], "mac": ["llamacpp", "ollama", "mlx"], "rig": ["vllm", "llamacpp"]}
 
 
+def test_an_apple_gpu_is_unified_memory_even_when_the_host_does_not_say_so():
+    # its "VRAM" is the RAM: counting both would place a 60 GB model on a 36 GB Mac as a split
+    hosts = declared_hosts({
+        "mac": {"ram_gb": 36, "gpus": [{"name": "M3 Pro", "vram_gb": 36, "vendor": "apple"}]},
+        "rig": {"ram_gb": 64, "gpus": [{"name": "RTX 4090", "vram_gb": 24, "vendor": "nvidia"}]},
+    })
+    assert hosts["mac"].unified_memory and not hosts["rig"].unified_memory
+    plan = plan_for(["coder-plain"], replace(hosts["mac"], runtimes=("transformers",)))
+    assert plan.budget.vram_mb == 0 and plan.roles["code"].placement == "cpu"
+
+
+def test_a_gpu_runtime_places_in_the_one_pool_of_a_unified_memory_nvidia_host():
+    # a GB10 (DGX Spark) or Jetson: no VRAM apart from the RAM, which its CUDA GPU computes out of
+    spark = host("spark", 128, [Gpu("GB10", 128 * 1024, "nvidia")], ("vllm", "llamacpp"), unified=True)
+    role = plan_for(["coder-awq"], spark).roles["code"]
+    assert (role.model, role.runtime, role.placement) == ("coder-awq", "vllm", "cpu")
+    assert plan_for(["coder-awq"], replace(spark, ram_mb=4 * 1024)).roles["code"].model is None  # still sized
+
+
 def test_an_unknown_runtime_is_an_error_at_its_line_with_a_guess(base_catalog):
     hosts = base_catalog / "sources" / "hosts.yaml"
     hosts.write_text(hosts.read_text().replace("box-8: {ram_gb: 8, profiles: [base]}",
@@ -197,6 +216,26 @@ def test_a_runtime_without_its_hardware_is_a_warning(base_catalog):
     result = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
     assert result.exit_code == 0, result.output
     assert "warning[W402]: host 'box-8' lists runtime 'vllm', which needs CUDA" in result.stderr
+
+
+@pytest.mark.parametrize("vendor", ["[nvidia]", "{name: nvidia}"])
+def test_a_vendor_that_is_not_a_word_is_a_diagnostic_not_a_traceback(base_catalog, vendor):
+    hosts = base_catalog / "sources" / "hosts.yaml"
+    hosts.write_text(hosts.read_text().replace(
+        "box-8: {ram_gb: 8, profiles: [base]}",
+        f"box-8: {{ram_gb: 8, profiles: [base], gpus: [{{name: g, vram_gb: 8, vendor: {vendor}}}]}}"))
+    for command in ("validate", "build"):
+        result = run_cli("-C", str(base_catalog), command)
+        assert result.exit_code == 1 and "error[E103]: 'vendor' is" in result.output, result.output
+
+
+def test_a_gpu_without_a_vendor_counts_as_nvidia_for_the_runtime_check(base_catalog):
+    hosts = base_catalog / "sources" / "hosts.yaml"
+    hosts.write_text(hosts.read_text().replace(
+        "box-8: {ram_gb: 8, profiles: [base]}",
+        "box-8: {ram_gb: 8, profiles: [base], runtimes: [vllm, llamacpp], gpus: [{name: g, vram_gb: 8}]}"))
+    result = run_cli("-C", str(base_catalog), "validate")
+    assert result.exit_code == 0 and "W402" not in result.output, result.output
 
 
 def test_detection_asks_each_runtime_with_this_machines_hardware(monkeypatch):
@@ -291,6 +330,17 @@ def test_a_model_pulled_into_ollama_runs_on_ollama_only():
     assert reason(plan, "coder-pulled") == "GGUF from Ollama needs ollama; laptop-16 has llamacpp"
 
 
+def test_an_ollama_model_without_its_ollama_name_says_so():
+    text = MODELS + """  nameless: {provider: ollama, params_b: 1, context_window: 32768, workloads: [code], memory: {ram_mb: 3000}}
+roles:
+  code: {workload: code, prefer: [nameless]}
+"""
+    catalog, problems = resolve(merge_layers([Layer("sources", load_yaml_text(text, "catalog.yaml"))]))
+    assert not [p for p in problems if p.severity == "error"]
+    assert reason(select(catalog, host()), "nameless") \
+        == "provider ollama, but no ollama.name: nothing for Ollama to run (laptop-16 has llamacpp, ollama)"
+
+
 def test_mlx_runs_on_apple_silicon_only():
     mac = host("mac-36", 36, [APPLE], unified=True)
     role = plan_for(["coder-mlx"], mac).roles["code"]
@@ -304,6 +354,48 @@ def test_fallbacks_record_their_runtimes():
     role = plan_for(["coder-awq", "coder-gguf", "coder-pulled"], rig).roles["code"]
     assert role.output()["runtime"] == "vllm"
     assert role.output()["fallback_runtimes"] == {"coder-gguf": "llamacpp", "coder-pulled": "ollama"}
+
+
+def test_a_resident_model_shared_by_two_roles_keeps_the_runtime_it_was_packed_on():
+    # role a fills most of the GPU, so b's safetensors model goes to transformers (split), not vLLM;
+    # c takes the same model, already resident: it is the one loaded copy, on transformers
+    text = """
+schema_version: 2
+kind: catalog
+models:
+  big: {provider: local, params_b: 1, context_window: 32768, workloads: [chat], memory: {ram_mb: 20000},
+        artifact: {format: gguf, repo: o/big-GGUF, file: big.gguf}}
+  st: {provider: huggingface, params_b: 1, quantization: BF16, context_window: 32768, workloads: [code, chat],
+       memory: {ram_mb: 8000}, artifact: {format: safetensors, repo: o/st}}
+roles:
+  a: {workload: chat, prefer: [big], resident: true}
+  b: {workload: code, prefer: [st], resident: true}
+  c: {workload: chat, prefer: [st], resident: true}
+"""
+    catalog, problems = resolve(merge_layers([Layer("sources", load_yaml_text(text, "catalog.yaml"))]))
+    assert not [p for p in problems if p.severity == "error"]
+    plan = select(catalog, host("rig", 64, [NVIDIA_24], ("llamacpp", "vllm", "transformers")))
+    assert (plan.roles["a"].runtime, plan.roles["a"].placement) == ("llamacpp", "gpu")
+    assert (plan.roles["b"].runtime, plan.roles["b"].placement) == ("transformers", "split")
+    assert (plan.roles["c"].runtime, plan.roles["c"].placement) == ("transformers", "split")
+    chosen = next(v for v in plan.roles["c"].candidates if v.model == "st")
+    assert chosen.to_dict()["runtime"] == "transformers"  # explain shows the same
+
+
+def test_models_fit_column_agrees_with_build_on_runtimes(base_catalog):
+    add_layer(base_catalog, "20-more.yaml", """models:
+  small-awq: {provider: local, params_b: 1, context_window: 8192, workloads: [chat],
+              artifact: {repo: org/small-AWQ}}
+""")
+    rows = {r["id"]: r for r in json.loads(run_cli("-C", str(base_catalog), "models", "--host", "box-8",
+                                                   "--json").stdout)}
+    assert rows["small-awq"]["fit"] == "no runtime"  # build rejects it: AWQ needs vllm on CUDA
+    assert rows["small-chat"]["fit"] == "cpu" and rows["cloud-mini"]["fit"] == "cloud"
+    built = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
+    assert built.exit_code == 0, built.output
+    trace = json.loads((base_catalog / "out" / "box-8" / "explain.json").read_text())["roles"]["chat"]
+    [verdict] = [c for c in trace["candidates"] if c["model"] == "small-awq"]
+    assert verdict["verdict"] == "rejected" and verdict["reason"].startswith("AWQ needs vllm on CUDA")
 
 
 def test_a_required_role_nothing_can_run_names_the_reason():
@@ -385,6 +477,18 @@ def test_load_uses_each_models_runtime_and_names_the_command_hostfit_cannot_run(
                        "run it yourself: vllm serve org/coder-AWQ --max-model-len 16384")
 
 
+def test_the_vllm_command_spans_the_hosts_gpus_and_holds_to_the_planned_memory(backends):
+    # vLLM takes 90% of one GPU by default: on two 24 GB GPUs a model placed in their VRAM needs
+    # tensor parallelism across both, and a share that leaves the rest to what hostfit packed beside it
+    compiled = json.loads(json.dumps(COMPILED))
+    compiled["host"] = {"name": "rig", "vram_mb": 49152, "gpus": [{"name": "3090", "vram_mb": 24576}] * 2}
+    compiled["models"]["coder-awq"]["memory_mb"] = 30000
+    said = []
+    loaders.load_role(compiled, "code", None, "hello", lambda model_id: Path("/c/x.gguf"), {}, say=said.append)
+    assert said[0].endswith("vllm serve org/coder-AWQ --max-model-len 16384 --tensor-parallel-size 2 "
+                            "--gpu-memory-utilization 0.62")  # 30,000 of 49,152 MiB, rounded up
+
+
 def test_load_follows_an_ollama_runtime_and_backend_overrides(backends):
     compiled = json.loads(json.dumps(COMPILED))
     compiled["roles"]["code"].update(model="coder-pulled", runtime="ollama", fallbacks=[], fallback_runtimes={})
@@ -404,6 +508,23 @@ def test_load_of_an_older_models_json_without_runtimes_uses_llamacpp(backends):
     loaded = loaders.load_role(compiled, "code", None, "hello", lambda model_id: Path("/c/x.gguf"), {},
                                say=lambda text: None)
     assert loaded.backend == "llamacpp"
+
+
+def test_a_gguf_repository_without_a_file_says_what_to_add_in_fetch_and_load(base_catalog):
+    # llmfit's import points at a GGUF repository (gguf_sources) without naming one of its files
+    add_layer(base_catalog, "20-more.yaml", """models:
+  repo-only: {provider: local, params_b: 1, quantization: Q4_K_M, context_window: 8192, workloads: [summarization],
+              arch: {layers: 16, kv_heads: 8, head_dim: 64}, artifact: {format: gguf, repo: example/repo-only-GGUF}}
+roles:
+  digest: {workload: summarization, prefer: [repo-only]}
+""")
+    assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+    want = "repo-only: artifact names repository example/repo-only-GGUF but no file"
+    fetched = run_cli("-C", str(base_catalog), "fetch", "--host", "box-8", "--role", "digest")  # lock plans alike
+    assert fetched.exit_code == 0 and want in fetched.stderr, fetched.output
+    assert "set artifact.file to the Q4_K_M .gguf in it, or artifact.files" in fetched.stderr
+    loaded = run_cli("-C", str(base_catalog), "load", "digest", "--host", "box-8")
+    assert loaded.exit_code == 3 and want in loaded.stderr and "has no artifact to fetch" not in loaded.stderr
 
 
 def test_load_fails_clearly_when_no_runtime_of_the_chain_has_a_loader(backends):
@@ -469,3 +590,82 @@ def test_a_machine_with_no_runtime_detected_compiles_for_the_default_and_warns(b
     assert result.exit_code == 0 and "W403" not in result.stderr
     compiled = json.loads((base_catalog / "out" / "local" / "models.json").read_text())
     assert compiled["host"]["runtimes"] == ["transformers", "llamacpp"]
+
+
+def test_the_no_runtime_warning_names_the_default_it_compiles_for_on_apple_silicon(base_catalog, monkeypatch):
+    from compiler import hosts as hostmod
+
+    monkeypatch.setattr(runtimes, "detect", lambda hw: ())
+    monkeypatch.setattr(hostmod, "apple_silicon", lambda: True)
+    monkeypatch.setattr(hostmod, "detect_gpus", lambda: [])
+    result = run_cli("-C", str(base_catalog), "build", "--host", "local")
+    assert result.exit_code == 0, result.output
+    compiled = json.loads((base_catalog / "out" / "local" / "models.json").read_text())
+    assert compiled["host"]["runtimes"] == ["llamacpp", "ollama", "mlx"]
+    assert "compiling for the default runtimes, llamacpp, ollama, mlx" in result.stderr
+
+
+def test_llamacpp_on_apple_silicon_offloads_every_layer_to_metal(base_catalog, backends):
+    # unified memory is placed as the one pool ("cpu"), but llama.cpp computes there on the GPU;
+    # -ngl 0 would run a Mac's model on its CPU cores
+    hosts = base_catalog / "sources" / "hosts.yaml"
+    hosts.write_text(hosts.read_text() + "  mac-16: {ram_gb: 16, unified_memory: true, profiles: [base],\n"
+                     "           gpus: [{name: M2, vram_gb: 16, vendor: apple}]}\n")
+    assert run_cli("-C", str(base_catalog), "build", "--all").exit_code == 0
+    mac = json.loads((base_catalog / "out" / "mac-16" / "models.json").read_text())
+    assert (mac["roles"]["summarization"]["runtime"], mac["roles"]["summarization"]["placement"]) == ("llamacpp", "cpu")
+    script = (base_catalog / "out" / "mac-16" / "exports" / "llama-server.sh").read_text()
+    assert "-ngl 999" in script and "-ngl 0 " not in script
+    assert "-ngl 0 " in (base_catalog / "out" / "box-8" / "exports" / "llama-server.sh").read_text()  # no GPU
+    settings = loaders.settings_for(mac["roles"]["summarization"], {}, None, None, True, False, mac["host"])
+    assert settings.gpu_layers == -1
+    box = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())
+    assert loaders.settings_for(box["roles"]["summarization"], {}, None, None, True, False, box["host"]).gpu_layers == 0
+
+
+def test_a_resident_model_shared_by_a_longer_context_role_takes_the_extra_cache():
+    # one loaded copy serves both roles, so it needs the longer context's cache: the difference must
+    # fit beside the other resident models, or the longer role cannot share it
+    small = {"provider": "local", "params_b": 1, "quantization": "Q4_K_M", "context_window": 32768,
+             "workloads": ["chat"], "arch": {"layers": 16, "kv_heads": 8, "head_dim": 64}}
+
+    def plan(filler: int):
+        text = f"""
+schema_version: 2
+kind: catalog
+models:
+  filler: {json.dumps(small | {"memory": {"ram_mb": filler}})}
+  small: {json.dumps(small)}
+roles:
+  a-filler: {{workload: chat, prefer: [filler], resident: true}}
+  b-short: {{workload: chat, prefer: [small], resident: true, requires: {{context_min: 4096}}}}
+  c-long: {{workload: chat, prefer: [small], resident: true, requires: {{context_min: 32768}}}}
+"""
+        catalog, problems = resolve(merge_layers([Layer("sources", load_yaml_text(text, "catalog.yaml"))]))
+        assert not [p for p in problems if p.severity == "error"]
+        return select(catalog, host("box-8", 8))
+
+    roomy = plan(1000)
+    budget, short, long_ = roomy.budget.ram_mb, roomy.roles["b-short"].memory_mb, roomy.roles["c-long"].memory_mb
+    assert long_ - short >= 800  # 896 MiB more f16 cache at 32k
+    for room, served in ((100, False), (long_ - short + 100, True)):
+        tight = plan(budget - short - room)
+        assert tight.roles["b-short"].model == "small"
+        assert (tight.roles["c-long"].model == "small") is served, room
+
+
+def test_what_is_detected_here_never_reaches_a_declared_hosts_output(base_catalog, monkeypatch):
+    # a build on a machine whose name is declared compiles the declaration: the same bytes whether
+    # this machine has vLLM and a GPU or nothing at all
+    from compiler import hosts as hostmod
+
+    outputs = []
+    for found, gpus in (((), []), (("vllm", "transformers", "mlx"), [Gpu("H100", 81559, "nvidia")])):
+        monkeypatch.setattr(runtimes, "detect", lambda hw, found=found: found)
+        monkeypatch.setattr(hostmod, "detect_gpus", lambda gpus=gpus: gpus)
+        monkeypatch.setenv("HOST", "box-8")
+        result = run_cli("-C", str(base_catalog), "build")
+        assert result.exit_code == 0 and "W403" not in result.stderr, result.output
+        outputs.append((base_catalog / "out" / "box-8" / "models.json").read_bytes())
+        (base_catalog / "out" / "box-8" / "models.json").unlink()
+    assert outputs[0] == outputs[1] and json.loads(outputs[0])["host"]["runtimes"] == ["llamacpp", "ollama"]

@@ -73,7 +73,7 @@ class Plan:
     host: str
     folder: Path
     artifacts: list[Artifact]
-    skipped: list[str] = field(default_factory=list)  # models with nothing to fetch, and why
+    skipped: dict[str, str] = field(default_factory=dict)  # model id -> why there is nothing to fetch
     document: dict = field(default_factory=dict)  # the compiled models.json it was read from
 
 
@@ -119,7 +119,7 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
             continue
         files = files_of(artifact)
         if not files or not all(item.get("url") for item in files):
-            result.skipped.append(f"{model_id}: no download URL for each file (artifact.url, repo+file or files)")
+            result.skipped[model_id] = _unfetchable(model, files)
             continue
         single = len(files) == 1
         mirrors = tuple(artifact.get("mirrors") or ()) if single else ()  # a mirror is one file's other address
@@ -128,6 +128,18 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
                                  file_format(artifact.get("format"), item["name"], single)) for item in files),
             artifact.get("revision"), size_ceiling_mb(model)))
     return result
+
+
+def _unfetchable(model: dict, files: list[dict]) -> str:
+    """Why a local model has nothing to download, and what the catalog must add."""
+    artifact = model.get("artifact") or {}
+    if not files and artifact.get("repo"):  # a repository (an importer's GGUF conversion) without its file
+        which = f"the {model['quantization']} " if model.get("quantization") else "the "
+        return (f"artifact names repository {artifact['repo']} but no file: set artifact.file to {which}"
+                f".{artifact.get('format') or 'gguf'} in it, or artifact.files")
+    if not files and (model.get("ollama") or {}).get("name"):
+        return f"no file to download: Ollama pulls it by name ({model['ollama']['name']})"
+    return "no download URL for each file (artifact.url, repo+file or files)"
 
 
 @dataclass

@@ -61,11 +61,17 @@ class Settings:
     kv_cache_type: str = "f16"
 
 
+def metal_host(host: dict | None) -> bool:
+    """Apple silicon: its one memory pool is placed as `cpu`, yet llama.cpp computes there on the GPU
+    (Metal), so every layer is offloaded (the llama-server export follows the same rule)."""
+    return any(isinstance(gpu, dict) and gpu.get("vendor") == "apple" for gpu in (host or {}).get("gpus") or ())
+
+
 def settings_for(role: dict, model: dict, threads: int | None, gpu_layers: int | None, mmap: bool,
-                 mlock: bool) -> Settings:
-    """llama.cpp parameters from the compiled role and model; flags override."""
+                 mlock: bool, host: dict | None = None) -> Settings:
+    """llama.cpp parameters from the compiled role and model (on the compiled host); flags override."""
     if gpu_layers is None:  # all layers for a GPU placement; a split is refined by split_layers()
-        gpu_layers = -1 if role.get("placement") == "gpu" else 0
+        gpu_layers = -1 if role.get("placement") == "gpu" or metal_host(host) else 0
     context = role.get("context") or min(model.get("context_window") or 4096, 4096)
     flash = role.get("flash_attention", True)
     kv_type = role.get("kv_cache_type", "f16")
@@ -270,10 +276,10 @@ def runtime_of(role: dict, model_id: str) -> str:
     return (role.get("fallback_runtimes") or {}).get(model_id) or LEGACY_RUNTIME
 
 
-def no_loader(runtime: str, model_id: str, model: dict, context: int) -> str:
+def no_loader(runtime: str, model_id: str, model: dict, context: int, host: dict | None = None) -> str:
     """Why hostfit cannot load it, and the command that runs it by hand when the runtime declares one."""
     known = runtimes.REGISTRY.get(runtime)
-    command = runtimes.serve_command(known, model_id, model, context) if known else None
+    command = runtimes.serve_command(known, model_id, model, context, host) if known else None
     return f"hostfit has no loader for {runtime}" + (f"; run it yourself: {command}" if command else "")
 
 
@@ -297,13 +303,13 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
         if attempts:
             say(f"{role_name}: trying fallback {model_id}")
         settings = settings_for(role, model, overrides.get("threads"), overrides.get("gpu_layers"),
-                                overrides.get("mmap", True), overrides.get("mlock", False))
+                                overrides.get("mmap", True), overrides.get("mlock", False), compiled["host"])
         if settings.gpu_layers == 0 and role.get("placement") == "split" and overrides.get("gpu_layers") is None:
             settings.gpu_layers = split_layers(model, role, compiled["host"].get("vram_mb") or 0)
         runtime = backend or runtime_of(role, model_id)
         known = runtimes.REGISTRY.get(runtime)
         if known is None or known.loader is None:
-            why = no_loader(runtime, model_id, model, settings.context)
+            why = no_loader(runtime, model_id, model, settings.context, compiled["host"])
             say(f"{role_name}: {model_id} runs on {runtime}: {why}")
             attempts.append((model_id, why))
             continue

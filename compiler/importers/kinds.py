@@ -21,12 +21,12 @@ NAME_RULES = (
     ("embedding", re.compile(
         r"embed|sentence|simcse|sbert|sapbert|splade|sparse-encod|biencoder|bi-encoder|labse|minilm|mpnet"
         rf"|retriev|vlm2vec|clip-vit|jina-clip|japanese-clip|clip-japanese|open-?clip"
-        rf"|{_W}(bge|gte|e5|cde|frida|kure|luar|scincl|jobbert|medcpt){_E}|-encoder{_E}"
+        rf"|{_W}(bge|gte|e5|cde|frida|kure|luar|scincl|jobbert|medcpt){_E}|-encoder{_E}|harrier-oss"
         r"|text_encoders", re.I)),
     ("audio", re.compile(r"whisper|wav2vec|hubert|speech|audio|codec|moshi|parler|kokoro"
                          rf"|{_W}(tts|asr|dac|eat|mimi|voice){_E}", re.I)),
     ("ocr", re.compile(r"ocr|docling|nemotron-parse|florence-2|texify|donut|mineru|churro|udop", re.I)),
-    ("classifier", re.compile(r"mnli|{w}nli{e}|sst-?2|sentiment|emotion|toxic|classif|aesthetic|{w}ner{e}"
+    ("classifier", re.compile(r"mnli|{w}nli{e}|sst-?2|sentiment|emotion|toxic|classif|aesthetic|{w}(ner|cls){e}"
                               .format(w=_W, e=_E), re.I)),
     # Google's Pegasus summarizers, not TwelveLabs' Pegasus video model
     ("summarizer", re.compile(rf"summar|{_W}cnn{_E}|xsum|(google/|bigbird[-_])pegasus|pegasus[-_](large|arxiv|pubmed)",
@@ -75,7 +75,7 @@ BASE_RELEASE = re.compile(
     # "unsloth/Meta-Llama-3.1-8B-bnb-4bit" is Llama 3.1 8B's base release too
     r"^(llama-\d+b|llama-2-\d+b(-hf)?|(meta-)?llama-3(\.\d)?-\d+b|codellama-\d+b(-hf)?|mistral-7b-v0\.\d|mixtral-8x\d+b-v0\.\d"
     r"|qwen(1\.5|2|2\.5)(-coder|-math)?-\d+(\.\d+)?b(-a\d+b)?|gemma-(\d+(\.\d)?-)?\d+b|codegemma-\d+b"
-    r"|recurrentgemma-\d+b|internlm2?(\.5)?-\d+b|yi-\d+b|baichuan2?-\d+b|(ft:)?(babbage|davinci)-002)$"
+    r"|recurrentgemma-\d+b|internlm2?(\.5)?-\d+b|yi-\d+b|baichuan2?-\d+b|(ft:)?(babbage|davinci)-002|grok-1)$"
     # and whole publishers or lines that release only pretrained checkpoints under plain names
     r"|^(eleutherai/|facebook/opt-|openai-community/|(distilbert/)?distilgpt2$|bigscience/bloom(-\d+[mb]\d*)?$"
     r"|tiiuae/falcon-(rw-)?\d+b$|bigcode/|state-spaces/mamba|microsoft/phi-(1|1_5|2)$|stabilityai/stable-code-3b$"

@@ -7,6 +7,7 @@ REGISTRY below. Hosts may then name it in `runtimes:`, and selection considers i
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass
 
@@ -110,6 +111,9 @@ def _needs(runtime: Runtime) -> str:
 def rejection(fmt: Format, offers: frozenset, host: Available) -> str:
     """Why no runtime of the host can run a model of this format, e.g.
     `AWQ needs vllm on CUDA; laptop-16 has llamacpp, ollama`."""
+    if not offers:  # provider ollama without its name in Ollama: no runtime has anything to load
+        have = ", ".join(r.name for r in host.runtimes) or "no runtimes"
+        return f"provider ollama, but no ollama.name: nothing for Ollama to run ({host.host} has {have})"
     subject = describe(fmt, offers)
     able = [r for r in REGISTRY.values() if r.accepts(fmt, offers)]
     if not able:
@@ -124,9 +128,16 @@ def rejection(fmt: Format, offers: frozenset, host: Available) -> str:
     return f"{subject} needs {needs}; {host.host} has {have}"
 
 
-def serve_command(runtime: Runtime, model_id: str, model: dict, context: int) -> str | None:
-    """The command that runs the model on `runtime` by hand, for runtimes hostfit cannot load."""
+def serve_command(runtime: Runtime, model_id: str, model: dict, context: int, host: dict | None = None) -> str | None:
+    """The command that runs the model on `runtime` by hand, for runtimes hostfit cannot load; on a
+    compiled host (models.json's `host`) with GPUs, spread over them and held to the model's need."""
     if not runtime.serve:
         return None
     repo = (model.get("artifact") or {}).get("repo") or model_id
-    return runtime.serve.format(repo=shlex.quote(repo), context=int(context))
+    command = runtime.serve.format(repo=shlex.quote(repo), context=int(context))
+    gpus, vram = len((host or {}).get("gpus") or ()), (host or {}).get("vram_mb") or 0
+    if runtime.serve_gpus and gpus and vram:
+        need = model.get("memory_mb")
+        share = math.ceil(100 * need / vram) / 100 if need else 0.9  # 0.9: vLLM's own default
+        command += " " + runtime.serve_gpus.format(gpus=gpus, share=min(share, 1.0))
+    return command

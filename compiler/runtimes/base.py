@@ -38,6 +38,9 @@ class Runtime:
     loader: str | None = None  # the executor's backend that loads it (executor/loaders.py); None: none yet
     exports: tuple[str, ...] = ()  # the exports (exports.BUILTINS) that carry its roles
     serve: str | None = None  # the command to run it by hand when hostfit has no loader ({repo} {context})
+    # appended to `serve` on a host with GPUs: {gpus} their count, {share} the fraction of their memory
+    # the compiled model needs (a runtime that takes a fixed share by default must keep to the plan)
+    serve_gpus: str | None = None
 
     def accepts(self, fmt: Format, offers: frozenset) -> bool:
         """It loads this format from a source the model offers."""

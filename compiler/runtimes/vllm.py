@@ -20,4 +20,6 @@ RUNTIME = Runtime(
     placements=("gpu",),
     detect=detect,
     serve="vllm serve {repo} --max-model-len {context}",
+    # vLLM runs on one GPU unless told to shard, and takes 90% of it whatever the model needs
+    serve_gpus="--tensor-parallel-size {gpus} --gpu-memory-utilization {share}",
 )
