@@ -344,3 +344,15 @@ def _attended(arch: dict, context: int) -> int:
 def _ceil(value: float) -> int:
     whole = int(value)
     return whole if whole == value else whole + 1
+
+
+def expert_weights_mib(model: dict, weights_mb: float) -> float:
+    """A mixture of experts' routed-expert weights in MiB (0 for a dense model): the parameters not
+    active on a token (params - active_params) at the body's bits, at most the weights. A lower bound
+    (the experts a token uses are experts too), so what stays beside them is never under-counted."""
+    arch = model.get("arch") or {}
+    params, active = model.get("params_b") or 0, arch.get("active_params_b") or 0
+    if (arch.get("experts") or 0) < 2 or not 0 < active < params:
+        return 0.0
+    bits = quant_bits(model.get("quantization"))
+    return min(float(weights_mb), (params - active) * 1e9 * bits.body / 8 / MIB)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import kinds, runtimes
+from .offload import Offload, offload
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
 from .memory import DEFAULT_KV_CACHE, Estimate, estimate, is_cloud
@@ -34,24 +35,30 @@ class Budget:
     ram_mb: int
     vram_mb: int
     slots: int | None  # max_loaded_models for resident roles; None = no limit
+    # unified memory (Apple silicon): one pool; vram_mb is the share of ram_mb its GPU may use, not more
+    # memory, so a `gpu` placement takes from both and there is no `split` (the GPU already sees it all)
+    unified: bool = False
 
     def place(self, need_mb: int, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> str | None:
         """The first of `allowed` (a runtime's placements on this host) that holds `need_mb`."""
         if "gpu" in allowed and self.vram_mb and need_mb <= self.vram_mb:
             return "gpu"
-        if "split" in allowed and self.vram_mb and need_mb <= self.vram_mb + self.ram_mb:
+        if "split" in allowed and self.vram_mb and not self.unified and need_mb <= self.vram_mb + self.ram_mb:
             return "split"
         if "cpu" in allowed and need_mb <= self.ram_mb:
             return "cpu"
         return None
 
     def capacity(self, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> int:
-        if "split" in allowed:
+        if "split" in allowed and not self.unified:
             return self.vram_mb + self.ram_mb
         return max(self.vram_mb if "gpu" in allowed else 0, self.ram_mb if "cpu" in allowed else 0)
 
     def take(self, need_mb: int, placement: str) -> None:
-        if placement == "gpu":
+        if self.unified:
+            self.ram_mb -= need_mb
+            self.vram_mb = min(self.vram_mb - (need_mb if placement == "gpu" else 0), self.ram_mb)
+        elif placement == "gpu":
             self.vram_mb -= need_mb
         elif placement == "split":
             self.ram_mb -= need_mb - self.vram_mb
@@ -108,6 +115,8 @@ class RolePlan:
     cloud: list[str] = field(default_factory=list)
     note: str = ""
     kv_cache_type: str = DEFAULT_KV_CACHE  # what the memory was sized for: the loader's cache type
+    offload: Offload | None = None  # the chosen model's GPU settings (offload.py); None: no GPU holds it
+    fallback_offload: dict[str, Offload] = field(default_factory=dict)  # local fallback -> its GPU settings
 
     def output(self) -> dict:
         out = {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
@@ -116,6 +125,10 @@ class RolePlan:
                "runtime": self.runtime, "fallback_runtimes": self.fallback_runtimes}
         if self.kv_cache_type != DEFAULT_KV_CACHE:  # only then: outputs with the default stay as they were
             out["kv_cache_type"] = self.kv_cache_type
+        if self.offload is not None:  # likewise: only where a GPU holds the model
+            out.update(self.offload.to_dict())
+        if self.fallback_offload:
+            out["fallback_offload"] = {model: o.to_dict() for model, o in sorted(self.fallback_offload.items())}
         return out
 
     def trace(self) -> dict:
@@ -153,16 +166,20 @@ def host_budget(host: Host, selection: dict) -> Budget:
         base = host.available_mb
     ram = max(0, int(base - reserve * GIB_IN_MB))
     vram = 0
-    if host.gpus and not host.unified_memory:
+    if host.unified_memory and host.gpus:  # the share macOS lets the GPU wire, within the usable RAM
+        vram = min(host.gpu_share_mb, ram)
+    elif host.gpus:
         vram = max(0, int(host.vram_mb - selection["vram_reserve_gb"] * GIB_IN_MB))
-    return Budget(ram, vram, host.max_loaded_models)
+    return Budget(ram, vram, host.max_loaded_models, host.unified_memory)
 
 
 def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_attention: bool,
             kv_cache_type: str | None = None) -> Estimate:
-    """The model's need on this host: where a GPU holds it, whole or in part (every placement on a host
-    with VRAM), the GPU runtime's own memory comes on top."""
-    overhead = selection["runtime_overhead_mb"] + (selection["gpu_runtime_overhead_mb"] if budget.vram_mb else 0)
+    """The model's need on this host: where a discrete GPU holds it, whole or in part (every placement on a
+    host with VRAM), the GPU runtime's own memory comes on top. (Metal on unified memory has no device
+    context of its own beside the process's: gpu_runtime_overhead_mb is CUDA's, measured.)"""
+    gpu = budget.vram_mb and not budget.unified
+    overhead = selection["runtime_overhead_mb"] + (selection["gpu_runtime_overhead_mb"] if gpu else 0)
     return estimate(model, context, overhead, kv_cache_type, flash_attention=flash_attention)
 
 
@@ -170,10 +187,17 @@ def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
     available = runtimes.available(host)
     plans = {name: _evaluate(name, catalog, budget, available) for name in catalog.roles}
-    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots)
+    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified)
     loaded: dict[str, str] = {}
+    resident_offload: dict[str, Offload | None] = {}  # a resident model shared by roles is loaded once
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
+        vram = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
         _choose(plan, catalog, shared if plan.resident else None, loaded)
+        _offload(plan, catalog, host, vram, budget.vram_mb)
+        if plan.resident and plan.model in resident_offload:  # loaded for a role before, with its settings
+            plan.offload = resident_offload[plan.model]
+        elif plan.resident and plan.model:
+            resident_offload[plan.model] = plan.offload
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
     return Plan(host, budget, plans, diagnostics, available)
@@ -356,6 +380,24 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None, loaded: dic
         plan.fallbacks.extend(ref for ref in plan.cloud if ref not in plan.fallbacks)
     elif plan.cloud:
         plan.note = "cloud fallbacks left out: selection.allow_cloud is false"
+
+
+def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, whole_vram_mb: int) -> None:
+    """The GPU settings of the role's model (with `vram_mb` left for it) and of each local fallback (which
+    loads only when the model failed, so with the whole VRAM), for runtimes that take them."""
+    gpus = tuple(gpu.vram_mb for gpu in host.gpus)
+    for verdict in plan.candidates:
+        runtime = runtimes.REGISTRY.get(verdict.runtime or "")
+        if verdict.verdict not in ("chosen", "fallback") or runtime is None or not runtime.offload:
+            continue
+        settings = offload(catalog.models[verdict.model], verdict.memory, verdict.placement,
+                           vram_mb if verdict.verdict == "chosen" else whole_vram_mb, gpus)
+        if settings is None:
+            continue
+        if verdict.verdict == "chosen":
+            plan.offload = settings
+        else:
+            plan.fallback_offload[verdict.model] = settings
 
 
 def _unserved(plan: RolePlan, host: Host, budget: Budget, catalog: Catalog) -> Diagnostic:

@@ -294,7 +294,7 @@ def test_a_model_pulled_into_ollama_runs_on_ollama_only():
 def test_mlx_runs_on_apple_silicon_only():
     mac = host("mac-36", 36, [APPLE], unified=True)
     role = plan_for(["coder-mlx"], mac).roles["code"]
-    assert (role.runtime, role.placement) == ("mlx", "cpu")  # unified memory: the one pool
+    assert (role.runtime, role.placement) == ("mlx", "gpu")  # within the share of the RAM the GPU may wire
     assert reason(plan_for(["coder-mlx"], host()), "coder-mlx") \
         == "MLX needs mlx on Metal; laptop-16 has llamacpp, ollama"
 

@@ -13,8 +13,8 @@ CONTAINERS = ("gguf", "mlx", "safetensors", "pytorch", "onnx")
 METHODS = ("plain", "awq", "gptq", "fp8", "bnb", "w4a16", "w8a8", "autoround", "nvfp4")
 # What a host has: every host a CPU, plus the GPU backends of its GPUs (hosts' `vendor`).
 HARDWARE = ("cpu", "cuda", "rocm", "metal")
-# Memory pools, as select's Budget names them: VRAM, VRAM + RAM (partial offload), RAM alone
-# (on a unified-memory host the one pool, which its GPU shares).
+# Memory pools, as select's Budget names them: VRAM, VRAM + RAM (partial offload), RAM alone. On a
+# unified-memory host `gpu` is the share of the one pool its GPU may use, and there is no `split`.
 PLACEMENTS = ("gpu", "split", "cpu")
 # Where a runtime takes the weights from: a file the executor fetches (artifact), or a name in
 # Ollama's library or store (`ollama.name`).
@@ -38,6 +38,7 @@ class Runtime:
     loader: str | None = None  # the executor's backend that loads it (executor/loaders.py); None: none yet
     exports: tuple[str, ...] = ()  # the exports (exports.BUILTINS) that carry its roles
     serve: str | None = None  # the command to run it by hand when hostfit has no loader ({repo} {context})
+    offload: bool = False  # takes llama.cpp's GPU settings (layers, expert offload, tensor split; offload.py)
 
     def accepts(self, fmt: Format, offers: frozenset) -> bool:
         """It loads this format from a source the model offers."""
