@@ -14,7 +14,7 @@ RAM, the share of each GPU), computed once here so `hostfit load` and every expo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .memory import Estimate, expert_weights_mib
 
@@ -26,6 +26,7 @@ class Offload:
     gpu_layers: int  # ALL_LAYERS, or how many repeating layers the GPU holds (a split by layers)
     cpu_moe_layers: int | None = None  # MoE split: -ngl all, the first M layers' experts in RAM (--n-cpu-moe)
     tensor_split: tuple[int, ...] = ()  # several GPUs: each one's VRAM in MiB (--tensor-split, tensor_split)
+    why: str = field(default="", compare=False)  # the arithmetic, for explain
 
     def to_dict(self) -> dict:
         out: dict = {"gpu_layers": self.gpu_layers}
@@ -43,14 +44,20 @@ def offload(model: dict, need: Estimate, placement: str | None, vram_mb: int, gp
     if placement not in ("gpu", "split"):
         return None
     shares = tuple(gpu_vram) if len(gpu_vram) > 1 else ()
+    across = f"; tensors split {':'.join(map(str, shares))} over {len(shares)} GPUs" if shares else ""
     if placement == "gpu":
-        return Offload(ALL_LAYERS, None, shares)
+        return Offload(ALL_LAYERS, None, shares, f"every layer on the GPU ({need.mb:,} <= {vram_mb:,} MiB){across}")
     layers = (model.get("arch") or {}).get("layers") or 0
     experts = expert_weights_mib(model, need.weights_mb)
+    gpu_layers = split_layers(layers, need, vram_mb)
+    why = (f"{gpu_layers} of {layers} layers on the GPU: {layers} x ({vram_mb:,} VRAM - {need.overhead_mb:,} overhead)"
+           f" / {need.mb - need.overhead_mb:,} weights and KV" if layers else "layers unknown: none on the GPU")
     moe = None
     if layers and experts and need.mb - experts <= vram_mb:
         moe = min(layers, math.ceil(layers * (need.mb - vram_mb) / experts))
-    return Offload(split_layers(layers, need, vram_mb), moe, shares)
+        why = (f"every layer on the GPU but the experts of the first {moe}: ceil({layers} x ({need.mb:,} need - "
+               f"{vram_mb:,} VRAM) / {experts:,.0f} expert weights); without expert offload {why}")
+    return Offload(gpu_layers, moe, shares, why + across)
 
 
 def split_layers(layers: int, need: Estimate, vram_mb: int) -> int:

@@ -137,6 +137,8 @@ class RolePlan:
                "required": self.required, "resident": self.resident, "chosen": self.model,
                "runtime": self.runtime, "fallbacks": self.fallbacks, "fallback_runtimes": self.fallback_runtimes,
                "note": self.note, "candidates": [v.to_dict() for v in kept]}
+        if self.offload is not None:
+            out["offload"] = {**self.offload.to_dict(), "why": self.offload.why}
         if len(self.candidates) > TRACE_LIMIT:
             out["omitted_candidates"] = len(self.candidates) - TRACE_LIMIT
         return out

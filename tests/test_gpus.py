@@ -317,3 +317,18 @@ def test_detect_on_apple_silicon_declares_one_unified_gpu(monkeypatch):
     assert 0 < host.gpu_share_mb < host.ram_mb
     assert math.isclose(host.gpu_share_mb / host.ram_mb, 2 / 3 if host.ram_mb <= 36 * GIB_IN_MB else 3 / 4,
                         abs_tol=1e-3)
+
+
+def test_explain_shows_the_offload_arithmetic(gpu_hosts):
+    from compiler import explain
+
+    for host, role_name in (("workstation", "planner"), ("mac-36", "code")):
+        result = gpu_hosts[host]
+        text = explain.render(json.loads(result.explain_bytes), role_name)
+        role = result.output["roles"][role_name]
+        line = next(line for line in text.splitlines() if line.startswith("  offload: "))
+        if role["placement"] == "split":
+            assert f"experts of the first {role['cpu_moe_layers']}:" in line
+            assert f"{role['gpu_layers']} of {result.output['models'][role['model']]['arch']['layers']} layers" in line
+        else:
+            assert line.startswith("  offload: every layer on the GPU (") and f"{role['memory_mb']:,} <= " in line
