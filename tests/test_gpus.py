@@ -332,3 +332,61 @@ def test_explain_shows_the_offload_arithmetic(gpu_hosts):
             assert f"{role['gpu_layers']} of {result.output['models'][role['model']]['arch']['layers']} layers" in line
         else:
             assert line.startswith("  offload: every layer on the GPU (") and f"{role['memory_mb']:,} <= " in line
+
+
+def test_hostfit_host_shows_the_gpu_share_of_a_mac(monkeypatch):
+    from conftest import run_cli
+
+    monkeypatch.setattr(hostmod, "apple_silicon", lambda: True)
+    monkeypatch.setattr(hostmod, "detect_apple_gpu", lambda ram_mb: (Gpu("Apple M2", ram_mb, "apple"),))
+    result = run_cli("host", "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["gpus"][0]["vendor"] == "apple" and 0 < facts["gpu_share_mb"] < facts["ram_mb"]
+    assert "gpu share:" in run_cli("host").stdout
+
+
+def test_a_gpu_memory_fraction_outside_0_1_is_refused_at_its_line(base_catalog):
+    from conftest import run_cli
+
+    hosts = base_catalog / "sources" / "hosts.yaml"
+    hosts.write_text(hosts.read_text() + "  mac: {ram_gb: 16, unified_memory: true, gpu_memory_fraction: 1.5}\n")
+    result = run_cli("-C", str(base_catalog), "validate")
+    assert result.exit_code == 1
+    assert "sources/hosts.yaml:" in result.output and "gpu_memory_fraction" in result.output
+
+
+@pytest.mark.parametrize("gpu_layers, sent", [(12, {"num_gpu": 12}), (-1, {}), (0, {})])
+def test_ollama_gets_the_compiled_layers_of_a_split_and_fits_the_rest_itself(monkeypatch, gpu_layers, sent):
+    from ollama_server import FakeOllama
+
+    fake = FakeOllama().start()
+    try:
+        monkeypatch.setenv("OLLAMA_HOST", fake.base)
+        loaders.ollama_load("tiny:latest", loaders.Settings(context=128, threads=1, gpu_layers=gpu_layers), "hi")
+        (body,) = [body for path, body in fake.requests if path == "/api/generate"]
+        assert body["options"] == {"num_ctx": 128, "num_predict": 8, "temperature": 0, **sent}
+    finally:
+        fake.stop()
+
+
+def test_llama_cpp_python_gets_the_compiled_layers_and_tensor_split(monkeypatch, tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    seen = {}
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+        def __call__(self, prompt, **kwargs):
+            return iter([{"choices": [{"text": "hi"}]}])
+
+    monkeypatch.setattr(llama_cpp, "Llama", Recorder)
+    role = {"model": "m", "placement": "split", "gpu_layers": 26, "cpu_moe_layers": 11,
+            "tensor_split": [24576, 24576], "context": 4096}
+    settings = loaders.settings_for(role, {}, 1, None, True, False, "m")
+    loaders.llamacpp_load(tmp_path / "m.gguf", settings, "hi")
+    assert (seen["n_gpu_layers"], seen["tensor_split"]) == (26, [24576.0, 24576.0])
+    loaders.llamacpp_load(tmp_path / "m.gguf", loaders.settings_for({"placement": "cpu"}, {}, 1, None, True, False),
+                          "hi")
+    assert (seen["n_gpu_layers"], seen["tensor_split"]) == (0, None)
