@@ -212,6 +212,28 @@ def llama_servers(document: dict) -> dict[str, dict]:
     return servers
 
 
+def model_ports(document: dict, servers: dict[str, dict]) -> dict[str, dict]:
+    """Where the LiteLLM export sends each local model without an Ollama name, as {"port", "served"}: the
+    port of a served role running the same model, else a port of its own after the servers' (nothing
+    hostfit writes starts it there: served is false, and the export says so)."""
+    running = {}
+    for name, server in servers.items():
+        running.setdefault(document["roles"][name]["model"], server["port"])
+    ports: dict[str, dict] = {}
+    following = LLAMA_SERVER_PORT + len(servers)
+    for _, role in sorted(document["roles"].items()):
+        for model_id in ([role["model"]] if role.get("model") else []) + list(role.get("fallbacks") or ()):
+            model = document["models"].get(model_id) or {}
+            if model_id in ports or model.get("provider") not in LOCAL or model.get("ollama"):
+                continue
+            if model_id in running:
+                ports[model_id] = {"port": running[model_id], "served": True}
+            else:
+                ports[model_id] = {"port": following, "served": False}
+                following += 1
+    return ports
+
+
 def render(document: dict, names: list[str] | None, catalog_templates: Path | None) -> dict[str, bytes]:
     """Relative path under out/<host>/exports/ -> bytes, for every export the host asks for."""
     import jinja2
@@ -220,6 +242,7 @@ def render(document: dict, names: list[str] | None, catalog_templates: Path | No
     chosen = list(BUILTINS) if names is None else names
     context = {key: document[key] for key in ("host", "roles", "models", "aliases", "profiles")}
     context["servers"] = llama_servers(document)
+    context["ports"] = model_ports(document, context["servers"])
     files: dict[str, bytes] = {}
     known = available(catalog_templates)
     for name in chosen:

@@ -390,3 +390,27 @@ def test_llama_cpp_python_gets_the_compiled_layers_and_tensor_split(monkeypatch,
     loaders.llamacpp_load(tmp_path / "m.gguf", loaders.settings_for({"placement": "cpu"}, {}, 1, None, True, False),
                           "hi")
     assert (seen["n_gpu_layers"], seen["tensor_split"]) == (0, None)
+
+
+def test_litellm_sends_a_local_fallback_to_the_server_running_it_else_to_a_port_of_its_own():
+    from compiler import exports
+
+    gguf = {"provider": "local", "artifact": {"format": "gguf", "file": "x.gguf"}}
+    document = {
+        "host": {"name": "h"}, "profiles": [], "aliases": {},
+        "roles": {"a": {"model": "m1", "fallbacks": ["m2", "hf", "pulled"], "runtime": "llamacpp", "workload": "chat"},
+                  "b": {"model": "m2", "fallbacks": [], "runtime": "llamacpp", "workload": "chat"},
+                  "c": {"model": "hf", "fallbacks": [], "runtime": "transformers", "workload": "chat"}},
+        "models": {"m1": gguf, "m2": gguf, "pulled": {**gguf, "ollama": {"name": "p:1b"}},
+                   "hf": {"provider": "huggingface", "artifact": {"format": "safetensors", "repo": "org/hf"}}},
+    }
+    servers = exports.llama_servers(document)
+    assert {name: s["port"] for name, s in servers.items()} == {"a": 8080, "b": 8081}
+    assert exports.model_ports(document, servers) == {"m1": {"port": 8080, "served": True},
+                                                      "m2": {"port": 8081, "served": True},
+                                                      "hf": {"port": 8082, "served": False}}
+    config = yaml.safe_load(exports.render(document, ["litellm"], None)["litellm-config.yaml"])
+    bases = {e["model_name"]: e["litellm_params"].get("api_base") for e in config["model_list"]}
+    assert bases == {"a": "http://127.0.0.1:8080/v1", "a/m2": "http://127.0.0.1:8081/v1",
+                     "a/hf": "http://127.0.0.1:8082/v1", "a/pulled": "http://127.0.0.1:11434",
+                     "b": "http://127.0.0.1:8081/v1", "c": "http://127.0.0.1:8082/v1"}
