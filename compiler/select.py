@@ -10,7 +10,8 @@ budget. Cloud models are never chosen, only appended to the fallback chain.
 A candidate is a (model, runtime) pair: the first runtime of the host, in the host's order, that
 loads the model's format, runs on the host's hardware and can place it (compiler/runtimes/). A model
 no runtime of the host can load is rejected with the reason. Screening stays host-independent; the
-runtime match is per host, in _evaluate.
+runtime match is per host, in _evaluate. How the chosen model and each local fallback run on the GPU
+(layers, expert offload, tensor split) is offload.py's, recorded with the role.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import kinds, runtimes
-from .offload import Offload, offload
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
 from .memory import DEFAULT_KV_CACHE, Estimate, estimate, is_cloud
 from .merge import origin
+from .offload import Offload, offload
 from .resolve import Catalog
 
 ELIGIBLE_STATUS = ("active", "deprecated")
