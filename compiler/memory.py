@@ -10,7 +10,7 @@
     kv_cache = 2 * kv_heads * head_dim * bytes * (full layers * context + sliding layers * SWA cells)  ("exact")
              | KV_BOUND_KIB * sqrt(params_b) * context * bytes / 2   ("heuristic": an upper bound, without arch)
     overhead = compute_buffer + runtime_overhead_mb                   (selection.runtime_overhead_mb, default 128)
-             + gpu_runtime_overhead_mb on a host with a GPU           (selection.gpu_runtime_overhead_mb, default 600)
+             + gpu_runtime_overhead_mb per discrete GPU               (selection.gpu_runtime_overhead_mb, default 600)
     compute_buffer = max(logits, attention) + scratch                 (llama.cpp's graph buffer, n_ubatch tokens a step)
     logits    = vocab_size * n_ubatch * 4
     attention = (heads + 1) * context * n_ubatch * 4                  (scores and mask, flash attention off)

@@ -39,6 +39,7 @@ class Budget:
     # unified memory (Apple silicon): one pool; vram_mb is the share of ram_mb its GPU may use, not more
     # memory, so a `gpu` placement takes from both and there is no `split` (the GPU already sees it all)
     unified: bool = False
+    gpus: int = 0  # discrete GPUs: llama.cpp and Ollama open the GPU runtime's context on each
 
     def place(self, need_mb: int, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> str | None:
         """The first of `allowed` (a runtime's placements on this host) that holds `need_mb`."""
@@ -173,16 +174,16 @@ def host_budget(host: Host, selection: dict) -> Budget:
         vram = min(host.gpu_share_mb, ram)
     elif host.gpus:
         vram = max(0, int(host.vram_mb - selection["vram_reserve_gb"] * GIB_IN_MB))
-    return Budget(ram, vram, host.max_loaded_models, host.unified_memory)
+    return Budget(ram, vram, host.max_loaded_models, host.unified_memory, 0 if host.unified_memory else len(host.gpus))
 
 
 def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_attention: bool,
             kv_cache_type: str | None = None) -> Estimate:
-    """The model's need on this host: where a discrete GPU holds it, whole or in part (every placement on a
-    host with VRAM), the GPU runtime's own memory comes on top. (Metal on unified memory has no device
-    context of its own beside the process's: gpu_runtime_overhead_mb is CUDA's, measured.)"""
-    gpu = budget.vram_mb and not budget.unified
-    overhead = selection["runtime_overhead_mb"] + (selection["gpu_runtime_overhead_mb"] if gpu else 0)
+    """The model's need on this host: where discrete GPUs hold it, whole or in part (every placement on a
+    host with VRAM), the GPU runtime's own memory comes on top, once per GPU (each has its context).
+    (Metal on unified memory has none beside the process's: gpu_runtime_overhead_mb is CUDA's, measured.)"""
+    gpus = max(1, budget.gpus) if budget.vram_mb and not budget.unified else 0
+    overhead = selection["runtime_overhead_mb"] + selection["gpu_runtime_overhead_mb"] * gpus
     return estimate(model, context, overhead, kv_cache_type, flash_attention=flash_attention)
 
 
@@ -190,7 +191,7 @@ def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
     available = runtimes.available(host)
     plans = {name: _evaluate(name, catalog, budget, available) for name in catalog.roles}
-    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified)
+    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus)
     loaded: dict[str, str] = {}
     resident_offload: dict[str, Offload | None] = {}  # a resident model shared by roles is loaded once
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):

@@ -94,11 +94,14 @@ def test_a_mac_places_on_its_gpu_up_to_the_share_and_offloads_every_layer():
     assert plan.roles["a"].placement == "cpu" and "gpu_layers" not in plan.roles["a"].output()
 
 
-def test_metal_carries_no_cuda_context_in_the_need():
+def test_the_gpu_runtime_context_is_charged_per_discrete_gpu_and_not_on_metal():
     on_mac = plan_on(mac(36), "  a: {workload: chat, prefer: [small]}\n").roles["a"].candidates[0].memory
     nvidia = Host("pc", 36 * GIB_IN_MB, (Gpu("RTX", 24 * GIB_IN_MB, "nvidia"),))
     on_cuda = plan_on(nvidia, "  a: {workload: chat, prefer: [small]}\n").roles["a"].candidates[0].memory
     assert on_cuda.overhead_mb - on_mac.overhead_mb == 600  # selection.gpu_runtime_overhead_mb
+    two = Host("pc", 36 * GIB_IN_MB, (Gpu("RTX", 24 * GIB_IN_MB, "nvidia"),) * 2)
+    on_two = plan_on(two, "  a: {workload: chat, prefer: [small]}\n").roles["a"].candidates[0].memory
+    assert on_two.overhead_mb - on_cuda.overhead_mb == 600, "each GPU holds a CUDA context of its own"
 
 
 def test_resident_roles_on_a_mac_share_one_pool():
