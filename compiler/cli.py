@@ -803,6 +803,8 @@ def host(as_json: bool) -> None:
         detected = hosts.detect(hosts.machine_name())
         facts = {"name": detected.name, "ram_mb": detected.ram_mb, "available_mb": detected.available_mb,
                  "gpus": [g.to_dict() for g in detected.gpus], "runtimes": list(detected.runtimes or ())}
+        if detected.unified_memory:
+            facts["gpu_share_mb"] = detected.gpu_share_mb
         if as_json:
             import json
             click.echo(json.dumps(facts, indent=2, sort_keys=True))
@@ -811,7 +813,9 @@ def host(as_json: bool) -> None:
             click.echo(f"ram:       {detected.ram_mb / 1024:.1f} GiB ({detected.ram_mb:,} MiB)")
             click.echo(f"available: {(detected.available_mb or 0) / 1024:.1f} GiB")
             gpus = ", ".join(f"{g.name} ({g.vram_mb / 1024:.0f} GiB)" for g in detected.gpus)
-            click.echo(f"gpus:      {gpus or 'none detected (nvidia-smi absent or reports none)'}")
+            click.echo(f"gpus:      {gpus or 'none detected (nvidia-smi, rocm-smi absent or report none)'}")
+            if detected.unified_memory:
+                click.echo(f"gpu share: {detected.gpu_share_mb / 1024:.1f} GiB of the RAM (unified memory)")
             click.echo(f"runtimes:  {', '.join(detected.runtimes or ()) or 'none detected'}")
         return EXIT_OK
 

@@ -91,7 +91,7 @@ def explain_document(plan: Plan, catalog: Catalog, output: dict) -> dict:
     return {
         "host": plan.host.name,
         "budget": {"ram_mb": plan.budget.ram_mb, "vram_mb": plan.budget.vram_mb,
-                   "max_loaded_models": plan.budget.slots},
+                   "max_loaded_models": plan.budget.slots, **({"unified": True} if plan.budget.unified else {})},
         "layers": [{"layer": layer.name, "file": _shown_file(layer.doc.path)} for layer in layers],
         "roles": {name: _typed(name, role.trace(), catalog) for name, role in sorted(plan.roles.items())},
         "provenance": dict(sorted(trail.items())),

@@ -32,7 +32,8 @@ def render(document: dict, subject: str | None, as_json: bool = False) -> str:
     if as_json:
         return json.dumps(document, indent=2, sort_keys=True)
     budget = document["budget"]
-    lines = [f"host {document['host']}: {budget['ram_mb']:,} MiB RAM usable, {budget['vram_mb']:,} MiB VRAM usable"]
+    gpu = "of it for the GPU (unified memory)" if budget.get("unified") else "VRAM usable"
+    lines = [f"host {document['host']}: {budget['ram_mb']:,} MiB RAM usable, {budget['vram_mb']:,} MiB {gpu}"]
     for name, role in roles.items():
         chosen = role["chosen"] or "(none)"
         lines.append(f"  {name}: {chosen} [{role['strategy']}, {len(role['candidates'])} candidates]")
@@ -46,6 +47,8 @@ def _role(name: str, role: dict, document: dict) -> str:
              + (", required" if role["required"] else ""),
              f"  chosen: {role['chosen'] or '(none)'}" + (f" on {role['runtime']}" if role.get("runtime") else ""),
              f"  fallbacks: {', '.join(role['fallbacks']) or '(none)'}"]
+    if role.get("offload"):
+        lines.append(f"  offload: {role['offload']['why']}")
     if role.get("note"):
         lines.append(f"  note: {role['note']}")
     lines.append("  candidates, in order:")

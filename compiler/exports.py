@@ -36,6 +36,7 @@ PER_HOST = {"litellm": "litellm-config.yaml", "llamacpp": "llama-server.sh", "mo
 PER_MODEL = {"ollama": "ollama.Modelfile"}  # one file per local GGUF model: ollama/<id>.Modelfile
 BUILTINS = (*PER_HOST, *PER_MODEL)
 LOCAL = ("local", "ollama", "huggingface")
+LLAMA_SERVER_PORT = 8080  # llama-server.sh: the first served role's port; the others follow, in role order
 
 
 def is_executable(data: bytes) -> bool:
@@ -196,6 +197,43 @@ def _where(exc: BaseException, folders: list[str], fallback: str, root: Path | N
     return path, line
 
 
+def llama_servers(document: dict) -> dict[str, dict]:
+    """The roles llama-server.sh serves, each with its port and the file the server opens: roles whose
+    runtime is llama.cpp (outputs without `runtime` count as llama.cpp) with a local GGUF file. A file
+    set (GGUF shards) is opened by its first file; llama.cpp finds the others beside it. The LiteLLM
+    export sends each such role to its port."""
+    servers = {}
+    for name, role in sorted(document["roles"].items()):
+        artifact = (document["models"].get(role.get("model")) or {}).get("artifact") or {}
+        first = artifact.get("file") or ((artifact.get("files") or [{}])[0]).get("name")
+        if role.get("model") and role.get("runtime", "llamacpp") == "llamacpp" and artifact.get("format") == "gguf" \
+                and first:
+            servers[name] = {"port": LLAMA_SERVER_PORT + len(servers), "file": first}
+    return servers
+
+
+def model_ports(document: dict, servers: dict[str, dict]) -> dict[str, dict]:
+    """Where the LiteLLM export sends each local model without an Ollama name, as {"port", "served"}: the
+    port of a served role running the same model, else a port of its own after the servers' (nothing
+    hostfit writes starts it there: served is false, and the export says so)."""
+    running = {}
+    for name, server in servers.items():
+        running.setdefault(document["roles"][name]["model"], server["port"])
+    ports: dict[str, dict] = {}
+    following = LLAMA_SERVER_PORT + len(servers)
+    for _, role in sorted(document["roles"].items()):
+        for model_id in ([role["model"]] if role.get("model") else []) + list(role.get("fallbacks") or ()):
+            model = document["models"].get(model_id) or {}
+            if model_id in ports or model.get("provider") not in LOCAL or model.get("ollama"):
+                continue
+            if model_id in running:
+                ports[model_id] = {"port": running[model_id], "served": True}
+            else:
+                ports[model_id] = {"port": following, "served": False}
+                following += 1
+    return ports
+
+
 def render(document: dict, names: list[str] | None, catalog_templates: Path | None) -> dict[str, bytes]:
     """Relative path under out/<host>/exports/ -> bytes, for every export the host asks for."""
     import jinja2
@@ -203,6 +241,8 @@ def render(document: dict, names: list[str] | None, catalog_templates: Path | No
     env = _environment(catalog_templates)
     chosen = list(BUILTINS) if names is None else names
     context = {key: document[key] for key in ("host", "roles", "models", "aliases", "profiles")}
+    context["servers"] = llama_servers(document)
+    context["ports"] = model_ports(document, context["servers"])
     files: dict[str, bytes] = {}
     known = available(catalog_templates)
     for name in chosen:
@@ -223,10 +263,14 @@ def render(document: dict, names: list[str] | None, catalog_templates: Path | No
                         continue
                     contexts = [r["context"] for r in document["roles"].values()
                                 if r.get("context") and r["model"] == model_id]
+                    # a split: the fewest GPU layers any role compiled for it (Ollama fits the rest itself)
+                    splits = [r["gpu_layers"] for r in document["roles"].values()
+                              if r["model"] == model_id and r.get("placement") == "split" and "gpu_layers" in r]
                     window = model.get("context_window") or 4096
                     files[f"{name}/{model_id.replace('/', '%2F').replace(':', '%3A')}.Modelfile"] = sandbox.render(
                         template, {**context, "model_id": model_id, "model": model,
-                                   "context": max(contexts, default=min(window, 4096))})
+                                   "context": max(contexts, default=min(window, 4096)),
+                                   "num_gpu": min(splits, default=None)})
             else:
                 files[PER_HOST.get(name, name)] = sandbox.render(template, context)
         except InputError:

@@ -9,6 +9,11 @@ from . import paths
 
 GIB_IN_MB = 1024
 LOCAL = "local"  # the output folder of a machine that is not declared (ignored by git)
+# The share of RAM macOS lets an Apple silicon GPU wire (Metal's recommendedMaxWorkingSetSize, the
+# default of the iogpu.wired_limit_mb sysctl): about two thirds up to 36 GB, three quarters above.
+# A host's `gpu_memory_fraction` overrides it (e.g. after raising the sysctl).
+UNIFIED_GPU_SHARE = ((36 * GIB_IN_MB, 2 / 3), (None, 3 / 4))  # (up to this much RAM, share); None: above
+DETECT_SECONDS = 5.0  # each GPU tool asked once, briefly: a build must not wait on a hung driver
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,22 @@ class Host:
     user: tuple[str, ...] = ()
     exports: tuple[str, ...] | None = None  # None: every built-in export
     runtimes: tuple[str, ...] | None = None  # registry names in preference order; None: the default (runtimes/)
+    gpu_memory_fraction: float | None = None  # unified memory: the share of RAM the GPU may use; None: default
     hostnames: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def vram_mb(self) -> int:
         return sum(gpu.vram_mb for gpu in self.gpus)
+
+    @property
+    def gpu_share_mb(self) -> int:
+        """Unified memory: the part of the RAM its GPU may use (0 on other hosts)."""
+        if not self.unified_memory:
+            return 0
+        fraction = self.gpu_memory_fraction
+        if fraction is None:
+            fraction = next(share for limit, share in UNIFIED_GPU_SHARE if limit is None or self.ram_mb <= limit)
+        return int(self.ram_mb * fraction)
 
 
 def declared_hosts(hosts: dict) -> dict[str, Host]:
@@ -63,6 +79,7 @@ def declared_hosts(hosts: dict) -> dict[str, Host]:
             exports=tuple(spec["exports"]) if spec.get("exports") is not None else None,
             hostnames=tuple(h.lower() for h in spec.get("hostnames") or ()),
             runtimes=tuple(spec["runtimes"]) if spec.get("runtimes") is not None else None,
+            gpu_memory_fraction=spec.get("gpu_memory_fraction"),
         )
     return out
 
@@ -95,10 +112,8 @@ def detect(name: str = LOCAL, profiles: tuple[str, ...] = (), with_runtimes: boo
 
     memory = psutil.virtual_memory()
     ram_mb = memory.total // (1024 * 1024)
-    gpus = tuple(detect_gpus())
     unified = apple_silicon()
-    if unified:  # its GPU computes out of the RAM: one pool, which select counts as RAM
-        gpus += (Gpu("Apple silicon GPU", ram_mb, "apple"),)
+    gpus = tuple(detect_apple_gpu(ram_mb) if unified else detect_gpus())
     # none found: the documented default (None), which the build warns about (W403)
     found = (runtimes.detect(runtimes.hardware(gpus)) or None) if with_runtimes else None
     return Host(name=name, ram_mb=ram_mb, gpus=gpus, profiles=profiles, unified_memory=unified,
@@ -112,25 +127,76 @@ def apple_silicon() -> bool:
     return sys.platform == "darwin" and platform.machine() == "arm64"
 
 
-def detect_gpus(timeout: float = 5.0) -> list[Gpu]:
-    """NVIDIA GPUs through nvidia-smi, when it is installed; an error means no GPU, not a failure."""
+def _ask(argv: list[str], timeout: float) -> str | None:
+    """A GPU tool's output, or None when it is not installed, fails or hangs: no GPU, not a failure."""
     import shutil
     import subprocess
 
-    exe = shutil.which("nvidia-smi")
+    exe = shutil.which(argv[0])
     if not exe:
-        return []
+        return None
     try:
-        result = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                                capture_output=True, text=True, timeout=timeout, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return []
+        return subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout, check=True).stdout
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        return None
+
+
+def detect_gpus(timeout: float = DETECT_SECONDS) -> list[Gpu]:
+    """Discrete GPUs: NVIDIA through nvidia-smi, AMD through rocm-smi, each when installed."""
+    return nvidia_gpus(_ask(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                            timeout)) + amd_gpus(_ask(["rocm-smi", "--showproductname", "--showmeminfo", "vram",
+                                                       "--json"], timeout))
+
+
+def nvidia_gpus(csv: str | None) -> list[Gpu]:
+    """nvidia-smi's `name, MiB` lines."""
     gpus = []
-    for line in result.stdout.splitlines():
+    for line in (csv or "").splitlines():
         name, _, mib = line.rpartition(",")
         if name and mib.strip().isdigit():
             gpus.append(Gpu(name.strip(), int(mib.strip()), "nvidia"))
     return gpus
+
+
+def amd_gpus(text: str | None) -> list[Gpu]:
+    """rocm-smi --json: {"card0": {"VRAM Total Memory (B)": "...", "Card series": "..."}, ...}; cards
+    without a VRAM total (or output that is not that JSON) are skipped."""
+    import json
+
+    try:
+        cards = json.loads(text or "{}")
+    except ValueError:
+        return []
+    gpus = []
+    for key, card in sorted(cards.items()) if isinstance(cards, dict) else ():
+        if not key.startswith("card") or not isinstance(card, dict):
+            continue
+        total = str(card.get("VRAM Total Memory (B)", "")).strip()
+        if total.isdigit() and int(total) > 0:
+            name = card.get("Card Series") or card.get("Card series") or card.get("Card model") or "AMD GPU"
+            gpus.append(Gpu(str(name).strip(), int(total) // (1024 * 1024), "amd"))
+    return gpus
+
+
+def detect_apple_gpu(ram_mb: int, timeout: float = DETECT_SECONDS) -> tuple[Gpu, ...]:
+    """Apple silicon: one GPU computing out of the RAM (sysctl hw.memsize when psutil saw none), named
+    by system_profiler when it answers."""
+    if not ram_mb:
+        size = (_ask(["sysctl", "-n", "hw.memsize"], timeout) or "").strip()
+        ram_mb = int(size) // (1024 * 1024) if size.isdigit() else 0
+    return (Gpu(apple_gpu_name(_ask(["system_profiler", "SPDisplaysDataType", "-json"], timeout)), ram_mb, "apple"),)
+
+
+def apple_gpu_name(text: str | None) -> str:
+    """The chipset model from system_profiler's JSON (e.g. "Apple M3 Pro"), else a generic name."""
+    import json
+
+    try:
+        displays = json.loads(text or "{}").get("SPDisplaysDataType") or []
+        name = next((d.get("sppci_model") for d in displays if isinstance(d, dict) and d.get("sppci_model")), None)
+    except (ValueError, AttributeError):
+        name = None
+    return str(name) if name else "Apple silicon GPU"
 
 
 def disagreement(declared: Host, detected: Host) -> str | None:

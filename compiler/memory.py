@@ -11,7 +11,7 @@
              | KV_BOUND_KIB * sqrt(params_b) * cells * bytes / 2     ("heuristic": an upper bound, without arch)
       cells  = context rounded up to a multiple of 256               (llama.cpp pads n_ctx so before sizing the cache)
     overhead = compute_buffer + runtime_overhead_mb                   (selection.runtime_overhead_mb, default 128)
-             + gpu_runtime_overhead_mb on a host with a GPU           (selection.gpu_runtime_overhead_mb, default 600)
+             + gpu_runtime_overhead_mb per discrete GPU               (selection.gpu_runtime_overhead_mb, default 600)
     compute_buffer = max(logits, attention) + scratch                 (llama.cpp's graph buffer, n_ubatch tokens a step)
     logits    = vocab_size * n_ubatch * 4
     attention = (heads + 1) * cells * n_ubatch * 4                    (scores and mask, flash attention off)
@@ -360,3 +360,15 @@ def _attended(arch: dict, context: int) -> int:
 def _ceil(value: float) -> int:
     whole = int(value)
     return whole if whole == value else whole + 1
+
+
+def expert_weights_mib(model: dict, weights_mb: float) -> float:
+    """A mixture of experts' routed-expert weights in MiB (0 for a dense model): the parameters not
+    active on a token (params - active_params) at the body's bits, at most the weights. A lower bound
+    (the experts a token uses are experts too), so what stays beside them is never under-counted."""
+    arch = model.get("arch") or {}
+    params, active = model.get("params_b") or 0, arch.get("active_params_b") or 0
+    if (arch.get("experts") or 0) < 2 or not 0 < active < params:
+        return 0.0
+    bits = quant_bits(model.get("quantization"))
+    return min(float(weights_mb), (params - active) * 1e9 * bits.body / 8 / MIB)

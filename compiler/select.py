@@ -10,7 +10,8 @@ budget. Cloud models are never chosen, only appended to the fallback chain.
 A candidate is a (model, runtime) pair: the first runtime of the host, in the host's order, that
 loads the model's format, runs on the host's hardware and can place it (compiler/runtimes/). A model
 no runtime of the host can load is rejected with the reason. Screening stays host-independent; the
-runtime match is per host, in _evaluate.
+runtime match is per host, in _evaluate. How the chosen model and each local fallback run on the GPU
+(layers, expert offload, tensor split) is offload.py's, recorded with the role.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
 from .memory import DEFAULT_KV_CACHE, Estimate, estimate, is_cloud, size_unknown
 from .merge import origin
+from .offload import Offload, offload
 from .resolve import Catalog
 
 ELIGIBLE_STATUS = ("active", "deprecated")
@@ -35,25 +37,23 @@ class Budget:
     ram_mb: int
     vram_mb: int
     slots: int | None  # max_loaded_models for resident roles; None = no limit
-    unified: bool = False  # one pool (ram_mb) that the GPU computes out of: a GPU-only runtime places there
-
-    def _allowed(self, allowed: tuple[str, ...]) -> tuple[str, ...]:
-        return ("cpu",) if self.unified and "gpu" in allowed else allowed
+    # unified memory (Apple silicon): one pool; vram_mb is the share of ram_mb its GPU may use, not more
+    # memory, so a `gpu` placement takes from both and there is no `split` (the GPU already sees it all)
+    unified: bool = False
+    gpus: int = 0  # discrete GPUs: llama.cpp and Ollama open the GPU runtime's context on each
 
     def place(self, need_mb: int, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> str | None:
         """The first of `allowed` (a runtime's placements on this host) that holds `need_mb`."""
-        allowed = self._allowed(allowed)
         if "gpu" in allowed and self.vram_mb and need_mb <= self.vram_mb:
             return "gpu"
-        if "split" in allowed and self.vram_mb and need_mb <= self.vram_mb + self.ram_mb:
+        if "split" in allowed and self.vram_mb and not self.unified and need_mb <= self.vram_mb + self.ram_mb:
             return "split"
         if "cpu" in allowed and need_mb <= self.ram_mb:
             return "cpu"
         return None
 
     def capacity(self, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> int:
-        allowed = self._allowed(allowed)
-        if "split" in allowed:
+        if "split" in allowed and not self.unified:
             return self.vram_mb + self.ram_mb
         return max(self.vram_mb if "gpu" in allowed else 0, self.ram_mb if "cpu" in allowed else 0)
 
@@ -62,7 +62,10 @@ class Budget:
         return self.vram_mb if placement == "gpu" else self.ram_mb
 
     def take(self, need_mb: int, placement: str) -> None:
-        if placement == "gpu":
+        if self.unified:
+            self.ram_mb -= need_mb
+            self.vram_mb = min(self.vram_mb - (need_mb if placement == "gpu" else 0), self.ram_mb)
+        elif placement == "gpu":
             self.vram_mb -= need_mb
         elif placement == "split":
             self.ram_mb -= need_mb - self.vram_mb
@@ -119,6 +122,8 @@ class RolePlan:
     cloud: list[str] = field(default_factory=list)
     note: str = ""
     kv_cache_type: str = DEFAULT_KV_CACHE  # what the memory was sized for: the loader's cache type
+    offload: Offload | None = None  # the chosen model's GPU settings (offload.py); None: no GPU holds it
+    fallback_offload: dict[str, Offload] = field(default_factory=dict)  # local fallback -> its GPU settings
 
     def output(self) -> dict:
         out = {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
@@ -127,6 +132,10 @@ class RolePlan:
                "runtime": self.runtime, "fallback_runtimes": self.fallback_runtimes}
         if self.kv_cache_type != DEFAULT_KV_CACHE:  # only then: outputs with the default stay as they were
             out["kv_cache_type"] = self.kv_cache_type
+        if self.offload is not None:  # likewise: only where a GPU holds the model
+            out.update(self.offload.to_dict())
+        if self.fallback_offload:
+            out["fallback_offload"] = {model: o.to_dict() for model, o in sorted(self.fallback_offload.items())}
         return out
 
     def trace(self) -> dict:
@@ -135,6 +144,8 @@ class RolePlan:
                "required": self.required, "resident": self.resident, "chosen": self.model,
                "runtime": self.runtime, "fallbacks": self.fallbacks, "fallback_runtimes": self.fallback_runtimes,
                "note": self.note, "candidates": [v.to_dict() for v in kept]}
+        if self.offload is not None:
+            out["offload"] = {**self.offload.to_dict(), "why": self.offload.why}
         if len(self.candidates) > TRACE_LIMIT:
             out["omitted_candidates"] = len(self.candidates) - TRACE_LIMIT
         return out
@@ -164,16 +175,20 @@ def host_budget(host: Host, selection: dict) -> Budget:
         base = host.available_mb
     ram = max(0, int(base - reserve * GIB_IN_MB))
     vram = 0
-    if host.gpus and not host.unified_memory:
+    if host.unified_memory and host.gpus:  # the share macOS lets the GPU wire, within the usable RAM
+        vram = min(host.gpu_share_mb, ram)
+    elif host.gpus:
         vram = max(0, int(host.vram_mb - selection["vram_reserve_gb"] * GIB_IN_MB))
-    return Budget(ram, vram, host.max_loaded_models, bool(host.gpus and host.unified_memory))
+    return Budget(ram, vram, host.max_loaded_models, host.unified_memory, 0 if host.unified_memory else len(host.gpus))
 
 
 def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_attention: bool,
             kv_cache_type: str | None = None) -> Estimate:
-    """The model's need on this host: where a GPU holds it, whole or in part (every placement on a host
-    with VRAM), the GPU runtime's own memory comes on top."""
-    overhead = selection["runtime_overhead_mb"] + (selection["gpu_runtime_overhead_mb"] if budget.vram_mb else 0)
+    """The model's need on this host: where discrete GPUs hold it, whole or in part (every placement on a
+    host with VRAM), the GPU runtime's own memory comes on top, once per GPU (each has its context).
+    (Metal on unified memory has none beside the process's: gpu_runtime_overhead_mb is CUDA's, measured.)"""
+    gpus = max(1, budget.gpus) if budget.vram_mb and not budget.unified else 0
+    overhead = selection["runtime_overhead_mb"] + selection["gpu_runtime_overhead_mb"] * gpus
     return estimate(model, context, overhead, kv_cache_type, flash_attention=flash_attention)
 
 
@@ -181,10 +196,17 @@ def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
     available = runtimes.available(host)
     plans = {name: _evaluate(name, catalog, budget, available) for name in catalog.roles}
-    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified)
+    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus)
     loaded: dict[str, tuple[str, str, int]] = {}
+    resident_offload: dict[str, Offload | None] = {}  # a resident model shared by roles is loaded once
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
+        vram = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
         _choose(plan, catalog, shared if plan.resident else None, loaded)
+        _offload(plan, catalog, host, vram, budget.vram_mb)
+        if plan.resident and plan.model in resident_offload:  # loaded for a role before, with its settings
+            plan.offload = resident_offload[plan.model]
+        elif plan.resident and plan.model:
+            resident_offload[plan.model] = plan.offload
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
     return Plan(host, budget, plans, diagnostics, available)
@@ -389,6 +411,24 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         plan.fallbacks.extend(ref for ref in plan.cloud if ref not in plan.fallbacks)
     elif plan.cloud:
         plan.note = "cloud fallbacks left out: selection.allow_cloud is false"
+
+
+def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, whole_vram_mb: int) -> None:
+    """The GPU settings of the role's model (with `vram_mb` left for it) and of each local fallback (which
+    loads only when the model failed, so with the whole VRAM), for runtimes that take them."""
+    gpus = tuple(gpu.vram_mb for gpu in host.gpus)
+    for verdict in plan.candidates:
+        runtime = runtimes.REGISTRY.get(verdict.runtime or "")
+        if verdict.verdict not in ("chosen", "fallback") or runtime is None or not runtime.offload:
+            continue
+        settings = offload(catalog.models[verdict.model], verdict.memory, verdict.placement,
+                           vram_mb if verdict.verdict == "chosen" else whole_vram_mb, gpus)
+        if settings is None:
+            continue
+        if verdict.verdict == "chosen":
+            plan.offload = settings
+        else:
+            plan.fallback_offload[verdict.model] = settings
 
 
 def _unserved(plan: RolePlan, host: Host, budget: Budget, catalog: Catalog) -> Diagnostic:

@@ -46,7 +46,8 @@ def hostile_document(value: str) -> dict:
         "host": {"name": "box\n" + value, "ram_mb": 8192, "usable_mb": 6144, "gpus": [], "detected": False},
         "roles": {value: {"model": model_id, "fallbacks": [fallback_id], "placement": "gpu", "memory_mb": "1\n" + value,
                           "context": "4096; " + value, "workload": "chat", "flash_attention": False,
-                          "kv_cache_type": "q8_0; " + value}},
+                          "kv_cache_type": "q8_0; " + value, "cpu_moe_layers": "3; " + value,
+                          "tensor_split": [value, "1"]}},
         "models": {
             model_id: {"provider": "local", "workloads": ["chat"], "memory_mb": 100, "memory_method": "declared",
                        "name": value, "description": value, "license": value, "quantization": value,
@@ -87,9 +88,9 @@ def test_llama_server_script_passes_hostile_values_as_data(value: str, shell: st
     work.mkdir()
     result, argv = run_script(shell, script, [value, "--port", "$(touch PWNED)"], work, stub_bin)
     assert result.returncode == 0, result.stderr.decode()
-    assert argv == ["-m", "/models dir/" + value, "-c", "4096; " + value, "-np", "1", "-ngl", "999",
-                    "--flash-attn", "off",
-                    "-ctk", "q8_0; " + value, "-ctv", "q8_0; " + value, "--alias", value,
+    assert argv == ["-m", "/models dir/" + value, "-c", "4096; " + value, "-np", "1", "-ngl", "999", "--n-cpu-moe", "3; " + value,
+                    "--tensor-split", value + ",1", "--flash-attn", "off", "-ctk", "q8_0; " + value,
+                    "-ctv", "q8_0; " + value, "--alias", value, "--host", "127.0.0.1", "--port", "8080",
                     "--port", "$(touch PWNED)"], "each value is exactly one argument"
     assert sorted(os.listdir(work)) == ["llama-server.sh"], "the script created nothing: no command ran"
     assert not list(tmp_path.rglob("PWNED*"))
@@ -107,8 +108,13 @@ def test_shipped_llama_server_script_runs_each_role(stub_bin: Path, tmp_path: Pa
     work.mkdir()
     result, argv = run_script("sh", script, ["planner"], work, stub_bin)
     assert result.returncode == 0
-    assert argv == ["-m", "/models dir/gpt-oss-120b-mxfp4-00001-of-00003.gguf", "-c", "16384", "-np", "1", "-ngl", "0",
-                    "--flash-attn", "on", "-ctk", "f16", "-ctv", "f16", "--alias", "planner"]
+    planner = json.loads((REPO / "out" / "workstation" / "models.json").read_text())["roles"]["planner"]
+    assert planner["placement"] == "split" and planner["cpu_moe_layers"] > 0
+    # gpt-oss-120b split over the 24 GB card: every layer on the GPU but the experts of the first N
+    assert argv == ["-m", "/models dir/gpt-oss-120b-mxfp4-00001-of-00003.gguf", "-c", "16384", "-np", "1", "-ngl", "999",
+                    "--n-cpu-moe", str(planner["cpu_moe_layers"]), "--flash-attn", "on", "-ctk", "f16", "-ctv", "f16",
+                    "--alias", "planner", "--host", "127.0.0.1", "--port", argv[-1]]
+    assert int(argv[-1]) >= exports.LLAMA_SERVER_PORT
 
 
 def modelfile_commands(text: str) -> list[tuple[str, str]]:
@@ -150,7 +156,13 @@ def test_litellm_config_loads_back_as_the_values(value: str):
     config = yaml.safe_load(text)
     assert set(config) == {"model_list", "router_settings"}, "the comment stayed a comment"
     local, cloud = config["model_list"]
-    assert local["model_name"] == value and local["litellm_params"]["model"] == "ollama_chat/" + value
+    # a role llama-server.sh serves (no runtime recorded: llama.cpp) goes to its server, by its alias
+    assert local["model_name"] == value
+    assert local["litellm_params"] == {"model": "openai/" + value, "api_base": "http://127.0.0.1:8080/v1"}
+    document = hostile_document(value)
+    document["roles"][value]["runtime"] = "ollama"  # one Ollama runs: by the model's Ollama name
+    ollama = yaml.safe_load(exports.render(document, ["litellm"], None)["litellm-config.yaml"].decode())
+    assert ollama["model_list"][0]["litellm_params"]["model"] == "ollama_chat/" + value
     assert cloud["model_name"] == f"{value}/cloud-{value}"
     assert cloud["litellm_params"] == {"model": f"openai/cloud-{value}", "api_key": "os.environ/" + value}
     assert config["router_settings"]["fallbacks"] == [{value: [f"{value}/cloud-{value}"]}]

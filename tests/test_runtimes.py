@@ -184,14 +184,16 @@ def test_an_apple_gpu_is_unified_memory_even_when_the_host_does_not_say_so():
     })
     assert hosts["mac"].unified_memory and not hosts["rig"].unified_memory
     plan = plan_for(["coder-plain"], replace(hosts["mac"], runtimes=("transformers",)))
-    assert plan.budget.vram_mb == 0 and plan.roles["code"].placement == "cpu"
+    budget = plan.budget  # one pool: the GPU's share is part of the RAM, never added to it
+    assert budget.unified and budget.vram_mb == hosts["mac"].gpu_share_mb <= budget.ram_mb
+    assert budget.capacity() == budget.ram_mb and plan.roles["code"].placement != "split"
 
 
 def test_a_gpu_runtime_places_in_the_one_pool_of_a_unified_memory_nvidia_host():
     # a GB10 (DGX Spark) or Jetson: no VRAM apart from the RAM, which its CUDA GPU computes out of
     spark = host("spark", 128, [Gpu("GB10", 128 * 1024, "nvidia")], ("vllm", "llamacpp"), unified=True)
     role = plan_for(["coder-awq"], spark).roles["code"]
-    assert (role.model, role.runtime, role.placement) == ("coder-awq", "vllm", "cpu")
+    assert (role.model, role.runtime, role.placement) == ("coder-awq", "vllm", "gpu")  # in the GPU's share
     assert plan_for(["coder-awq"], replace(spark, ram_mb=4 * 1024)).roles["code"].model is None  # still sized
 
 
@@ -344,7 +346,7 @@ roles:
 def test_mlx_runs_on_apple_silicon_only():
     mac = host("mac-36", 36, [APPLE], unified=True)
     role = plan_for(["coder-mlx"], mac).roles["code"]
-    assert (role.runtime, role.placement) == ("mlx", "cpu")  # unified memory: the one pool
+    assert (role.runtime, role.placement) == ("mlx", "gpu")  # within the share of the RAM the GPU may wire
     assert reason(plan_for(["coder-mlx"], host()), "coder-mlx") \
         == "MLX needs mlx on Metal; laptop-16 has llamacpp, ollama"
 
@@ -606,21 +608,21 @@ def test_the_no_runtime_warning_names_the_default_it_compiles_for_on_apple_silic
 
 
 def test_llamacpp_on_apple_silicon_offloads_every_layer_to_metal(base_catalog, backends):
-    # unified memory is placed as the one pool ("cpu"), but llama.cpp computes there on the GPU;
-    # -ngl 0 would run a Mac's model on its CPU cores
+    # within the GPU's share of the one pool a Mac's model is placed `gpu`, every layer offloaded;
+    # -ngl 0 would run it on the CPU cores
     hosts = base_catalog / "sources" / "hosts.yaml"
     hosts.write_text(hosts.read_text() + "  mac-16: {ram_gb: 16, unified_memory: true, profiles: [base],\n"
                      "           gpus: [{name: M2, vram_gb: 16, vendor: apple}]}\n")
     assert run_cli("-C", str(base_catalog), "build", "--all").exit_code == 0
     mac = json.loads((base_catalog / "out" / "mac-16" / "models.json").read_text())
-    assert (mac["roles"]["summarization"]["runtime"], mac["roles"]["summarization"]["placement"]) == ("llamacpp", "cpu")
+    role = mac["roles"]["summarization"]
+    assert (role["runtime"], role["placement"], role["gpu_layers"]) == ("llamacpp", "gpu", -1)
     script = (base_catalog / "out" / "mac-16" / "exports" / "llama-server.sh").read_text()
     assert "-ngl 999" in script and "-ngl 0 " not in script
     assert "-ngl 0 " in (base_catalog / "out" / "box-8" / "exports" / "llama-server.sh").read_text()  # no GPU
-    settings = loaders.settings_for(mac["roles"]["summarization"], {}, None, None, True, False, mac["host"])
-    assert settings.gpu_layers == -1
+    assert loaders.settings_for(role, {}, None, None, True, False).gpu_layers == -1
     box = json.loads((base_catalog / "out" / "box-8" / "models.json").read_text())
-    assert loaders.settings_for(box["roles"]["summarization"], {}, None, None, True, False, box["host"]).gpu_layers == 0
+    assert loaders.settings_for(box["roles"]["summarization"], {}, None, None, True, False).gpu_layers == 0
 
 
 def test_a_resident_model_shared_by_a_longer_context_role_takes_the_extra_cache():

@@ -59,19 +59,20 @@ class Settings:
     mlock: bool = False
     flash_attention: bool = True  # what the compiled memory figure assumed
     kv_cache_type: str = "f16"
-
-
-def metal_host(host: dict | None) -> bool:
-    """Apple silicon: its one memory pool is placed as `cpu`, yet llama.cpp computes there on the GPU
-    (Metal), so every layer is offloaded (the llama-server export follows the same rule)."""
-    return any(isinstance(gpu, dict) and gpu.get("vendor") == "apple" for gpu in (host or {}).get("gpus") or ())
+    tensor_split: tuple[int, ...] = ()  # several GPUs: each one's share, as compiled
 
 
 def settings_for(role: dict, model: dict, threads: int | None, gpu_layers: int | None, mmap: bool,
-                 mlock: bool, host: dict | None = None) -> Settings:
-    """llama.cpp parameters from the compiled role and model (on the compiled host); flags override."""
-    if gpu_layers is None:  # all layers for a GPU placement; a split is refined by split_layers()
-        gpu_layers = -1 if role.get("placement") == "gpu" or metal_host(host) else 0
+                 mlock: bool, model_id: str | None = None) -> Settings:
+    """llama.cpp parameters from the compiled role and model (`model_id`: a fallback's own GPU settings,
+    in fallback_offload); flags override. GPU layers and tensor split are the compiled ones
+    (compiler/offload.py); llama-cpp-python cannot keep expert tensors in RAM (--n-cpu-moe), so a
+    mixture of experts' split loads by layers (gpu_layers) as a dense model's does."""
+    compiled = role if model_id in (None, role.get("model")) else (role.get("fallback_offload") or {}).get(model_id, {})
+    if gpu_layers is None:
+        # outputs compiled before gpu_layers: every layer for a `gpu` placement, as they were loaded then
+        legacy = -1 if role.get("placement") == "gpu" and "gpu_layers" not in role else 0
+        gpu_layers = compiled.get("gpu_layers", legacy)
     context = role.get("context") or min(model.get("context_window") or 4096, 4096)
     flash = role.get("flash_attention", True)
     kv_type = role.get("kv_cache_type", "f16")
@@ -80,15 +81,8 @@ def settings_for(role: dict, model: dict, threads: int | None, gpu_layers: int |
     if kv_type not in UNQUANTIZED_KV and not flash:
         raise LoadFailure(f"llama.cpp quantizes the V cache ({kv_type}) only with flash attention, which this role "
                           "turns off")
-    return Settings(context, threads or os.cpu_count() or 1, gpu_layers, mmap, mlock, flash, kv_type)
-
-
-def split_layers(model: dict, role: dict, vram_mb: int) -> int:
-    """For a split placement: the share of layers that fits the usable VRAM."""
-    layers = (model.get("arch") or {}).get("layers")
-    if not layers or not role.get("memory_mb"):
-        return 0
-    return max(0, min(layers, int(layers * vram_mb / role["memory_mb"])))
+    return Settings(context, threads or os.cpu_count() or 1, gpu_layers, mmap, mlock, flash, kv_type,
+                    tuple(compiled.get("tensor_split") or ()))
 
 
 def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int = 8) -> tuple[float, float, str]:
@@ -103,6 +97,7 @@ def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int =
         llm = Llama(model_path=str(path), n_ctx=settings.context, n_threads=settings.threads,
                     n_gpu_layers=settings.gpu_layers, use_mmap=settings.mmap, use_mlock=settings.mlock,
                     flash_attn=settings.flash_attention, type_k=kv_type, type_v=kv_type,
+                    tensor_split=[float(share) for share in settings.tensor_split] or None,
                     # sliding-window layers keep window + batch cells, as compiled and as llama-server
                     # does; llama-cpp-python would otherwise keep the whole context on them
                     swa_full=False, verbose=False)
@@ -203,7 +198,9 @@ def ollama_load(name: str, settings: Settings, prompt: str, progress=None, inter
             started = time.perf_counter()
             status, reply = _ask(client, "POST", "/api/generate", OLLAMA_GENERATE, OLLAMA_SLOW_READ, json={
                 "model": name, "prompt": prompt, "stream": False, "keep_alive": keep_alive,
-                "options": {"num_ctx": settings.context, "num_predict": 8, "temperature": 0}})
+                "options": {"num_ctx": settings.context, "num_predict": 8, "temperature": 0,
+                            # a split: the compiled layers (otherwise Ollama fits the GPU itself)
+                            **({"num_gpu": settings.gpu_layers} if settings.gpu_layers > 0 else {})}})
             if status != 200:
                 raise LoadFailure(f"ollama generate {name}: HTTP {status} "
                                   f"{reply[:200].decode('utf-8', 'replace')}")
@@ -303,9 +300,7 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
         if attempts:
             say(f"{role_name}: trying fallback {model_id}")
         settings = settings_for(role, model, overrides.get("threads"), overrides.get("gpu_layers"),
-                                overrides.get("mmap", True), overrides.get("mlock", False), compiled["host"])
-        if settings.gpu_layers == 0 and role.get("placement") == "split" and overrides.get("gpu_layers") is None:
-            settings.gpu_layers = split_layers(model, role, compiled["host"].get("vram_mb") or 0)
+                                overrides.get("mmap", True), overrides.get("mlock", False), model_id)
         runtime = backend or runtime_of(role, model_id)
         known = runtimes.REGISTRY.get(runtime)
         if known is None or known.loader is None:

@@ -13,8 +13,8 @@ CONTAINERS = ("gguf", "mlx", "safetensors", "pytorch", "onnx")
 METHODS = ("plain", "awq", "gptq", "fp8", "bnb", "w4a16", "w8a8", "autoround", "nvfp4")
 # What a host has: every host a CPU, plus the GPU backends of its GPUs (hosts' `vendor`).
 HARDWARE = ("cpu", "cuda", "rocm", "metal")
-# Memory pools, as select's Budget names them: VRAM, VRAM + RAM (partial offload), RAM alone
-# (on a unified-memory host the one pool, which its GPU shares).
+# Memory pools, as select's Budget names them: VRAM, VRAM + RAM (partial offload), RAM alone. On a
+# unified-memory host `gpu` is the share of the one pool its GPU may use, and there is no `split`.
 PLACEMENTS = ("gpu", "split", "cpu")
 # Where a runtime takes the weights from: a file the executor fetches (artifact), or a name in
 # Ollama's library or store (`ollama.name`).
@@ -41,6 +41,7 @@ class Runtime:
     # appended to `serve` on a host with GPUs: {gpus} their count, {share} the fraction of their memory
     # the compiled model needs (a runtime that takes a fixed share by default must keep to the plan)
     serve_gpus: str | None = None
+    offload: bool = False  # takes llama.cpp's GPU settings (layers, expert offload, tensor split; offload.py)
 
     def accepts(self, fmt: Format, offers: frozenset) -> bool:
         """It loads this format from a source the model offers."""

@@ -19,4 +19,5 @@ RUNTIME = Runtime(
     sources=("file",),
     loader="llamacpp",
     exports=("llamacpp",),
+    offload=True,
 )

@@ -14,8 +14,8 @@ RUNTIME = Runtime(
     title="MLX",
     loads={"mlx": ("plain",)},
     hardware=("metal",),
-    # the host's RAM: on Apple silicon the GPU computes out of that one unified pool
-    placements=("cpu",),
+    # MLX computes on the GPU, within the share of the unified RAM macOS lets it wire
+    placements=("gpu",),
     detect=detect,
     serve="mlx_lm.server --model {repo}",
 )

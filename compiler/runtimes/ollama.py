@@ -35,4 +35,5 @@ RUNTIME = Runtime(
     sources=("ollama",),  # `hostfit load` pulls by ollama.name; a bare GGUF file needs the Modelfile export
     loader="ollama",
     exports=("ollama",),
+    offload=True,
 )
