@@ -38,6 +38,8 @@ class Host:
     user: tuple[str, ...] = ()
     exports: tuple[str, ...] | None = None  # None: every built-in export
     runtimes: tuple[str, ...] | None = None  # registry names in preference order; None: the default (runtimes/)
+    memory_bandwidth_gbs: float | None = None  # RAM (or unified memory) bandwidth; None: speed.py's tables
+    memory_class: str | None = None  # speed.CPU_BANDWIDTH_GBS key; None: speed.DEFAULT_MEMORY_CLASS
     hostnames: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -61,6 +63,8 @@ def declared_hosts(hosts: dict) -> dict[str, Host]:
             exports=tuple(spec["exports"]) if spec.get("exports") is not None else None,
             hostnames=tuple(h.lower() for h in spec.get("hostnames") or ()),
             runtimes=tuple(spec["runtimes"]) if spec.get("runtimes") is not None else None,
+            memory_bandwidth_gbs=spec.get("memory_bandwidth_gbs"),
+            memory_class=spec.get("memory_class"),
         )
     return out
 

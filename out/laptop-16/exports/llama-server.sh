@@ -8,24 +8,24 @@ MODELS="${MODELS:-.}"
 role="${1-}"
 [ "$#" -eq 0 ] || shift
 case "$role" in
-  chat)  # gpt-oss-20b (cpu, 12533 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat "$@" ;;
+  chat)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat "$@" ;;
   classification)  # phi-3-mini (cpu, 3995 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Phi-3-mini-4k-instruct-q4.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias classification "$@" ;;
   code)  # qwen2.5-coder-7b-q5 (cpu, 7505 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-7b-instruct-q5_k_m.gguf -c 32768 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias code "$@" ;;
   creative)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias creative "$@" ;;
-  critic)  # gpt-oss-20b (cpu, 12533 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias critic "$@" ;;
-  executor)  # qwen2.5-coder-14b-q5 (cpu, 13685 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 16384 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias executor "$@" ;;
-  extraction)  # gpt-oss-20b (cpu, 12533 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction "$@" ;;
+  critic)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias critic "$@" ;;
+  executor)  # qwen2.5-coder-7b-q5 (cpu, 6609 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-7b-instruct-q5_k_m.gguf -c 16384 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias executor "$@" ;;
+  extraction)  # qwen2.5-coder-14b-q5 (cpu, 11381 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 4096 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction "$@" ;;
   planner)  # qwen2.5-coder-14b-q5 (cpu, 12149 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 8192 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias planner "$@" ;;
-  summarization)  # gpt-oss-20b (cpu, 12461 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 1024 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization "$@" ;;
+  summarization)  # llama-3.1-8b-instruct (cpu, 5315 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 1024 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization "$@" ;;
   *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat classification code creative critic executor extraction planner summarization' >&2
     exit 2 ;;
 esac
