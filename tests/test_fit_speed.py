@@ -17,7 +17,7 @@ from compiler.resolve import resolve
 from compiler.schema import strict_schema
 from compiler.select import placed_mb, select
 
-from conftest import REPO
+from conftest import REPO, run_cli
 
 SHIPPED_MODELS = yaml.safe_load((REPO / "sources" / "00-models.yaml").read_text())["models"]
 
@@ -228,3 +228,15 @@ def test_a_required_role_no_candidate_is_fast_enough_for_says_so():
     (error,) = plan.diagnostics
     assert error.code == "E300" and "no candidate meets the requirements" in error.message
     assert "tok/s on cpu < required 1000" in error.message and "relax the role's `requires`" in error.hint
+
+
+def test_hostfit_models_shows_the_fit_level_and_speed_per_model():
+    result = run_cli("-C", str(REPO), "models", "--host", "laptop-16", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in json.loads(result.stdout)}
+    assert rows["gpt-oss-20b"]["fit"] == "cpu" and rows["gpt-oss-20b"]["fit_level"] == fit.TIGHT
+    assert rows["qwen2.5-coder-7b-q5"]["fit_level"] == fit.COMFORTABLE
+    assert rows["gpt-oss-20b"]["tokens_per_s"] > rows["qwen2.5-coder-14b-q5"]["tokens_per_s"]  # 3.6B active
+    assert rows["gpt-oss-120b"]["fit"] == "no" and rows["gpt-oss-120b"]["fit_level"] is None
+    table = run_cli("-C", str(REPO), "models", "--host", "laptop-16").stdout
+    assert "TOK/S" in table and "cpu, tight" in table and "cpu, comfortable" in table
