@@ -101,7 +101,11 @@ def host_bandwidths(host: Host) -> tuple[float, float, str]:
     """(GPU GB/s as one device, RAM GB/s, where they came from) for a host."""
     sources = []
     gpu_gbs = 0.0
-    if host.gpus and host.vram_mb:
+    unified = host.memory_bandwidth_gbs if host.unified_memory else None  # one memory: the GPU reads it too
+    if host.gpus and host.vram_mb and unified:
+        gpu_gbs = float(unified)
+        sources.append(f"unified memory {gpu_gbs:g} GB/s (declared memory_bandwidth_gbs)")
+    elif host.gpus and host.vram_mb:
         # layers proportional to VRAM, each GPU in turn: time per byte adds by share
         seconds = 0.0
         for gpu in host.gpus:

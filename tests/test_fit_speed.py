@@ -85,6 +85,10 @@ def test_bandwidth_comes_from_the_host_declaration_its_class_or_its_gpus():
     assert declared.ram_gbs == 200.0 and "declared" in declared.bandwidth_source
     mac = Host("mac", 36 * GIB_IN_MB, (Gpu("Apple M3 Pro", 36 * GIB_IN_MB, "apple"),), unified_memory=True)
     assert speed.estimate(model, mac, "cpu", 4096).ram_gbs == speed.GPU_BANDWIDTH_GBS["M3 Pro"]
+    # a unified-memory chip the table does not know: the declared bandwidth serves its GPU too
+    apu = Host("apu", 128 * GIB_IN_MB, (Gpu("Radeon 8060S", 96 * GIB_IN_MB, "amd"),), unified_memory=True,
+               memory_bandwidth_gbs=256.0)
+    assert speed.host_bandwidths(apu)[:2] == (256.0, 256.0)
 
 
 def test_a_split_is_between_its_gpu_and_cpu_speeds_and_gpus_in_turn_add_their_times():
