@@ -125,6 +125,8 @@ def _host(host: str, old: dict, new: dict, old_trace: dict | None, new_trace: di
                 change["placement"] = {"old": before.get("placement"), "new": after.get("placement")}
             if before.get("runtime") != after.get("runtime"):
                 change["runtime"] = {"old": before.get("runtime"), "new": after.get("runtime")}
+            if before.get("fit") != after.get("fit"):  # a pick turning tight is worth a reviewer's look
+                change["fit"] = {"old": before.get("fit"), "new": after.get("fit")}
         out.roles.append(change)
     out.models_added = sorted(set(new["models"]) - set(old["models"]))
     out.models_removed = sorted(set(old["models"]) - set(new["models"]))
@@ -199,6 +201,8 @@ def render_text(diffs: list[HostDiff], colour: bool = False) -> str:
                 lines.append(f"  {r['role']} placement: {r['placement']['old']} -> {r['placement']['new']}")
             if "runtime" in r:
                 lines.append(f"  {r['role']} runtime: {r['runtime']['old'] or '-'} -> {r['runtime']['new'] or '-'}")
+            if "fit" in r:
+                lines.append(f"  {r['role']} fit: {r['fit']['old'] or '-'} -> {r['fit']['new'] or '-'}")
         for model in d.models_added:
             lines.append(paint(f"  + model {model}", "32"))
         for model in d.models_removed:

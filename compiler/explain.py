@@ -36,7 +36,8 @@ def render(document: dict, subject: str | None, as_json: bool = False) -> str:
     lines = [f"host {document['host']}: {budget['ram_mb']:,} MiB RAM usable, {budget['vram_mb']:,} MiB {gpu}"]
     for name, role in roles.items():
         chosen = role["chosen"] or "(none)"
-        lines.append(f"  {name}: {chosen} [{role['strategy']}, {len(role['candidates'])} candidates]")
+        level = f", {role['fit']}, ~{role['tokens_per_s']:g} tok/s" if role.get("fit") else ""
+        lines.append(f"  {name}: {chosen} [{role['strategy']}{level}, {len(role['candidates'])} candidates]")
     return "\n".join(lines)
 
 
@@ -49,6 +50,9 @@ def _role(name: str, role: dict, document: dict) -> str:
              f"  fallbacks: {', '.join(role['fallbacks']) or '(none)'}"]
     if role.get("offload"):
         lines.append(f"  offload: {role['offload']['why']}")
+    picked = next((c for c in role["candidates"] if c["verdict"] == "chosen"), None)
+    if picked and picked.get("speed"):
+        lines.append(f"  fit: {picked['fit']}; speed: {_speed(picked['speed'])}")
     if role.get("note"):
         lines.append(f"  note: {role['note']}")
     lines.append("  candidates, in order:")
@@ -57,7 +61,8 @@ def _role(name: str, role: dict, document: dict) -> str:
         if c.get("memory"):
             numbers = _memory(c["memory"])
         runtime = f" on {c['runtime']}" if c.get("runtime") and c["verdict"] != "rejected" else ""
-        lines.append(f"    {c['verdict']:<9} {c['model']}: {c['reason']}{numbers}{runtime}{_type(c)}")
+        fast = f" ~{c['speed']['tokens_per_s']:g} tok/s" if c.get("speed") else ""
+        lines.append(f"    {c['verdict']:<9} {c['model']}: {c['reason']}{numbers}{runtime}{fast}{_type(c)}")
     if role.get("omitted_candidates"):
         lines.append(f"    ... and {role['omitted_candidates']} more candidates")
     return "\n".join(lines)
@@ -83,6 +88,18 @@ def _memory(m: dict) -> str:
         return f" [{m['mb']:,} MiB: declared {m['declared_mb']:,} wins over the estimate {estimated:,} = {parts}]"
     return (f" [{m['mb']:,} MiB: {m['method']} {estimated:,} = {parts}; wins over the declared "
             f"{m['declared_mb']:,}]")
+
+
+def _speed(s: dict) -> str:
+    """An estimated decode speed and its arithmetic (compiler/speed.py)."""
+    read = (f"{s['bytes_per_token'] / 1e9:.2f} GB read per token ({s['weights_bytes'] / 1e9:.2f} GB weights: "
+            f"{s['active_params_b']:g}B active x {s['bits_per_weight']:g} bits; {s['kv_bytes'] / 1e9:.2f} GB KV)")
+    parts = []
+    if s["gpu_share"]:
+        parts.append(f"{s['gpu_share']:.0%} from GPU at {s['gpu_gbs']:g} GB/s x {s['gpu_efficiency']:g}")
+    if s["gpu_share"] < 1:
+        parts.append(f"{1 - s['gpu_share']:.0%} from RAM at {s['ram_gbs']:g} GB/s x {s['cpu_efficiency']:g}")
+    return f"~{s['tokens_per_s']:g} tok/s: {read}, " + " + ".join(parts) + f" [{s['bandwidth']}]"
 
 
 def _chain(pointer: str, chain: list[dict]) -> str:

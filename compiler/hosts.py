@@ -44,6 +44,8 @@ class Host:
     exports: tuple[str, ...] | None = None  # None: every built-in export
     runtimes: tuple[str, ...] | None = None  # registry names in preference order; None: the default (runtimes/)
     gpu_memory_fraction: float | None = None  # unified memory: the share of RAM the GPU may use; None: default
+    memory_bandwidth_gbs: float | None = None  # RAM (or unified memory) bandwidth; None: speed.py's tables
+    memory_class: str | None = None  # speed.CPU_BANDWIDTH_GBS key; None: speed.DEFAULT_MEMORY_CLASS
     hostnames: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -80,6 +82,8 @@ def declared_hosts(hosts: dict) -> dict[str, Host]:
             hostnames=tuple(h.lower() for h in spec.get("hostnames") or ()),
             runtimes=tuple(spec["runtimes"]) if spec.get("runtimes") is not None else None,
             gpu_memory_fraction=spec.get("gpu_memory_fraction"),
+            memory_bandwidth_gbs=spec.get("memory_bandwidth_gbs"),
+            memory_class=spec.get("memory_class"),
         )
     return out
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from . import fit, speed
 from .hosts import Host
 from .memory import is_cloud, size_unknown
 from .resolve import Catalog
 from .runtimes import available
-from .select import first_placed, host_budget, need_on, runtime_options
+from .select import first_placed, host_budget, need_on, placed_mb, runtime_options
 
 CURATED = ("active", "deprecated")
 
@@ -24,14 +25,23 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
             continue
         if provider and model.get("provider") != provider:
             continue
-        need = need_on(budget, model, catalog.selection["context_default"], catalog.selection,
-                       catalog.selection["flash_attention"], catalog.selection.get("kv_cache_type"))
+        context, cache_type = catalog.selection["context_default"], catalog.selection.get("kv_cache_type")
+        need = need_on(budget, model, context, catalog.selection, catalog.selection["flash_attention"], cache_type)
+        options = () if is_cloud(model) else runtime_options(model_id, model, runs)
+        placed = first_placed(budget, need.mb, options) if options and not size_unknown(model) else None
+        placement = placed[1] if placed else None
+        fit_column = "cloud" if is_cloud(model) else placement or ("no" if options else "no runtime")
+        level, tokens = None, None
+        if placement:
+            level = fit.level(fit.Fill(need.mb, 0, placed_mb(budget, placement), placement,
+                                       catalog.selection["max_fill"]))[0]
+            share = min(1.0, budget.vram_mb / need.mb) if placement == "split" else None
+            tokens = speed.estimate(model, host, placement, need.context, cache_type, share).tokens_per_s
         out.append({
             "id": model_id, "params_b": model.get("params_b"), "quantization": model.get("quantization"),
             "context_window": model.get("context_window"), "provider": model.get("provider"),
             "memory_mb": need.mb, "memory_method": need.method,
-            "fit": "cloud" if is_cloud(model) else ("no" if size_unknown(model)
-                                                    else _fit(budget, need.mb, runtime_options(model_id, model, runs))),
+            "fit": fit_column, "fit_level": level, "tokens_per_s": tokens,
             "installed": host.name in (model.get("installed_on") or ()),
             "recommended": bool(model.get("recommended")), "status": model.get("status"),
             "workloads": model.get("workloads") or [], "type": model["type"],
@@ -40,20 +50,14 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
     return out
 
 
-def _fit(budget, need_mb: int, options: tuple) -> str:
-    """Where build would place it: as select does, on the first runtime of the host that can."""
-    if not options:
-        return "no runtime"
-    placed = first_placed(budget, need_mb, options)
-    return placed[1] if placed else "no"
-
-
 def table(rows_: list[dict]) -> str:
-    head = ("MODEL", "TYPE", "PARAMS", "QUANT", "CONTEXT", "MEMORY", "FIT", "INSTALLED")
+    head = ("MODEL", "TYPE", "PARAMS", "QUANT", "CONTEXT", "MEMORY", "FIT", "TOK/S", "INSTALLED")
     body = [(("* " if r["recommended"] else "  ") + r["id"] + ("" if r["status"] == "active" else f" ({r['status']})"),
              r["type"], f"{r['params_b']}B" if r["params_b"] else "-", r["quantization"] or "-",
              f"{r['context_window']:,}" if r["context_window"] else "-",
-             f"{r['memory_mb'] / 1024:.1f} GiB" if r["memory_mb"] else "-", r["fit"], "yes" if r["installed"] else "")
+             f"{r['memory_mb'] / 1024:.1f} GiB" if r["memory_mb"] else "-",
+             f"{r['fit']}, {r['fit_level']}" if r["fit_level"] else r["fit"],
+             f"~{r['tokens_per_s']:g}" if r["tokens_per_s"] else "-", "yes" if r["installed"] else "")
             for r in rows_]
     widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [head, *body]]

@@ -371,7 +371,7 @@ class Project:
             if catalog is None:
                 continue
             plan = select(catalog, target.host)
-            report.errors += plan.diagnostics
+            route(plan.diagnostics, report.errors, report.warnings)  # E300 errors, W320 warnings
             output = emit.output_document(plan, catalog, profiles)
             broken = emit.output_problems(output)
             if broken:  # the compiler's own fault: say so plainly rather than write a bad file

@@ -49,17 +49,20 @@ def _github(errors, warnings, limit) -> str:
 
 
 def role_table(output: dict) -> str:
-    """role -> model, memory needed, placement, fallbacks: what `make build` prints."""
+    """role -> model, memory needed, placement and fit level, estimated tok/s, fallbacks: what `make build` prints."""
     host = output["host"]
     gpus = ", ".join(f"{g['name']} {g['vram_mb'] / 1024:.0f} GiB" for g in host["gpus"]) or "no GPU"
     head = (f"host {host['name']}: {host['ram_mb'] / 1024:.1f} GiB RAM ({host['usable_mb'] / 1024:.1f} usable), "
             f"{gpus}; profiles: {', '.join(output['profiles']) or 'none'}")
-    rows = [("ROLE", "MODEL", "MEMORY", "FIT", "FALLBACKS")]
+    rows = [("ROLE", "MODEL", "MEMORY", "FIT", "TOK/S", "FALLBACKS")]
     for name, role in output["roles"].items():
         memory = f"{role['memory_mb'] / 1024:.1f} GiB" if role["memory_mb"] is not None else "-"
         model = role["model"] or ("(none: required)" if role["required"] else "(none)")
-        rows.append((name, model, memory, role["placement"] or "-", ", ".join(role["fallbacks"]) or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    body = ["  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
+        placed = f"{role['placement']} {role['fit']}" if role.get("fit") else (role["placement"] or "-")
+        speed = f"~{role['tokens_per_s']:g}" if role.get("tokens_per_s") else "-"
+        rows.append((name, model, memory, placed, speed, ", ".join(role["fallbacks"]) or "-"))
+    last = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(last)]
+    body = ["  ".join(cell.ljust(widths[i]) if i < last else cell for i, cell in enumerate(row)).rstrip()
             for row in rows]
     return "\n".join([head, *body])

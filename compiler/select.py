@@ -2,8 +2,11 @@
 
 Candidates are the role's `prefer` list in order, else every active local model serving the
 role's workload ordered by priority (lower first), recommended first, larger first. Each is
-rejected with a reason or survives; `first_fit` takes the first survivor, `largest_fit` the
-largest (recommended first). Roles marked `resident` are packed into one shared budget (RAM,
+rejected with a reason or survives, with a fit level (compiler/fit.py) and an estimated decode
+speed (compiler/speed.py; a role's `requires.speed_min` rejects the slower). Every strategy takes a
+comfortable survivor when there is one, a tight one only when none is comfortable: `first_fit` the
+first, `largest_fit` the largest (recommended first), `best_fit` the highest quality (`quality`).
+Roles marked `resident` are packed into one shared budget (RAM,
 VRAM and `max_loaded_models`); other roles are loaded one at a time and each gets the whole
 budget. Cloud models are never chosen, only appended to the fallback chain.
 
@@ -18,10 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import kinds, runtimes
+from . import fit, kinds, runtimes, speed
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
-from .memory import DEFAULT_KV_CACHE, Estimate, estimate, is_cloud, size_unknown
+from .memory import DEFAULT_KV_CACHE, Estimate, bits_per_weight, estimate, is_cloud, size_unknown
 from .merge import origin
 from .offload import Offload, offload
 from .resolve import Catalog
@@ -30,6 +33,10 @@ ELIGIBLE_STATUS = ("active", "deprecated")
 SIZE_UNKNOWN = "size unknown: give params_b, artifact.size_bytes or memory.ram_mb"
 TRACE_LIMIT = 200  # candidates kept per role in explain.json; the rest are counted
 CAPABILITIES = ("reasoning", "coding", "creativity", "multilingual")
+# The capability score that measures quality for each workload (best_fit), beside those a role's
+# `requires` names; a workload absent here ranks by parameters, then bits.
+WORKLOAD_CAPABILITY = {"chat": "reasoning", "code": "coding", "creative": "creativity",
+                       "summarization": "reasoning", "extraction": "reasoning", "classification": "reasoning"}
 
 
 @dataclass
@@ -85,12 +92,16 @@ class Verdict:
     capacity: int = 0  # MiB usable when it was judged
     runtime: str | None = None  # the runtime that places it (a rejected one: the roomiest that loads it)
     options: tuple = ()  # (runtime name, placements) of every host runtime that could run it, host order
+    fit: str | None = None  # fit.COMFORTABLE | fit.TIGHT once placed
+    fill: str = ""  # the fit level's reason: how full the placement's budget gets
+    speed: speed.Speed | None = None  # once placed
+    too_slow: bool = False  # rejected by the role's speed_min: it fits, so E300 does not count it short
 
     def describe(self) -> str:
         if self.reason:
             return self.reason
         if self.placement:
-            return f"fits ({self.placement})"
+            return f"fits ({self.placement}, {self.fit}: {self.fill})" if self.fit else f"fits ({self.placement})"
         return f"needs {self.memory.mb:,} MiB, {self.capacity:,} MiB usable"
 
     def to_dict(self) -> dict:
@@ -100,6 +111,10 @@ class Verdict:
             out["memory"] = self.memory.to_dict()
         if self.runtime:
             out["runtime"] = self.runtime
+        if self.fit:
+            out["fit"] = self.fit
+        if self.speed is not None:
+            out["speed"] = self.speed.to_dict()
         return out
 
 
@@ -124,6 +139,8 @@ class RolePlan:
     kv_cache_type: str = DEFAULT_KV_CACHE  # what the memory was sized for: the loader's cache type
     offload: Offload | None = None  # the chosen model's GPU settings (offload.py); None: no GPU holds it
     fallback_offload: dict[str, Offload] = field(default_factory=dict)  # local fallback -> its GPU settings
+    fit: str | None = None  # the chosen model's fit level
+    speed: speed.Speed | None = None  # the chosen model's estimated decode speed
 
     def output(self) -> dict:
         out = {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
@@ -136,6 +153,8 @@ class RolePlan:
             out.update(self.offload.to_dict())
         if self.fallback_offload:
             out["fallback_offload"] = {model: o.to_dict() for model, o in sorted(self.fallback_offload.items())}
+        out["fit"] = self.fit
+        out["tokens_per_s"] = self.speed.tokens_per_s if self.speed else None
         return out
 
     def trace(self) -> dict:
@@ -143,6 +162,7 @@ class RolePlan:
         out = {"workload": self.workload, "strategy": self.strategy, "context": self.context,
                "required": self.required, "resident": self.resident, "chosen": self.model,
                "runtime": self.runtime, "fallbacks": self.fallbacks, "fallback_runtimes": self.fallback_runtimes,
+               "fit": self.fit, "tokens_per_s": self.speed.tokens_per_s if self.speed else None,
                "note": self.note, "candidates": [v.to_dict() for v in kept]}
         if self.offload is not None:
             out["offload"] = {**self.offload.to_dict(), "why": self.offload.why}
@@ -195,13 +215,13 @@ def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_at
 def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
     available = runtimes.available(host)
-    plans = {name: _evaluate(name, catalog, budget, available) for name in catalog.roles}
+    plans = {name: _evaluate(name, catalog, budget, available, host) for name in catalog.roles}
     shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus)
     loaded: dict[str, tuple[str, str, int]] = {}
     resident_offload: dict[str, Offload | None] = {}  # a resident model shared by roles is loaded once
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
         vram = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
-        _choose(plan, catalog, shared if plan.resident else None, loaded)
+        _choose(plan, catalog, shared if plan.resident else None, loaded, budget, host)
         _offload(plan, catalog, host, vram, budget.vram_mb)
         if plan.resident and plan.model in resident_offload:  # loaded for a role before, with its settings
             plan.offload = resident_offload[plan.model]
@@ -209,6 +229,7 @@ def select(catalog: Catalog, host: Host) -> Plan:
             resident_offload[plan.model] = plan.offload
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
+    diagnostics += [_tight(plan, host, catalog) for plan in plans.values() if plan.fit == fit.TIGHT]
     return Plan(host, budget, plans, diagnostics, available)
 
 
@@ -221,6 +242,7 @@ class Screened:
     candidates: tuple[tuple[str, str | None, Estimate | None, tuple], ...]  # (model, rejection, need, size)
     cloud: tuple[str, ...]
     kv_cache_type: str | None = None  # the role's or the selection's; None: f16 (arch.kv_bytes if more)
+    speed_min: float | None = None  # requires.speed_min: tokens/s, judged per host
 
 
 def screen(name: str, catalog: Catalog) -> Screened:
@@ -234,7 +256,7 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
     selection = catalog.selection
     strategy = role.get("strategy") or selection["strategy"]
     if strategy == "auto":
-        strategy = "first_fit" if role.get("prefer") else "largest_fit"
+        strategy = "first_fit" if role.get("prefer") else "best_fit"
     requires = role.get("requires") or {}
     context = requires.get("context_min") or selection["context_default"]
     cache_type = role.get("kv_cache_type") or selection.get("kv_cache_type")  # None: f16 (arch.kv_bytes if more)
@@ -261,7 +283,7 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
                 cloud.append(ref)
             elif ref not in (role.get("prefer") or ()):  # a prefer entry is a candidate already, with this reason
                 candidates.append((ref, wrong, None, ()))
-    return Screened(strategy, context, tuple(candidates), tuple(cloud), cache_type)
+    return Screened(strategy, context, tuple(candidates), tuple(cloud), cache_type, requires.get("speed_min"))
 
 
 def _candidate_ids(role: dict, catalog: Catalog) -> list[str]:
@@ -323,7 +345,7 @@ def _format_of(model_id: str, catalog: Catalog) -> tuple[runtimes.Format, frozen
     return catalog.memo[key]
 
 
-def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.Available) -> RolePlan:
+def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.Available, host: Host) -> RolePlan:
     role = catalog.roles[name]
     screened = screen(name, catalog)
     plan = RolePlan(name, role["workload"], bool(role.get("required", False)), bool(role.get("resident", False)),
@@ -346,7 +368,9 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
         options = tuple((runtime.name, allowed) for runtime, allowed in matches)
         placed = first_placed(budget, need.mb, options)
         if placed:
-            verdicts.append(Verdict(model_id, "survivor", "", need, placed[1], size, capacity, placed[0], options))
+            verdict = Verdict(model_id, "survivor", "", need, placed[1], size, capacity, placed[0], options)
+            _judge(verdict, catalog, host, budget, budget, screened)
+            verdicts.append(verdict)
         else:
             roomiest = max(options, key=lambda option: budget.capacity(option[1]))  # max keeps the first of equals
             verdicts.append(Verdict(model_id, "rejected", "", need, None, size, budget.capacity(roomiest[1]),
@@ -354,11 +378,46 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
     return plan
 
 
+def placed_mb(budget: Budget, placement: str) -> int:
+    """The usable MiB a placement draws on: VRAM on gpu, RAM on cpu, both on split."""
+    return {"gpu": budget.vram_mb, "cpu": budget.ram_mb}.get(placement, budget.vram_mb + budget.ram_mb)
+
+
+def _judge(verdict: Verdict, catalog: Catalog, host: Host, full: Budget, now: Budget, screened: Screened) -> None:
+    """A placed verdict's fit level and speed, against `now` (what is left of the `full` budget);
+    rejected when slower than the role's speed_min."""
+    need, placement = verdict.memory, verdict.placement
+    budget_mb = placed_mb(full, placement)
+    filled = fit.Fill(need.mb, budget_mb - placed_mb(now, placement), budget_mb, placement,
+                      catalog.selection["max_fill"])
+    verdict.fit, verdict.fill = fit.level(filled)
+    share = min(1.0, now.vram_mb / need.mb) if placement == "split" and need.mb else None
+    verdict.speed = speed.estimate(catalog.models[verdict.model], host,
+                                   placement, need.context, screened.kv_cache_type, share)
+    if screened.speed_min is not None and verdict.speed.tokens_per_s < screened.speed_min:
+        verdict.verdict, verdict.placement, verdict.too_slow = "rejected", None, True
+        verdict.reason = f"~{verdict.speed.tokens_per_s:g} tok/s on {placement} < required {screened.speed_min:g}"
+
+
+def quality(model: dict, role: dict) -> tuple:
+    """best_fit's order, higher first: the mean of the capability scores that measure the role
+    (its workload's and those its `requires` names) when the model has them, then parameters, then
+    the quantization's bits per weight."""
+    names = {f[:-4] for f in (role.get("requires") or {}) if f.endswith("_min") and f[:-4] in CAPABILITIES}
+    if role.get("workload") in WORKLOAD_CAPABILITY:
+        names.add(WORKLOAD_CAPABILITY[role["workload"]])
+    capabilities = model.get("capabilities") or {}
+    scores = [capabilities[n] for n in sorted(names) if isinstance(capabilities.get(n), (int, float))]
+    score = sum(scores) / len(scores) if scores else None
+    return (score is not None, score or 0.0, model.get("params_b") or 0, bits_per_weight(model.get("quantization")))
+
+
 def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
-            loaded: dict[str, tuple[str, str, int]]) -> None:
+            loaded: dict[str, tuple[str, str, int]], full: Budget, host: Host) -> None:
     """Pick the role's model and fallbacks; a resident role also takes its share of `shared`.
 
-    `loaded` maps each resident model chosen so far to its (runtime, placement, MiB taken)."""
+    `loaded` maps each resident model chosen so far to its (runtime, placement, MiB taken); `full` is
+    the host's budget."""
     survivors = [v for v in plan.candidates if v.verdict == "survivor"]
     if shared is not None:  # resident: must fit beside the resident models chosen so far
         fitting = []
@@ -385,18 +444,28 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
                                   f"the resident roles packed before it")
             else:
                 verdict.placement, verdict.runtime = placement, runtime
-                fitting.append(verdict)
+                _judge(verdict, catalog, host, full, shared, screen(plan.name, catalog))  # beside the others
+                if verdict.verdict == "survivor":
+                    fitting.append(verdict)
                 continue
             verdict.verdict, verdict.placement = "rejected", None
         survivors = fitting
     if survivors:
+        # a tight fit only when nothing comfortable serves the role
+        pool = [v for v in survivors if v.fit == fit.COMFORTABLE] or survivors
         if plan.strategy == "largest_fit":
-            chosen = max(survivors, key=lambda v: v.size)  # max keeps the first of equals
+            chosen = max(pool, key=lambda v: v.size)  # max keeps the first of equals
+        elif plan.strategy == "best_fit":
+            role = catalog.roles[plan.name]
+            by_id = sorted(pool, key=lambda v: v.model)  # equal quality: the first id
+            chosen = max(by_id, key=lambda v: quality(catalog.models[v.model], role))
         else:
-            chosen = survivors[0]
+            chosen = pool[0]
         chosen.verdict, chosen.reason = "chosen", f"{plan.strategy}: {chosen.describe()}"
+        if chosen.fit == fit.TIGHT:
+            chosen.reason += "; no comfortable candidate serves the role"
         plan.model, plan.placement, plan.memory_mb = chosen.model, chosen.placement, chosen.memory.mb
-        plan.runtime = chosen.runtime
+        plan.runtime, plan.fit, plan.speed = chosen.runtime, chosen.fit, chosen.speed
         plan.context = chosen.memory.context  # what the memory was sized for: the loader's n_ctx
         if shared is not None and chosen.model not in loaded:
             shared.take(chosen.memory.mb, chosen.placement)
@@ -431,9 +500,20 @@ def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, whole_v
             plan.fallback_offload[verdict.model] = settings
 
 
+def _tight(plan: RolePlan, host: Host, catalog: Catalog) -> Diagnostic:
+    """W320: the role runs a pick above selection.max_fill, as nothing comfortable serves it."""
+    file, line, col = origin(catalog.layers, ("roles", plan.name))
+    chosen = next(v for v in plan.candidates if v.verdict == "chosen")
+    return Diagnostic(file, line, col, "W320",
+                      f"role {plan.name!r} on host {host.name!r} runs {plan.model!r} tight: {chosen.fill}; "
+                      f"no comfortable candidate serves it",
+                      "add a smaller model or quantization to the role, lower its context_min, or raise "
+                      "selection.max_fill", severity="warning")
+
+
 def _unserved(plan: RolePlan, host: Host, budget: Budget, catalog: Catalog) -> Diagnostic:
     file, line, col = origin(catalog.layers, ("roles", plan.name))
-    short = [v for v in plan.candidates if v.memory is not None and v.verdict == "rejected"]
+    short = [v for v in plan.candidates if v.memory is not None and v.verdict == "rejected" and not v.too_slow]
     if short:
         smallest = min(short, key=lambda v: (v.memory.mb, v.model))
         lack = smallest.memory.mb - smallest.capacity

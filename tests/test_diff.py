@@ -112,3 +112,13 @@ def test_the_readme_diff_driver_recipe_works(tmp_path: Path, base_catalog: Path)
     shown = subprocess.run(["git", "-C", str(repo), "diff"], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     assert "chat: big-chat -> small-chat: box-8 now has 2.0 GiB usable (was 6.0)" in shown.stdout
+
+
+def test_a_pick_turning_tight_is_shown(base_catalog: Path, tmp_path: Path):
+    add_layer(base_catalog, "20-chat.yaml", "roles:\n  chat: {prefer: [big-chat]}\n")
+    compile_into(base_catalog, tmp_path / "before")
+    profile = base_catalog / "profiles" / "base.yaml"
+    profile.write_text(profile.read_text().replace("max_fill: 0.95", "max_fill: 0.9"))  # big-chat fills ~92% of box-8
+    compile_into(base_catalog, tmp_path / "after")
+    result = run_cli("diff", str(tmp_path / "before"), str(tmp_path / "after"))
+    assert "  chat fit: comfortable -> tight" in result.stdout.splitlines(), result.stdout

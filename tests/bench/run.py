@@ -1,6 +1,6 @@
 """hostfit's benchmarks, each against what a user would otherwise run, in the same run, as ratios.
 
-    make bench            (installs check-jsonschema and OmegaConf into .venv first)
+    make bench            (installs check-jsonschema, OmegaConf and llmfit into .venv first)
 
 The catalog is built from tests/data (llmfit's hf_models.json plus LiteLLM's map:
 about 4,800 models, ~50,000 lines of YAML). Every figure is the best wall-clock time of
@@ -215,6 +215,10 @@ def main() -> int:
         print(f"\n{'import and migration':<56} {'seconds':>9} {'baseline':>9} {'ratio':>7}  baseline")
         for name, baseline, ours, theirs in second:
             print(f"{name:<56} {ours:>8.3f}s {theirs:>8.3f}s {ours / theirs:>6.2f}x  {baseline}")
+        import speed_bench
+
+        print()
+        print(speed_bench.report(speed_bench.run(hostfit, work, env)))
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

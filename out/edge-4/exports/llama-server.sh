@@ -19,8 +19,8 @@ case "$role" in
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias executor --host "${HOST:-127.0.0.1}" --port 8083 "$@" ;;
   extraction)  # qwen2.5-coder-3b-q4 (cpu, 2455 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction --host "${HOST:-127.0.0.1}" --port 8084 "$@" ;;
-  summarization)  # phi-3-mini (cpu, 2843 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Phi-3-mini-4k-instruct-q4.gguf -c 1024 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization --host "${HOST:-127.0.0.1}" --port 8085 "$@" ;;
+  summarization)  # qwen2.5-0.5b (cpu, 848 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-0.5b-instruct-q4_k_m.gguf -c 1024 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization --host "${HOST:-127.0.0.1}" --port 8085 "$@" ;;
   *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat classification code executor extraction summarization' >&2
     exit 2 ;;
 esac

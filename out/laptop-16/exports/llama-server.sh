@@ -9,24 +9,24 @@ MODELS="${MODELS:-.}"
 role="${1-}"
 [ "$#" -eq 0 ] || shift
 case "$role" in
-  chat)  # gpt-oss-20b (cpu, 12533 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat --host "${HOST:-127.0.0.1}" --port 8080 "$@" ;;
+  chat)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat --host "${HOST:-127.0.0.1}" --port 8080 "$@" ;;
   classification)  # phi-3-mini (cpu, 3995 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Phi-3-mini-4k-instruct-q4.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias classification --host "${HOST:-127.0.0.1}" --port 8081 "$@" ;;
   code)  # qwen2.5-coder-7b-q5 (cpu, 7505 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-7b-instruct-q5_k_m.gguf -c 32768 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias code --host "${HOST:-127.0.0.1}" --port 8082 "$@" ;;
   creative)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias creative --host "${HOST:-127.0.0.1}" --port 8083 "$@" ;;
-  critic)  # gpt-oss-20b (cpu, 12533 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias critic --host "${HOST:-127.0.0.1}" --port 8084 "$@" ;;
-  executor)  # qwen2.5-coder-14b-q5 (cpu, 13685 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 16384 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias executor --host "${HOST:-127.0.0.1}" --port 8085 "$@" ;;
-  extraction)  # gpt-oss-20b (cpu, 12533 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction --host "${HOST:-127.0.0.1}" --port 8086 "$@" ;;
+  critic)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias critic --host "${HOST:-127.0.0.1}" --port 8084 "$@" ;;
+  executor)  # qwen2.5-coder-7b-q5 (cpu, 6609 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-7b-instruct-q5_k_m.gguf -c 16384 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias executor --host "${HOST:-127.0.0.1}" --port 8085 "$@" ;;
+  extraction)  # qwen2.5-coder-14b-q5 (cpu, 11381 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction --host "${HOST:-127.0.0.1}" --port 8086 "$@" ;;
   planner)  # qwen2.5-coder-14b-q5 (cpu, 12149 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 8192 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias planner --host "${HOST:-127.0.0.1}" --port 8087 "$@" ;;
-  summarization)  # gpt-oss-20b (cpu, 12461 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 1024 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization --host "${HOST:-127.0.0.1}" --port 8088 "$@" ;;
+  summarization)  # llama-3.1-8b-instruct (cpu, 5315 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 1024 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization --host "${HOST:-127.0.0.1}" --port 8088 "$@" ;;
   *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat classification code creative critic executor extraction planner summarization' >&2
     exit 2 ;;
 esac

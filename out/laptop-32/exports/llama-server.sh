@@ -13,8 +13,8 @@ case "$role" in
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-20b-mxfp4.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat --host "${HOST:-127.0.0.1}" --port 8080 "$@" ;;
   classification)  # phi-3-mini (cpu, 3995 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Phi-3-mini-4k-instruct-q4.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias classification --host "${HOST:-127.0.0.1}" --port 8081 "$@" ;;
-  code)  # qwen2.5-coder-14b-q8 (cpu, 21607 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q8_0.gguf -c 32768 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias code --host "${HOST:-127.0.0.1}" --port 8082 "$@" ;;
+  code)  # qwen2.5-coder-14b-q5 (cpu, 16757 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 32768 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias code --host "${HOST:-127.0.0.1}" --port 8082 "$@" ;;
   creative)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias creative --host "${HOST:-127.0.0.1}" --port 8083 "$@" ;;
   critic)  # gpt-oss-20b (cpu, 12533 MiB)

@@ -9,22 +9,22 @@ MODELS="${MODELS:-.}"
 role="${1-}"
 [ "$#" -eq 0 ] || shift
 case "$role" in
-  chat)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat --host "${HOST:-127.0.0.1}" --port 8080 "$@" ;;
+  chat)  # mistral-7b-instruct-v0.2 (cpu, 4967 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/mistral-7b-instruct-v0.2.Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias chat --host "${HOST:-127.0.0.1}" --port 8080 "$@" ;;
   classification)  # phi-3-mini (cpu, 3995 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Phi-3-mini-4k-instruct-q4.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias classification --host "${HOST:-127.0.0.1}" --port 8081 "$@" ;;
   code)  # qwen2.5-coder-3b-q4 (cpu, 2887 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias code --host "${HOST:-127.0.0.1}" --port 8082 "$@" ;;
-  creative)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias creative --host "${HOST:-127.0.0.1}" --port 8083 "$@" ;;
-  critic)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias critic --host "${HOST:-127.0.0.1}" --port 8084 "$@" ;;
+  creative)  # mistral-7b-instruct-v0.2 (cpu, 4967 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/mistral-7b-instruct-v0.2.Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias creative --host "${HOST:-127.0.0.1}" --port 8083 "$@" ;;
+  critic)  # phi-3-mini (cpu, 3995 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Phi-3-mini-4k-instruct-q4.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias critic --host "${HOST:-127.0.0.1}" --port 8084 "$@" ;;
   executor)  # qwen2.5-coder-3b-q4 (cpu, 2887 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-3b-instruct-q4_k_m.gguf -c 16384 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias executor --host "${HOST:-127.0.0.1}" --port 8085 "$@" ;;
-  extraction)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction --host "${HOST:-127.0.0.1}" --port 8086 "$@" ;;
-  summarization)  # mistral-7b-instruct-v0.2 (cpu, 5479 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/mistral-7b-instruct-v0.2.Q4_K_M.gguf -c 8192 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization --host "${HOST:-127.0.0.1}" --port 8087 "$@" ;;
+  extraction)  # mistral-7b-instruct-v0.2 (cpu, 4967 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/mistral-7b-instruct-v0.2.Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction --host "${HOST:-127.0.0.1}" --port 8086 "$@" ;;
+  summarization)  # qwen2.5-0.5b (cpu, 932 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-0.5b-instruct-q4_k_m.gguf -c 8192 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias summarization --host "${HOST:-127.0.0.1}" --port 8087 "$@" ;;
   *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat classification code creative critic executor extraction summarization' >&2
     exit 2 ;;
 esac
