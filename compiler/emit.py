@@ -23,7 +23,7 @@ from .load import _special_kind
 from .memory import Estimate, estimate
 from .merge import provenance
 from .select import Plan
-from .resolve import Catalog
+from .resolve import Catalog, declared_at
 
 MODELS_JSON, EXPLAIN_JSON, EXPORTS = "models.json", "explain.json", "exports"
 
@@ -84,7 +84,9 @@ def explain_document(plan: Plan, catalog: Catalog, output: dict) -> dict:
             trail[prefix_pointer] = [_shown(setting.to_dict()) for setting in chain]
 
     for model_id in output["models"]:
-        record(f"/models/{_escape(model_id)}", ("models", model_id), catalog.models[model_id])
+        model = catalog.models[model_id]
+        for key, value in model.items():  # a variant's fields where declared: in its entry or its model's
+            record(f"/models/{_escape(model_id)}/{_escape(key)}", declared_at(model_id, model, (key,)), value)
     for role_name, role in catalog.roles.items():
         record(f"/roles/{_escape(role_name)}", ("roles", role_name), role)
     record("/selection", ("selection",), catalog.selection)

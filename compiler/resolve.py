@@ -8,7 +8,7 @@ from . import paths
 from .errors import Diagnostic
 from .fit import MAX_FILL
 from .memory import (DEFAULT_CONTEXT, GPU_RUNTIME_OVERHEAD_MB, QUANT_BITS, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW,
-                     UNQUANTIZED_KV, artifact_size, declared_shortfall, estimate, is_cloud)
+                     UNQUANTIZED_KV, artifact_size, bits_per_weight, declared_shortfall, estimate, is_cloud)
 from .merge import Layer, Merged, origin
 from .validate import alias_table, url_problem
 
@@ -31,6 +31,9 @@ class Catalog:
     # screening of each role's candidates), so 100 hosts sharing a catalog pay for it once
     memo: dict = field(default_factory=dict, compare=False, repr=False)
     default_types: frozenset[str] = frozenset()  # ids of models whose `type` is default_type's, not declared
+    # a model declaring `variants`: its id -> the ids of its variants, best first (each is a model of
+    # `models`; the declaring entry is not, so every stage after this one sees plain models)
+    variants: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def aliases(self) -> dict[str, str]:
         if "aliases" not in self.memo:
@@ -41,7 +44,12 @@ class Catalog:
 def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
     data = merged.data
 
+    variants: dict[str, tuple[str, ...]] = {}
+    expanded = expand_variants(data.get("models") or {}, variants)
+
     def locate(path):
+        if len(path) > 2 and path[0] == "models" and path[1] in expanded:  # a variant's field: where declared
+            path = declared_at(path[1], expanded[path[1]], tuple(path[2:]))
         return origin(merged.layers, path)
 
     problems: list[Diagnostic] = []
@@ -49,7 +57,7 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
     selection = {**SELECTION_DEFAULTS, **(data.get("selection") or {})}
     models = {}
     default_types = set()
-    for model_id, model in sorted((data.get("models") or {}).items()):
+    for model_id, model in sorted(expanded.items()):
         resolved = {**MODEL_DEFAULTS, **model}
         if not model.get("type"):
             resolved["type"] = default_type(model)
@@ -69,16 +77,23 @@ def resolve(merged: Merged) -> tuple[Catalog, list[Diagnostic]]:
             resolved["artifact"] = _resolved_artifact(model_id, artifact, locate, problems)
         models[model_id] = resolved
     roles = {}
+
+    def refs(role: dict, key: str) -> list[str]:
+        """The role's list with each name resolved to its id, a model with variants to its variants' ids."""
+        ids = [names.get(ref.lower(), ref) for ref in role.get(key) or ()]
+        return list(dict.fromkeys(v for ref in ids for v in variants.get(ref, (ref,))))
+
     for role_name, role in sorted((data.get("roles") or {}).items()):
         roles[role_name] = {
             **role,
-            "prefer": [names.get(ref.lower(), ref) for ref in role.get("prefer") or ()],
-            "fallback": [names.get(ref.lower(), ref) for ref in role.get("fallback") or ()],
+            "prefer": refs(role, "prefer"),
+            "fallback": refs(role, "fallback"),
             "flash_attention": role.get("flash_attention", selection["flash_attention"]),
         }
         problems += _quantized_v_without_flash_attention(role_name, role, roles[role_name]["flash_attention"],
                                                          selection, locate)
-    return Catalog(models, roles, names, selection, merged.layers, default_types=frozenset(default_types)), problems
+    return Catalog(models, roles, names, selection, merged.layers, default_types=frozenset(default_types),
+                   variants=variants), problems
 
 
 def default_type(model: dict) -> str:
@@ -173,3 +188,44 @@ def _render(template: str, fields: dict, path, locate, problems: list[Diagnostic
         problems.append(Diagnostic(file, line, col, "E207", f"url_template cannot be rendered: {exc}",
                                    f"available names: {', '.join(sorted(fields))}"))
         return None
+
+
+VARIANT_FIELDS = ("name", "quantization", "artifact", "memory", "ollama", "description")  # a variant's own
+VARIANT_SEPARATOR = ":"  # a variant's id: <model id>:<variant name, lower-cased>, as Ollama tags name them
+
+
+def variant_id(model_id: str, name: str) -> str:
+    return f"{model_id}{VARIANT_SEPARATOR}{name.lower()}"
+
+
+def expand_variants(models: dict, variants: dict[str, tuple[str, ...]]) -> dict:
+    """Each model with `variants` replaced by one model per variant: the model's facts (less its aliases,
+    which name the model, not a file) with the variant's fields in place of the model's own (a variant
+    without an artifact or memory has none, not the model's: those describe another file), `variant_of`
+    and `variant` naming what it is. `variants` is filled with each model's variant ids, best first
+    (most bits per weight: best_fit's quality order, and first_fit's within a prefer entry)."""
+    out = {}
+    for model_id, model in models.items():
+        declared = model.get("variants")
+        if not isinstance(declared, dict) or not declared:
+            out[model_id] = model
+            continue
+        shared = {k: v for k, v in model.items() if k not in ("variants", "aliases", *VARIANT_FIELDS)}
+        ids = []
+        for name, own in sorted(declared.items(), key=lambda item: (-bits_per_weight(
+                item[1].get("quantization") or item[0]), item[0])):
+            vid = variant_id(model_id, name)
+            out[vid] = {**shared, **({"name": f"{model['name']} ({name})"} if model.get("name") else {}),
+                        "quantization": name, **own, "variant_of": model_id, "variant": name}
+            ids.append(vid)
+        variants[model_id] = tuple(ids)
+    return out
+
+
+def declared_at(model_id: str, model: dict, path: tuple) -> tuple:
+    """Where a field of a resolved model is declared: a variant's own fields in its entry, the rest in its model's."""
+    if not model.get("variant_of"):
+        return ("models", model_id, *path)
+    if path[0] in VARIANT_FIELDS:
+        return ("models", model["variant_of"], "variants", model["variant"], *path)
+    return ("models", model["variant_of"], *path)

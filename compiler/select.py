@@ -141,6 +141,7 @@ class RolePlan:
     fallback_offload: dict[str, Offload] = field(default_factory=dict)  # local fallback -> its GPU settings
     fit: str | None = None  # the chosen model's fit level
     speed: speed.Speed | None = None  # the chosen model's estimated decode speed
+    variant: str | None = None  # the chosen model's variant (its quantization), when it is one of a model's
 
     def output(self) -> dict:
         out = {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
@@ -155,6 +156,8 @@ class RolePlan:
             out["fallback_offload"] = {model: o.to_dict() for model, o in sorted(self.fallback_offload.items())}
         out["fit"] = self.fit
         out["tokens_per_s"] = self.speed.tokens_per_s if self.speed else None
+        if self.variant:  # only then: outputs of models without variants stay as they were
+            out["variant"] = self.variant
         return out
 
     def trace(self) -> dict:
@@ -294,8 +297,10 @@ def _candidate_ids(role: dict, catalog: Catalog) -> list[str]:
         pool = [(model_id, m) for model_id, m in catalog.models.items()
                 if workload in (m.get("workloads") or ()) and not is_cloud(m)
                 and m.get("status") in ELIGIBLE_STATUS]
+        # a model's variants side by side, most bits first (resolve's order)
         pool.sort(key=lambda item: (item[1].get("priority", 100), not item[1].get("recommended"),
-                                    -(item[1].get("params_b") or 0), item[0]))
+                                    -(item[1].get("params_b") or 0), item[1].get("variant_of") or item[0],
+                                    -bits_per_weight(item[1].get("quantization")), item[0]))
         ids = [model_id for model_id, _ in pool]
     for ref in role.get("fallback") or ():
         if ref in catalog.models and not is_cloud(catalog.models[ref]) and ref not in ids:
@@ -466,6 +471,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
             chosen.reason += "; no comfortable candidate serves the role"
         plan.model, plan.placement, plan.memory_mb = chosen.model, chosen.placement, chosen.memory.mb
         plan.runtime, plan.fit, plan.speed = chosen.runtime, chosen.fit, chosen.speed
+        plan.variant = catalog.models[chosen.model].get("variant")
         plan.context = chosen.memory.context  # what the memory was sized for: the loader's n_ctx
         if shared is not None and chosen.model not in loaded:
             shared.take(chosen.memory.mb, chosen.placement)

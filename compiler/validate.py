@@ -68,7 +68,7 @@ def check_merged(merged: Merged) -> list[Diagnostic]:
     names, alias_problems = alias_table(models, locate)
     # again on the merged values: --set, discovered and staged layers skip check_document (a problem of a
     # file layer is located at the same place twice, and callers report each diagnostic once)
-    problems += alias_problems + _names(models, locate) + _artifacts(models, locate)
+    problems += alias_problems + _names(models, locate) + _artifacts(models, locate) + _variants(models, names, locate)
     unknown = [(role_name, field, index, ref) for role_name, role in mapping(data.get("roles")).items()
                for field in ("prefer", "fallback") for index, ref in str_items(mapping(role).get(field))
                if ref.lower() not in names]
@@ -384,11 +384,20 @@ def name_problem(kind: str, value: str) -> str | None:
     return f"{what} {value!r} {why}"
 
 
+def _entries(models) -> list[tuple[YamlPath, dict]]:
+    """(path, entry) of each model and each of its variants: what carries an artifact and an Ollama name."""
+    found = []
+    for model_id, model in mapping(models).items():
+        found.append((("models", model_id), mapping(model)))
+        found += [(("models", model_id, "variants", name), mapping(variant))
+                  for name, variant in mapping(mapping(model).get("variants")).items()]
+    return found
+
+
 def _names(models, locate: Locate) -> list[Diagnostic]:
     """Identifiers that reach exports (Ollama names, revisions, aliases), each in its character set."""
     problems = []
-    for model_id, model in mapping(models).items():
-        model = mapping(model)
+    for where, model in _entries(models):
         found = [("ollama", ("ollama", "name"), mapping(model.get("ollama")).get("name")),
                  ("revision", ("artifact", "revision"), mapping(model.get("artifact")).get("revision"))]
         found += [("alias", ("aliases", i), a) for i, a in str_items(model.get("aliases"))]
@@ -396,17 +405,47 @@ def _names(models, locate: Locate) -> list[Diagnostic]:
             problem = name_problem(kind, value) if isinstance(value, str) else None
             if problem:
                 code, _, _, hint = NAMES[kind]
-                problems.append(Diagnostic(*locate(("models", model_id, *path)), code, problem, hint))
+                problems.append(Diagnostic(*locate((*where, *path)), code, problem, hint))
+    return problems
+
+
+VARIANT_OWN = ("quantization", "artifact", "memory")  # a model with variants leaves these to each variant
+
+
+def _variants(models: dict, names: dict[str, str], locate: Locate) -> list[Diagnostic]:
+    """E242: a variant whose id (<model>:<name>, lower-cased) is another model's id or alias, or another
+    variant's of the same model; a model with variants that declares its own file facts as well."""
+    from .resolve import variant_id
+
+    problems = []
+    for model_id, model in models.items():
+        variants = mapping(mapping(model).get("variants"))
+        for key in VARIANT_OWN:
+            if variants and mapping(model).get(key) is not None:
+                problems.append(Diagnostic(
+                    *locate(("models", model_id, key)), "E242", f"model {model_id!r} has variants and declares "
+                    f"{key} as well: each variant has its own", f"move {key} into the variants"))
+        seen: dict[str, str] = {}
+        for name in variants:
+            vid = variant_id(model_id, name)
+            where = locate(("models", model_id, "variants", name))
+            if vid in seen:
+                problems.append(Diagnostic(*where, "E242", f"variant {name!r} of {model_id!r} is variant "
+                                           f"{seen[vid]!r} again (variant names compare case-insensitively)"))
+            elif vid in names:
+                problems.append(Diagnostic(*where, "E242", f"variant {name!r} of {model_id!r} has id {vid!r}, "
+                                           f"which names model {names[vid]!r}", "rename the variant or that model"))
+            seen.setdefault(vid, name)
     return problems
 
 
 def _artifacts(models, locate: Locate) -> list[Diagnostic]:
     problems = []
-    for model_id, model in mapping(models).items():
-        artifact = mapping(mapping(model).get("artifact"))
+    for where, model in _entries(models):
+        artifact = mapping(model.get("artifact"))
         if not artifact:
             continue
-        base = ("models", model_id, "artifact")
+        base = (*where, "artifact")
         names = [(base + ("file",), artifact.get("file"))]
         names += [(base + ("files", i, "name"), mapping(item).get("name")) for i, item in _items(artifact.get("files"))]
         for path, name in names:
