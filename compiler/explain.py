@@ -20,9 +20,10 @@ def render(document: dict, subject: str | None, as_json: bool = False) -> str:
     if subject:
         prefix = "/models/" + subject.replace("~", "~0").replace("/", "~1")
         found = {p: c for p, c in document["provenance"].items() if p.startswith(prefix + "/")}
-        if not found:
-            known = ", ".join(sorted(roles))
-            return f"{subject!r} is neither a role ({known}) nor a model this host uses, nor a /json/pointer"
+        if not found:  # a model with variants: the variants this host uses (ids <model>:<variant>)
+            return _variants(subject, prefix, document) or (
+                f"{subject!r} is neither a role ({', '.join(sorted(roles))}) nor a model this host uses, "
+                "nor a /json/pointer")
         users = [name for name, role in roles.items() if role["chosen"] == subject or subject in role["fallbacks"]]
         head = f"model {subject}: used by {', '.join(users) or 'no role'}"
         seen = [c for role in roles.values() for c in role["candidates"] if c["model"] == subject and c.get("type")]
@@ -66,6 +67,20 @@ def _role(name: str, role: dict, document: dict) -> str:
     if role.get("omitted_candidates"):
         lines.append(f"    ... and {role['omitted_candidates']} more candidates")
     return "\n".join(lines)
+
+
+def _variants(subject: str, prefix: str, document: dict) -> str | None:
+    """A model declaring variants: each of its variants the roles judged, per role, with its verdict."""
+    lines = []
+    for name, role in document["roles"].items():
+        judged = [c for c in role["candidates"] if c["model"].startswith(subject + ":")]
+        if judged:
+            lines.append(f"  role {name}:")
+            lines += [f"    {c['verdict']:<9} {c['model']}: {c['reason']}"
+                      + (f" ~{c['speed']['tokens_per_s']:g} tok/s" if c.get("speed") else "") for c in judged]
+    if not lines and not any(p.startswith(prefix + ":") for p in document["provenance"]):
+        return None
+    return f"model {subject}: variants judged on {document['host']}\n" + "\n".join(lines)
 
 
 def _type(candidate: dict) -> str:

@@ -137,6 +137,19 @@ def test_explain_says_why_each_variant_won_or_lost(built, host, lines):
     assert f"code: {chosen} [best_fit, comfortable" in summary
 
 
+def test_explain_of_the_model_lists_its_variants_verdicts(built):
+    root, compiled = built
+    result = run_cli("-C", str(root), "explain", "desktop-32", "qwen2.5-coder-14b")
+    assert result.exit_code == 0, result.output
+    verdicts = {line.split()[1].rstrip(":"): line.split()[0] for line in result.output.splitlines()
+                if line.startswith("    ")}
+    assert verdicts == {"qwen2.5-coder-14b:q8_0": "rejected", "qwen2.5-coder-14b:q5_k_m": "chosen",
+                        "qwen2.5-coder-14b:q4_k_m": "fallback"}
+    assert "< required 2" in result.output
+    unknown = run_cli("-C", str(root), "explain", "desktop-32", "qwen2.5-coder-1")  # a prefix names nothing
+    assert "is neither a role" in unknown.output
+
+
 def test_a_variant_field_is_traced_to_its_line(built):
     root, compiled = built
     result = run_cli("-C", str(root), "explain", "laptop-16", "/models/qwen2.5-coder-14b:q4_k_m/artifact/file")
