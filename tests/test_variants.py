@@ -252,3 +252,23 @@ def test_a_variants_artifact_is_checked_like_a_models(tmp_path):
     lines = (root / "sources" / "00-models.yaml").read_text().splitlines()
     line = next(i for i, text in enumerate(lines, 1) if "escape.gguf" in text)
     assert f"sources/00-models.yaml:{line}:" in result.output
+
+
+def test_a_variants_unknown_quantization_is_warned_at_the_variant(tmp_path):
+    root = project(tmp_path, MODEL + variants_yaml() + "      IQ9_XYZ:\n        artifact: {format: gguf, repo: "
+                   f"{REPO}, file: made-up-iq9.gguf}}\n")
+    result = run_cli("-C", str(root), "validate")
+    lines = (root / "sources" / "00-models.yaml").read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.strip() == "IQ9_XYZ:")
+    warned = [text for text in result.output.splitlines() if "[W300]" in text]
+    assert warned and all(f"sources/00-models.yaml:{line}:" in text for text in warned), result.output
+    assert "qwen2.5-coder-14b:iq9_xyz" in warned[0]
+
+
+def test_a_variants_ollama_name_is_checked_like_a_models(tmp_path):
+    root = project(tmp_path, MODEL + "      Q4_K_M:\n        ollama: {name: 'qwen coder; rm -rf'}\n")
+    result = run_cli("-C", str(root), "validate")
+    assert result.exit_code == 1 and "[E230]" in result.output
+    lines = (root / "sources" / "00-models.yaml").read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "rm -rf" in text)
+    assert f"sources/00-models.yaml:{line}:" in result.output
