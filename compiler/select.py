@@ -391,12 +391,26 @@ def _judge(verdict: Verdict, catalog: Catalog, host: Host, full: Budget, now: Bu
     filled = fit.Fill(need.mb, budget_mb - placed_mb(now, placement), budget_mb, placement,
                       catalog.selection["max_fill"])
     verdict.fit, verdict.fill = fit.level(filled)
-    share = min(1.0, now.vram_mb / need.mb) if placement == "split" and need.mb else None
-    verdict.speed = speed.estimate(catalog.models[verdict.model], host,
-                                   placement, need.context, screened.kv_cache_type, share)
+    verdict.speed = placed_speed(catalog.models[verdict.model], host, placement, need, verdict.runtime,
+                                 now.vram_mb, screened.kv_cache_type)
     if screened.speed_min is not None and verdict.speed.tokens_per_s < screened.speed_min:
         verdict.verdict, verdict.placement, verdict.too_slow = "rejected", None, True
         verdict.reason = f"~{verdict.speed.tokens_per_s:g} tok/s on {placement} < required {screened.speed_min:g}"
+
+
+def placed_speed(model: dict, host: Host, placement: str, need: Estimate, runtime_name: str | None,
+                 vram_mb: int, kv_cache_type: str | None) -> speed.Speed:
+    """The decode speed of `model` as its runtime lays it out: a split on a runtime that takes llama.cpp's
+    GPU settings reads what offload.py puts on the GPU (the one layout the exports and loads pass),
+    another split the share of its need that `vram_mb` holds."""
+    runtime = runtimes.REGISTRY.get(runtime_name or "")
+    layout, share = None, None
+    if placement == "split" and runtime is not None and runtime.offload:
+        layout = offload(model, need, placement, vram_mb, tuple(gpu.vram_mb for gpu in host.gpus))
+    elif placement == "split" and need.mb:
+        share = min(1.0, vram_mb / need.mb)
+    return speed.estimate(model, host, placement, need.context, kv_cache_type, share, layout,
+                          bool(runtime and runtime.expert_offload))
 
 
 def quality(model: dict, role: dict) -> tuple:

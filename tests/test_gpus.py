@@ -15,12 +15,13 @@ import pytest
 import yaml
 
 from compiler import hosts as hostmod
+from compiler import speed
 from compiler.executor import loaders
 from compiler.hosts import GIB_IN_MB, Gpu, Host
 from compiler.load import load_yaml_text
 from compiler.memory import Estimate, expert_weights_mib
 from compiler.merge import Layer, merge_layers
-from compiler.offload import ALL_LAYERS, offload, split_layers
+from compiler.offload import ALL_LAYERS, Offload, offload, split_layers
 from compiler.options import BuildOptions
 from compiler.pipeline import Project
 from compiler.resolve import resolve
@@ -157,6 +158,32 @@ def test_a_mixture_of_experts_split_keeps_the_fewest_expert_layers_in_ram():
     assert expert_weights_mib({"params_b": 8, "arch": {"layers": 32}}, 4000) == 0  # dense
 
 
+def test_a_split_reads_what_its_compiled_offload_leaves_in_ram():
+    """Speed follows offload.py's layout: a layer split reads gpu_layers / layers on the GPU; with the
+    experts of M layers in RAM the CPU reads only the experts a token routes to in those M layers."""
+    host = Host("ws", 64 * GIB_IN_MB, (Gpu("RTX 4090", 24 * GIB_IN_MB),))
+    model = {**GPT_OSS_120B, "arch": {**GPT_OSS_120B["arch"], "active_params_b": 5.13, "experts_used": 4}}
+    by_layers = speed.estimate(model, host, "split", 4096, layout=Offload(12), experts_in_ram=True)
+    assert by_layers.gpu_share == pytest.approx(12 / 36, abs=0.001)
+    moe = speed.estimate(model, host, "split", 4096, layout=Offload(12, 26), experts_in_ram=True)
+    routed = (120.41 - 5.13) * 4 / (128 - 4)  # of the 5.13B active, what the routed experts hold
+    assert moe.gpu_share == pytest.approx(1 - routed / 5.13 * 26 / 36 * moe.weights_bytes / moe.bytes_per_token,
+                                          abs=0.001)
+    assert moe.tokens_per_s > 1.5 * by_layers.tokens_per_s  # the CPU reads ~1.4 GB a token, not ~2.7
+    fewer = speed.estimate(model, host, "split", 4096, layout=Offload(12, 20), experts_in_ram=True)
+    assert fewer.tokens_per_s > moe.tokens_per_s
+    # a runtime that splits by layers (llama-cpp-python, Ollama) gets the layer split's speed
+    assert speed.estimate(model, host, "split", 4096, layout=Offload(12, 26)).tokens_per_s == by_layers.tokens_per_s
+    # routing unknown (no experts_used): every active weight of those layers, never faster than known
+    unknown = {**model, "arch": {k: v for k, v in model["arch"].items() if k != "experts_used"}}
+    guessed = speed.estimate(unknown, host, "split", 4096, layout=Offload(12, 26), experts_in_ram=True)
+    assert by_layers.tokens_per_s < guessed.tokens_per_s < moe.tokens_per_s
+    # layers unknown: offload.py puts none on the GPU, so the whole model is read from RAM
+    flat = {"params_b": 8, "quantization": "Q4_K_M"}
+    assert (speed.estimate(flat, host, "split", 4096, layout=Offload(0)).tokens_per_s
+            == speed.estimate(flat, host, "cpu", 4096).tokens_per_s)
+
+
 def test_several_gpus_split_tensors_in_proportion_to_their_vram():
     settings = offload({"arch": {"layers": 32}}, need(9000, 8000, 500, 500), "gpu", 40000, (24576, 16384))
     assert settings.to_dict() == {"gpu_layers": ALL_LAYERS, "tensor_split": [24576, 16384]}
@@ -242,6 +269,22 @@ def test_the_workstation_planner_keeps_gpt_oss_120b_experts_in_ram(gpu_hosts):
     assert (planner["model"], planner["placement"]) == ("gpt-oss-120b", "split")
     script = gpu_hosts["workstation"].exports["llama-server.sh"].decode()
     assert f"-ngl 999 --n-cpu-moe {planner['cpu_moe_layers']} " in script
+
+
+def test_a_split_role_s_speed_is_that_of_its_compiled_offload(gpu_hosts):
+    """models.json's tok/s of every split role is the speed of the layers and experts it records,
+    the settings llama-server.sh passes (one layout, not a share of memory of its own)."""
+    splits = 0
+    for result in gpu_hosts.values():
+        for name, role in result.output["roles"].items():
+            if role["placement"] != "split" or role["runtime"] != "llamacpp":
+                continue
+            splits += 1
+            layout = Offload(role["gpu_layers"], role.get("cpu_moe_layers"), tuple(role.get("tensor_split", ())))
+            expected = speed.estimate(result.output["models"][role["model"]], result.host, "split", role["context"],
+                                      role.get("kv_cache_type"), layout=layout, experts_in_ram=True)
+            assert role["tokens_per_s"] == expected.tokens_per_s, (result.host.name, name)
+    assert splits
 
 
 def test_the_36gb_mac_runs_gpt_oss_20b_and_a_14b_coder_on_its_gpu(gpu_hosts):
