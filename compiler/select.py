@@ -5,7 +5,8 @@ role's workload ordered by priority (lower first), recommended first, larger fir
 rejected with a reason or survives, with a fit level (compiler/fit.py) and an estimated decode
 speed (compiler/speed.py; a role's `requires.speed_min` rejects the slower). Every strategy takes a
 comfortable survivor when there is one, a tight one only when none is comfortable: `first_fit` the
-first, `largest_fit` the largest (recommended first), `best_fit` the highest quality (`quality`).
+first, `largest_fit` the largest (recommended first), `best_fit` the highest quality (`quality`)
+among those at `selection.speed_floor` tok/s or faster (all of them when none is).
 Roles marked `resident` are packed into one shared budget (RAM,
 VRAM and `max_loaded_models`); other roles are loaded one at a time and each gets the whole
 budget. Cloud models are never chosen, only appended to the fallback chain.
@@ -470,12 +471,19 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         if plan.strategy == "largest_fit":
             chosen = max(pool, key=lambda v: v.size)  # max keeps the first of equals
         elif plan.strategy == "best_fit":
+            # quality never buys a crawl: a model read as dense (active parameters unknown) or too
+            # large for the memory's bandwidth wins on parameters alone unless a floor keeps it back
+            floor = catalog.selection["speed_floor"]
+            pool = [v for v in pool if v.speed and v.speed.tokens_per_s >= floor] or pool
             role = catalog.roles[plan.name]
             by_id = sorted(pool, key=lambda v: v.model)  # equal quality: the first id
             chosen = max(by_id, key=lambda v: quality(catalog.models[v.model], role))
         else:
             chosen = pool[0]
         chosen.verdict, chosen.reason = "chosen", f"{plan.strategy}: {chosen.describe()}"
+        if plan.strategy == "best_fit" and chosen.speed and chosen.speed.tokens_per_s < catalog.selection["speed_floor"]:
+            chosen.reason += (f"; ~{chosen.speed.tokens_per_s:g} tok/s, below selection.speed_floor "
+                              f"{catalog.selection['speed_floor']:g}: nothing faster serves the role")
         if chosen.fit == fit.TIGHT:
             chosen.reason += "; no comfortable candidate serves the role"
         plan.model, plan.placement, plan.memory_mb = chosen.model, chosen.placement, chosen.memory.mb

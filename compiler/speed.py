@@ -33,6 +33,7 @@ from .memory import MIB, bits_per_weight, kv_mib, routed_active_params_b
 from .offload import ALL_LAYERS, Offload
 
 GB = 1e9
+SPEED_FLOOR = 5.0  # selection.speed_floor's default, tok/s: about reading speed; best_fit prefers candidates this fast
 GPU_EFFICIENCY = 0.7
 CPU_EFFICIENCY = 0.6
 
