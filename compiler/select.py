@@ -380,7 +380,10 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
 
 
 def placed_mb(budget: Budget, placement: str) -> int:
-    """The usable MiB a placement draws on: VRAM on gpu, RAM on cpu, both on split."""
+    """The usable MiB a placement draws on: VRAM on gpu, RAM on cpu, both on split; on unified memory the
+    one pool whatever the placement (the GPU's share caps where a model goes, not the room left beside it)."""
+    if budget.unified:
+        return budget.ram_mb
     return {"gpu": budget.vram_mb, "cpu": budget.ram_mb}.get(placement, budget.vram_mb + budget.ram_mb)
 
 

@@ -43,6 +43,9 @@ models:
   large:  {provider: local, params_b: 32, quantization: Q4_K_M, context_window: 32768, workloads: [chat],
            memory: {ram_mb: 20000}, artifact: {format: gguf, file: large.gguf},
            arch: {layers: 64, kv_heads: 8, head_dim: 128, heads: 40, hidden_size: 5120, vocab_size: 152064}}
+  near:   {provider: local, params_b: 32, quantization: Q4_K_M, context_window: 32768, workloads: [chat],
+           memory: {ram_mb: 22000}, artifact: {format: gguf, file: near.gguf},
+           arch: {layers: 64, kv_heads: 8, head_dim: 128, heads: 40, hidden_size: 5120, vocab_size: 152064}}
   mlxed:  {provider: local, params_b: 32, quantization: MLX_4BIT, context_window: 32768, workloads: [chat],
            memory: {ram_mb: 20000}, artifact: {format: mlx, repo: mlx-community/large-4bit},
            arch: {layers: 64, kv_heads: 8, head_dim: 128, heads: 40, hidden_size: 5120, vocab_size: 152064}}
@@ -93,6 +96,18 @@ def test_a_mac_places_on_its_gpu_up_to_the_share_and_offloads_every_layer():
     # the share lowered below the model: the CPU, with no GPU settings
     plan = plan_on(mac(36, 0.2), "  a: {workload: chat, prefer: [small]}\n")
     assert plan.roles["a"].placement == "cpu" and "gpu_layers" not in plan.roles["a"].output()
+
+
+def test_on_unified_memory_headroom_is_judged_in_the_pool_the_share_only_caps_the_gpu():
+    """max_fill keeps room for the OS, an IDE and a browser, which live in the one pool: a model at 90% of
+    the GPU's share of a 36 GB Mac leaves a third of the machine free and is comfortable. Judged against
+    the share it was tight, and a larger model on the CPU (slower, fuller) looked the better fit."""
+    plan = plan_on(mac(36), "  a: {workload: chat, prefer: [near]}\n")
+    role = plan.roles["a"]
+    assert role.placement == "gpu" and 0.85 < role.memory_mb / (24 * GIB_IN_MB) <= 1
+    assert role.fit == "comfortable" and not plan.diagnostics
+    chosen = role.candidates[0]
+    assert f"of {34 * GIB_IN_MB:,} MiB" in chosen.fill
 
 
 def test_the_gpu_runtime_context_is_charged_per_discrete_gpu_and_not_on_metal():
