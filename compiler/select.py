@@ -219,15 +219,14 @@ def select(catalog: Catalog, host: Host) -> Plan:
     plans = {name: _evaluate(name, catalog, budget, available, host) for name in catalog.roles}
     shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus)
     loaded: dict[str, tuple[str, str, int]] = {}
-    resident_offload: dict[str, Offload | None] = {}  # a resident model shared by roles is loaded once
+    copy_vram: dict[str, int] = {}  # a resident model shared by roles is loaded once: the VRAM it was placed in
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
         vram = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
         _choose(plan, catalog, shared if plan.resident else None, loaded, budget, host)
+        if plan.resident and plan.model:
+            vram = copy_vram.setdefault(plan.model, vram)
         _offload(plan, catalog, host, vram, budget.vram_mb)
-        if plan.resident and plan.model in resident_offload:  # loaded for a role before, with its settings
-            plan.offload = resident_offload[plan.model]
-        elif plan.resident and plan.model:
-            resident_offload[plan.model] = plan.offload
+    _one_copy(plans, catalog, host, copy_vram)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
     diagnostics += [_tight(plan, host, catalog) for plan in plans.values() if plan.fit == fit.TIGHT]
@@ -403,14 +402,14 @@ def _judge(verdict: Verdict, catalog: Catalog, host: Host, full: Budget, now: Bu
 
 
 def placed_speed(model: dict, host: Host, placement: str, need: Estimate, runtime_name: str | None,
-                 vram_mb: int, kv_cache_type: str | None) -> speed.Speed:
+                 vram_mb: int, kv_cache_type: str | None, layout: Offload | None = None) -> speed.Speed:
     """The decode speed of `model` as its runtime lays it out: a split on a runtime that takes llama.cpp's
-    GPU settings reads what offload.py puts on the GPU (the one layout the exports and loads pass),
-    another split the share of its need that `vram_mb` holds."""
+    GPU settings reads what offload.py puts on the GPU (the one layout the exports and loads pass; `layout`
+    when given), another split the share of its need that `vram_mb` holds."""
     runtime = runtimes.REGISTRY.get(runtime_name or "")
-    layout, share = None, None
+    share = None
     if placement == "split" and runtime is not None and runtime.offload:
-        layout = offload(model, need, placement, vram_mb, tuple(gpu.vram_mb for gpu in host.gpus))
+        layout = layout or offload(model, need, placement, vram_mb, tuple(gpu.vram_mb for gpu in host.gpus))
     elif placement == "split" and need.mb:
         share = min(1.0, vram_mb / need.mb)
     return speed.estimate(model, host, placement, need.context, kv_cache_type, share, layout,
@@ -523,6 +522,25 @@ def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, whole_v
             plan.offload = settings
         else:
             plan.fallback_offload[verdict.model] = settings
+
+
+def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host, copy_vram: dict[str, int]) -> None:
+    """Resident roles on one model share its one copy, sized for the longest of their contexts: each runs
+    with that copy's GPU settings (in a MoE split the KV cache stays on the GPU, so a longer context keeps
+    more expert layers in RAM), its speed read from them at its own context."""
+    for model_id, vram in copy_vram.items():
+        sharing = [p for p in plans.values() if p.resident and p.model == model_id]
+        if len(sharing) < 2 or sharing[0].offload is None:
+            continue
+        chosen = {p.name: next(v for v in p.candidates if v.verdict == "chosen") for p in sharing}
+        largest = max(sharing, key=lambda p: (p.memory_mb, p.name))
+        copy = offload(catalog.models[model_id], chosen[largest.name].memory, largest.placement, vram,
+                       tuple(gpu.vram_mb for gpu in host.gpus))
+        for plan in sharing:
+            plan.offload = copy
+            plan.speed = chosen[plan.name].speed = placed_speed(
+                catalog.models[model_id], host, plan.placement, chosen[plan.name].memory, plan.runtime, vram,
+                screen(plan.name, catalog).kv_cache_type, copy)
 
 
 def _tight(plan: RolePlan, host: Host, catalog: Catalog) -> Diagnostic:

@@ -486,3 +486,30 @@ def test_the_workstation_s_expert_offload_beats_reading_gpt_oss_120b_from_ram(gp
     planner = result.output["roles"]["planner"]
     on_cpu = speed.estimate(model, result.host, "cpu", planner["context"]).tokens_per_s
     assert planner["tokens_per_s"] > 1.5 * on_cpu
+
+
+def test_a_resident_model_shared_by_two_roles_runs_with_the_settings_of_its_one_copy():
+    """Two resident roles on one model load one copy, grown to the longer context; in a MoE split the KV
+    cache stays on the GPU, so the copy needs the expert layers of the longer context in RAM, and both
+    roles carry those settings (the shorter role's would overfill the GPU by the extra cache)."""
+    roles = ("  a: {workload: chat, resident: true, prefer: [gpt-oss-120b], requires: {context_min: 4096}}\n"
+             "  b: {workload: chat, resident: true, prefer: [gpt-oss-120b], requires: {context_min: 32768}}\n")
+    text = yaml.safe_dump({"schema_version": 2, "kind": "catalog", "models": {
+        "gpt-oss-120b": yaml.safe_load((REPO / "sources" / "00-models.yaml").read_text())["models"]["gpt-oss-120b"]}})
+    catalog, problems = resolve(merge_layers([Layer("sources", load_yaml_text(text + "roles:\n" + roles, "c.yaml"))]))
+    assert not [p for p in problems if p.severity == "error"]
+    host = Host("ws", 64 * GIB_IN_MB, (Gpu("RTX 4090", 24 * GIB_IN_MB),), max_loaded_models=2)
+    plan = select(catalog, host)
+    a, b = plan.roles["a"], plan.roles["b"]
+    assert a.model == b.model == "gpt-oss-120b" and a.placement == b.placement == "split"
+    assert b.memory_mb > a.memory_mb  # b's context grew the one copy
+    grown = next(v for v in b.candidates if v.verdict == "chosen").memory
+    copy = offload(catalog.models["gpt-oss-120b"], grown, "split", host_budget(host, catalog.selection).vram_mb,
+                   (24 * GIB_IN_MB,))
+    alone = offload(catalog.models["gpt-oss-120b"], next(v for v in a.candidates if v.verdict == "chosen").memory,
+                    "split", host_budget(host, catalog.selection).vram_mb, (24 * GIB_IN_MB,))
+    assert copy.cpu_moe_layers > alone.cpu_moe_layers, "the scenario grows the copy past a layer"
+    assert a.offload == b.offload == copy
+    for role in (a, b):  # and their speeds are read from that layout
+        assert role.speed.gpu_share == speed.estimate(catalog.models["gpt-oss-120b"], host, "split", role.context,
+                                                      layout=copy, experts_in_ram=True).gpu_share
