@@ -27,7 +27,7 @@ from compiler.pipeline import Project
 from compiler.resolve import resolve
 from compiler.select import host_budget, select
 
-from conftest import REPO, copy_catalog
+from conftest import REPO, add_layer, copy_catalog
 
 # ----------------------------------------------------------------------------- unified memory
 
@@ -513,3 +513,26 @@ def test_a_resident_model_shared_by_two_roles_runs_with_the_settings_of_its_one_
     for role in (a, b):  # and their speeds are read from that layout
         assert role.speed.gpu_share == speed.estimate(catalog.models["gpt-oss-120b"], host, "split", role.context,
                                                       layout=copy, experts_in_ram=True).gpu_share
+
+
+def test_resident_roles_sharing_a_model_share_its_one_llama_server(tmp_path):
+    """The plan loads a resident model once for every resident role on it; llama-server.sh must start it
+    once too: the first such role's server, at the longest of their contexts, and the others start that
+    same server (one port, where LiteLLM sends them all), never a second copy beside it."""
+    root = copy_catalog(REPO, tmp_path)
+    add_layer(root, "20-share.yaml", "roles:\n  critic: {prefer: [gpt-oss-120b], requires: {context_min: 4096}}\n")
+    report = Project(root).compile(BuildOptions(hosts=("workstation",)), write=False)
+    assert report.ok
+    (result,) = report.results
+    roles = result.output["roles"]
+    critic, planner = roles["critic"], roles["planner"]
+    assert critic["model"] == planner["model"] == "gpt-oss-120b" and critic["resident"] and planner["resident"]
+    script = result.exports["llama-server.sh"].decode()
+    starts = [line for line in script.splitlines() if "--alias critic " in line or "--alias planner " in line]
+    assert len(starts) == 1, "one copy, one server"  # (chat and the other non-resident roles load on their own)
+    assert f"-c {max(critic['context'], planner['context'])} " in starts[0]
+    port = int(starts[0].split("--port ", 1)[1].split()[0])
+    config = yaml.safe_load(result.exports["litellm-config.yaml"])
+    entries = {e["model_name"]: e["litellm_params"] for e in config["model_list"]}
+    assert entries["critic"]["api_base"] == entries["planner"]["api_base"] == f"http://127.0.0.1:{port}/v1"
+    assert 'critic)' in script and 'planner)' in script  # either name starts it
