@@ -97,6 +97,11 @@ def _flatten(value, prefix: str = "") -> dict[str, object]:
     return {prefix: value}
 
 
+# How a role's pick runs, beside its model and placement: the GPU settings llama-server.sh and
+# `hostfit load` pass (offload.py), and the speed estimate; a change in any is shown.
+RUN_SETTINGS = ("gpu_layers", "cpu_moe_layers", "tensor_split", "tokens_per_s")
+
+
 def _host(host: str, old: dict, new: dict, old_trace: dict | None, new_trace: dict | None) -> HostDiff:
     out = HostDiff(host, "changed")
     for key in ("ram_mb", "usable_mb", "vram_mb", "max_loaded_models"):
@@ -127,6 +132,9 @@ def _host(host: str, old: dict, new: dict, old_trace: dict | None, new_trace: di
                 change["runtime"] = {"old": before.get("runtime"), "new": after.get("runtime")}
             if before.get("fit") != after.get("fit"):  # a pick turning tight is worth a reviewer's look
                 change["fit"] = {"old": before.get("fit"), "new": after.get("fit")}
+            for key in RUN_SETTINGS:
+                if before.get(key) != after.get(key):
+                    change[key] = {"old": before.get(key), "new": after.get(key)}
         out.roles.append(change)
     out.models_added = sorted(set(new["models"]) - set(old["models"]))
     out.models_removed = sorted(set(old["models"]) - set(new["models"]))
@@ -203,6 +211,9 @@ def render_text(diffs: list[HostDiff], colour: bool = False) -> str:
                 lines.append(f"  {r['role']} runtime: {r['runtime']['old'] or '-'} -> {r['runtime']['new'] or '-'}")
             if "fit" in r:
                 lines.append(f"  {r['role']} fit: {r['fit']['old'] or '-'} -> {r['fit']['new'] or '-'}")
+            for key in RUN_SETTINGS:
+                if key in r:
+                    lines.append(f"  {r['role']} {key}: {_value(r[key]['old'])} -> {_value(r[key]['new'])}")
         for model in d.models_added:
             lines.append(paint(f"  + model {model}", "32"))
         for model in d.models_removed:

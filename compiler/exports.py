@@ -201,15 +201,31 @@ def llama_servers(document: dict) -> dict[str, dict]:
     """The roles llama-server.sh serves, each with its port and the file the server opens: roles whose
     runtime is llama.cpp (outputs without `runtime` count as llama.cpp) with a local GGUF file. A file
     set (GGUF shards) is opened by its first file; llama.cpp finds the others beside it. The LiteLLM
-    export sends each such role to its port."""
-    servers = {}
+    export sends each such role to its port. Resident roles on one model share its one copy (select
+    packs it once): the first one's server runs it at the longest of their contexts, and the others
+    are served there (`shared_with`: that role), on its port."""
+    servers: dict[str, dict] = {}
+    copies: dict[str, str] = {}  # a resident model -> the role whose server runs its one copy
     for name, role in sorted(document["roles"].items()):
         artifact = (document["models"].get(role.get("model")) or {}).get("artifact") or {}
         first = artifact.get("file") or ((artifact.get("files") or [{}])[0]).get("name")
         if role.get("model") and role.get("runtime", "llamacpp") == "llamacpp" and artifact.get("format") == "gguf" \
                 and first:
-            servers[name] = {"port": LLAMA_SERVER_PORT + len(servers), "file": first}
+            owner = copies.get(role["model"]) if role.get("resident") else None
+            if owner:
+                servers[owner]["context"] = max(servers[owner]["context"] or 0, role.get("context") or 0) or None
+                servers[name] = {"port": servers[owner]["port"], "file": first, "shared_with": owner}
+                continue
+            servers[name] = {"port": LLAMA_SERVER_PORT + server_count(servers), "file": first,
+                             "context": role.get("context")}
+            if role.get("resident"):
+                copies[role["model"]] = name
     return servers
+
+
+def server_count(servers: dict[str, dict]) -> int:
+    """How many servers llama-server.sh starts (roles sharing a resident copy count once)."""
+    return sum(1 for server in servers.values() if "shared_with" not in server)
 
 
 def model_ports(document: dict, servers: dict[str, dict]) -> dict[str, dict]:
@@ -220,7 +236,7 @@ def model_ports(document: dict, servers: dict[str, dict]) -> dict[str, dict]:
     for name, server in servers.items():
         running.setdefault(document["roles"][name]["model"], server["port"])
     ports: dict[str, dict] = {}
-    following = LLAMA_SERVER_PORT + len(servers)
+    following = LLAMA_SERVER_PORT + server_count(servers)
     for _, role in sorted(document["roles"].items()):
         for model_id in ([role["model"]] if role.get("model") else []) + list(role.get("fallbacks") or ()):
             model = document["models"].get(model_id) or {}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from . import fit, speed
+from . import fit
 from .hosts import Host
 from .memory import is_cloud, size_unknown
 from .resolve import Catalog
 from .runtimes import available
-from .select import first_placed, host_budget, need_on, placed_mb, runtime_options
+from .select import first_placed, host_budget, need_on, placed_mb, placed_speed, runtime_options
 
 CURATED = ("active", "deprecated")
 
@@ -35,8 +35,7 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
         if placement:
             level = fit.level(fit.Fill(need.mb, 0, placed_mb(budget, placement), placement,
                                        catalog.selection["max_fill"]))[0]
-            share = min(1.0, budget.vram_mb / need.mb) if placement == "split" else None
-            tokens = speed.estimate(model, host, placement, need.context, cache_type, share).tokens_per_s
+            tokens = placed_speed(model, host, placement, need, placed[0], budget.vram_mb, cache_type).tokens_per_s
         out.append({
             "id": model_id, "params_b": model.get("params_b"), "quantization": model.get("quantization"),
             "context_window": model.get("context_window"), "provider": model.get("provider"),

@@ -372,3 +372,15 @@ def expert_weights_mib(model: dict, weights_mb: float) -> float:
         return 0.0
     bits = quant_bits(model.get("quantization"))
     return min(float(weights_mb), (params - active) * 1e9 * bits.body / 8 / MIB)
+
+
+def routed_active_params_b(model: dict) -> float | None:
+    """The routed-expert parameters a token reads (billions): the idle experts (params - active) are
+    experts - experts_used of them, so each expert is (params - active) / (experts - experts_used) and
+    a token reads experts_used of them. None for a dense model or where experts_used is not given."""
+    arch = model.get("arch") or {}
+    params, active = model.get("params_b") or 0, arch.get("active_params_b") or 0
+    experts, used = arch.get("experts") or 0, arch.get("experts_used") or 0
+    if experts < 2 or not 0 < used < experts or not 0 < active < params:
+        return None
+    return min(active, (params - active) * used / (experts - used))

@@ -10,13 +10,14 @@ from .fit import MAX_FILL
 from .memory import (DEFAULT_CONTEXT, GPU_RUNTIME_OVERHEAD_MB, QUANT_BITS, RUNTIME_OVERHEAD_MB, UNKNOWN_QUANT_BPW,
                      UNQUANTIZED_KV, artifact_size, bits_per_weight, declared_shortfall, estimate, is_cloud)
 from .merge import Layer, Merged, origin
+from .speed import SPEED_FLOOR
 from .validate import alias_table, url_problem
 
 SELECTION_DEFAULTS = {"ram_reserve_gb": 2, "vram_reserve_gb": 1, "basis": "total", "strategy": "auto",
                       "allow_cloud": True, "context_default": DEFAULT_CONTEXT,
                       "runtime_overhead_mb": RUNTIME_OVERHEAD_MB, "max_fallbacks": 3,
                       "flash_attention": True, "gpu_runtime_overhead_mb": GPU_RUNTIME_OVERHEAD_MB,
-                      "max_fill": MAX_FILL}
+                      "max_fill": MAX_FILL, "speed_floor": SPEED_FLOOR}
 MODEL_DEFAULTS = {"status": "active", "priority": 100, "recommended": False}
 
 

@@ -5,7 +5,8 @@ role's workload ordered by priority (lower first), recommended first, larger fir
 rejected with a reason or survives, with a fit level (compiler/fit.py) and an estimated decode
 speed (compiler/speed.py; a role's `requires.speed_min` rejects the slower). Every strategy takes a
 comfortable survivor when there is one, a tight one only when none is comfortable: `first_fit` the
-first, `largest_fit` the largest (recommended first), `best_fit` the highest quality (`quality`).
+first, `largest_fit` the largest (recommended first), `best_fit` the highest quality (`quality`)
+among those at `selection.speed_floor` tok/s or faster (all of them when none is).
 Roles marked `resident` are packed into one shared budget (RAM,
 VRAM and `max_loaded_models`); other roles are loaded one at a time and each gets the whole
 budget. Cloud models are never chosen, only appended to the fallback chain.
@@ -221,15 +222,14 @@ def select(catalog: Catalog, host: Host) -> Plan:
     plans = {name: _evaluate(name, catalog, budget, available, host) for name in catalog.roles}
     shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus)
     loaded: dict[str, tuple[str, str, int]] = {}
-    resident_offload: dict[str, Offload | None] = {}  # a resident model shared by roles is loaded once
+    copy_vram: dict[str, int] = {}  # a resident model shared by roles is loaded once: the VRAM it was placed in
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
         vram = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
         _choose(plan, catalog, shared if plan.resident else None, loaded, budget, host)
+        if plan.resident and plan.model:
+            vram = copy_vram.setdefault(plan.model, vram)
         _offload(plan, catalog, host, vram, budget.vram_mb)
-        if plan.resident and plan.model in resident_offload:  # loaded for a role before, with its settings
-            plan.offload = resident_offload[plan.model]
-        elif plan.resident and plan.model:
-            resident_offload[plan.model] = plan.offload
+    _one_copy(plans, catalog, host, copy_vram)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
     diagnostics += [_tight(plan, host, catalog) for plan in plans.values() if plan.fit == fit.TIGHT]
@@ -384,7 +384,10 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
 
 
 def placed_mb(budget: Budget, placement: str) -> int:
-    """The usable MiB a placement draws on: VRAM on gpu, RAM on cpu, both on split."""
+    """The usable MiB a placement draws on: VRAM on gpu, RAM on cpu, both on split; on unified memory the
+    one pool whatever the placement (the GPU's share caps where a model goes, not the room left beside it)."""
+    if budget.unified:
+        return budget.ram_mb
     return {"gpu": budget.vram_mb, "cpu": budget.ram_mb}.get(placement, budget.vram_mb + budget.ram_mb)
 
 
@@ -396,12 +399,26 @@ def _judge(verdict: Verdict, catalog: Catalog, host: Host, full: Budget, now: Bu
     filled = fit.Fill(need.mb, budget_mb - placed_mb(now, placement), budget_mb, placement,
                       catalog.selection["max_fill"])
     verdict.fit, verdict.fill = fit.level(filled)
-    share = min(1.0, now.vram_mb / need.mb) if placement == "split" and need.mb else None
-    verdict.speed = speed.estimate(catalog.models[verdict.model], host,
-                                   placement, need.context, screened.kv_cache_type, share)
+    verdict.speed = placed_speed(catalog.models[verdict.model], host, placement, need, verdict.runtime,
+                                 now.vram_mb, screened.kv_cache_type)
     if screened.speed_min is not None and verdict.speed.tokens_per_s < screened.speed_min:
         verdict.verdict, verdict.placement, verdict.too_slow = "rejected", None, True
         verdict.reason = f"~{verdict.speed.tokens_per_s:g} tok/s on {placement} < required {screened.speed_min:g}"
+
+
+def placed_speed(model: dict, host: Host, placement: str, need: Estimate, runtime_name: str | None,
+                 vram_mb: int, kv_cache_type: str | None, layout: Offload | None = None) -> speed.Speed:
+    """The decode speed of `model` as its runtime lays it out: a split on a runtime that takes llama.cpp's
+    GPU settings reads what offload.py puts on the GPU (the one layout the exports and loads pass; `layout`
+    when given), another split the share of its need that `vram_mb` holds."""
+    runtime = runtimes.REGISTRY.get(runtime_name or "")
+    share = None
+    if placement == "split" and runtime is not None and runtime.offload:
+        layout = layout or offload(model, need, placement, vram_mb, tuple(gpu.vram_mb for gpu in host.gpus))
+    elif placement == "split" and need.mb:
+        share = min(1.0, vram_mb / need.mb)
+    return speed.estimate(model, host, placement, need.context, kv_cache_type, share, layout,
+                          bool(runtime and runtime.expert_offload))
 
 
 def quality(model: dict, role: dict) -> tuple:
@@ -461,12 +478,19 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         if plan.strategy == "largest_fit":
             chosen = max(pool, key=lambda v: v.size)  # max keeps the first of equals
         elif plan.strategy == "best_fit":
+            # quality never buys a crawl: a model read as dense (active parameters unknown) or too
+            # large for the memory's bandwidth wins on parameters alone unless a floor keeps it back
+            floor = catalog.selection["speed_floor"]
+            pool = [v for v in pool if v.speed and v.speed.tokens_per_s >= floor] or pool
             role = catalog.roles[plan.name]
             by_id = sorted(pool, key=lambda v: v.model)  # equal quality: the first id
             chosen = max(by_id, key=lambda v: quality(catalog.models[v.model], role))
         else:
             chosen = pool[0]
         chosen.verdict, chosen.reason = "chosen", f"{plan.strategy}: {chosen.describe()}"
+        if plan.strategy == "best_fit" and chosen.speed and chosen.speed.tokens_per_s < catalog.selection["speed_floor"]:
+            chosen.reason += (f"; ~{chosen.speed.tokens_per_s:g} tok/s, below selection.speed_floor "
+                              f"{catalog.selection['speed_floor']:g}: nothing faster serves the role")
         if chosen.fit == fit.TIGHT:
             chosen.reason += "; no comfortable candidate serves the role"
         plan.model, plan.placement, plan.memory_mb = chosen.model, chosen.placement, chosen.memory.mb
@@ -504,6 +528,25 @@ def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, whole_v
             plan.offload = settings
         else:
             plan.fallback_offload[verdict.model] = settings
+
+
+def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host, copy_vram: dict[str, int]) -> None:
+    """Resident roles on one model share its one copy, sized for the longest of their contexts: each runs
+    with that copy's GPU settings (in a MoE split the KV cache stays on the GPU, so a longer context keeps
+    more expert layers in RAM), its speed read from them at its own context."""
+    for model_id, vram in copy_vram.items():
+        sharing = [p for p in plans.values() if p.resident and p.model == model_id]
+        if len(sharing) < 2 or sharing[0].offload is None:
+            continue
+        chosen = {p.name: next(v for v in p.candidates if v.verdict == "chosen") for p in sharing}
+        largest = max(sharing, key=lambda p: (p.memory_mb, p.name))
+        copy = offload(catalog.models[model_id], chosen[largest.name].memory, largest.placement, vram,
+                       tuple(gpu.vram_mb for gpu in host.gpus))
+        for plan in sharing:
+            plan.offload = copy
+            plan.speed = chosen[plan.name].speed = placed_speed(
+                catalog.models[model_id], host, plan.placement, chosen[plan.name].memory, plan.runtime, vram,
+                screen(plan.name, catalog).kv_cache_type, copy)
 
 
 def _tight(plan: RolePlan, host: Host, catalog: Catalog) -> Diagnostic:

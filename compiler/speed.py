@@ -6,7 +6,11 @@ decode is bound by memory bandwidth, not compute:
     tokens/s    = 1 / (gpu_bytes / (gpu_gbs * GPU_EFFICIENCY) + cpu_bytes / (ram_gbs * CPU_EFFICIENCY))
     bytes/token = active parameters * bits per weight / 8           (memory.QUANT_BITS; arch.active_params_b
                 + KV cache at the role's context                      for a mixture of experts; memory.kv_mib)
-    gpu share   = 1 on `gpu`, 0 on `cpu`, on `split` the share of the need the GPUs hold
+    gpu share   = 1 on `gpu`, 0 on `cpu`, on `split` what the compiled offload (offload.py) leaves on
+                  the GPUs: by layers, gpu_layers / layers of the bytes; with the experts of the first
+                  M layers in RAM (--n-cpu-moe), the CPU reads only the experts a token routes to in
+                  those M layers (memory.routed_active_params_b; all active weights of them when the
+                  catalog does not give arch.experts_used) and the GPUs the rest, KV included
 
 The KV term is the cache full at the role's context: the speed at the end of a long conversation,
 the slowest point a user meets. Several GPUs hold layers in proportion to their VRAM and run one
@@ -25,9 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .hosts import Host
-from .memory import MIB, bits_per_weight, kv_mib
+from .memory import MIB, bits_per_weight, kv_mib, routed_active_params_b
+from .offload import ALL_LAYERS, Offload
 
 GB = 1e9
+SPEED_FLOOR = 5.0  # selection.speed_floor's default, tok/s: about reading speed; best_fit prefers candidates this fast
 GPU_EFFICIENCY = 0.7
 CPU_EFFICIENCY = 0.6
 
@@ -125,10 +131,29 @@ def host_bandwidths(host: Host) -> tuple[float, float, str]:
     return gpu_gbs, ram_gbs, "; ".join(sources)
 
 
+def split_share(model: dict, layout: Offload, experts_in_ram: bool, weights: float, kv: float) -> float:
+    """The part of the bytes a token reads that the GPUs hold under a split's compiled `layout`;
+    `experts_in_ram`: the runtime keeps the experts of layout.cpu_moe_layers layers in RAM."""
+    arch = model.get("arch") or {}
+    layers = arch.get("layers") or 0
+    if layout.gpu_layers == ALL_LAYERS and layout.cpu_moe_layers is None:
+        return 1.0
+    if not layers:
+        return 0.0  # offload.py puts no layer on the GPU when it does not know how many there are
+    if experts_in_ram and layout.cpu_moe_layers is not None:
+        routed = routed_active_params_b(model)
+        active = arch.get("active_params_b") or model.get("params_b") or 0
+        per_token = routed if routed is not None else active  # unknown routing: all active weights, as a layer split
+        cpu = weights * (per_token / active if active else 1.0) * min(layout.cpu_moe_layers, layers) / layers
+        return max(0.0, 1 - cpu / (weights + kv)) if weights + kv else 0.0
+    return max(0, min(layout.gpu_layers, layers)) / layers
+
+
 def estimate(model: dict, host: Host, placement: str, context: int, kv_cache_type: str | None = None,
-             gpu_share: float | None = None) -> Speed:
+             gpu_share: float | None = None, layout: Offload | None = None, experts_in_ram: bool = False) -> Speed:
     """Decode tokens/s of `model` placed on `host` at `context` tokens (module docstring).
-    `gpu_share`: the part a split places on the GPUs (default: the whole on `gpu`, none on `cpu`)."""
+    `gpu_share`: the part a split places on the GPUs (default: the whole on `gpu`, none on `cpu`);
+    `layout`: a split's compiled offload, which gives that part instead (`experts_in_ram`: see split_share)."""
     arch = model.get("arch") or {}
     active = arch.get("active_params_b") or model.get("params_b") or 0
     bits = bits_per_weight(model.get("quantization"))
@@ -136,6 +161,8 @@ def estimate(model: dict, host: Host, placement: str, context: int, kv_cache_typ
     kv = kv_mib(model, min(context, model.get("context_window") or context), kv_cache_type)[0] * MIB
     total = weights + kv
     gpu_gbs, ram_gbs, source = host_bandwidths(host)
+    if placement == "split" and layout is not None:
+        gpu_share = split_share(model, layout, experts_in_ram, weights, kv)
     if gpu_share is None:
         gpu_share = 1.0 if placement == "gpu" else 0.0
     if not gpu_gbs:

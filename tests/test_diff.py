@@ -122,3 +122,29 @@ def test_a_pick_turning_tight_is_shown(base_catalog: Path, tmp_path: Path):
     compile_into(base_catalog, tmp_path / "after")
     result = run_cli("diff", str(tmp_path / "before"), str(tmp_path / "after"))
     assert "  chat fit: comfortable -> tight" in result.stdout.splitlines(), result.stdout
+
+
+def test_a_role_s_gpu_settings_and_speed_changing_are_shown(tmp_path: Path):
+    """The same pick with other -ngl / --n-cpu-moe / tensor split (what llama-server.sh passes) or another
+    estimated speed is a change a reviewer must see, not a role listed with nothing under it."""
+    from conftest import REPO
+
+    before = json.loads((REPO / "out" / "workstation" / "models.json").read_text())
+    after = json.loads(json.dumps(before))
+    chat = after["roles"]["chat"]
+    assert chat["placement"] == "split" and "cpu_moe_layers" in chat
+    chat["gpu_layers"] += 1
+    chat["cpu_moe_layers"] += 2
+    chat["tokens_per_s"] = round(chat["tokens_per_s"] / 2, 1)
+    for side, document in (("before", before), ("after", after)):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "models.json").write_text(json.dumps(document))
+    result = run_cli("diff", str(tmp_path / "before"), str(tmp_path / "after"))
+    lines = result.stdout.splitlines()
+    old, new = before["roles"]["chat"], chat
+    assert f"  chat gpu_layers: {old['gpu_layers']} -> {new['gpu_layers']}" in lines, result.stdout
+    assert f"  chat cpu_moe_layers: {old['cpu_moe_layers']} -> {new['cpu_moe_layers']}" in lines, result.stdout
+    assert f"  chat tokens_per_s: {old['tokens_per_s']:g} -> {new['tokens_per_s']:g}" in lines, result.stdout
+    changes = json.loads(run_cli("diff", "--format", "json", str(tmp_path / "before"), str(tmp_path / "after")).stdout)
+    (role,) = changes["hosts"][0]["roles"]
+    assert role["cpu_moe_layers"] == {"old": old["cpu_moe_layers"], "new": new["cpu_moe_layers"]}

@@ -163,15 +163,16 @@ def test_best_fit_is_the_default_without_a_prefer_list_and_ranks_scores_then_par
     for model in models.values():
         model.update(provider="local", context_window=8192)
     chat = "  chat: {workload: chat}\n"
-    plan = select(catalog_with(chat, models), cpu_host(64))
+    fast = cpu_host(64, memory_bandwidth_gbs=400.0)  # every candidate above selection.speed_floor: quality alone
+    plan = select(catalog_with(chat, models), fast)
     assert plan.roles["chat"].strategy == "best_fit" and plan.roles["chat"].model == "d-smart"
     del models["d-smart"]
-    assert select(catalog_with(chat, models), cpu_host(64)).roles["chat"].model == "c-big-q8"  # same params: bits
+    assert select(catalog_with(chat, models), fast).roles["chat"].model == "c-big-q8"  # same params: bits
     models["c-big-q8"]["quantization"] = "Q4_K_M"  # a tie on everything: the first id
-    assert select(catalog_with(chat, models), cpu_host(64)).roles["chat"].model == "b-big"
+    assert select(catalog_with(chat, models), fast).roles["chat"].model == "b-big"
     for model in models.values():
         model.pop("capabilities", None)
-    assert select(catalog_with(chat, models), cpu_host(64)).roles["chat"].model == "e-unscored"  # params
+    assert select(catalog_with(chat, models), fast).roles["chat"].model == "e-unscored"  # params
 
 
 def test_on_a_32_gb_cpu_host_speed_min_takes_the_q5_14b_over_the_q8():
@@ -244,3 +245,31 @@ def test_hostfit_models_shows_the_fit_level_and_speed_per_model():
     assert rows["gpt-oss-120b"]["fit"] == "no" and rows["gpt-oss-120b"]["fit_level"] is None
     table = run_cli("-C", str(REPO), "models", "--host", "laptop-16").stdout
     assert "TOK/S" in table and "cpu, tight" in table and "cpu, comfortable" in table
+
+
+def test_best_fit_prefers_an_interactive_speed_over_a_larger_model_that_crawls():
+    """A model the catalog cannot tell is a mixture of experts (llmfit lists no active parameters for
+    some) is read as dense: 80B at ~1 tok/s. best_fit must not let such a crawl win on parameters alone:
+    candidates at selection.speed_floor or faster come first, a slower one only when none is."""
+    models = {
+        "big-moe-unknown": {"params_b": 80, "quantization": "Q4_K_M", "workloads": ["chat"]},
+        "small-fast": {"params_b": 8, "quantization": "Q4_K_M", "workloads": ["chat"]},
+    }
+    for model in models.values():
+        model.update(provider="local", context_window=8192)
+    chat = "  chat: {workload: chat}\n"
+    host = cpu_host(96, memory_bandwidth_gbs=200.0)
+    crawl = speed.estimate(models["big-moe-unknown"], host, "cpu", 4096).tokens_per_s
+    floor = select(catalog_with(chat, models), host).roles["chat"]
+    assert crawl < 5 and floor.model == "small-fast" and floor.speed.tokens_per_s >= 5
+    chosen = next(v for v in floor.candidates if v.verdict == "chosen")
+    assert "speed_floor" not in chosen.reason and floor.fallbacks[0] == "big-moe-unknown"  # still a fallback
+    # no floor: quality (parameters here) alone, as before
+    assert select(catalog_with(chat, models, "selection: {speed_floor: 0}\n"), host).roles["chat"].model == \
+        "big-moe-unknown"
+    # nothing fast enough: the best of the slow ones, said in its reason
+    del models["small-fast"]
+    models["mid-slow"] = {**models["big-moe-unknown"], "params_b": 40}
+    slow = select(catalog_with(chat, models), host).roles["chat"]
+    assert slow.model == "big-moe-unknown"
+    assert "below selection.speed_floor" in next(v for v in slow.candidates if v.verdict == "chosen").reason

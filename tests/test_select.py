@@ -46,7 +46,7 @@ def verdicts(plan, role):
 
 
 def test_largest_fit_takes_the_largest_survivor_recommended_first():
-    plan = plan_for("  chat: {workload: chat}\n", ram_gb=16)  # 14 GiB usable
+    plan = plan_for("  chat: {workload: chat, strategy: largest_fit}\n", ram_gb=16)  # 14 GiB usable
     assert plan.roles["chat"].model == "big"
     assert plan.roles["chat"].fallbacks == ["mid", "tiny"]
     assert ("huge", "rejected") in verdicts(plan, "chat") and ("old", "rejected") not in verdicts(plan, "chat")

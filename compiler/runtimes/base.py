@@ -42,6 +42,7 @@ class Runtime:
     # the compiled model needs (a runtime that takes a fixed share by default must keep to the plan)
     serve_gpus: str | None = None
     offload: bool = False  # takes llama.cpp's GPU settings (layers, expert offload, tensor split; offload.py)
+    expert_offload: bool = False  # runs a MoE split with its experts in RAM (offload.cpu_moe_layers), not by layers
 
     def accepts(self, fmt: Format, offers: frozenset) -> bool:
         """It loads this format from a source the model offers."""

@@ -20,4 +20,5 @@ RUNTIME = Runtime(
     loader="llamacpp",
     exports=("llamacpp",),
     offload=True,
+    expert_offload=True,  # its export, llama-server, takes --n-cpu-moe
 )

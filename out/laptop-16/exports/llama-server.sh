@@ -21,8 +21,8 @@ case "$role" in
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias critic --host "${HOST:-127.0.0.1}" --port 8084 "$@" ;;
   executor)  # qwen2.5-coder-7b-q5 (cpu, 6609 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-7b-instruct-q5_k_m.gguf -c 16384 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias executor --host "${HOST:-127.0.0.1}" --port 8085 "$@" ;;
-  extraction)  # qwen2.5-coder-14b-q5 (cpu, 11381 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction --host "${HOST:-127.0.0.1}" --port 8086 "$@" ;;
+  extraction)  # llama-3.1-8b-instruct (cpu, 5699 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias extraction --host "${HOST:-127.0.0.1}" --port 8086 "$@" ;;
   planner)  # qwen2.5-coder-14b-q5 (cpu, 12149 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 8192 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias planner --host "${HOST:-127.0.0.1}" --port 8087 "$@" ;;
   summarization)  # llama-3.1-8b-instruct (cpu, 5315 MiB)
