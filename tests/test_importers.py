@@ -193,3 +193,80 @@ def test_import_to_stdout_and_bad_input(tmp_path: Path):
     bad = run_cli("import", "openrouter", str(broken))
     assert bad.exit_code == 1 and "broken.json:1:11: error[E002]" in bad.stderr
     shutil.rmtree(tmp_path)
+
+
+REGISTRY_VARIANTS = REPO / "tests" / "fixtures" / "registry" / "qwen2.5-coder-14b.json"
+
+
+def test_registry_files_of_one_model_import_as_variants_each_host_compiles_its_own(tmp_path: Path):
+    """Three quantized files of Qwen2.5-Coder-14B (one repository, one name) are one model with three
+    variants; a 16 GB laptop compiles to Q4_K_M, a 64 GB host with a 24 GB GPU to Q8_0."""
+    root = tmp_path / "catalog"
+    (root / "sources").mkdir(parents=True)
+    result = run_cli("import", "registry", str(REGISTRY_VARIANTS), "-o", str(root / "sources" / "50-imported.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "imported as variants: Qwen2.5-Coder-14B-Instruct (Q4_K_M, Q5_K_M, Q8_0)" in result.stdout
+    model = yaml.safe_load((root / "sources" / "50-imported.yaml").read_text())["models"]
+    assert list(model) == ["qwen2.5-coder-14b-instruct"]
+    coder = model["qwen2.5-coder-14b-instruct"]
+    assert (coder["params_b"], coder["context_window"], coder["family"]) == (14.77, 32768, "qwen2")
+    assert "artifact" not in coder and "quantization" not in coder  # each file is its variant's
+    assert {q: v["artifact"]["file"] for q, v in coder["variants"].items()} == {
+        q: f"qwen2.5-coder-14b-instruct-{q.lower()}.gguf" for q in ("Q4_K_M", "Q5_K_M", "Q8_0")}
+    # the registry states no geometry; a later layer adds the published one (as `hostfit inspect --write`
+    # would from the file), so the KV cache is computed rather than bounded
+    (root / "sources" / "60-arch.yaml").write_text(
+        "schema_version: 2\nkind: catalog\nmodels:\n  qwen2.5-coder-14b-instruct:\n    arch: {layers: 48, heads: 40, "
+        "kv_heads: 8, head_dim: 128, hidden_size: 5120, vocab_size: 152064}\n")
+    (root / "sources" / "10-roles.yaml").write_text(
+        "schema_version: 2\nkind: catalog\nroles:\n  code:\n    workload: code\n    required: true\n"
+        "    requires: {context_min: 12288, speed_min: 2}\n")
+    (root / "sources" / "hosts.yaml").write_text(
+        "schema_version: 2\nkind: hosts\nhosts:\n  laptop-16: {ram_gb: 16, memory_class: ddr4}\n"
+        "  workstation: {ram_gb: 64, gpus: [{name: RTX 4090, vram_gb: 24, vendor: nvidia}]}\n")
+    built = run_cli("-C", str(root), "build", "--all")
+    assert built.exit_code == 0, built.output
+    picks = {host: json.loads((root / "out" / host / "models.json").read_text())["roles"]["code"]
+             for host in ("laptop-16", "workstation")}
+    assert {host: (pick["model"], pick["variant"]) for host, pick in picks.items()} == {
+        "laptop-16": ("qwen2.5-coder-14b-instruct:q4_k_m", "Q4_K_M"),
+        "workstation": ("qwen2.5-coder-14b-instruct:q8_0", "Q8_0")}
+
+
+def test_group_variants_keeps_each_files_facts_and_separates_models_whose_facts_differ(tmp_path: Path):
+    """Each variant keeps its file's size, checksum and memory; entries whose shared facts differ (a
+    context window), or that are two files of one quantization, stay separate models, and the summary
+    says why. Sizes and checksums here are synthetic test values."""
+    def entry(name, quant, context=32768, repo="bartowski/Qwen2.5-7B-Instruct-GGUF", size=None, sha=""):
+        return {"ID": f"{name}-{quant}", "Name": name, "Family": "Qwen2", "Parameters": "7.62B",
+                "Quantization": quant, "ContextWindow": context, "FileSizeMB": size, "RAMRequiredMB": size and size + 512,
+                "HuggingFaceRepo": repo, "Filename": f"{name}-{quant}.gguf", "SHA256": sha, "Tags": "chat"}
+
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps([
+        entry("Qwen2.5-7B-Instruct", "Q4_K_M", size=1000, sha="1" * 64),
+        entry("Qwen2.5-7B-Instruct", "Q8_0", size=2000, sha="2" * 64),
+        entry("Qwen2.5-7B-Instruct", "Q6_K", repo="Qwen/Qwen2.5-7B-Instruct-GGUF"),  # another repository: alone
+        entry("Qwen2.5-3B-Instruct", "Q4_K_M", context=32768),
+        entry("Qwen2.5-3B-Instruct", "Q8_0", context=8192),  # a shared fact differs: two models
+        entry("Qwen2.5-1.5B-Instruct", "Q4_K_M"), entry("Qwen2.5-1.5B-Instruct", "q4_k_m"),
+    ]))
+    result, models = imported("registry", path)
+    seven = models["qwen2.5-7b-instruct"]
+    assert seven["variants"] == {
+        "Q4_K_M": {"artifact": {"format": "gguf", "repo": "bartowski/Qwen2.5-7B-Instruct-GGUF", "revision": "main",
+                                "file": "Qwen2.5-7B-Instruct-Q4_K_M.gguf", "size_bytes": 1000 << 20, "sha256": "1" * 64},
+                   "memory": {"ram_mb": 1512}},
+        "Q8_0": {"artifact": {"format": "gguf", "repo": "bartowski/Qwen2.5-7B-Instruct-GGUF", "revision": "main",
+                              "file": "Qwen2.5-7B-Instruct-Q8_0.gguf", "size_bytes": 2000 << 20, "sha256": "2" * 64},
+                 "memory": {"ram_mb": 2512}}}
+    assert seven["params_b"] == 7.62 and "memory" not in seven and "quantization" not in seven
+    assert models["qwen2.5-7b-instruct-q6_k"]["artifact"]["repo"] == "Qwen/Qwen2.5-7B-Instruct-GGUF"
+    assert {models[m]["context_window"] for m in ("qwen2.5-3b-instruct-q4_k_m", "qwen2.5-3b-instruct-q8_0")} == \
+        {32768, 8192}
+    assert "variants" not in models["qwen2.5-1.5b-instruct-q4_k_m"]
+    assert result.ungrouped == [
+        ("Qwen2.5-3B-Instruct-Q4_K_M, Qwen2.5-3B-Instruct-Q8_0", "they differ in context_window"),
+        ("Qwen2.5-1.5B-Instruct-Q4_K_M, Qwen2.5-1.5B-Instruct-q4_k_m", "two files of one quantization")]
+    assert "not imported as variants of one model: Qwen2.5-3B-Instruct-Q4_K_M, Qwen2.5-3B-Instruct-Q8_0: " \
+        "they differ in context_window" in result.summary()

@@ -23,7 +23,7 @@ from ..validate import mapping  # noqa: F401 - the importers' shape helper too
 FORMATS = ("gpt4all", "litellm", "openrouter", "llmfit", "registry")
 FIELD_ORDER = ("name", "family", "params_b", "quantization", "context_window", "provider", "workloads", "type",
                "capabilities", "arch", "memory", "recommended", "priority", "status", "aliases", "tags", "license",
-               "description", "deprecation_date", "pricing", "api_key_env", "hf_repo", "artifact", "ollama")
+               "description", "deprecation_date", "pricing", "api_key_env", "hf_repo", "artifact", "ollama", "variants")
 MAX_ID = 190  # the schema allows ids of 200 characters; room for a "-N" suffix
 IMPORT_PRIORITY = 500  # imported models rank below a catalog's own (priority 100 by default)
 
@@ -37,6 +37,8 @@ class Imported:
     unmapped: Counter = field(default_factory=Counter)  # source field -> entries that had it
     merged: list[tuple[str, str]] = field(default_factory=list)  # (source name, id it merged into)
     suffixed: list[tuple[str, str]] = field(default_factory=list)  # (source name, id it was given)
+    grouped: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (source name, its variants)
+    ungrouped: list[tuple[str, str]] = field(default_factory=list)  # (source names, why not one model)
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.setdefault(reason, []).append(str(name))
@@ -77,12 +79,85 @@ class Imported:
                             ("renamed (ids equal after normalization, facts differ)", self.suffixed)):
             if pairs:
                 lines.append(f"{what}: " + ", ".join(f"{name} -> {model_id}" for name, model_id in pairs))
+        if self.grouped:
+            lines.append("one model in several files, imported as variants: " +
+                         ", ".join(f"{name} ({', '.join(quants)})" for name, quants in self.grouped))
+        for names, why in self.ungrouped:
+            lines.append(f"not imported as variants of one model: {names}: {why}")
         if self.unmapped:
             common = sorted(self.unmapped.items(), key=lambda item: (-item[1], item[0]))
             shown = ", ".join(f"{name} ({count:,})" for name, count in common[:12])
             more = f", and {len(common) - 12} more" if len(common) > 12 else ""
             lines.append(f"fields not mapped, with the number of entries that had them: {shown}{more}")
         return "\n".join(lines)
+
+
+def group_variants(entries: list[tuple[str, dict]], out: Imported) -> list[tuple[str, dict]]:
+    """(source name, model) pairs with the files of one model merged into one model with `variants`.
+
+    Files of one model: the same repository and the same name once the quantization is taken out of it
+    (`Qwen2.5-Coder-14B-Q4_K_M` and `-Q8_0`), each a file with its own quantization. The variant keeps
+    what describes its file (artifact, memory, its own description); every other fact must agree across
+    the files, else they stay separate models and the summary says which facts differ."""
+    groups: dict[tuple, list[int]] = {}
+    for index, (name, model) in enumerate(entries):
+        key = _variant_key(name, model)
+        if key is not None:
+            groups.setdefault(key, []).append(index)
+    merged: dict[int, tuple[str, dict] | None] = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        files = [entries[i] for i in members]
+        names = ", ".join(name for name, _ in files)
+        quants = [model["quantization"] for _, model in files]
+        if len(set(quants)) < len(quants):
+            out.ungrouped.append((names, "two files of one quantization"))
+            continue
+        differ = sorted({key for _, model in files for key in set(model) | set(files[0][1])
+                         if key not in VARIANT_OWN and model.get(key) != files[0][1].get(key)})
+        if differ:
+            out.ungrouped.append((names, f"they differ in {', '.join(differ)}"))
+            continue
+        name, model = _variant_model(files)
+        merged.update({i: None for i in members})
+        merged[members[0]] = (name, model)
+        out.grouped.append((name, tuple(sorted(model["variants"]))))
+    return [merged.get(i, entry) for i, entry in enumerate(entries) if merged.get(i, entry) is not None]
+
+
+VARIANT_OWN = ("name", "quantization", "artifact", "memory", "description")  # what describes one file
+
+
+def _strip_quant(text: str, quant: str) -> str:
+    """A name without its quantization token (`Qwen2.5-Coder-14B-Q4_K_M` -> `Qwen2.5-Coder-14B`)."""
+    pattern = r"(?:^|[\s._:-]+)\(?" + r"[\s._-]?".join(map(re.escape, quant.split("_"))) + r"\)?(?=$|[\s._-])"
+    return re.sub(pattern, "", text, flags=re.I).strip() or text
+
+
+def _variant_key(name: str, model: dict):
+    """What the files of one model share; None for an entry that is not one quantized file."""
+    artifact, quant = model.get("artifact") or {}, model.get("quantization")
+    if not quant or not artifact.get("file"):
+        return None
+    title = _strip_quant(model.get("name") or name, quant).lower()
+    return (artifact.get("repo") or "", title)
+
+
+def _variant_model(files: list[tuple[str, dict]]) -> tuple[str, dict]:
+    """One model from the files of one model: the shared facts, and a variant per file keyed by quantization."""
+    name, first = files[0]
+    model = {key: value for key, value in first.items() if key not in VARIANT_OWN}
+    if first.get("name"):
+        model["name"] = _strip_quant(first["name"], first["quantization"])
+    descriptions = {m.get("description") for _, m in files}
+    if len(descriptions) == 1 and first.get("description"):
+        model["description"] = first["description"]  # one text for all: the model's, not repeated per file
+    model["variants"] = {
+        m["quantization"]: {key: m[key] for key in ("artifact", "memory", "description")
+                            if m.get(key) is not None and (key != "description" or len(descriptions) > 1)}
+        for _, m in sorted(files, key=lambda f: f[1]["quantization"])}
+    return _strip_quant(name, first["quantization"]), model
 
 
 def _facts(model: dict) -> dict:

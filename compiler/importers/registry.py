@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, number, params_b, quantization,
-               shown, strings, text, unsafe_names)
+from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, group_variants, hf_repo, number, params_b,
+               quantization, shown, strings, text, unsafe_names)
 from . import kinds
 
 MAPPED = {"ID", "Name", "Family", "Parameters", "Quantization", "ContextWindow", "FileSizeMB", "RAMRequiredMB",
@@ -20,6 +20,7 @@ MIB = 1024 * 1024
 def convert(data, out: Imported) -> None:
     if not isinstance(data, list):
         raise FormatMismatch("expected a JSON array of models")
+    entries = []  # (ID, model): a registry lists each quantized file of a model as an entry of its own
     for entry in data:
         if not isinstance(entry, dict):
             out.skip(shown(entry), "not a model entry")
@@ -62,5 +63,7 @@ def convert(data, out: Imported) -> None:
             "description": text(entry.get("Description")),
             "artifact": {k: v for k, v in artifact.items() if v is not None} or None,
         }
-        out.add(name, model)
+        entries.append((name, {key: value for key, value in model.items() if value is not None}))
         out.unmapped_fields(key for key in entry if key not in MAPPED)
+    for name, model in group_variants(entries, out):
+        out.add(name, model)
