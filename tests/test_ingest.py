@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from compiler.discover import ingest
+from compiler.load import dump_yaml, load_yaml_text
+from compiler.validate import check_document
 
 from conftest import REPO, run_cli
 from jsonserver import JsonServer
@@ -140,3 +142,76 @@ def test_a_broken_curated_list_is_a_warning_with_its_position(base_catalog, cura
                              "--source", "curated"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "curated: sources/curated.yaml" in result.stderr and "no candidates from it" in result.stderr
+
+
+# A GGUF repository's file list as GET /api/models/{repo}?blobs=true answers it (`siblings`). The file
+# names follow the Qwen GGUF repositories' layout; sizes and checksums are synthetic test values.
+GGUF_REPO = "Qwen/Qwen2.5-Coder-14B-Instruct-GGUF"
+SIBLINGS = [
+    {"rfilename": ".gitattributes", "size": 1519},
+    {"rfilename": "README.md", "size": 6000},
+    {"rfilename": "qwen2.5-coder-14b-instruct-q4_k_m.gguf", "size": 1000, "lfs": {"sha256": "1" * 64, "size": 1000}},
+    {"rfilename": "qwen2.5-coder-14b-instruct-q5_k_m.gguf", "size": 1200, "lfs": {"sha256": "not hex", "size": 1200}},
+    {"rfilename": "qwen2.5-coder-14b-instruct-q8_0-00002-of-00002.gguf", "size": 700},
+    {"rfilename": "qwen2.5-coder-14b-instruct-q8_0-00001-of-00002.gguf", "size": 900},
+    {"rfilename": "qwen2.5-coder-14b-instruct-fp16-00001-of-00003.gguf", "size": 900},  # shard 2 and 3 missing
+    {"rfilename": "Q6_K/qwen2.5-coder-14b-instruct-q6_k.gguf", "size": 1100},  # in a folder
+    {"rfilename": "qwen2.5-coder-14b-instruct-IQ4_XS.gguf"},
+    {"rfilename": "qwen2.5-coder-14b-instruct-abliterated-IQ4_XS.gguf"},  # a second IQ4_XS: ambiguous
+    {"rfilename": "mmproj-F16.gguf", "size": 600},  # a vision projector, not weights
+    {"rfilename": "qwen2.5-coder-14b-instruct.gguf"},
+]
+
+
+def test_gguf_variants_from_a_repository_file_list():
+    variants, notes = ingest.gguf_variants(GGUF_REPO, SIBLINGS)
+    assert variants == {
+        "Q4_K_M": {"artifact": {"format": "gguf", "repo": GGUF_REPO, "file": "qwen2.5-coder-14b-instruct-q4_k_m.gguf",
+                                "size_bytes": 1000, "sha256": "1" * 64}},
+        "Q5_K_M": {"artifact": {"format": "gguf", "repo": GGUF_REPO, "file": "qwen2.5-coder-14b-instruct-q5_k_m.gguf",
+                                "size_bytes": 1200}},  # a checksum that is not one is left out
+        "Q8_0": {"artifact": {"format": "gguf", "repo": GGUF_REPO, "files": [  # shards in order, as one variant
+            {"name": "qwen2.5-coder-14b-instruct-q8_0-00001-of-00002.gguf", "size_bytes": 900},
+            {"name": "qwen2.5-coder-14b-instruct-q8_0-00002-of-00002.gguf", "size_bytes": 700}]}}}
+    assert sorted(notes) == [
+        "F16: shards of qwen2.5-coder-14b-instruct-fp16 missing or repeated (1 of 3)",
+        "IQ4_XS: 2 different files (qwen2.5-coder-14b-instruct-IQ4_XS, qwen2.5-coder-14b-instruct-abliterated-IQ4_XS);"
+        " which one is meant?",
+        "Q6_K/qwen2.5-coder-14b-instruct-q6_k.gguf: in a folder of the repository",
+        "qwen2.5-coder-14b-instruct.gguf: no quantization in its name"]
+    # what it yields is a model's `variants:` as a catalog layer declares them
+    layer = {"schema_version": 2, "kind": "catalog", "models": {"qwen2.5-coder-14b": {
+        "params_b": 14.77, "provider": "local", "workloads": ["code"], "variants": variants}}}
+    assert check_document(load_yaml_text(dump_yaml(layer), "layer.yaml")) == []
+    names = {"gpt-oss-20b-MXFP4.gguf": "MXFP4", "Llama-3.2-1B-Instruct-BF16.gguf": "BF16", "m-UD-Q4_K_XL.gguf": "Q4_K_XL",
+             "gemma-3-4b-it-q4_0.gguf": "Q4_0", "m-IQ2_XXS.gguf": "IQ2_XXS", "m-f16.gguf": "F16"}
+    assert {name: list(ingest.gguf_variants("o/r", [{"rfilename": name}])[0]) for name in names} == \
+        {name: [quant] for name, quant in names.items()}
+    assert ingest.gguf_variants(GGUF_REPO, {"not": "a list"}) == ({}, [])
+    assert ingest.gguf_variants(GGUF_REPO, [None, 7, {"rfilename": 3}]) == ({}, [])
+
+
+def test_gguf_variants_from_the_hub_bounded_and_cached(monkeypatch):
+    def repo(query):
+        return 200, {"id": GGUF_REPO, "siblings": SIBLINGS}, {}
+
+    hub = JsonServer({f"/api/models/{GGUF_REPO}": repo})
+    monkeypatch.setenv("HF_ENDPOINT", hub.base)
+    try:
+        variants, warnings = ingest.hf_gguf_variants(GGUF_REPO, refresh=True)
+        assert sorted(variants) == ["Q4_K_M", "Q5_K_M", "Q8_0"] and len(warnings) == 4
+        assert all(w.startswith(f"hf: {GGUF_REPO}: ") for w in warnings)
+        assert hub.log == [f"/api/models/{GGUF_REPO}?blobs=true"]
+        assert ingest.hf_gguf_variants(GGUF_REPO)[0] == variants and len(hub.log) == 1, "answered from the cache"
+        hub.routes[f"/api/models/{GGUF_REPO}"] = lambda q: (500, {"error": "down"}, {})
+        variants, warnings = ingest.hf_gguf_variants(GGUF_REPO, refresh=True)
+        assert variants == {} and "failed (HTTP 500)" in warnings[0]
+        monkeypatch.setattr(ingest, "TIMEOUT", 0.3)
+        hub.routes[f"/api/models/{GGUF_REPO}"] = repo
+        hub.delay = 1.0
+        variants, warnings = ingest.hf_gguf_variants(GGUF_REPO, refresh=True)
+        assert variants == {} and "did not answer within 0.3 s" in warnings[0]
+        hub.delay = 0.0
+        assert ingest.hf_gguf_variants("../etc/passwd")[0] == {} and len(hub.log) == 3, "no request for a bad name"
+    finally:
+        hub.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from pathlib import Path
 from .. import paths
 from ..importers import kinds as model_kinds
 from ..net import Deadline, DeadlinePassed, LimitExceeded, parse_json, redact_url, request
-from ..validate import mapping
+from ..validate import file_name_problem, mapping
 from . import text
 
 SOURCES = ("hf", "openrouter", "curated")
@@ -249,3 +250,84 @@ def as_catalog(data: dict) -> dict:
                  "x-staged": {"source": candidate.get("source"), "popularity_score": candidate.get("popularity_score")}}
         models[normalize_id(candidate["model_id"])] = {k: v for k, v in model.items() if v is not None}
     return {"schema_version": 2, "kind": "catalog", "models": models}
+
+
+# ------------------------------------------------------------------------ a GGUF repository's variants
+
+# A quantization as GGUF file names spell it, delimited by anything but a letter or digit:
+# Q4_K_M, Q5_K_S, Q8_0, Q4_0, IQ4_XS, IQ2_XXS, TQ1_0, F16, FP16, BF16, F32, MXFP4 (the last one in the name wins)
+GGUF_QUANT = re.compile(r"(?<![A-Za-z0-9])(I?Q[1-8](?:_[0-9A-Za-z]+)*|TQ[12]_0|BF16|FP16|F16|F32|MXFP4)(?![A-Za-z0-9])",
+                        re.I)
+GGUF_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.I)  # llama.cpp's gguf-split naming
+QUANT_SPELLINGS = {"FP16": "F16"}
+NOT_WEIGHTS = ("mmproj",)  # vision projectors beside the weights: not a quantization of the model
+
+
+def gguf_variants(repo: str, siblings) -> tuple[dict[str, dict], list[str]]:
+    """Variants keyed by quantization from a GGUF repository's file list (the Hub API's `siblings`,
+    [{rfilename, size, lfs: {sha256}}] with ?blobs=true): one file is the variant's `file`, split shards
+    -0000N-of-0000M its `files` in order; and a note for each .gguf file left out, with why."""
+    found: dict[str, dict[str, list]] = {}  # quantization -> file name less shard suffix -> [(index, total, file)]
+    notes = []
+    for sibling in siblings if isinstance(siblings, list) else ():
+        name = text(sibling.get("rfilename")) if isinstance(sibling, dict) else None
+        if not name or not name.lower().endswith(".gguf"):
+            continue
+        if "/" in name:  # an artifact's files are fetched into one folder by their names
+            notes.append(f"{name}: in a folder of the repository")
+            continue
+        if name.lower().startswith(NOT_WEIGHTS):
+            continue
+        if file_name_problem(name):
+            notes.append(f"{name!r}: file name {file_name_problem(name)}")
+            continue
+        shard = GGUF_SHARD.search(name)
+        stem = name[:shard.start()] if shard else name[:-len(".gguf")]
+        quants = GGUF_QUANT.findall(stem)
+        if not quants:
+            notes.append(f"{name}: no quantization in its name")
+            continue
+        quant = QUANT_SPELLINGS.get(quants[-1].upper(), quants[-1].upper())
+        lfs = sibling.get("lfs") if isinstance(sibling.get("lfs"), dict) else {}
+        sha = str(lfs.get("sha256") or "")
+        size = sibling.get("size") if sibling.get("size") is not None else lfs.get("size")
+        entry = {"name": name, "size_bytes": size if type(size) is int and 0 < size < 1 << 53 else None,
+                 "sha256": sha if re.fullmatch(r"[0-9a-f]{64}", sha) else None}
+        index, total = (int(shard.group(1)), int(shard.group(2))) if shard else (1, 1)
+        found.setdefault(quant, {}).setdefault(stem, []).append((index, total, entry))
+    variants = {}
+    for quant, stems in sorted(found.items()):
+        if len(stems) > 1:
+            notes.append(f"{quant}: {len(stems)} different files ({', '.join(sorted(stems))}); which one is meant?")
+            continue
+        (stem, parts), = stems.items()
+        parts.sort(key=lambda part: part[0])
+        total = parts[0][1]
+        if [(i, t) for i, t, _ in parts] != [(i, total) for i in range(1, total + 1)]:
+            notes.append(f"{quant}: shards of {stem} missing or repeated ({len(parts)} of {total})")
+            continue
+        files = [{k: v for k, v in entry.items() if v is not None} for _, _, entry in parts]
+        artifact = {"format": "gguf", "repo": repo}
+        if len(files) == 1:
+            artifact |= {"file": files[0]["name"], **{k: v for k, v in files[0].items() if k != "name"}}
+        else:
+            artifact["files"] = files
+        variants[quant] = {"artifact": artifact}
+    return variants, notes
+
+
+def hf_gguf_variants(repo: str, refresh: bool = False) -> tuple[dict[str, dict], list[str]]:
+    """A Hub GGUF repository's variants (gguf_variants), its file list asked for as every ingest request
+    is (bounded time and size, cached); a repository that fails is a warning and no variants."""
+    from ..importers import hf_repo
+
+    warnings: list[str] = []
+    if hf_repo(repo) != repo:
+        return {}, [f"hf: {repo!r} is not a repository name (owner/name)"]
+    body, _ = _cached_get("hf", f"{paths.hf_endpoint()}/api/models/{repo}", {"blobs": "true"}, refresh, warnings)
+    if body is None:
+        return {}, warnings
+    if not isinstance(body, dict) or not isinstance(body.get("siblings"), list):
+        return {}, [f"hf: {repo} has no file list (`siblings`); no variants from it"]
+    variants, notes = gguf_variants(repo, body["siblings"])
+    return variants, [f"hf: {repo}: {note}" for note in notes]
