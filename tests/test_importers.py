@@ -239,7 +239,8 @@ def test_group_variants_keeps_each_files_facts_and_separates_models_whose_facts_
     says why. Sizes and checksums here are synthetic test values."""
     def entry(name, quant, context=32768, repo="bartowski/Qwen2.5-7B-Instruct-GGUF", size=None, sha=""):
         return {"ID": f"{name}-{quant}", "Name": name, "Family": "Qwen2", "Parameters": "7.62B",
-                "Quantization": quant, "ContextWindow": context, "FileSizeMB": size, "RAMRequiredMB": size and size + 512,
+                "Quantization": quant, "ContextWindow": context, "FileSizeMB": size,
+                "RAMRequiredMB": size and size + 512,
                 "HuggingFaceRepo": repo, "Filename": f"{name}-{quant}.gguf", "SHA256": sha, "Tags": "chat"}
 
     path = tmp_path / "registry.json"
@@ -255,7 +256,8 @@ def test_group_variants_keeps_each_files_facts_and_separates_models_whose_facts_
     seven = models["qwen2.5-7b-instruct"]
     assert seven["variants"] == {
         "Q4_K_M": {"artifact": {"format": "gguf", "repo": "bartowski/Qwen2.5-7B-Instruct-GGUF", "revision": "main",
-                                "file": "Qwen2.5-7B-Instruct-Q4_K_M.gguf", "size_bytes": 1000 << 20, "sha256": "1" * 64},
+                                "file": "Qwen2.5-7B-Instruct-Q4_K_M.gguf", "size_bytes": 1000 << 20,
+                                "sha256": "1" * 64},
                    "memory": {"ram_mb": 1512}},
         "Q8_0": {"artifact": {"format": "gguf", "repo": "bartowski/Qwen2.5-7B-Instruct-GGUF", "revision": "main",
                               "file": "Qwen2.5-7B-Instruct-Q8_0.gguf", "size_bytes": 2000 << 20, "sha256": "2" * 64},

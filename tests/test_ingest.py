@@ -183,7 +183,8 @@ def test_gguf_variants_from_a_repository_file_list():
     layer = {"schema_version": 2, "kind": "catalog", "models": {"qwen2.5-coder-14b": {
         "params_b": 14.77, "provider": "local", "workloads": ["code"], "variants": variants}}}
     assert check_document(load_yaml_text(dump_yaml(layer), "layer.yaml")) == []
-    names = {"gpt-oss-20b-MXFP4.gguf": "MXFP4", "Llama-3.2-1B-Instruct-BF16.gguf": "BF16", "m-UD-Q4_K_XL.gguf": "Q4_K_XL",
+    names = {"gpt-oss-20b-MXFP4.gguf": "MXFP4", "Llama-3.2-1B-Instruct-BF16.gguf": "BF16",
+             "m-UD-Q4_K_XL.gguf": "Q4_K_XL",
              "gemma-3-4b-it-q4_0.gguf": "Q4_0", "m-IQ2_XXS.gguf": "IQ2_XXS", "m-f16.gguf": "F16"}
     assert {name: list(ingest.gguf_variants("o/r", [{"rfilename": name}])[0]) for name in names} == \
         {name: [quant] for name, quant in names.items()}
