@@ -33,7 +33,7 @@ from .resolve import Catalog
 
 ELIGIBLE_STATUS = ("active", "deprecated")
 SIZE_UNKNOWN = "size unknown: give params_b, artifact.size_bytes or memory.ram_mb"
-TRACE_LIMIT = 200  # candidates kept per role in explain.json; the rest are counted
+TRACE_LIMIT = 200  # candidates kept per role in explain.json, beside the pick and fallbacks; the rest are counted
 CAPABILITIES = ("reasoning", "coding", "creativity", "multilingual")
 # The capability score that measures quality for each workload (best_fit), beside those a role's
 # `requires` names; a workload absent here ranks by parameters, then bits.
@@ -163,7 +163,8 @@ class RolePlan:
         return out
 
     def trace(self) -> dict:
-        kept = self.candidates[:TRACE_LIMIT]
+        # the pick and its fallbacks always, with their reasons (why the pick won), wherever they rank
+        kept = [v for n, v in enumerate(self.candidates) if n < TRACE_LIMIT or v.verdict in ("chosen", "fallback")]
         out = {"workload": self.workload, "strategy": self.strategy, "context": self.context,
                "required": self.required, "resident": self.resident, "chosen": self.model,
                "runtime": self.runtime, "fallbacks": self.fallbacks, "fallback_runtimes": self.fallback_runtimes,
@@ -171,8 +172,8 @@ class RolePlan:
                "note": self.note, "candidates": [v.to_dict() for v in kept]}
         if self.offload is not None:
             out["offload"] = {**self.offload.to_dict(), "why": self.offload.why}
-        if len(self.candidates) > TRACE_LIMIT:
-            out["omitted_candidates"] = len(self.candidates) - TRACE_LIMIT
+        if len(self.candidates) > len(kept):
+            out["omitted_candidates"] = len(self.candidates) - len(kept)
         return out
 
 
