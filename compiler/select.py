@@ -439,11 +439,17 @@ def size_class(params_b: float | None) -> int:
     return sum(1 for bound in SIZE_CLASSES_B if (params_b or 0) >= bound)
 
 
+def popularity(downloads: int | None) -> int:
+    """The order of magnitude of `downloads` (0 when unknown): a coarse signal, so two conversions of one
+    model 8% apart tie and parameters, then bits decide, while an official release 10x as used wins."""
+    return len(str(downloads)) if downloads else 0
+
+
 def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
     """best_fit's order, higher first, one criterion after another (QUALITY_ORDER names them): the mean
     of the capability scores that measure the role (its workload's and those its `requires` names)
     when the model has them; then `brisk` (on a GPU host, at SPEED_MARGIN x the floor); then the size class; then
-    `downloads` (official releases over a fine-tune of the same size); then parameters; then the
+    `downloads`' order of magnitude (official releases over a fine-tune of the same size); then parameters; then the
     quantization's bits per weight."""
     names = {f[:-4] for f in (role.get("requires") or {}) if f.endswith("_min") and f[:-4] in CAPABILITIES}
     if role.get("workload") in WORKLOAD_CAPABILITY:
@@ -453,7 +459,7 @@ def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
     score = sum(scores) / len(scores) if scores else None
     params = model.get("params_b") or 0
     return (score is not None, score or 0.0, brisk, size_class(params),
-            model.get("downloads") or 0, params, bits_per_weight(model.get("quantization")))
+            popularity(model.get("downloads")), params, bits_per_weight(model.get("quantization")))
 
 
 # What each element of `quality` is, worded for explain: the chosen reason names the first one that
@@ -463,7 +469,7 @@ QUALITY_ORDER = (
     ("capability score", lambda q: f"{q[1]:.2f}"),
     ("speed on a GPU host", lambda q: f"{'at or above' if q[2] else 'below'} {SPEED_MARGIN:g}x speed_floor"),
     ("size class", lambda q: _class_words(q[3])),
-    ("downloads", lambda q: f"{q[4]:,}"),
+    ("downloads", lambda q: f"{10 ** (q[4] - 1):,}+" if q[4] else "none"),
     ("parameters", lambda q: f"{q[5]:g}B"),
     ("bits per weight", lambda q: f"{q[6]:g}"),
 )
@@ -476,7 +482,7 @@ def _class_words(index: int) -> str:
 
 def why_best(chosen: tuple, runner_up: tuple, runner_up_id: str) -> str:
     """The criterion of `quality` on which the pick beat the runner-up, e.g. "ahead of X on downloads
-    (255,572 over 18,516)"; the id when every criterion ties."""
+    (100,000+ over 10,000+)"; the id when every criterion ties."""
     for index, (name, words) in enumerate(QUALITY_ORDER):
         if chosen[index] != runner_up[index]:
             mine, theirs = (words(chosen), words(runner_up)) if index else ("yes", "no")

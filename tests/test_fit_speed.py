@@ -302,7 +302,13 @@ def test_downloads_break_ties_within_a_size_class_never_across_it_nor_over_score
     plan = select(catalog_with(chat, models), host).roles["chat"]
     assert plan.model == "b-official"  # 7B and 8B: one class, the far more used one over the larger fine-tune
     chosen = next(v for v in plan.candidates if v.verdict == "chosen")
-    assert "ahead of a-finetune on downloads (1,000,000 over 100)" in chosen.reason
+    assert "ahead of a-finetune on downloads (1,000,000+ over 100+)" in chosen.reason
+    # downloads count by order of magnitude: a conversion 8% more used does not beat more bits
+    models["b-official-q8"] = {**models["b-official"], "quantization": "Q8_0"}
+    models["b-official"]["downloads"] = 1_080_000
+    plan = select(catalog_with(chat, models), host).roles["chat"]
+    assert plan.model == "b-official-q8"
+    assert "ahead of b-official on bits per weight" in next(v for v in plan.candidates if v.verdict == "chosen").reason
     models["a-finetune"]["capabilities"] = {"reasoning": 0.7}  # a capability score outranks popularity
     assert select(catalog_with(chat, models), host).roles["chat"].model == "a-finetune"
 

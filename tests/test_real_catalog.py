@@ -611,7 +611,7 @@ def downloads(built: dict, host: str, model_id: str) -> int:
 @pytest.mark.parametrize("host, role, before, faster", BEFORE)
 def test_best_fit_picks_a_more_used_model_that_runs_as_fast_as_the_one_it_used_to(
         scenario, built, host, role, before, faster):
-    """The pick is not the old one, has several times its downloads (an official release) and runs
+    """The pick is not the old one, has 5x its downloads or more (an official release) and runs
     `faster` times its speed (on the Mac, on the GPU where the old one ran on the CPU)."""
     pick = built[host]["roles"][role]
     explained = json.loads((scenario / "out" / host / "explain.json").read_text())["roles"][role]
