@@ -5,8 +5,9 @@ role's workload ordered by priority (lower first), recommended first, larger fir
 rejected with a reason or survives, with a fit level (compiler/fit.py) and an estimated decode
 speed (compiler/speed.py; a role's `requires.speed_min` rejects the slower). Every strategy takes a
 comfortable survivor when there is one, a tight one only when none is comfortable: `first_fit` the
-first, `largest_fit` the largest (recommended first), `best_fit` the highest quality (`quality`)
-among those at `selection.speed_floor` tok/s or faster (all of them when none is).
+first, `largest_fit` the largest (recommended first), `best_fit` the highest quality (`quality`:
+capability scores, then speed with a margin on a GPU host, size class, downloads, parameters, bits) among those at
+`selection.speed_floor` tok/s or faster (all of them when none is).
 Roles marked `resident` are packed into one shared budget (RAM,
 VRAM and `max_loaded_models`); other roles are loaded one at a time and each gets the whole
 budget. Cloud models are never chosen, only appended to the fallback chain.
@@ -32,7 +33,7 @@ from .resolve import Catalog
 
 ELIGIBLE_STATUS = ("active", "deprecated")
 SIZE_UNKNOWN = "size unknown: give params_b, artifact.size_bytes or memory.ram_mb"
-TRACE_LIMIT = 200  # candidates kept per role in explain.json; the rest are counted
+TRACE_LIMIT = 200  # candidates kept per role in explain.json, beside the pick and fallbacks; the rest are counted
 CAPABILITIES = ("reasoning", "coding", "creativity", "multilingual")
 # The capability score that measures quality for each workload (best_fit), beside those a role's
 # `requires` names; a workload absent here ranks by parameters, then bits.
@@ -162,7 +163,8 @@ class RolePlan:
         return out
 
     def trace(self) -> dict:
-        kept = self.candidates[:TRACE_LIMIT]
+        # the pick and its fallbacks always, with their reasons (why the pick won), wherever they rank
+        kept = [v for n, v in enumerate(self.candidates) if n < TRACE_LIMIT or v.verdict in ("chosen", "fallback")]
         out = {"workload": self.workload, "strategy": self.strategy, "context": self.context,
                "required": self.required, "resident": self.resident, "chosen": self.model,
                "runtime": self.runtime, "fallbacks": self.fallbacks, "fallback_runtimes": self.fallback_runtimes,
@@ -170,8 +172,8 @@ class RolePlan:
                "note": self.note, "candidates": [v.to_dict() for v in kept]}
         if self.offload is not None:
             out["offload"] = {**self.offload.to_dict(), "why": self.offload.why}
-        if len(self.candidates) > TRACE_LIMIT:
-            out["omitted_candidates"] = len(self.candidates) - TRACE_LIMIT
+        if len(self.candidates) > len(kept):
+            out["omitted_candidates"] = len(self.candidates) - len(kept)
         return out
 
 
@@ -421,17 +423,71 @@ def placed_speed(model: dict, host: Host, placement: str, need: Estimate, runtim
                           bool(runtime and runtime.expert_offload))
 
 
-def quality(model: dict, role: dict) -> tuple:
-    """best_fit's order, higher first: the mean of the capability scores that measure the role
-    (its workload's and those its `requires` names) when the model has them, then parameters, then
-    the quantization's bits per weight."""
+# best_fit's size classes, upper bounds in billions of parameters: parameters rank models only across
+# classes; within one, where the model runs and how widely it is used decide (bounds fall between the
+# common release sizes: 1.5 | 3-4 | 7-9 | 12-15 | 20-27 | 30-36 | 46-72 | 100-123 ...)
+SIZE_CLASSES_B = (1.0, 2.0, 5.0, 10.0, 18.0, 28.0, 40.0, 90.0, 200.0)
+# On a host with a GPU, best_fit ranks candidates this many times selection.speed_floor or faster above
+# slower ones of any size class: there a model on the GPU runs several times faster than one of similar
+# size left on the CPU (or mostly so), so speed separates candidates that parameters do not. Not on a
+# CPU-only host: there speed is about the inverse of size, and the floor alone keeps crawls out.
+SPEED_MARGIN = 2.5  # 12.5 tok/s at the default floor: a comfortable chat pace, twice what a CPU gives a dense 30B
+
+
+def size_class(params_b: float | None) -> int:
+    """The index of the first SIZE_CLASSES_B bound above `params_b` (0 when unknown)."""
+    return sum(1 for bound in SIZE_CLASSES_B if (params_b or 0) >= bound)
+
+
+def popularity(downloads: int | None) -> int:
+    """The order of magnitude of `downloads` (0 when unknown): a coarse signal, so two conversions of one
+    model 8% apart tie and parameters, then bits decide, while an official release 10x as used wins."""
+    return len(str(downloads)) if downloads else 0
+
+
+def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
+    """best_fit's order, higher first, one criterion after another (QUALITY_ORDER names them): the mean
+    of the capability scores that measure the role (its workload's and those its `requires` names)
+    when the model has them; then `brisk` (on a GPU host, at SPEED_MARGIN x the floor); then the size class; then
+    `downloads`' order of magnitude (official releases over a fine-tune of the same size); then parameters; then the
+    quantization's bits per weight."""
     names = {f[:-4] for f in (role.get("requires") or {}) if f.endswith("_min") and f[:-4] in CAPABILITIES}
     if role.get("workload") in WORKLOAD_CAPABILITY:
         names.add(WORKLOAD_CAPABILITY[role["workload"]])
     capabilities = model.get("capabilities") or {}
     scores = [capabilities[n] for n in sorted(names) if isinstance(capabilities.get(n), (int, float))]
     score = sum(scores) / len(scores) if scores else None
-    return (score is not None, score or 0.0, model.get("params_b") or 0, bits_per_weight(model.get("quantization")))
+    params = model.get("params_b") or 0
+    return (score is not None, score or 0.0, brisk, size_class(params),
+            popularity(model.get("downloads")), params, bits_per_weight(model.get("quantization")))
+
+
+# What each element of `quality` is, worded for explain: the chosen reason names the first one that
+# put the pick ahead of the runner-up
+QUALITY_ORDER = (
+    ("has capability scores", lambda q: ""),
+    ("capability score", lambda q: f"{q[1]:.2f}"),
+    ("speed on a GPU host", lambda q: f"{'at or above' if q[2] else 'below'} {SPEED_MARGIN:g}x speed_floor"),
+    ("size class", lambda q: _class_words(q[3])),
+    ("downloads", lambda q: f"{10 ** (q[4] - 1):,}+" if q[4] else "none"),
+    ("parameters", lambda q: f"{q[5]:g}B"),
+    ("bits per weight", lambda q: f"{q[6]:g}"),
+)
+
+
+def _class_words(index: int) -> str:
+    low = SIZE_CLASSES_B[index - 1] if index else 0
+    return f"{low:g}B+" if index == len(SIZE_CLASSES_B) else f"{low:g}-{SIZE_CLASSES_B[index]:g}B"
+
+
+def why_best(chosen: tuple, runner_up: tuple, runner_up_id: str) -> str:
+    """The criterion of `quality` on which the pick beat the runner-up, e.g. "ahead of X on downloads
+    (100,000+ over 10,000+)"; the id when every criterion ties."""
+    for index, (name, words) in enumerate(QUALITY_ORDER):
+        if chosen[index] != runner_up[index]:
+            mine, theirs = (words(chosen), words(runner_up)) if index else ("yes", "no")
+            return f"ahead of {runner_up_id} on {name} ({mine} over {theirs})"
+    return f"ahead of {runner_up_id}, equal on every criterion, by id"
 
 
 def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
@@ -475,6 +531,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
     if survivors:
         # a tight fit only when nothing comfortable serves the role
         pool = [v for v in survivors if v.fit == fit.COMFORTABLE] or survivors
+        ranked: list[Verdict] = []  # best_fit's order, best first
         if plan.strategy == "largest_fit":
             chosen = max(pool, key=lambda v: v.size)  # max keeps the first of equals
         elif plan.strategy == "best_fit":
@@ -483,11 +540,18 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
             floor = catalog.selection["speed_floor"]
             pool = [v for v in pool if v.speed and v.speed.tokens_per_s >= floor] or pool
             role = catalog.roles[plan.name]
-            by_id = sorted(pool, key=lambda v: v.model)  # equal quality: the first id
-            chosen = max(by_id, key=lambda v: quality(catalog.models[v.model], role))
+            brisk = (full.vram_mb > 0 and SPEED_MARGIN * floor) or None
+
+            def rank(v: Verdict) -> tuple:
+                return quality(catalog.models[v.model], role,
+                               bool(brisk and v.speed and v.speed.tokens_per_s >= brisk))
+            ranked = sorted(sorted(pool, key=lambda v: v.model), key=rank, reverse=True)  # equal: the first id
+            chosen = ranked[0]
         else:
             chosen = pool[0]
         chosen.verdict, chosen.reason = "chosen", f"{plan.strategy}: {chosen.describe()}"
+        if plan.strategy == "best_fit" and len(ranked) > 1:
+            chosen.reason += "; " + why_best(rank(chosen), rank(ranked[1]), ranked[1].model)
         if plan.strategy == "best_fit" and chosen.speed and chosen.speed.tokens_per_s < catalog.selection["speed_floor"]:
             chosen.reason += (f"; ~{chosen.speed.tokens_per_s:g} tok/s, below selection.speed_floor "
                               f"{catalog.selection['speed_floor']:g}: nothing faster serves the role")

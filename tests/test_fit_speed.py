@@ -273,3 +273,68 @@ def test_best_fit_prefers_an_interactive_speed_over_a_larger_model_that_crawls()
     slow = select(catalog_with(chat, models), host).roles["chat"]
     assert slow.model == "big-moe-unknown"
     assert "below selection.speed_floor" in next(v for v in slow.candidates if v.verdict == "chosen").reason
+
+
+# -- best_fit without capability scores: speed on a GPU host, size class, downloads ----------------------
+
+def unscored(**models: dict) -> dict:
+    for model in models.values():
+        model.update(provider="local", context_window=8192, workloads=["chat"])
+        model.setdefault("quantization", "Q4_K_M")
+    return models
+
+
+def test_size_classes_keep_common_release_sizes_together_and_apart():
+    from compiler.select import size_class
+    for same in ((1.3, 1.5, 1.7), (3, 4), (7, 8, 9), (13, 14), (30, 32, 35, 36), (46.7, 70, 72)):
+        assert len({size_class(b) for b in same}) == 1, same
+    sizes = (0.5, 1.5, 3, 7, 14, 24, 32, 70, 120, 235)
+    assert [size_class(b) for b in sizes] == sorted({size_class(b) for b in sizes})  # each its own class, in order
+
+
+def test_downloads_break_ties_within_a_size_class_never_across_it_nor_over_scores():
+    models = unscored(**{"a-finetune": {"params_b": 8, "downloads": 100},
+                         "b-official": {"params_b": 7, "downloads": 1_000_000},
+                         "c-bigger": {"params_b": 14, "downloads": 10}})
+    chat, host = "  chat: {workload: chat}\n", cpu_host(64, memory_bandwidth_gbs=400.0)
+    assert select(catalog_with(chat, models), host).roles["chat"].model == "c-bigger"  # a larger class first
+    del models["c-bigger"]
+    plan = select(catalog_with(chat, models), host).roles["chat"]
+    assert plan.model == "b-official"  # 7B and 8B: one class, the far more used one over the larger fine-tune
+    chosen = next(v for v in plan.candidates if v.verdict == "chosen")
+    assert "ahead of a-finetune on downloads (1,000,000+ over 100+)" in chosen.reason
+    # downloads count by order of magnitude: a conversion 8% more used does not beat more bits
+    models["b-official-q8"] = {**models["b-official"], "quantization": "Q8_0"}
+    models["b-official"]["downloads"] = 1_080_000
+    plan = select(catalog_with(chat, models), host).roles["chat"]
+    assert plan.model == "b-official-q8"
+    assert "ahead of b-official on bits per weight" in next(v for v in plan.candidates if v.verdict == "chosen").reason
+    models["a-finetune"]["capabilities"] = {"reasoning": 0.7}  # a capability score outranks popularity
+    assert select(catalog_with(chat, models), host).roles["chat"].model == "a-finetune"
+
+
+def test_on_a_gpu_host_a_model_at_speed_margin_beats_a_larger_one_left_on_the_cpu():
+    """The 36 GB Mac: a 47B mixture of experts (13B active) exceeds the GPU's share and runs on the CPU at
+    ~10 tok/s; a 35B with 3B active fits the GPU and runs several times faster. On the Mac the fast one
+    wins though it is a size class down; on a CPU-only host of the same memory, where both run on the CPU
+    and speed mostly mirrors size, the larger one does."""
+    from compiler.select import SPEED_MARGIN
+    models = unscored(**{  # Mixtral 8x7B's and Qwen3-30B-A3B's published shapes
+        "moe-47b": {"params_b": 46.7, "arch": {"active_params_b": 12.9, "experts": 8, "layers": 32, "kv_heads": 8,
+                                               "head_dim": 128, "heads": 32, "hidden_size": 4096, "vocab_size": 32000}},
+        "moe-35b-a3b": {"params_b": 35, "arch": {"active_params_b": 3.3, "experts": 128, "layers": 48, "kv_heads": 4,
+                                                 "head_dim": 128, "heads": 32, "hidden_size": 2048,
+                                                 "vocab_size": 151936}}})
+    chat = "  chat: {workload: chat}\n"
+    mac = Host("mac", 36 * GIB_IN_MB, (Gpu("Apple M3 Pro", 36 * GIB_IN_MB, "apple"),), unified_memory=True)
+    plan = select(catalog_with(chat, models), mac).roles["chat"]
+    by_id = {v.model: v for v in plan.candidates}
+    margin = SPEED_MARGIN * speed.SPEED_FLOOR
+    assert by_id["moe-47b"].placement == "cpu" and speed.SPEED_FLOOR <= by_id["moe-47b"].speed.tokens_per_s < margin
+    assert plan.model == "moe-35b-a3b" and plan.placement == "gpu"
+    assert plan.speed.tokens_per_s >= 3 * by_id["moe-47b"].speed.tokens_per_s
+    assert f"ahead of moe-47b on speed on a GPU host (at or above {SPEED_MARGIN:g}x speed_floor" in \
+        by_id["moe-35b-a3b"].reason
+    cpu_only = cpu_host(36, memory_bandwidth_gbs=150.0)  # the Mac's bandwidth, no GPU
+    plan = select(catalog_with(chat, models), cpu_only).roles["chat"]
+    assert plan.model == "moe-47b" and plan.speed.tokens_per_s >= speed.SPEED_FLOOR

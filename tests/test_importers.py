@@ -71,6 +71,8 @@ def test_llmfit():
                             "heads": 28, "vocab_size": 152064}
     assert qwen["memory"] == {"ram_mb": 4404} and qwen["workloads"] == ["code", "chat", "summarization", "extraction"]
     assert qwen["x-llmfit"]["recommended_ram_gb"] == 7.1
+    raw = next(e for e in json.loads((REALDATA / "hf_models.json").read_text()) if e["name"] == "Qwen/Qwen2.5-Coder-7B-Instruct")
+    assert qwen["downloads"] == raw["hf_downloads"] > 0  # best_fit's tie-breaker, a documented field
     oss = models["openai/gpt-oss-120b"]
     assert oss["arch"]["experts"] == 128 and oss["arch"]["active_params_b"] == 9.5954
     assert oss["x-llmfit"]["is_moe"] is True

@@ -361,8 +361,8 @@ def sources_of(model: dict) -> list[Source]:
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict[str, dict]:
-    """out/<host>/models.json of every host, parsed."""
+def scenario(tmp_path_factory):
+    """The scenario's catalog directory, imported and built."""
     catalog = tmp_path_factory.mktemp("real-catalog")
     (catalog / "sources").mkdir()
     (catalog / "sources" / "10-roles.yaml").write_bytes((SCENARIO / "roles.yaml").read_bytes())
@@ -373,7 +373,13 @@ def built(tmp_path_factory) -> dict[str, dict]:
         assert result.exit_code == 0, result.output
     result = run_cli("-C", str(catalog), "build", "--all", "-q")
     assert result.exit_code == 0, result.output
-    return {host: json.loads((catalog / "out" / host / "models.json").read_text()) for host in HOSTS}
+    return catalog
+
+
+@pytest.fixture(scope="module")
+def built(scenario) -> dict[str, dict]:
+    """out/<host>/models.json of every host, parsed."""
+    return {host: json.loads((scenario / "out" / host / "models.json").read_text()) for host in HOSTS}
 
 
 @dataclass
@@ -586,3 +592,33 @@ def test_oracle_memory_follows_the_issue_figures():
     assert kv_bytes(nemotron, nemotron["parameters_raw"], None, 8192) == (20 * GIB, "arch")
     starcoder = BY_FILE["starcoder-newbpe-q4_0.gguf"]
     assert starcoder.need(4096).weights == 8_987_411_904 > int(starcoder.entry["ramrequired"]) * GIB
+
+
+# best_fit without capability scores (imported models have none). Before downloads and the speed margin
+# ranked them, parameters alone did: a community fine-tune beat the official release it was made from,
+# and the 36 GB Mac ran a 47B Mixtral on its CPU (~10 tok/s) beside a GPU a 35B-A3B fits.
+# (host, role, the old pick, how much faster the new one must run: 0.95 where both share one architecture)
+BEFORE = (("cpu-32", "chat", "jackrong/qwen3.5-35b-a3b-claude-4.6-opus-reasoning-distilled", 0.95),
+          ("cpu-8", "code", "bigatuna/qwen3-1.7b-sushi-coder", 1.5),
+          ("mac-36", "chat", "nousresearch/nous-hermes-2-mixtral-8x7b-dpo", 3.0))
+
+
+def downloads(built: dict, host: str, model_id: str) -> int:
+    """llmfit's own download count for the compiled model (tests/data), not hostfit's copy of it."""
+    return max(source.entry.get("hf_downloads") or 0 for source in sources_of(built[host]["models"][model_id]))
+
+
+@pytest.mark.parametrize("host, role, before, faster", BEFORE)
+def test_best_fit_picks_a_more_used_model_that_runs_as_fast_as_the_one_it_used_to(
+        scenario, built, host, role, before, faster):
+    """The pick is not the old one, has 5x its downloads or more (an official release) and runs
+    `faster` times its speed (on the Mac, on the GPU where the old one ran on the CPU)."""
+    pick = built[host]["roles"][role]
+    explained = json.loads((scenario / "out" / host / "explain.json").read_text())["roles"][role]
+    old = next(c for c in explained["candidates"] if c["model"] == before)
+    assert old["verdict"] == "fallback" and pick["model"] != before
+    assert downloads(built, host, pick["model"]) >= 5 * downloads(built, host, before)
+    assert pick["tokens_per_s"] >= faster * old["speed"]["tokens_per_s"]
+    assert pick["fit"] == "comfortable"
+    if host.startswith("mac"):
+        assert pick["placement"] == "gpu" and old["placement"] == "cpu"

@@ -93,6 +93,7 @@ def convert(data, out: Imported) -> None:
             "arch": arch or None,
             "memory": {"ram_mb": ram_mb} if (ram_mb := count(math.ceil(ram * 1024)) if ram else None) else None,
             "priority": IMPORT_PRIORITY,
+            "downloads": count(entry.get("hf_downloads")),  # best_fit's tie-breaker within a size class
             "license": text(entry.get("license")),
             "hf_repo": repo,
             "artifact": {"format": container or FORMATS.get(fmt, "safetensors"), "repo": artifact_repo}
