@@ -61,6 +61,12 @@ class Budget:
             return "cpu"
         return None
 
+    @property
+    def gpu_contexts(self) -> int:
+        """GPU runtime contexts a model opens here: one per discrete GPU on a host with VRAM (where the GPUs
+        hold it whole or in part, every placement there), none on unified memory or without a GPU."""
+        return max(1, self.gpus) if self.vram_mb and not self.unified else 0
+
     def capacity(self, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> int:
         if "split" in allowed and not self.unified:
             return self.vram_mb + self.ram_mb
@@ -213,8 +219,7 @@ def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_at
     """The model's need on this host: where discrete GPUs hold it, whole or in part (every placement on a
     host with VRAM), the GPU runtime's own memory comes on top, once per GPU (each has its context).
     (Metal on unified memory has none beside the process's: gpu_runtime_overhead_mb is CUDA's, measured.)"""
-    gpus = max(1, budget.gpus) if budget.vram_mb and not budget.unified else 0
-    overhead = selection["runtime_overhead_mb"] + selection["gpu_runtime_overhead_mb"] * gpus
+    overhead = selection["runtime_overhead_mb"] + selection["gpu_runtime_overhead_mb"] * budget.gpu_contexts
     return estimate(model, context, overhead, kv_cache_type, flash_attention=flash_attention)
 
 
@@ -364,9 +369,12 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
         if problem:
             verdicts.append(Verdict(model_id, "rejected", problem))
             continue
-        if budget.vram_mb:
-            need = need_on(budget, catalog.models[model_id], screened.context, catalog.selection,
-                           role["flash_attention"], screened.kv_cache_type)
+        if budget.gpu_contexts:  # else the screened need already is this host's (no GPU runtime beside it)
+            key = ("need", name, model_id, budget.gpu_contexts)  # once per catalog for hosts with as many GPUs
+            if key not in catalog.memo:
+                catalog.memo[key] = need_on(budget, catalog.models[model_id], screened.context, catalog.selection,
+                                            role["flash_attention"], screened.kv_cache_type)
+            need = catalog.memo[key]
         fmt, offers = _format_of(model_id, catalog)
         matches = runtimes.match(fmt, offers, available)
         if not matches:

@@ -27,6 +27,7 @@ the peak on a single stream: 8B Q4_K_M at about 140 tok/s on an RTX 4090 (0.7 of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from .hosts import Host
 from .memory import MIB, bits_per_weight, kv_mib, routed_active_params_b
@@ -103,8 +104,10 @@ def gpu_bandwidth(name: str) -> float | None:
     return best[1] if best else None
 
 
+@cache
 def host_bandwidths(host: Host) -> tuple[float, float, str]:
-    """(GPU GB/s as one device, RAM GB/s, where they came from) for a host."""
+    """(GPU GB/s as one device, RAM GB/s, where they came from) for a host: once per host (a Host is
+    frozen), not once per candidate each role judges on it (it matches every GPU name against the table)."""
     sources = []
     gpu_gbs = 0.0
     unified = host.memory_bandwidth_gbs if host.unified_memory else None  # one memory: the GPU reads it too
