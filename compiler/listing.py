@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from . import fit
 from .hosts import Host
 from .memory import is_cloud, size_unknown
 from .resolve import Catalog
 from .runtimes import available
-from .select import first_placed, host_budget, need_on, placed_mb, placed_speed, runtime_options
+from .select import first_placed, fit_and_speed, host_budget, need_on, runtime_options
 
 CURATED = ("active", "deprecated")
 
@@ -27,15 +26,15 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
             continue
         context, cache_type = catalog.selection["context_default"], catalog.selection.get("kv_cache_type")
         need = need_on(budget, model, context, catalog.selection, catalog.selection["flash_attention"], cache_type)
-        options = () if is_cloud(model) else runtime_options(model_id, model, runs)
+        options = () if is_cloud(model) else runtime_options(model_id, catalog, runs)
         placed = first_placed(budget, need.mb, options) if options and not size_unknown(model) else None
         placement = placed[1] if placed else None
         fit_column = "cloud" if is_cloud(model) else placement or ("no" if options else "no runtime")
         level, tokens = None, None
-        if placement:
-            level = fit.level(fit.Fill(need.mb, 0, placed_mb(budget, placement), placement,
-                                       catalog.selection["max_fill"]))[0]
-            tokens = placed_speed(model, host, placement, need, placed[0], budget.vram_mb, cache_type).tokens_per_s
+        if placement:  # as select judges a role loaded alone
+            level, _, speed = fit_and_speed(model, host, need, placement, placed[0], budget, budget,
+                                            catalog.selection, cache_type)
+            tokens = speed.tokens_per_s
         out.append({
             "id": model_id, "params_b": model.get("params_b"), "quantization": model.get("quantization"),
             "context_window": model.get("context_window"), "provider": model.get("provider"),

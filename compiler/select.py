@@ -337,9 +337,9 @@ def _requirement_problem(model: dict, requires: dict, context: int) -> str | Non
     return None
 
 
-def runtime_options(model_id: str, model: dict, available: runtimes.Available) -> tuple[tuple[str, tuple], ...]:
+def runtime_options(model_id: str, catalog: Catalog, available: runtimes.Available) -> tuple[tuple[str, tuple], ...]:
     """(runtime name, its placements) of each runtime of the host that can run the model, host order."""
-    matches = runtimes.match(runtimes.model_format(model, model_id), runtimes.sources(model), available)
+    matches = runtimes.match(*_format_of(model_id, catalog), available)
     return tuple((runtime.name, allowed) for runtime, allowed in matches)
 
 
@@ -375,12 +375,11 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
                 catalog.memo[key] = need_on(budget, catalog.models[model_id], screened.context, catalog.selection,
                                             role["flash_attention"], screened.kv_cache_type)
             need = catalog.memo[key]
-        fmt, offers = _format_of(model_id, catalog)
-        matches = runtimes.match(fmt, offers, available)
-        if not matches:
-            verdicts.append(Verdict(model_id, "rejected", runtimes.rejection(fmt, offers, available)))
+        options = runtime_options(model_id, catalog, available)
+        if not options:
+            rejection = runtimes.rejection(*_format_of(model_id, catalog), available)
+            verdicts.append(Verdict(model_id, "rejected", rejection))
             continue
-        options = tuple((runtime.name, allowed) for runtime, allowed in matches)
         placed = first_placed(budget, need.mb, options)
         if placed:
             verdict = Verdict(model_id, "survivor", "", need, placed[1], size, capacity, placed[0], options)
@@ -401,16 +400,23 @@ def placed_mb(budget: Budget, placement: str) -> int:
     return {"gpu": budget.vram_mb, "cpu": budget.ram_mb}.get(placement, budget.vram_mb + budget.ram_mb)
 
 
+def fit_and_speed(model: dict, host: Host, need: Estimate, placement: str, runtime: str | None, full: Budget,
+                  now: Budget, selection: dict, kv_cache_type: str | None) -> tuple[str, str, speed.Speed]:
+    """(fit level, its reason, decode speed) of `need` placed at `placement` by `runtime`, against `now`
+    (what is left of the `full` budget beside resident models packed before it)."""
+    budget_mb = placed_mb(full, placement)
+    level, fill = fit.level(fit.Fill(need.mb, budget_mb - placed_mb(now, placement), budget_mb, placement,
+                                     selection["max_fill"]))
+    return level, fill, placed_speed(model, host, placement, need, runtime, now.vram_mb, kv_cache_type)
+
+
 def _judge(verdict: Verdict, catalog: Catalog, host: Host, full: Budget, now: Budget, screened: Screened) -> None:
     """A placed verdict's fit level and speed, against `now` (what is left of the `full` budget);
     rejected when slower than the role's speed_min."""
-    need, placement = verdict.memory, verdict.placement
-    budget_mb = placed_mb(full, placement)
-    filled = fit.Fill(need.mb, budget_mb - placed_mb(now, placement), budget_mb, placement,
-                      catalog.selection["max_fill"])
-    verdict.fit, verdict.fill = fit.level(filled)
-    verdict.speed = placed_speed(catalog.models[verdict.model], host, placement, need, verdict.runtime,
-                                 now.vram_mb, screened.kv_cache_type)
+    placement = verdict.placement
+    verdict.fit, verdict.fill, verdict.speed = fit_and_speed(catalog.models[verdict.model], host, verdict.memory,
+                                                             placement, verdict.runtime, full, now,
+                                                             catalog.selection, screened.kv_cache_type)
     if screened.speed_min is not None and verdict.speed.tokens_per_s < screened.speed_min:
         verdict.verdict, verdict.placement, verdict.too_slow = "rejected", None, True
         verdict.reason = f"~{verdict.speed.tokens_per_s:g} tok/s on {placement} < required {screened.speed_min:g}"
