@@ -278,8 +278,8 @@ def gguf_variants(repo: str, siblings) -> tuple[dict[str, dict], list[str]]:
             continue
         if name.lower().startswith(NOT_WEIGHTS):
             continue
-        if file_name_problem(name):
-            notes.append(f"{name!r}: file name {file_name_problem(name)}")
+        if problem := file_name_problem(name):
+            notes.append(f"{name!r}: file name {problem}")
             continue
         shard = GGUF_SHARD.search(name)
         stem = name[:shard.start()] if shard else name[:-len(".gguf")]

@@ -8,7 +8,7 @@ from .. import paths
 from ..errors import UsageError
 from ..facts import arch_facts
 from ..gguf_header import architecture
-from ..importers import count
+from ..importers import count, quantization
 from ..migrate import normalize_id
 from ..validate import mapping
 from ..net import (BadResponse, BadURL, Deadline, DeadlinePassed, LimitExceeded, check_base_url,
@@ -74,9 +74,9 @@ def facts(name: str, tag: dict, show, host: str, ids_by_ollama_name: dict[str, s
     params_b = round(params / 1e9, 4) if params else 0
     if params_b > 0:
         model["params_b"] = params_b
-    quant = details.get("quantization_level")
+    quant = quantization(details.get("quantization_level"))
     if quant:
-        model["quantization"] = "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in str(quant).upper())
+        model["quantization"] = quant
     window = arch("context_length")
     if window:
         model["context_window"] = window

@@ -291,6 +291,18 @@ def shown(entry) -> str:
     return f"(a JSON {type(entry).__name__})"
 
 
+def named(out: Imported, entry, key: str, label: str | None = None) -> str | None:
+    """An entry's name under `key`; None, and the entry skipped, when it is not an object or has no
+    such name (then shown by its `label` field, if any)."""
+    if not isinstance(entry, dict):
+        out.skip(shown(entry), "not a model entry")
+        return None
+    name = text(entry.get(key))
+    if name is None:
+        out.skip((text(entry.get(label)) if label else None) or "(unnamed)", f"no {key}")
+    return name
+
+
 def plain(value) -> bool:
     """Whether a JSON value may be copied into a layer as is: no NaN, infinity or huge number in it."""
     if isinstance(value, dict):

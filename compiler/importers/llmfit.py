@@ -6,7 +6,7 @@ import math
 import re
 
 from ..runtimes import infer
-from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, number, plain, quantization, shown,
+from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, named, number, plain, quantization,
                strings, text)
 from . import kinds
 
@@ -28,12 +28,8 @@ def convert(data, out: Imported) -> None:
         raise FormatMismatch("expected a JSON array of models")
     siblings = kinds.tuned_siblings(name for entry in data if isinstance(entry, dict) and (name := text(entry.get("name"))))
     for entry in data:
-        if not isinstance(entry, dict):
-            out.skip(shown(entry), "not a model entry")
-            continue
-        name = text(entry.get("name"))
+        name = named(out, entry, "name")
         if name is None:
-            out.skip("(unnamed)", "no name")
             continue
         if RANDOM_REPO.search(name):
             out.skip(name, "test repository with random weights")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import FormatMismatch, Imported, context, hf_repo, mapping, per_million, plain, shown, strings, text
+from . import FormatMismatch, Imported, context, hf_repo, mapping, named, per_million, plain, strings, text
 from . import kinds
 
 MAPPED = {"id", "name", "description", "context_length", "architecture", "pricing", "top_provider",
@@ -13,12 +13,8 @@ def convert(data, out: Imported) -> None:
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise FormatMismatch("expected an object with a `data` array (the /api/v1/models response)")
     for entry in data["data"]:
-        if not isinstance(entry, dict):
-            out.skip(shown(entry), "not a model entry")
-            continue
-        model_id = text(entry.get("id"))
+        model_id = named(out, entry, "id", label="name")
         if model_id is None:
-            out.skip(text(entry.get("name")) or "(unnamed)", "no id")
             continue
         pricing = mapping(entry.get("pricing"))
         if "-1" in (str(pricing.get("prompt")), str(pricing.get("completion"))):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, group_variants, hf_repo, number, params_b,
-               quantization, shown, strings, text, unsafe_names)
+from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, group_variants, hf_repo, named, number,
+               params_b, quantization, strings, text, unsafe_names)
 from . import kinds
 
 MAPPED = {"ID", "Name", "Family", "Parameters", "Quantization", "ContextWindow", "FileSizeMB", "RAMRequiredMB",
@@ -22,12 +22,8 @@ def convert(data, out: Imported) -> None:
         raise FormatMismatch("expected a JSON array of models")
     entries = []  # (ID, model): a registry lists each quantized file of a model as an entry of its own
     for entry in data:
-        if not isinstance(entry, dict):
-            out.skip(shown(entry), "not a model entry")
-            continue
-        name = text(entry.get("ID"))
+        name = named(out, entry, "ID", label="Name")
         if name is None:
-            out.skip(text(entry.get("Name")) or "(unnamed)", "no ID")
             continue
         window = context(entry.get("ContextWindow"), out, name)
         if window is False:
