@@ -47,27 +47,35 @@ def _stat_tree(folder: Path, root: Path, suffixes: tuple[str, ...] = ()) -> list
     return rows
 
 
-def fingerprint(root: Path, options) -> dict | None:
+def this_machine(options):
+    """This machine's detected facts when the build compiles it, else None: detected once, for the
+    fingerprint and for the build itself (Project(here=...)), as detection probes GPUs and runtimes."""
+    from . import hosts
+
+    if options.all_hosts or (options.hosts and hosts.LOCAL not in options.hosts):
+        return None
+    return hosts.detect(hosts.machine_name())
+
+
+def fingerprint(root: Path, options, here) -> dict | None:
     """What the build reads, as sizes and mtimes: sources/, profiles/, templates/ (links followed),
     the compiler with its built-in templates, the personal layer, this machine's facts when they
-    matter. None when something cannot be statted: then the cache is not used. The files named in a
-    host's `user:` list are recorded by the build itself (Project.read_inputs), as only it knows them."""
+    matter (`here`, from this_machine). None when something cannot be statted: then the cache is not
+    used. The files named in a host's `user:` list are recorded by the build itself
+    (Project.read_inputs), as only it knows them."""
     if options.check or options.discover:
-        return None  # never looked up (see lookup): walking the tree and detecting this machine is wasted
+        return None  # never looked up (see lookup): walking the tree is wasted
     try:
-        return json.loads(json.dumps(_fingerprint(root, options)))
+        return json.loads(json.dumps(_fingerprint(root, options, here)))
     except OSError:
         return None
 
 
-def _fingerprint(root: Path, options) -> dict:
+def _fingerprint(root: Path, options, detected) -> dict:
     from . import hosts
 
     personal = paths.user_layer()
     # only a build of this machine (no --host, or --host local) depends on what is detected
-    detected = None
-    if not options.all_hosts and (not options.hosts or hosts.LOCAL in options.hosts):
-        detected = hosts.detect(hosts.machine_name())
     return {
         # --set values may hold secrets (a URL's password): the record keeps only their hash
         "options": [list(options.hosts), options.all_hosts, list(options.profiles), _hashed(options.sets),

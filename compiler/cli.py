@@ -30,10 +30,10 @@ class Context:
             raise UsageError(f"{root} holds no sources/ folder")
         return root
 
-    def project(self):
+    def project(self, here=None):
         from .pipeline import Project
 
-        return Project(self.root())
+        return Project(self.root(), here)
 
 
 def run(action) -> None:
@@ -105,13 +105,14 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
         root = obj.root()
         options = BuildOptions(tuple(hosts), all_hosts, tuple(profiles), tuple(sets),
                                Path(out_dir) if out_dir else None, check, with_staging, discover)
-        fingerprint = buildcache.fingerprint(root, options)
+        here = buildcache.this_machine(options)
+        fingerprint = buildcache.fingerprint(root, options, here)
         cached = buildcache.lookup(root, options, fingerprint, read_outputs=not quiet)
         if cached is not None:
             if not quiet:
                 _print_results(cached, check, single=len(cached) == 1 and not all_hosts)
             return EXIT_OK
-        project = obj.project()
+        project = obj.project(here)
         result = project.compile(options, write=False)
         from . import report
         warnings = [] if quiet else result.warnings

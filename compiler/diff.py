@@ -126,13 +126,8 @@ def _host(host: str, old: dict, new: dict, old_trace: dict | None, new_trace: di
                 change["fallbacks"] = {"old": before.get("fallbacks"), "new": after.get("fallbacks")}
             if before.get("memory_mb") != after.get("memory_mb"):
                 change["memory_mb"] = {"old": before.get("memory_mb"), "new": after.get("memory_mb")}
-            if before.get("placement") != after.get("placement"):
-                change["placement"] = {"old": before.get("placement"), "new": after.get("placement")}
-            if before.get("runtime") != after.get("runtime"):
-                change["runtime"] = {"old": before.get("runtime"), "new": after.get("runtime")}
-            if before.get("fit") != after.get("fit"):  # a pick turning tight is worth a reviewer's look
-                change["fit"] = {"old": before.get("fit"), "new": after.get("fit")}
-            for key in RUN_SETTINGS:
+            # fit: a pick turning tight is worth a reviewer's look
+            for key in ("placement", "runtime", "fit", *RUN_SETTINGS):
                 if before.get(key) != after.get(key):
                     change[key] = {"old": before.get(key), "new": after.get(key)}
         out.roles.append(change)
@@ -207,10 +202,9 @@ def render_text(diffs: list[HostDiff], colour: bool = False) -> str:
                 lines.append(f"  {r['role']} memory: {_memory(r['memory_mb'])}")
             if "placement" in r:
                 lines.append(f"  {r['role']} placement: {r['placement']['old']} -> {r['placement']['new']}")
-            if "runtime" in r:
-                lines.append(f"  {r['role']} runtime: {r['runtime']['old'] or '-'} -> {r['runtime']['new'] or '-'}")
-            if "fit" in r:
-                lines.append(f"  {r['role']} fit: {r['fit']['old'] or '-'} -> {r['fit']['new'] or '-'}")
+            for key in ("runtime", "fit"):
+                if key in r:
+                    lines.append(f"  {r['role']} {key}: {r[key]['old'] or '-'} -> {r[key]['new'] or '-'}")
             for key in RUN_SETTINGS:
                 if key in r:
                     lines.append(f"  {r['role']} {key}: {_value(r[key]['old'])} -> {_value(r[key]['new'])}")

@@ -11,7 +11,7 @@ the problems of the others, and nothing is written unless every host compiled cl
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import emit, exports, facts, hosts as hostmod, migrate, paths, publish, runtimes, validate
@@ -110,8 +110,9 @@ def route(problems: list[Diagnostic], errors: list[Diagnostic], warnings: list[D
 
 
 class Project:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, here: Host | None = None):
         self.root = root
+        self._here = here  # this machine's detected facts, when the caller detected them already
         self._compiled: dict[tuple, tuple[Catalog | None, list[Diagnostic]]] = {}
         self._user_docs: dict[Path, tuple[Document | None, list[Diagnostic]]] = {}
         # files read beyond sources/, profiles/ and templates/ (hosts' `user:` lists), as the no-op
@@ -237,8 +238,7 @@ class Project:
             if host is None:
                 out.append(self._local_target(sources))
             else:
-                detected = hostmod.detect(host.name, with_runtimes=False)  # for its RAM only
-                warning = hostmod.disagreement(host, detected)
+                warning = hostmod.disagreement(host, self._detected(host.name, with_runtimes=False))  # RAM only
                 if warning:
                     where = origin(sources.inventory.layers, ("hosts", host.name))
                     report.warnings.append(Diagnostic(*where, "W401", warning, severity="warning"))
@@ -257,8 +257,13 @@ class Project:
         personal = paths.user_layer()
         profiles = ("base",) if "base" in sources.profiles else ()
         # anything at that path is read: a FIFO or a dangling link is an error naming it (E018, E019)
-        return Target(hostmod.detect(hostmod.machine_name(), profiles), LOCAL,
+        return Target(replace(self._detected(hostmod.machine_name()), profiles=profiles), LOCAL,
                       (personal,) if os.path.lexists(personal) else (), this_machine=True)
+
+    def _detected(self, name: str, with_runtimes: bool = True) -> Host:
+        if self._here is not None:
+            return replace(self._here, name=name)
+        return hostmod.detect(name, with_runtimes=with_runtimes)
 
     def _user_files(self, host: Host) -> tuple[Path, ...]:
         return tuple(self.root / name for name in host.user)

@@ -325,11 +325,10 @@ def _fetch_file(artifact: Artifact, spec: File, size: int | None, sha: str | Non
         actual = sha256_file(final)
         if (sha is None and actual != stale) or actual == sha:
             fetched = FetchedFile(spec.name, final, final.stat().st_size, actual, False)
-        else:
-            cache.forget(artifact.model_id)
-            cache.delete(final)
     if fetched is None:
         cache.forget(artifact.model_id)  # its file is about to be replaced; fetch_one records the whole again
+        if final.exists():  # hashed above and not these bytes
+            cache.delete(final)
         tick = reporter.start(artifact, spec, size)
         try:
             outcome = download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format,
