@@ -285,20 +285,57 @@ def _executor_setup(obj: Context, host: str | None, roles=(), with_fallbacks: bo
     return plan, Cache(), lock, fetcher.Reporter(progress)
 
 
+def _cache_limit() -> int | None:
+    """cache.max_size from the user configuration, read before anything is fetched (a bad value: exit 1)."""
+    from .executor import config
+
+    return config.cache_max_size()
+
+
+def _pins(obj: Context, store) -> set:
+    """What prune, clean and the size limit never evict: every lock under out/ and the installed catalog."""
+    from .executor.lock import installed_pins, pinned
+
+    return pinned(_out_folder(obj)) | installed_pins(store)
+
+
+def _keep_under_limit(obj: Context, store, limit: int | None, fetched=()) -> None:
+    """After a fetch: LRU prune to cache.max_size (never what a lock pins, nor what this run fetched);
+    E721 (exit 3) when the pinned artifacts alone exceed it."""
+    if limit is None:
+        return
+    from .executor import config
+    from .executor.cache import enforce_limit
+
+    entries = store.entries()
+    this_run = {(item.artifact.model_id, entries[item.artifact.model_id].sha256) for item in fetched
+                if item.artifact.model_id in entries}
+    evicted = enforce_limit(store, limit, _pins(obj, store) | this_run, config.read()[0])
+    if evicted:
+        click.echo(f"cache.max_size: evicted {len(evicted)} least recently used artifact(s): {', '.join(evicted)}",
+                   err=True)
+
+
+VERIFY_HELP = "Hash every cached file, not only those whose size, mtime or inode changed since last hashed."
+
+
 @main.command()
 @click.option("--host", metavar="H", help="A compiled host (default: this machine's).")
 @click.option("--role", "roles", multiple=True, metavar="R", help="Only the models of role R.")
 @click.option("--with-fallbacks", is_flag=True, help="Also the local models of each fallback chain.")
 @click.option("--require-pinned", is_flag=True, help="Fail on any artifact without a pinned sha256 (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Emit progress as JSON events.")
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @click.pass_obj
-def fetch(obj: Context, host, roles, with_fallbacks, require_pinned, as_json) -> None:
+def fetch(obj: Context, host, roles, with_fallbacks, require_pinned, as_json, verify) -> None:
     """Download, verify and cache the artifacts a compiled host uses (HOSTFIT_CACHE overrides the cache)."""
     def action() -> int:
         from .executor import fetch as fetcher
 
+        limit = _cache_limit()
         plan, cache, lock, reporter = _executor_setup(obj, host, roles, with_fallbacks, "json" if as_json else "auto")
-        fetcher.fetch(plan.artifacts, cache, lock, reporter, require_pinned)
+        fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter, require_pinned, verify=verify)
+        _keep_under_limit(obj, cache, limit, fetched)
         for warning in cache.warnings:
             click.echo(f"warning: {warning}", err=True)
         return EXIT_OK
@@ -336,13 +373,15 @@ def lock_command(obj: Context, host, with_fallbacks) -> None:
 @click.option("--gpu-layers", type=int, help="Layers to offload (default: from the compiled placement).")
 @click.option("--no-mmap", is_flag=True, help="Read the model into memory instead of mapping it.")
 @click.option("--mlock", is_flag=True, help="Lock the model in RAM.")
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @click.pass_obj
-def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers, no_mmap, mlock) -> None:
+def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers, no_mmap, mlock, verify) -> None:
     """Load ROLE's model (fetching it first), run a short generation, print load and first-token times."""
     def action() -> int:
         from .executor import fetch as fetcher
         from .executor.loaders import DEFAULT_PROMPT, load_role
 
+        limit = _cache_limit()
         plan, cache, lock, reporter = _executor_setup(obj, host, (role,), True)
         artifacts = {a.model_id: a for a in plan.artifacts}
 
@@ -350,9 +389,11 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
             if model_id not in artifacts:
                 from .errors import RuntimeFailure
                 raise RuntimeFailure(f"{model_id}: {plan.skipped.get(model_id) or 'no artifact to fetch'}")
-            fetched = fetcher.fetch_one(artifacts[model_id], cache, lock, reporter)
+            # a corrupt cached file is refused, not replaced: `hostfit fetch` repairs
+            fetched = fetcher.fetch_one(artifacts[model_id], cache, lock, reporter, verify, repair=False)
             if lock.pin(model_id, fetcher.lock_entry(fetched)):
                 lock.save()
+            _keep_under_limit(obj, cache, limit, [fetched])
             return fetched.path
 
         overrides = {"threads": threads, "gpu_layers": gpu_layers, "mmap": not no_mmap, "mlock": mlock,
@@ -371,8 +412,9 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
 @click.option("--host", metavar="H", help="A compiled host (default: this machine's).")
 @click.option("--from", "bundle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Install from a bundle made by `hostfit bundle` (no network needed).")
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @click.pass_obj
-def apply_command(obj: Context, host, bundle_file) -> None:
+def apply_command(obj: Context, host, bundle_file, verify) -> None:
     """Fetch, lock and install the compiled models.json where applications read it ($XDG_DATA_HOME/hostfit)."""
     def action() -> int:
         from .executor import apply as applier
@@ -381,12 +423,16 @@ def apply_command(obj: Context, host, bundle_file) -> None:
         if bundle_file:
             document, count = applier.apply_from(bundle_file)
         else:
+            limit = _cache_limit()
             plan, cache, lock, reporter = _executor_setup(obj, host)
-            fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
+            # a corrupt cached file is refused, never installed nor replaced: `hostfit fetch` repairs
+            fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter, verify=verify, repair=False)
             if not lock.path.exists():
                 lock.save()
             document, count = applier.installed_document(plan.document, fetched), len(fetched)
         target = applier.install(document)
+        if not bundle_file:
+            _keep_under_limit(obj, cache, limit, fetched)
         click.echo(f"installed {target} ({document['host']['name']}, {count} artifact(s) verified)")
         return EXIT_OK
 
@@ -396,8 +442,9 @@ def apply_command(obj: Context, host, bundle_file) -> None:
 @main.command(name="bundle")
 @click.argument("host")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @click.pass_obj
-def bundle_command(obj: Context, host, output) -> None:
+def bundle_command(obj: Context, host, output, verify) -> None:
     """Pack HOST's models.json, lock and artifacts into one file for an air-gapped machine."""
     def action() -> int:
         from .emit import output_mode
@@ -405,9 +452,12 @@ def bundle_command(obj: Context, host, output) -> None:
         from .executor import fetch as fetcher
 
         output_mode(output)  # a device, FIFO or link is refused before anything is downloaded
+        limit = _cache_limit()
         plan, cache, lock, reporter = _executor_setup(obj, host)
-        fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter)
+        # a corrupt cached file is refused, never packed nor replaced: `hostfit fetch` repairs
+        fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter, verify=verify, repair=False)
         count = applier.bundle(plan, lock, fetched, output)
+        _keep_under_limit(obj, cache, limit, fetched)
         click.echo(f"wrote {output}: models.json, models.lock and {count} artifact(s)")
         return EXIT_OK
 
@@ -453,10 +503,9 @@ def cache_list(obj: Context, as_json: bool) -> None:
     """Every cached artifact: size, sha256, last use; `pinned` when a lock under out/ pins it."""
     def action() -> int:
         import json
-        from .executor.lock import pinned
 
         store = _store()
-        pins = pinned(_out_folder(obj))
+        pins = _pins(obj, store)
         entries = store.entries()
         if as_json:
             click.echo(json.dumps([{**e.to_dict(), "pinned": (e.id, e.sha256) in pins} for e in entries.values()],
@@ -530,11 +579,10 @@ def cache_clean(obj: Context, older_than: str) -> None:
     """Remove artifacts unused for a while (never a pinned one) and partial downloads older than 24 h."""
     def action() -> int:
         from .executor.cache import clean, parse_age
-        from .executor.lock import pinned
 
         limit = _parsed(parse_age, older_than)
         store = _store()
-        removed, parts = clean(store, limit, pinned(_out_folder(obj)))
+        removed, parts = clean(store, limit, _pins(obj, store))
         click.echo(f"removed {len(removed)} artifact(s) and {parts} stale partial download(s)", err=True)
         _warn(store)
         return EXIT_OK
@@ -549,14 +597,42 @@ def cache_prune(obj: Context, max_size: str) -> None:
     """LRU eviction down to --max-size; an artifact pinned by a lock under out/ is never evicted."""
     def action() -> int:
         from .executor.cache import parse_size, prune
-        from .executor.lock import pinned
 
         limit = _parsed(parse_size, max_size)
         store = _store()
-        evicted, total = prune(store, limit, pinned(_out_folder(obj)))
+        evicted, total = prune(store, limit, _pins(obj, store))
         click.echo(f"evicted {len(evicted)} artifact(s){': ' + ', '.join(evicted) if evicted else ''}; "
                    f"cache now {total / 2**30:,.2f} GiB" + (" (pinned artifacts keep it above the limit)"
                                                            if total > limit else ""), err=True)
+        _warn(store)
+        return EXIT_OK
+
+    run(action)
+
+
+@cache.command(name="clear")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def cache_clear(obj: Context, yes: bool) -> None:
+    """Delete every cached artifact (pinned ones too) and partial download; the next fetch downloads again."""
+    def action() -> int:
+        from .executor.cache import clear
+
+        store = _store()
+        entries = store.entries()
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError("cache clear deletes every cached artifact: pass --yes to confirm")
+            pins = _pins(obj, store)
+            pinned_count = sum((e.id, e.sha256) in pins for e in entries.values())
+            if not click.confirm(f"Delete {len(entries)} artifact(s), {sum(e.size for e in entries.values()) / 2**30:,.2f}"
+                                 f" GiB, from {store.root} ({pinned_count} pinned by a lock)?", default=False):
+                click.echo("nothing deleted", err=True)
+                return EXIT_OK
+        removed, parts = clear(store)
+        click.echo(f"removed {len(removed)} artifact(s) and {parts} partial download(s)"
+                   + (f"; {len(entries) - len(removed)} in use by a running fetch kept"
+                      if len(removed) < len(entries) else ""), err=True)
         _warn(store)
         return EXIT_OK
 

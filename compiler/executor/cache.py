@@ -2,7 +2,8 @@
 
     <cache>/.hostfit-cache                 the marker: hostfit made this folder and may delete in it
     <cache>/manifest.json                  id, path, size, sha256, downloaded_at, last_used, use_count
-                                           (a file set: files, each name, size, sha256)
+                                           (a file set: files, each name, size, sha256); seen: each
+                                           file's [size, mtime_ns, inode] when it was last hashed
     <cache>/<model id, escaped>/<file>     verified artifacts; a file set's files side by side under their
                                            own names (llama.cpp finds a split GGUF's shards beside the first)
     <cache>/.downloading/<key>.part        partial downloads (resumed across runs)
@@ -18,6 +19,10 @@ The manifest is rewritten atomically under a file lock. Every entry must name th
 model inside the cache (`<escaped id>/<file>`, resolved, symlinks included); a missing, corrupt or
 stray one is rebuilt, with a warning, from the files in the cache's own layout only. Every deletion
 goes through Cache.delete, which refuses anything but a regular file below the root of a marked cache.
+
+Every use of a cached file (fetch, apply, bundle, load) compares its size, mtime_ns and inode with
+`seen` and hashes it again when any differs (Cache.unchanged): a same-size rewrite that keeps the
+mtime is the one change this misses, which `--verify` (always hash) and `cache verify` catch.
 """
 
 from __future__ import annotations
@@ -106,11 +111,13 @@ class Entry:
     last_used: str
     use_count: int = 0
     files: list | None = None  # a file set: [{name, size, sha256}] in order; None for one file
+    seen: dict | None = None  # {file name: [size, mtime_ns, inode]} when last hashed; None: hash before use
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)
-        if self.files is None:  # manifests of single files stay as they were
-            del out["files"]
+        for key in ("files", "seen"):  # manifests of single files stay as they were
+            if out[key] is None:
+                del out[key]
         return out
 
     def file_list(self) -> list[dict]:
@@ -278,6 +285,11 @@ class Cache:
         if not (isinstance(entry.size, int) and not isinstance(entry.size, bool) and entry.size >= 0
                 and isinstance(entry.sha256, str) and isinstance(entry.use_count, int)):
             return "has a wrong size, sha256 or use count"
+        if entry.seen is not None and not (isinstance(entry.seen, dict) and all(
+                isinstance(key, str) and isinstance(value, list) and len(value) == 3
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in value)
+                for key, value in entry.seen.items())):
+            return "has a wrong `seen` record"
         if entry.files is not None:
             problem = self._set_problem(entry)
             if problem:
@@ -359,7 +371,8 @@ class Cache:
             stamp = datetime.fromtimestamp(max(file.stat().st_mtime for file in inside), timezone.utc).strftime(STAMP)
             entries[model_id] = Entry(model_id, f"{folder.name}/{inside[0].name}", sum(f["size"] for f in files),
                                       set_digest([(f["name"], f["size"], f["sha256"]) for f in files]), stamp, stamp,
-                                      0, files if len(files) > 1 else None)
+                                      0, files if len(files) > 1 else None,
+                                      {file.name: file_stat(file) for file in inside})
         return entries
 
     def _write(self, entries: dict[str, Entry]) -> None:
@@ -387,6 +400,7 @@ class Cache:
         """Record a model's verified files, (path, size, sha256) each, all in its folder: one entry."""
         names = [(path.name, size, sha) for path, size, sha in files]
         listed = [{"name": name, "size": size, "sha256": sha} for name, size, sha in names] if len(files) > 1 else None
+        seen = {path.name: file_stat(path) for path, _, _ in files}
 
         def change(entries):
             old = entries.get(model_id)
@@ -394,8 +408,17 @@ class Cache:
             entries[model_id] = Entry(model_id, str(files[0][0].relative_to(self.root)),
                                       sum(size for _, size, _ in names), set_digest(names),
                                       stamp if downloaded or old is None else old.downloaded_at, stamp,
-                                      (old.use_count if old else 0) + 1, listed)
+                                      (old.use_count if old else 0) + 1, listed,
+                                      None if None in seen.values() else seen)
         self.update(change)
+
+    def unchanged(self, entry: Entry, name: str) -> bool:
+        """True when a file of `entry` has the size, mtime_ns and inode it had when last hashed, so its
+        recorded sha256 still vouches for it; anything else (or no record) means hash it again."""
+        recorded = (entry.seen or {}).get(name)
+        item = next((item for item in entry.file_list() if item["name"] == name), None)
+        return (recorded is not None and item is not None and recorded[0] == item["size"]
+                and file_stat(self.root / item["path"]) == recorded)
 
     def forget(self, model_id: str) -> None:
         """Drop a model's entry and keep its files: before any of them is replaced, so the manifest never
@@ -403,6 +426,33 @@ class Cache:
         next one hashes again)."""
         if self.marked and model_id in self.entries():
             self.update(lambda entries: entries.pop(model_id, None))
+
+    def evict(self, seen: Entry) -> bool:
+        """Remove an artifact as `seen` when listed, unless it is in use: a fetch of it holds its lock
+        (skipped, not waited for), or it was fetched or used since (its manifest entry changed). Keeps
+        prune from deleting what a concurrent fetch has just verified or is about to record."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.part_path(seen.id, seen.path.rpartition("/")[2])) + ".lock", timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return False
+        except OSError as exc:
+            raise DiskError(f"cannot lock {seen.id} in the artifact cache: {exc.strerror or exc}") from exc
+        removed = []
+        try:
+            def change(entries):
+                entry = entries.get(seen.id)
+                if entry is not None and (entry.sha256, entry.last_used) == (seen.sha256, seen.last_used):
+                    del entries[seen.id]
+                    for item in entry.file_list():
+                        self.delete(self.root / item["path"])
+                    removed.append(entry)
+            self.update(change)
+        finally:
+            lock.release()
+        return bool(removed)
 
     # ------------------------------------------------------------------------ maintenance
 
@@ -447,6 +497,15 @@ def one_split_set(names: list[str]) -> bool:
 class NotRegular(DiskError):
     """A cache entry that is not a regular file (a FIFO, a device, a folder, a link): never opened, since
     opening a FIFO blocks forever; it counts as not cached."""
+
+
+def file_stat(path: Path) -> list[int] | None:
+    """[size, mtime_ns, inode] of a regular file (lstat: a link is not one); None for anything else."""
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return None
+    return [found.st_size, found.st_mtime_ns, found.st_ino] if stat.S_ISREG(found.st_mode) else None
 
 
 def regular(path: Path) -> bool:
@@ -536,22 +595,64 @@ def clean(store: Cache, older_than: float, pins: set[tuple[str, str]]) -> tuple[
 
 
 def prune(store: Cache, limit: int, pins: set[tuple[str, str]]) -> tuple[list[str], int]:
-    """Evict least recently used artifacts until the cache fits `limit` bytes; pins stay.
-    Returns the evicted ids and the size left. Stale partials go too."""
+    """Evict least recently used artifacts (by `last_used`, which every use updates; ties by id) until the
+    cache fits `limit` bytes; pins stay, and so does an artifact a concurrent fetch holds or has used since
+    this listing. Returns the evicted ids and the size left. Stale partials go too."""
     entries = store.entries()
     total = sum(e.size for e in entries.values())
     evicted = []
     for entry in sorted(entries.values(), key=lambda e: (e.last_used, e.id)):
         if total <= limit:
             break
-        if (entry.id, entry.sha256) in pins:
+        if (entry.id, entry.sha256) in pins or not store.evict(entry):
             continue
-        store.remove(entry.id)
         total -= entry.size
         evicted.append(entry.id)
     for part in store.stale_parts():
         store.delete(part)
     return evicted, total
+
+
+class CacheFull(DiskError):
+    """The artifacts locks pin need more than cache.max_size (E721, exit 3)."""
+
+
+def enforce_limit(store: Cache, limit: int, pins: set[tuple[str, str]], config: Path) -> list[str]:
+    """cache.max_size after a fetch: prune() to `limit`, then CacheFull when what is pinned alone exceeds it."""
+    evicted, _ = prune(store, limit, pins)
+    entries = store.entries()
+    pinned = sum(e.size for e in entries.values() if (e.id, e.sha256) in pins)
+    if pinned > limit:
+        raise CacheFull(
+            f"E721 cache full: the {sum((e.id, e.sha256) in pins for e in entries.values())} artifact(s) locks pin "
+            f"need {pinned / 2**30:,.2f} GiB, over cache.max_size {limit / 2**30:,.2f} GiB ({config}); nothing "
+            "pinned is evicted: raise cache.max_size, or drop models from the hosts' locks (out/*/models.lock)")
+    return evicted
+
+
+def clear(store: Cache) -> tuple[list[str], int]:
+    """Every artifact and partial download removed, through Cache.evict and Cache.delete; what a running
+    fetch holds (its artifact, and then every partial: a set's partials share its first file's lock)
+    stays. The marker and an empty manifest are kept. Returns the removed ids and the partials deleted."""
+    removed = [entry.id for entry in store.entries().values() if store.evict(entry)]
+    return removed, 0 if _fetch_running(store) else sum(store.delete(part) for part in store.parts())
+
+
+def _fetch_running(store: Cache) -> bool:
+    """True when some process holds an artifact's fetch lock (`.downloading/*.part.lock`)."""
+    from filelock import FileLock, Timeout
+
+    folder = store.root / ".downloading"
+    for path in sorted(folder.glob("*.part.lock")) if folder.is_dir() else ():
+        lock = FileLock(str(path), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return True
+        except OSError:
+            continue
+        lock.release()
+    return False
 
 
 def verify(store: Cache) -> list[tuple[str, str | None, str | None, str]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts import files_of
-from ..errors import Diagnostic, InputError, UsageError
+from ..errors import Diagnostic, InputError, IntegrityError, UsageError
 from ..memory import is_cloud
 from ..net import redact_url
 from .cache import Cache, NotRegular, regular, sha256_file
@@ -206,6 +206,11 @@ class Reporter:
             self._bar.stop()
             self._bar = None
 
+    def say(self, text: str) -> None:
+        self.event(event="note", message=text)
+        if self.mode != "json":
+            print(text, file=self.stream, flush=True)
+
     def finish(self, artifact: Artifact, fetched: FetchedFile) -> None:
         how = ("downloaded" + (f" (resumed at {fetched.resumed_from:,} bytes)" if fetched.resumed_from else "")
                if fetched.downloaded else "cached")
@@ -218,7 +223,7 @@ class Reporter:
 
 
 def fetch(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporter,
-          require_pinned: bool = False) -> list[Fetched]:
+          require_pinned: bool = False, verify: bool = False, repair: bool = True) -> list[Fetched]:
     """Every artifact (every file of it) verified in the cache and pinned in the lock (saved if it changed)."""
     if require_pinned:
         unpinned = [a.model_id for a in artifacts if not all(sha for _, sha in expected(a, lock))]
@@ -228,7 +233,7 @@ def fetch(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporte
     results = []
     try:
         for artifact in artifacts:
-            results.append(fetch_one(artifact, cache, lock, reporter))
+            results.append(fetch_one(artifact, cache, lock, reporter, verify, repair))
     finally:  # pin what was verified, even when a later artifact failed
         changed = [lock.pin(r.artifact.model_id, lock_entry(r)) for r in results]
         if any(changed):
@@ -286,44 +291,57 @@ def moved(artifact: Artifact, lock: Lock) -> dict[str, str]:
             if pin.get("name") in urls and pin.get("url") != urls[pin["name"]] and pin.get("sha256")}
 
 
-def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter) -> Fetched:
-    """Every file of the artifact verified in its folder of the cache, recorded as one manifest entry."""
+def fetch_one(artifact: Artifact, cache: Cache, lock: Lock, reporter: Reporter, verify: bool = False,
+              repair: bool = True) -> Fetched:
+    """Every file of the artifact verified in its folder of the cache, recorded as one manifest entry
+    (`verify`: hash every cached file; `repair` off: a corrupt cached file is refused, not replaced)."""
     wanted = expected(artifact, lock)
     elsewhere = moved(artifact, lock)
     # one fetch per artifact, however many processes ask: a set's files are fetched under its first file's lock
     with cache.lock_for(cache.part_path(artifact.model_id, artifact.file)):
         entry = cache.entries().get(artifact.model_id)
-        known = {item["name"]: item for item in entry.file_list()} if entry else {}
         files: list[FetchedFile] = []
         for spec, (size, sha) in zip(artifact.files, wanted):
             # the unsized ceiling bounds the weights, which are every file of a set: what the files
             # before this one hold is spent
-            files.append(_fetch_file(artifact, spec, size, sha, known.get(spec.name), cache, reporter,
-                                     sum(f.size for f in files), elsewhere.get(spec.name)))
+            files.append(_fetch_file(artifact, spec, size, sha, entry, cache, reporter,
+                                     sum(f.size for f in files), elsewhere.get(spec.name), verify, repair))
         cache.record(artifact.model_id, [(f.path, f.size, f.sha256) for f in files],
                      downloaded=any(f.downloaded for f in files))
     return Fetched(artifact, tuple(files))
 
 
-def _fetch_file(artifact: Artifact, spec: File, size: int | None, sha: str | None, known: dict | None, cache: Cache,
-                reporter: Reporter, spent: int = 0, old_pin: str | None = None) -> FetchedFile:
-    """One file: the manifest's record when it still holds, else the file hashed, else downloaded.
+def _fetch_file(artifact: Artifact, spec: File, size: int | None, sha: str | None, entry, cache: Cache,
+                reporter: Reporter, spent: int = 0, old_pin: str | None = None, verify: bool = False,
+                repair: bool = True) -> FetchedFile:
+    """One file: the manifest's record when the file is unchanged since it was hashed (size, mtime, inode;
+    never with `verify`), else the file hashed, else downloaded. A file whose bytes are no longer those the
+    manifest recorded is downloaded again, or with `repair` off (apply, bundle, load) an IntegrityError.
     `spent`: bytes of the set's earlier files, taken from the unsized ceiling. `old_pin`: the sha256 the
     lock pinned it with from another URL; with no checksum for this URL, a file with it is not this URL's."""
     final = cache.artifact_path(artifact.model_id, spec.name)
     part = cache.part_path(artifact.model_id, spec.name)
+    known = next((item for item in entry.file_list() if item["name"] == spec.name), None) if entry else None
     if os.path.lexists(final) and not regular(final):  # a FIFO would block the first read: never opened
         raise NotRegular(f"{final} is not a regular file, so {artifact.model_id} is not cached; hostfit "
                          "neither opens nor replaces it: remove it and fetch again")
     stale = old_pin if sha is None else None  # with a checksum for this URL, the checksum decides
     fetched = None
-    if final.exists() and known and known["path"] == str(final.relative_to(cache.root)):
-        if (sha is None or known["sha256"] == sha) and (size is None or known["size"] == size) \
-                and final.stat().st_size == known["size"] and known["sha256"] != stale:
-            fetched = FetchedFile(spec.name, final, known["size"], known["sha256"], False)
-    if fetched is None and final.exists():  # present but unknown or unverified: hash it rather than download again
+    if not (known and known["path"] == str(final.relative_to(cache.root))):
+        known = None  # the manifest says nothing about this file
+    if final.exists() and known and not verify and cache.unchanged(entry, spec.name) \
+            and (sha is None or known["sha256"] == sha) and (size is None or known["size"] == size) \
+            and known["sha256"] != stale:
+        fetched = FetchedFile(spec.name, final, known["size"], known["sha256"], False)
+    if fetched is None and final.exists():  # changed since hashed, unknown or --verify: hash it, not download
         actual = sha256_file(final)
-        if (sha is None and actual != stale) or actual == sha:
+        if known and actual != known["sha256"] and actual != sha:  # the bytes the manifest vouched for changed
+            message = (f"{artifact.model_id}: cached file {final} is corrupt: sha256 {actual}, expected "
+                       f"{known['sha256']} (as verified when cached)")
+            if not repair:
+                raise IntegrityError(f"{message}; `hostfit fetch` downloads it again")
+            reporter.say(f"{message}; downloading it again")
+        elif (sha is None and actual != stale) or actual == sha:
             fetched = FetchedFile(spec.name, final, final.stat().st_size, actual, False)
     if fetched is None:
         cache.forget(artifact.model_id)  # its file is about to be replaced; fetch_one records the whole again

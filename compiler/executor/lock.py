@@ -131,3 +131,29 @@ def record_facts(root: Path, artifacts, cache, lock: Lock) -> list[str]:
         notes.append(f"{artifact.model_id}: facts {'written to' if changed else 'unchanged in'} "
                      f"{Path(*facts.FOLDER) / written.name}")
     return notes
+
+
+def installed_pins(cache) -> set[tuple[str, str]]:
+    """(model id, manifest sha256) of each cached artifact the installed catalog ($XDG_DATA_HOME/hostfit/
+    models.json, written by `hostfit apply`) uses with the same file hashes: applications read it, so
+    prune never evicts it. An unreadable installed catalog pins nothing (the runtime reader refuses it too)."""
+    from .. import paths
+
+    try:
+        data = json.loads(paths.installed_catalog().read_text())
+    except (OSError, ValueError):
+        return set()
+    models = data.get("models") if isinstance(data, dict) else None
+    entries = cache.entries()
+    pins = set()
+    for model_id, model in models.items() if isinstance(models, dict) else ():
+        artifact = model.get("artifact") if isinstance(model, dict) else None
+        entry = entries.get(model_id)
+        if not isinstance(artifact, dict) or entry is None:
+            continue
+        files = artifact.get("files")
+        shas = [item.get("sha256") for item in files if isinstance(item, dict)] if isinstance(files, list) \
+            else [artifact.get("sha256")]
+        if shas == [item["sha256"] for item in entry.file_list()]:
+            pins.add((model_id, entry.sha256))
+    return pins

@@ -1,0 +1,46 @@
+"""The executor's settings from the user configuration ($XDG_CONFIG_HOME/hostfit/config.yaml), checked."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from .. import paths, schema
+from ..errors import Diagnostic, InputError
+from ..load import load_file
+from .cache import parse_size
+
+MAX_DIAGNOSTICS = 20
+
+
+def read(path: Path | None = None) -> tuple[Path, dict]:
+    """(the file, its data checked against schemas/config.v1.json); {} when there is none. A bad value is
+    an InputError with its file:line:col (exit 1)."""
+    path = path or paths.config_file()
+    if not path.is_file():
+        return path, {}
+    doc = load_file(path, layer="config")
+    if doc.data is None:
+        return path, {}
+    if not isinstance(doc.data, dict):
+        raise InputError([Diagnostic(str(path), 1, 1, "E720", "the configuration is not a mapping",
+                                     "write `key: value` pairs, e.g. `cache: {max_size: 200G}`")])
+    from ..validate import schema_diagnostics
+
+    errors = itertools.islice(schema.iter_errors("config", doc.data, layer=False, version=1), MAX_DIAGNOSTICS)
+    problems = list(dict.fromkeys(schema_diagnostics(errors, lambda where: (str(path), *doc.where(where)))))
+    if problems:
+        raise InputError(problems)
+    return path, doc.data
+
+
+def cache_max_size(path: Path | None = None) -> int | None:
+    """`cache.max_size` in bytes, or None when no limit is set."""
+    path, data = read(path)
+    value = (data.get("cache") or {}).get("max_size")
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return parse_size(value)
+    except ValueError as exc:  # the schema's pattern admits only what parse_size reads; kept as a guard
+        raise InputError([Diagnostic(str(path), 0, 0, "E720", f"cache.max_size: {exc}")]) from None
