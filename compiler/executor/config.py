@@ -11,6 +11,14 @@ from ..load import load_file
 from .cache import parse_size
 
 MAX_DIAGNOSTICS = 20
+SIZE_HINT = "bytes, or a number and a unit: 200G, 500 GiB, 1.5T (binary units: 1G = 1024^3 bytes)"
+
+
+def _size(text: str) -> int | None:
+    try:
+        return parse_size(text)
+    except ValueError:
+        return None
 
 
 def read(path: Path | None = None) -> tuple[Path, dict]:
@@ -25,6 +33,10 @@ def read(path: Path | None = None) -> tuple[Path, dict]:
     if not isinstance(doc.data, dict):
         raise InputError([Diagnostic(str(path), 1, 1, "E720", "the configuration is not a mapping",
                                      "write `key: value` pairs, e.g. `cache: {max_size: 200G}`")])
+    value = (doc.data.get("cache") or {}).get("max_size") if isinstance(doc.data.get("cache"), dict) else None
+    if isinstance(value, str) and not _size(value):  # said in words here, not as the schema's pattern
+        raise InputError([Diagnostic(str(path), *doc.where(("cache", "max_size")), "E720",
+                                     f"cache.max_size {value!r} is not a size", SIZE_HINT)])
     from ..validate import schema_diagnostics
 
     errors = itertools.islice(schema.iter_errors("config", doc.data, layer=False, version=1), MAX_DIAGNOSTICS)
@@ -38,9 +50,4 @@ def cache_max_size(path: Path | None = None) -> int | None:
     """`cache.max_size` in bytes, or None when no limit is set."""
     path, data = read(path)
     value = (data.get("cache") or {}).get("max_size")
-    if value is None or isinstance(value, int):
-        return value
-    try:
-        return parse_size(value)
-    except ValueError as exc:  # the schema's pattern admits only what parse_size reads; kept as a guard
-        raise InputError([Diagnostic(str(path), 0, 0, "E720", f"cache.max_size: {exc}")]) from None
+    return value if value is None or isinstance(value, int) else parse_size(value)  # read() checked it
