@@ -348,3 +348,35 @@ def test_prune_keeps_an_artifact_used_since_it_was_listed(tmp_path):
     store.update(lambda entries: setattr(entries["a"], "last_used", "2030-01-01T00:00:00Z"))  # another process used it
     assert store.evict(listed) is False and "a" in store.entries()
     assert store.evict(store.entries()["a"]) is True and store.entries() == {}
+
+
+# ------------------------------------------------------------------------------ file sets
+
+def test_a_corrupt_shard_of_a_set_is_named_refused_by_apply_and_fetched_again(base_catalog, tmp_path, monkeypatch):
+    import test_filesets as sets
+    from tinygguf import write_tiny_llama
+
+    folder = tmp_path / "written"
+    folder.mkdir()
+    write_tiny_llama(folder / "tiny-llama.gguf", split_max_tensors=8)
+    shards = {path.name: path.read_bytes() for path in folder.iterdir()}
+    srv = sets.FileServer().start()
+    srv.files.update(shards)
+    try:
+        catalog = sets.catalog_with(base_catalog, srv)
+        assert sets.cli(catalog, "fetch", "--host", "box-8").exit_code == 0
+        second = tmp_path / "cache" / "tiny-split" / sets.SHARDS[1]
+        good = second.read_bytes()
+        second.write_bytes(bytes(len(good)))
+        refused = sets.cli(catalog, "apply", "--host", "box-8")
+        assert refused.exit_code == 3
+        assert f"{second} is corrupt: sha256 {hashlib.sha256(bytes(len(good))).hexdigest()}, " \
+               f"expected {hashlib.sha256(good).hexdigest()}" in refused.stderr
+        assert len(srv.log) == 3
+        repaired = sets.cli(catalog, "fetch", "--host", "box-8")
+        assert repaired.exit_code == 0, repaired.output
+        assert sets.requested(srv)[3:] == [sets.SHARDS[1]], "only the corrupt shard is downloaded again"
+        assert second.read_bytes() == good
+        assert sets.cli(catalog, "apply", "--host", "box-8").exit_code == 0
+    finally:
+        srv.stop()
