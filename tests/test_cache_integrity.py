@@ -347,6 +347,9 @@ def test_prune_keeps_an_artifact_used_since_it_was_listed(tmp_path):
     listed = store.entries()["a"]
     store.update(lambda entries: setattr(entries["a"], "last_used", "2030-01-01T00:00:00Z"))  # another process used it
     assert store.evict(listed) is False and "a" in store.entries()
+    listed = store.entries()["a"]
+    store.update(lambda entries: setattr(entries["a"], "use_count", listed.use_count + 1))  # used within the second
+    assert store.evict(listed) is False and "a" in store.entries()
     assert store.evict(store.entries()["a"]) is True and store.entries() == {}
 
 

@@ -444,7 +444,8 @@ class Cache:
         try:
             def change(entries):
                 entry = entries.get(seen.id)
-                if entry is not None and (entry.sha256, entry.last_used) == (seen.sha256, seen.last_used):
+                if entry is not None and (entry.sha256, entry.last_used, entry.use_count) == \
+                        (seen.sha256, seen.last_used, seen.use_count):  # use_count: a use in the same second
                     del entries[seen.id]
                     for item in entry.file_list():
                         self.delete(self.root / item["path"])
