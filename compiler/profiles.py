@@ -3,6 +3,7 @@ each edit checked against the whole catalog on a copy before anything is written
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,7 @@ def create(project, sources, name: str, extends: tuple[str, ...], sets: tuple[st
     for layer in parse_set(sets):  # a path outside models/roles/selection is a usage error there
         _patch(tree, {key: value for key, value in layer.doc.data.items() if key not in ("schema_version", "kind")})
     text = edit.dump(yaml, tree)
-    path = project.root / "profiles" / f"{name}.yaml"
+    path = _free(project, sources, project.root / "profiles" / f"{name}.yaml")
     edit.check_changes(project, {path: text})
     return path, text
 
@@ -197,7 +198,8 @@ def import_(project, sources, file: Path, force: bool) -> tuple[Path, bytes, boo
                                      f"profile {name!r} already exists; {display} not imported",
                                      "--force replaces it")])
     suffix = ".json" if file.suffix == ".json" else ".yaml"
-    path = project.root / existing.path if existing is not None else project.root / "profiles" / f"{name}{suffix}"
+    path = (project.root / existing.path if existing is not None
+            else _free(project, sources, project.root / "profiles" / f"{name}{suffix}"))
     changes: dict[Path, str | None] = {path: text}
     try:
         edit.check_changes(project, changes)
@@ -206,6 +208,17 @@ def import_(project, sources, file: Path, force: bool) -> tuple[Path, bytes, boo
         raise InputError([Diagnostic(display if d.path == shown else d.path, d.line, d.col, d.code, d.message, d.hint)
                           for d in exc.diagnostics]) from exc
     return path, raw, existing is not None
+
+
+def _free(project, sources, path: Path) -> Path:
+    """`path`, refused when a file is already there (one whose `name` says it is another profile)."""
+    if os.path.lexists(path):
+        display = project.display(path)
+        other = next((n for n, doc in sources.profiles.items() if doc.path == display), None)
+        raise InputError([Diagnostic(display, 1, 1, "E700", f"{display} already exists"
+                                     + (f" and defines profile {other!r}" if other else ""),
+                                     "rename that file to match its `name`, or remove it")])
+    return path
 
 
 def _check_name(name: str) -> None:

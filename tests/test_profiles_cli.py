@@ -110,6 +110,20 @@ def test_create_refusals_write_nothing(shipped_catalog: Path, args, code: int, w
     assert "Traceback" not in result.output
 
 
+def test_create_and_import_never_replace_a_file_holding_another_profile(shipped_catalog: Path, tmp_path: Path):
+    writing = shipped_catalog / "profiles" / "writing.yaml"
+    writing.rename(shipped_catalog / "profiles" / "quick.yaml")  # its `name` still says writing
+    before = everything(shipped_catalog)
+    result = cli(shipped_catalog, "create", "quick")
+    assert result.exit_code == 1
+    assert "profiles/quick.yaml:1:1: error[E700]: profiles/quick.yaml already exists and defines profile 'writing'" \
+        in result.stderr
+    incoming = tmp_path / "incoming.yaml"
+    incoming.write_text("schema_version: 2\nkind: profile\nname: quick\n")
+    assert cli(shipped_catalog, "import", str(incoming), "--force").exit_code == 1
+    assert everything(shipped_catalog) == before
+
+
 # ----------------------------------------------------------------------------------- delete
 
 def test_delete_refuses_while_profiles_and_hosts_use_it(shipped_catalog: Path):
