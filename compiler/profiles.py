@@ -307,17 +307,22 @@ def _local_activation(sources, name: str, on: bool) -> Activation:
     if path.is_file():
         text = read_regular(path, str(path)).decode("utf-8-sig")
         yaml, tree = edit.roundtrip(text)
-        if tree is None:
-            tree = {}
-        current = tree.get(CONFIG_KEY)
-        if isinstance(current, list):
-            current[:] = after
+        if tree is None:  # empty, or comments only: they stay above the new line
+            new = text + ("" if text.endswith("\n") or not text else "\n") + _config_line(after)
         else:
-            tree[CONFIG_KEY] = _flow(after)
-        new = edit.dump(yaml, tree)
+            current = tree.get(CONFIG_KEY)
+            if isinstance(current, list):
+                current[:] = after
+            else:
+                tree[CONFIG_KEY] = _flow(after)
+            new = edit.dump(yaml, tree)
     else:
-        new = f"{CONFIG_KEY}: [{', '.join(after)}]\n"
+        new = _config_line(after)
     return Activation(where, before, after, lambda: write_atomic(path, new.encode()))
+
+
+def _config_line(names: list[str]) -> str:
+    return f"{CONFIG_KEY}: [{', '.join(names)}]\n"
 
 
 # ------------------------------------------------------------------------ this machine's profiles
@@ -331,6 +336,8 @@ def _read_config() -> Document | None:
         text = read_regular(path, display).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError([Diagnostic(display, 0, 0, "E001", f"cannot read file: {exc}")]) from exc
+    if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
+        return None  # an empty settings file sets nothing (the loader would call it an empty catalog)
     return load_yaml_text(text, display, "config")
 
 

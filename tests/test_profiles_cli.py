@@ -296,3 +296,12 @@ def test_a_config_naming_an_unknown_profile_fails_the_build_with_its_place(shipp
     config.write_text("profiles: writing\n")
     shape = run_cli("-C", str(shipped_catalog), "build", "--host", "local", "--out", str(tmp_path / "out"))
     assert shape.exit_code == 1 and f"{config}:1:1: error[E703]" in shape.stderr
+
+
+def test_an_empty_or_comment_only_config_sets_nothing_and_keeps_its_comments(shipped_catalog: Path, tmp_path: Path):
+    config = config_file()
+    config.parent.mkdir(parents=True)
+    config.write_text("# settings later\n")
+    assert built_profiles(shipped_catalog, "local", tmp_path) == "base"
+    assert cli(shipped_catalog, "activate", "coding").exit_code == 0
+    assert config.read_text() == "# settings later\nprofiles: [base, coding]\n"
