@@ -44,7 +44,7 @@ def parents(doc: Document) -> list[str]:
 class User:
     """One place that names a profile: another profile's `extends`, a host's `profiles`, or config.yaml."""
 
-    what: str  # "profile coding (extends)", "host laptop-16", "this machine (config.yaml)"
+    what: str  # "profile 'coding' extends it", "host 'laptop-16' activates it", "this machine activates it"
     path: str
     line: int
     col: int
@@ -140,9 +140,15 @@ def create(project, sources, name: str, extends: tuple[str, ...], sets: tuple[st
 
 def _patch(tree, data: dict) -> None:
     """Set each leaf of `data` in the round-trip tree, creating the mappings on its way."""
+    from ruamel.yaml.comments import CommentedMap
+
     for key, value in data.items():
-        if isinstance(value, dict) and value and isinstance(tree.get(key), dict):
+        if isinstance(value, dict) and value:
+            if not isinstance(tree.get(key), dict):
+                tree[key] = CommentedMap()
             _patch(tree[key], value)
+        elif isinstance(value, list) and not any(isinstance(item, (dict, list)) for item in value):
+            tree[key] = _flow(value)  # `prefer: [a, b]`, as the catalog writes its lists
         else:
             tree[key] = value
 

@@ -73,13 +73,16 @@ def test_an_unknown_profile_is_a_usage_error_with_a_suggestion(shipped_catalog: 
 
 def test_create_writes_a_profile_that_builds(shipped_catalog: Path, tmp_path: Path):
     result = cli(shipped_catalog, "create", "quick", "--extends", "coding", "--description", "Fast answers",
-                 "--set", "roles.chat.requires.speed_min=8", "--set", "selection.max_fallbacks=1")
+                 "--set", "roles.chat.requires.speed_min=8", "--set", "selection.max_fallbacks=1",
+                 "--set", "roles.code.prefer=[qwen2.5-coder-7b-q5, qwen2.5-coder-3b-q4]")
     assert result.exit_code == 0, result.output
     path = shipped_catalog / "profiles" / "quick.yaml"
+    assert "    prefer: [qwen2.5-coder-7b-q5, qwen2.5-coder-3b-q4]\n" in path.read_text(), "lists as the catalog writes them"
     import yaml
     data = yaml.safe_load(path.read_text())
     assert data == {"schema_version": 2, "kind": "profile", "name": "quick", "description": "Fast answers",
-                    "extends": ["coding"], "roles": {"chat": {"requires": {"speed_min": 8}}},
+                    "extends": ["coding"], "roles": {"chat": {"requires": {"speed_min": 8}},
+                                                     "code": {"prefer": ["qwen2.5-coder-7b-q5", "qwen2.5-coder-3b-q4"]}},
                     "selection": {"max_fallbacks": 1}}
     assert run_cli("-C", str(shipped_catalog), "validate").exit_code == 0
     build = run_cli("-C", str(shipped_catalog), "build", "--host", "laptop-16", "--profile", "quick",
