@@ -86,7 +86,9 @@ def _fingerprint(root: Path, options, detected) -> dict:
         "inputs": _stat_tree(root / "sources", root) + _stat_tree(root / "profiles", root)
         + _stat_tree(root / "templates", root)
         + _stat_tree(PACKAGE, PACKAGE.parent, (".py", ".json", ".j2")),
-        "personal": _stat_tree(personal.parent, personal.parent) if os.path.lexists(personal) else [],
+        # config.yaml's `profiles` choose this machine's profiles: a build depends on it too
+        "personal": _stat_tree(personal.parent, personal.parent)
+        if os.path.lexists(personal) or os.path.lexists(paths.config_file()) else [],
     }
 
 

@@ -133,10 +133,6 @@ def write(rewrite: Rewrite, backup: bool = False) -> None:
 def edit_catalog(project, edits: dict[Path, "callable"]) -> list[Rewrite]:
     """Apply `edits` (file -> function changing its round-trip tree) and return the rewrites,
     after checking that the whole catalog, edited, still validates; nothing is written here."""
-    import tempfile
-
-    from .pipeline import Project
-
     rewrites = []
     for path, change in sorted(edits.items()):
         before = path.read_text(encoding="utf-8")
@@ -149,15 +145,30 @@ def edit_catalog(project, edits: dict[Path, "callable"]) -> list[Rewrite]:
             change(tree)
             after = dump(yaml, tree)
         rewrites.append(Rewrite(path, project.display(path), before, after))
+    check_changes(project, {rewrite.path: rewrite.after for rewrite in rewrites})
+    return rewrites
+
+
+def check_changes(project, changes: dict[Path, str | None]) -> None:
+    """Validate the whole catalog as it would be with `changes` (file -> its new text; None: the
+    file deleted), on a copy; raise InputError with what would break. Nothing is written here."""
+    import tempfile
+
+    from .pipeline import Project
+
     with tempfile.TemporaryDirectory(prefix="hostfit-edit-") as tmp:
         copy = Path(tmp)
         for name in ("sources", "profiles", "templates"):
             if (project.root / name).is_dir():
                 shutil.copytree(project.root / name, copy / name)
-        for rewrite in rewrites:
-            (copy / rewrite.path.relative_to(project.root)).write_text(rewrite.after, encoding="utf-8")
+        for path, text in changes.items():
+            target = copy / path.relative_to(project.root)
+            if text is None:
+                target.unlink(missing_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
         report = Project(copy).validate()
     if report.errors:
         raise InputError([Diagnostic(d.path, d.line, d.col, d.code, d.message + " (after the edit; nothing written)",
                                      d.hint) for d in report.errors])
-    return rewrites

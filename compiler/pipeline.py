@@ -253,9 +253,12 @@ class Project:
         return out
 
     def _local_target(self, sources: Sources) -> Target:
-        """This machine, undeclared: detected facts, the `base` profile if there is one, the personal layer."""
+        """This machine, undeclared: detected facts, the profiles config.yaml activates (else `base` if
+        there is one), the personal layer."""
+        from .profiles import local_profiles
+
         personal = paths.user_layer()
-        profiles = ("base",) if "base" in sources.profiles else ()
+        profiles = local_profiles(sources.profiles)
         # anything at that path is read: a FIFO or a dangling link is an error naming it (E018, E019)
         return Target(replace(self._detected(hostmod.machine_name()), profiles=profiles), LOCAL,
                       (personal,) if os.path.lexists(personal) else (), this_machine=True)
