@@ -1,0 +1,43 @@
+"""Papercuts a new user met (issue 13): each message says what happened once, in the words of the lines
+beside it, and a mistyped name is an error that guesses what was meant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import REPO, add_layer, run_cli
+
+
+def test_explain_of_an_unknown_subject_is_an_error_with_a_guess(shipped_catalog: Path):
+    result = run_cli("-C", str(shipped_catalog), "explain", "workstation", "nosuchrole")
+    assert result.exit_code == 2, result.output
+    assert "is neither a role" in result.stderr
+    close = run_cli("-C", str(shipped_catalog), "explain", "workstation", "sumarization")
+    assert close.exit_code == 2 and "did you mean 'summarization'?" in close.stderr, close.output
+    model = run_cli("-C", str(shipped_catalog), "explain", "workstation", "gpt-oss-20")
+    assert model.exit_code == 2 and "did you mean 'gpt-oss-20b'?" in model.stderr, model.output
+    assert run_cli("-C", str(shipped_catalog), "explain", "workstation", "gpt-oss-20b").exit_code == 0
+
+
+def test_diff_words_a_value_one_side_lacks_as_the_lines_beside_it(tmp_path: Path):
+    """An optional role that gains a model: its placement, memory and settings read `(none) -> ...`, memory
+    in MiB with separators as every memory line, never Python's None or JSON's null."""
+    after = json.loads((REPO / "out" / "edge-4" / "models.json").read_text())
+    before = json.loads(json.dumps(after))
+    role = before["roles"]["chat"]
+    served = dict(role)
+    for key in ("model", "placement", "memory_mb", "runtime", "fit", "tokens_per_s"):
+        role[key] = None
+    role["fallback_runtimes"], role["fallbacks"] = {}, []
+    for side, document in (("before", before), ("after", after)):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "models.json").write_text(json.dumps(document))
+    result = run_cli("diff", str(tmp_path / "before"), str(tmp_path / "after"))
+    lines = result.stdout.splitlines()
+    assert f"  chat placement: (none) -> {served['placement']}" in lines, result.stdout
+    assert f"  chat memory: (none) -> {served['memory_mb']:,} MiB" in lines, result.stdout
+    assert f"  chat runtime: (none) -> {served['runtime']}" in lines, result.stdout
+    assert f"  chat tokens_per_s: (none) -> {served['tokens_per_s']:g}" in lines, result.stdout
+    assert f"  chat fallbacks: (none) -> {', '.join(served['fallbacks'])}" in lines, result.stdout
+    assert not any(word in result.stdout for word in ("None", "null")), result.stdout
