@@ -41,3 +41,26 @@ def test_diff_words_a_value_one_side_lacks_as_the_lines_beside_it(tmp_path: Path
     assert f"  chat tokens_per_s: (none) -> {served['tokens_per_s']:g}" in lines, result.stdout
     assert f"  chat fallbacks: (none) -> {', '.join(served['fallbacks'])}" in lines, result.stdout
     assert not any(word in result.stdout for word in ("None", "null")), result.stdout
+
+
+def test_a_model_block_under_roles_is_said_to_be_read_as_a_role(base_catalog: Path):
+    add_layer(base_catalog, "20-oops.yaml", "roles:\n  tiny-llm:\n    provider: local\n    params_b: 1.1\n"
+              "    workload: chat\n")
+    result = run_cli("-C", str(base_catalog), "validate")
+    assert result.exit_code == 1
+    line = next(x for x in result.stderr.splitlines() if "'provider'" in x)
+    assert "20-oops.yaml:5:5" in line and "read as a role: it sits under `roles:`" in line, result.stderr
+    assert "a model belongs under `models:`" in result.stderr, result.stderr
+    assert "'params_b'" in result.stderr
+
+
+def test_a_dangling_reference_points_at_the_layer_that_deleted_the_model(shipped_catalog: Path):
+    path = add_layer(shipped_catalog, "20-drop.yaml", "# no 20b here\nmodels:\n  gpt-oss-20b: null\n")
+    result = run_cli("-C", str(shipped_catalog), "validate")
+    assert result.exit_code == 1
+    errors = [x for x in result.stderr.splitlines() if "unknown model 'gpt-oss-20b'" in x]
+    assert errors, result.stderr
+    display = path.relative_to(shipped_catalog).as_posix()
+    assert f"'gpt-oss-20b' was deleted at {display}:5:3 (`gpt-oss-20b: null`)" in result.stderr, result.stderr
+    hints = [x for x in result.stderr.splitlines() if "was deleted at" in x]
+    assert len(hints) == len(errors), result.stderr  # one per dangling reference
