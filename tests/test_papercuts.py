@@ -64,3 +64,31 @@ def test_a_dangling_reference_points_at_the_layer_that_deleted_the_model(shipped
     assert f"'gpt-oss-20b' was deleted at {display}:5:3 (`gpt-oss-20b: null`)" in result.stderr, result.stderr
     hints = [x for x in result.stderr.splitlines() if "was deleted at" in x]
     assert len(hints) == len(errors), result.stderr  # one per dangling reference
+
+
+def test_with_no_ollama_a_chain_asks_once_and_says_why_once(base_catalog: Path, monkeypatch, tmp_path: Path):
+    """Every model of the chain on Ollama, none running: one consent question, one sentence in the error."""
+    from compiler.executor import loaders
+
+    asked = []
+
+    def refuse(interactive: bool) -> bool:
+        asked.append(interactive)
+        return False
+
+    monkeypatch.setattr(loaders, "auto_start_allowed", refuse)
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("HOSTFIT_CACHE", str(tmp_path / "cache"))
+    names = ["one", "two", "three"]
+    add_layer(base_catalog, "20-ollama.yaml", "models:\n" + "".join(
+        f"  {n}-chat:\n    provider: ollama\n    workloads: [chat]\n    params_b: 0.5\n    quantization: Q4_K_M\n"
+        f"    context_window: 4096\n    ollama: {{name: \"{n}:latest\"}}\n" for n in names)
+        + "roles:\n  chat: {prefer: [one-chat, two-chat, three-chat], fallback: []}\n")
+    assert run_cli("-C", str(base_catalog), "build", "--host", "box-32").exit_code == 0
+    result = run_cli("-C", str(base_catalog), "load", "chat", "--host", "box-32", "--backend", "ollama")
+    assert result.exit_code == 3, result.output
+    assert len(asked) == 1, asked
+    error = next(line for line in result.stderr.splitlines() if line.startswith("hostfit: error:"))
+    assert error.count("no Ollama server answers") == 1, error
+    assert "one-chat, two-chat, three-chat: no Ollama server answers at http://127.0.0.1:9" in error, error
+    assert result.stderr.count("no Ollama server answers") == 2, result.stderr  # said as it happens, then in the error
