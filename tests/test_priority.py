@@ -53,3 +53,35 @@ def test_adopt_with_a_priority_places_the_model_in_the_prefer_list(shipped_catal
     assert run_cli("-C", str(shipped_catalog), "build", "--host", "workstation").exit_code == 0
     trace = json.loads((shipped_catalog / "out" / "workstation" / "explain.json").read_text())
     assert trace["roles"]["planner"]["candidates"][0]["model"] == "phi-3-mini"  # first_fit's first
+
+
+def test_models_shows_priority_why_and_trial(shipped_catalog: Path):
+    staging = shipped_catalog / "sources" / "staging"
+    staging.mkdir()
+    (staging / "candidates.json").write_text(json.dumps({
+        "schema_version": 2, "kind": "candidates", "fetched_at": "2026-11-22T00:00:00Z",
+        "candidates": [{"model_id": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "provider": "huggingface",
+                        "license": "apache-2.0", "source": "huggingface_hub", "popularity_score": 10,
+                        "tags": ["chat"], "status": "trial"}]}))
+    result = run_cli("-C", str(shipped_catalog), "models", "--host", "laptop-16", "--include-suggestions")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    head = lines[1].split()
+    assert head[head.index("TOK/S") + 1:] == ["PRIORITY", "WHY", "INSTALLED"]
+    rows = {line.split()[1 if line.startswith("*") else 0]: line for line in lines[2:-1]}
+    trial = rows["huggingfacetb/smollm2-1.7b-instruct"]
+    assert "(trial)" in trial and " 900 " in trial, trial
+    built = compiled(shipped_catalog, "laptop-16")["roles"]
+    assert f"picked for {', '.join(sorted(r for r, v in built.items() if v['model'] == 'phi-3-mini'))}" \
+        in rows["phi-3-mini"], rows["phi-3-mini"]
+    assert " 110 " in rows["phi-3-mini"]
+    assert "chat: needs " in rows["gpt-oss-120b"] and "MiB usable" in rows["gpt-oss-120b"]
+    listed = json.loads(run_cli("-C", str(shipped_catalog), "models", "--host", "laptop-16", "--json").stdout)
+    assert [r["priority"] for r in listed] == sorted(r["priority"] for r in listed)  # the candidates' order
+    assert all(r["why"] for r in listed)
+
+
+def test_models_with_an_unknown_workload_is_a_usage_error(shipped_catalog: Path):
+    result = run_cli("-C", str(shipped_catalog), "models", "--workload", "sumarization")
+    assert result.exit_code == 2 and "did you mean 'summarization'?" in result.stderr, result.output
+    assert run_cli("-C", str(shipped_catalog), "models", "--workload", "summarization").exit_code == 0
