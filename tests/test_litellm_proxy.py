@@ -46,7 +46,7 @@ def proxy(shipped_catalog: Path, tmp_path: Path):
     port = _free_port()
     # a private HOME and the cost map bundled with LiteLLM: nothing is fetched or written outside tmp_path
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"), "LITELLM_MASTER_KEY": KEY,
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_PROXY": "*"}
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "NO_PROXY": "*"}
     log = (tmp_path / "proxy.log").open("wb")
     started = time.monotonic()
     process = subprocess.Popen([binary, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
