@@ -835,12 +835,19 @@ def retire_command(obj: Context, model, dry_run) -> None:
 @click.pass_obj
 def models_command(obj: Context, host, workload, provider, everything, show_aliases, include_suggestions,
                    as_json) -> None:
-    """The catalog as a host sees it: recommended first, with memory, fit and installed marks."""
+    """The catalog as a host sees it, in candidate order (priority, recommended first): memory, fit, speed,
+    priority and why each model stands where it does (picked, fallback, or what kept it out)."""
     def action() -> int:
         import json
 
         from . import listing
+        from .errors import did_you_mean
+        from .kinds import SERVES
         from .options import BuildOptions
+
+        if workload and workload not in SERVES:
+            raise UsageError(f"unknown workload {workload!r}; "
+                             + (did_you_mean(workload, SERVES) or "workloads: " + ", ".join(SERVES)))
 
         options = BuildOptions(hosts=(host,) if host else (), with_staging=include_suggestions)
         catalog, target = obj.project().host_catalog(options)

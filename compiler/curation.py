@@ -7,7 +7,11 @@ from pathlib import Path
 from .errors import UsageError, did_you_mean
 from .merge import merge_layers
 from .migrate import normalize_id
+from .resolve import MODEL_DEFAULTS
 from .validate import alias_table
+
+
+DEFAULT_PRIORITY = MODEL_DEFAULTS["priority"]
 
 
 def _defining(docs, *path) -> list:
@@ -54,7 +58,7 @@ def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, cal
             raise UsageError("no file under sources/ holds `models:` to adopt into")
         entry = {"name": candidate["model_id"], "provider": candidate.get("provider") or "huggingface",
                  "workloads": [workload], "type": staged_type(candidate), "status": "active",
-                 "priority": priority if priority is not None else 100}
+                 "priority": priority if priority is not None else DEFAULT_PRIORITY}
         if candidate.get("license"):
             entry["license"] = candidate["license"]
         if candidate.get("provider") == "huggingface" and "/" in candidate["model_id"]:
@@ -82,15 +86,30 @@ def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, cal
             if entry.get("status") in ("candidate", "retired"):
                 entry["status"] = "active"
         edits[project.root / home.path] = update_model
-    if roles[role].get("prefer") and model_id not in roles[role]["prefer"]:
+    prefer = roles[role].get("prefer") or []
+    if prefer and (model_id not in prefer or priority is not None):
         role_home = _defining(sources.catalogs, "roles", role, "prefer")[-1]
+        ranks = {ref: (models.get(_resolve(ref, models) or "") or {}).get("priority", DEFAULT_PRIORITY)
+                 for ref in prefer}
 
         def add_to_prefer(tree, model_id=model_id, previous=edits.get(project.root / role_home.path)):
             if previous:
                 previous(tree)
-            tree["roles"][role]["prefer"].append(model_id)
+            items = tree["roles"][role]["prefer"]
+            for index in [i for i, ref in enumerate(items) if _resolve(str(ref), models) == model_id][::-1]:
+                del items[index]  # moved, not listed twice
+            items.insert(placed(items, ranks, priority), model_id)
         edits[project.root / role_home.path] = add_to_prefer
     return edits
+
+
+def placed(items: list, ranks: dict, priority: int | None) -> int:
+    """Where a model of `priority` goes in a prefer list: before the first entry ranked after it (a higher
+    priority number; an entry's own priority, 100 by default), so after those of its own priority; at the
+    end when no priority is given."""
+    if priority is None:
+        return len(items)
+    return next((i for i, ref in enumerate(items) if ranks.get(str(ref), DEFAULT_PRIORITY) > priority), len(items))
 
 
 def retire(project, name: str) -> dict[Path, callable]:

@@ -163,14 +163,20 @@ def _reason(host: str, role: str, before: dict, after: dict, old: dict, new: dic
 
 # ---------------------------------------------------------------------------------- render
 
+ABSENT = "(none)"  # how every line words a value one side lacks
+
+
 def _value(value) -> str:
+    if value is None:
+        return ABSENT
     return json.dumps(value) if not isinstance(value, str) else value
 
 
 def _memory(change: dict) -> str:
+    """MiB with thousands separators, as every memory line; the difference when both sides have one."""
     old, new = change["old"], change["new"]
     if old is None or new is None:
-        return f"{_value(old)} -> {_value(new)}"
+        return " -> ".join(ABSENT if v is None else f"{v:,}" for v in (old, new)) + " MiB"
     return f"{old:,} -> {new:,} MiB ({new - old:+,})"
 
 
@@ -188,7 +194,10 @@ def render_text(diffs: list[HostDiff], colour: bool = False) -> str:
             continue
         lines.append(paint(f"host {d.host}:", "1"))
         for fact in d.facts:
-            lines.append(f"  host {fact['field']}: {_value(fact['old'])} -> {_value(fact['new'])}")
+            if fact["field"].endswith("_mb"):
+                lines.append(f"  host {fact['field']}: {_memory(fact)}")
+            else:
+                lines.append(f"  host {fact['field']}: {_value(fact['old'])} -> {_value(fact['new'])}")
         for r in d.roles:
             if r["kind"] == "reassigned":
                 lines.append(f"  {r['role']}: {r['old_model'] or '(none)'} -> {paint(r['new_model'] or '(none)', '33')}"
@@ -196,16 +205,11 @@ def render_text(diffs: list[HostDiff], colour: bool = False) -> str:
             elif r["kind"] != "changed":
                 lines.append(f"  {r['role']}: {r['kind']}")
             if "fallbacks" in r:
-                lines.append(f"  {r['role']} fallbacks: {', '.join(r['fallbacks']['old']) or '-'} -> "
-                             f"{', '.join(r['fallbacks']['new']) or '-'}")
+                lines.append(f"  {r['role']} fallbacks: {', '.join(r['fallbacks']['old']) or ABSENT} -> "
+                             f"{', '.join(r['fallbacks']['new']) or ABSENT}")
             if "memory_mb" in r:
                 lines.append(f"  {r['role']} memory: {_memory(r['memory_mb'])}")
-            if "placement" in r:
-                lines.append(f"  {r['role']} placement: {r['placement']['old']} -> {r['placement']['new']}")
-            for key in ("runtime", "fit"):
-                if key in r:
-                    lines.append(f"  {r['role']} {key}: {r[key]['old'] or '-'} -> {r[key]['new'] or '-'}")
-            for key in RUN_SETTINGS:
+            for key in ("placement", "runtime", "fit", *RUN_SETTINGS):
                 if key in r:
                     lines.append(f"  {r['role']} {key}: {_value(r[key]['old'])} -> {_value(r[key]['new'])}")
         for model in d.models_added:

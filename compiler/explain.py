@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from .errors import UsageError, did_you_mean
+
 
 def render(document: dict, subject: str | None, as_json: bool = False) -> str:
     if subject and subject.startswith("/"):
@@ -21,9 +23,10 @@ def render(document: dict, subject: str | None, as_json: bool = False) -> str:
         prefix = "/models/" + subject.replace("~", "~0").replace("/", "~1")
         found = {p: c for p, c in document["provenance"].items() if p.startswith(prefix + "/")}
         if not found:  # a model with variants: the variants this host uses (ids <model>:<variant>)
-            return _variants(subject, prefix, document) or (
-                f"{subject!r} is neither a role ({', '.join(sorted(roles))}) nor a model this host uses, "
-                "nor a /json/pointer")
+            found_variants = _variants(subject, prefix, document)
+            if found_variants is None:
+                raise UsageError(_unknown(subject, document))
+            return found_variants
         users = [name for name, role in roles.items() if role["chosen"] == subject or subject in role["fallbacks"]]
         head = f"model {subject}: used by {', '.join(users) or 'no role'}"
         seen = [c for role in roles.values() for c in role["candidates"] if c["model"] == subject and c.get("type")]
@@ -40,6 +43,16 @@ def render(document: dict, subject: str | None, as_json: bool = False) -> str:
         level = f", {role['fit']}, ~{role['tokens_per_s']:g} tok/s" if role.get("fit") else ""
         lines.append(f"  {name}: {chosen} [{role['strategy']}{level}, {len(role['candidates'])} candidates]")
     return "\n".join(lines)
+
+
+def _unknown(subject: str, document: dict) -> str:
+    """A subject that is no role, model or pointer of the host: a usage error naming the closest one."""
+    roles = document["roles"]
+    models = {pointer.split("/")[2].replace("~1", "/").replace("~0", "~")
+              for pointer in document["provenance"] if pointer.startswith("/models/")}
+    guess = did_you_mean(subject, [*roles, *sorted(models)])
+    return (f"{subject!r} is neither a role ({', '.join(sorted(roles))}) nor a model {document['host']} uses, "
+            "nor a /json/pointer" + (f"; {guess}" if guess else ""))
 
 
 def _role(name: str, role: dict, document: dict) -> str:

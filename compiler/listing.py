@@ -6,7 +6,7 @@ from .hosts import Host
 from .memory import is_cloud, size_unknown
 from .resolve import Catalog
 from .runtimes import available
-from .select import first_placed, fit_and_speed, host_budget, need_on, runtime_options
+from .select import DEFAULT_PRIORITY, Plan, first_placed, fit_and_speed, host_budget, need_on, runtime_options, select
 
 CURATED = ("active", "deprecated")
 
@@ -15,6 +15,7 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
          everything: bool = False, suggestions: bool = False) -> list[dict]:
     budget = host_budget(host, catalog.selection)
     runs = available(host)
+    plan = select(catalog, host)
     statuses = None if everything else (*CURATED, "candidate") if suggestions else CURATED
     out = []
     for model_id, model in catalog.models.items():
@@ -43,20 +44,52 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
             "installed": host.name in (model.get("installed_on") or ()),
             "recommended": bool(model.get("recommended")), "status": model.get("status"),
             "workloads": model.get("workloads") or [], "type": model["type"],
+            "priority": model.get("priority", DEFAULT_PRIORITY), "trial": is_trial(model),
+            "why": rationale(model_id, model, plan),
         })
-    out.sort(key=lambda r: (not r["recommended"], catalog.models[r["id"]].get("priority", 100), r["id"]))
+    out.sort(key=lambda r: (r["priority"], not r["recommended"], r["id"]))  # the candidates' order
     return out
 
 
+def is_trial(model: dict) -> bool:
+    """A staged candidate under trial: it competes like an active model (discover/ingest.as_catalog)."""
+    return "x-staged" in model and model.get("status") == "active"
+
+
+def rationale(model_id: str, model: dict, plan: Plan) -> str:
+    """Why the model stands where it does on this host: the roles it serves, else what kept it out."""
+    roles = sorted(plan.roles.items())
+    for words, test in (("picked for", lambda p: p.model == model_id),
+                        ("fallback for", lambda p: model_id in p.fallbacks)):
+        names = [name for name, p in roles if test(p)]
+        if names:
+            return f"{words} {', '.join(names)}"
+    if model.get("status") == "candidate":
+        return "pending review: listed, never selected"
+    if is_cloud(model):
+        return "cloud: only ever a fallback"
+    judged = [(name, v) for name, p in roles for v in p.candidates if v.model == model_id]
+    rejected = [(name, v) for name, v in judged if v.verdict == "rejected"]
+    if len(rejected) < len(judged):
+        return "fits, ranked below the picks"
+    if rejected:
+        name, verdict = rejected[0]
+        return f"{name}: {verdict.describe()}"
+    return "no role takes it (workload, type or prefer lists)"
+
+
 def table(rows_: list[dict]) -> str:
-    head = ("MODEL", "TYPE", "PARAMS", "QUANT", "CONTEXT", "MEMORY", "FIT", "TOK/S", "INSTALLED")
-    body = [(("* " if r["recommended"] else "  ") + r["id"] + ("" if r["status"] == "active" else f" ({r['status']})"),
+    head = ("MODEL", "TYPE", "PARAMS", "QUANT", "CONTEXT", "MEMORY", "FIT", "TOK/S", "PRIORITY", "WHY", "INSTALLED")
+    body = [(("* " if r["recommended"] else "  ") + r["id"]
+             + (" (trial)" if r["trial"] else "" if r["status"] == "active" else f" ({r['status']})"),
              r["type"], f"{r['params_b']}B" if r["params_b"] else "-", r["quantization"] or "-",
              f"{r['context_window']:,}" if r["context_window"] else "-",
              f"{r['memory_mb'] / 1024:.1f} GiB" if r["memory_mb"] else "-",
              f"{r['fit']}, {r['fit_level']}" if r["fit_level"] else r["fit"],
-             f"~{r['tokens_per_s']:g}" if r["tokens_per_s"] else "-", "yes" if r["installed"] else "")
+             f"~{r['tokens_per_s']:g}" if r["tokens_per_s"] else "-", r["priority"], r["why"],
+             "yes" if r["installed"] else "")
             for r in rows_]
     widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [head, *body]]
-    return "\n".join(lines + ["(* recommended)"] if body else lines)
+    return "\n".join(lines + ["(* recommended; priority: lower wins; (trial): a staged candidate under trial)"]
+                     if body else lines)

@@ -5,9 +5,10 @@ role's workload ordered by priority (lower first), recommended first, larger fir
 rejected with a reason or survives, with a fit level (compiler/fit.py) and an estimated decode
 speed (compiler/speed.py; a role's `requires.speed_min` rejects the slower). Every strategy takes a
 comfortable survivor when there is one, a tight one only when none is comfortable: `first_fit` the
-first, `largest_fit` the largest (recommended first), `best_fit` the highest quality (`quality`:
-capability scores, then speed with a margin on a GPU host, size class, downloads, parameters, bits) among those at
-`selection.speed_floor` tok/s or faster (all of them when none is).
+first, `largest_fit` the largest (priority, lower first, then recommended first), `best_fit` the highest
+quality (`quality`: priority, lower first, then capability scores, then speed with a margin on a GPU host,
+size class, downloads, parameters, bits) among those at `selection.speed_floor` tok/s or faster (all of
+them when none is). A `prefer` list ranks before priority: first_fit takes it in order.
 Roles marked `resident` are packed into one shared budget (RAM,
 VRAM and `max_loaded_models`); other roles are loaded one at a time and each gets the whole
 budget. Cloud models are never chosen, only appended to the fallback chain.
@@ -29,9 +30,10 @@ from .hosts import GIB_IN_MB, Host
 from .memory import DEFAULT_KV_CACHE, Estimate, bits_per_weight, estimate, is_cloud, size_unknown
 from .merge import origin
 from .offload import Offload, offload
-from .resolve import Catalog
+from .resolve import MODEL_DEFAULTS, Catalog
 
 ELIGIBLE_STATUS = ("active", "deprecated")
+DEFAULT_PRIORITY = MODEL_DEFAULTS["priority"]  # lower wins, in every strategy's order
 SIZE_UNKNOWN = "size unknown: give params_b, artifact.size_bytes or memory.ram_mb"
 TRACE_LIMIT = 200  # candidates kept per role in explain.json, beside the pick and fallbacks; the rest are counted
 CAPABILITIES = ("reasoning", "coding", "creativity", "multilingual")
@@ -96,7 +98,7 @@ class Verdict:
     reason: str  # empty for "does not fit the host", which `describe` words from the numbers
     memory: Estimate | None = None
     placement: str | None = None
-    size: tuple = ()  # largest_fit's order: recommended first, then parameters, then memory
+    size: tuple = ()  # largest_fit's order: priority (lower first), recommended first, then parameters, then memory
     capacity: int = 0  # MiB usable when it was judged
     runtime: str | None = None  # the runtime that places it (a rejected one: the roomiest that loads it)
     options: tuple = ()  # (runtime name, placements) of every host runtime that could run it, host order
@@ -283,7 +285,8 @@ def _screen(role: dict, catalog: Catalog) -> Screened:
                        or (SIZE_UNKNOWN if size_unknown(model) else None))
             need = None if problem else estimate(model, context, selection["runtime_overhead_mb"], cache_type,
                                                  flash_attention=role["flash_attention"])
-            size = (bool(model.get("recommended")), model.get("params_b") or 0, need.mb if need else 0)
+            size = (-model.get("priority", DEFAULT_PRIORITY), bool(model.get("recommended")),
+                    model.get("params_b") or 0, need.mb if need else 0)
             candidates.append((model_id, problem, need, size))
     cloud = []
     for ref in dict.fromkeys([*(role.get("prefer") or ()), *(role.get("fallback") or ())]):
@@ -305,7 +308,7 @@ def _candidate_ids(role: dict, catalog: Catalog) -> list[str]:
                 if workload in (m.get("workloads") or ()) and not is_cloud(m)
                 and m.get("status") in ELIGIBLE_STATUS]
         # a model's variants side by side, most bits first (resolve's order)
-        pool.sort(key=lambda item: (item[1].get("priority", 100), not item[1].get("recommended"),
+        pool.sort(key=lambda item: (item[1].get("priority", DEFAULT_PRIORITY), not item[1].get("recommended"),
                                     -(item[1].get("params_b") or 0), item[1].get("variant_of") or item[0],
                                     -bits_per_weight(item[1].get("quantization")), item[0]))
         ids = [model_id for model_id, _ in pool]
@@ -460,7 +463,8 @@ def popularity(downloads: int | None) -> int:
 
 
 def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
-    """best_fit's order, higher first, one criterion after another (QUALITY_ORDER names them): the mean
+    """best_fit's order, higher first, one criterion after another (QUALITY_ORDER names them): the
+    model's `priority` (lower first: the catalog's own ranking, above every estimate); then the mean
     of the capability scores that measure the role (its workload's and those its `requires` names)
     when the model has them; then `brisk` (on a GPU host, at SPEED_MARGIN x the floor); then the size class; then
     `downloads`' order of magnitude (official releases over a fine-tune of the same size); then parameters; then the
@@ -472,20 +476,21 @@ def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
     scores = [capabilities[n] for n in sorted(names) if isinstance(capabilities.get(n), (int, float))]
     score = sum(scores) / len(scores) if scores else None
     params = model.get("params_b") or 0
-    return (score is not None, score or 0.0, brisk, size_class(params),
+    return (-model.get("priority", DEFAULT_PRIORITY), score is not None, score or 0.0, brisk, size_class(params),
             popularity(model.get("downloads")), params, bits_per_weight(model.get("quantization")))
 
 
 # What each element of `quality` is, worded for explain: the chosen reason names the first one that
 # put the pick ahead of the runner-up
 QUALITY_ORDER = (
-    ("has capability scores", lambda q: ""),
-    ("capability score", lambda q: f"{q[1]:.2f}"),
-    ("speed on a GPU host", lambda q: f"{'at or above' if q[2] else 'below'} {SPEED_MARGIN:g}x speed_floor"),
-    ("size class", lambda q: _class_words(q[3])),
-    ("downloads", lambda q: f"{10 ** (q[4] - 1):,}+" if q[4] else "none"),
-    ("parameters", lambda q: f"{q[5]:g}B"),
-    ("bits per weight", lambda q: f"{q[6]:g}"),
+    ("priority", lambda q: f"{-q[0]:g}"),
+    ("capability scores", lambda q: "has them" if q[1] else "none"),
+    ("capability score", lambda q: f"{q[2]:.2f}"),
+    ("speed on a GPU host", lambda q: f"{'at or above' if q[3] else 'below'} {SPEED_MARGIN:g}x speed_floor"),
+    ("size class", lambda q: _class_words(q[4])),
+    ("downloads", lambda q: f"{10 ** (q[5] - 1):,}+" if q[5] else "none"),
+    ("parameters", lambda q: f"{q[6]:g}B"),
+    ("bits per weight", lambda q: f"{q[7]:g}"),
 )
 
 
@@ -499,7 +504,7 @@ def why_best(chosen: tuple, runner_up: tuple, runner_up_id: str) -> str:
     (100,000+ over 10,000+)"; the id when every criterion ties."""
     for index, (name, words) in enumerate(QUALITY_ORDER):
         if chosen[index] != runner_up[index]:
-            mine, theirs = (words(chosen), words(runner_up)) if index else ("yes", "no")
+            mine, theirs = words(chosen), words(runner_up)
             return f"ahead of {runner_up_id} on {name} ({mine} over {theirs})"
     return f"ahead of {runner_up_id}, equal on every criterion, by id"
 

@@ -19,7 +19,7 @@ from . import schema
 from .artifacts import SINGLE_FILE_KEYS
 from .errors import Diagnostic, did_you_mean
 from .load import Document, YamlPath
-from .merge import Merged, origin
+from .merge import Merged, origin, provenance
 
 KNOWN_DOLLAR_KEYS = {"$schema": "top", "$comment": "any", "$merge": "any"}
 MAX_GUESSES = 100  # unknown fields of one mapping that get a did-you-mean hint each
@@ -76,8 +76,31 @@ def check_merged(merged: Merged) -> list[Diagnostic]:
     for role_name, field, index, ref in unknown:
         file, line, col = locate(("roles", role_name, field, index))
         problems.append(Diagnostic(file, line, col, "E200", f"role {role_name!r} {field}s unknown model {ref!r}",
-                                   did_you_mean(ref, choices) if choices else None))
+                                   _deleted(merged, ref) or (did_you_mean(ref, choices) if choices else None)))
     return problems
+
+
+def _deleted(merged: Merged, ref: str) -> str | None:
+    """Where a layer deleted the model `ref` names (`id: null`, `models: null`, `$merge: replace` or
+    `merge: replace`): the cause of a reference left dangling, which the reference's own position does not show."""
+    for model_id in dict.fromkeys((ref, ref.lower())):
+        chain = provenance(merged.layers, ("models", model_id))
+        if not chain or chain[-1].action == "set":
+            continue
+        step = chain[-1]
+        layer = next(la for la in merged.layers if la.doc.path == step.file and la.name == step.layer)
+        data = layer.doc.data
+        if step.action == "replace":
+            how = "`merge: replace`"
+        elif "models" in data and data["models"] is None:
+            how = "`models: null`"
+        elif model_id in mapping(data.get("models")):
+            how = f"`{model_id}: null`"
+        else:
+            how = "`$merge: replace`"
+        return (f"{model_id!r} was deleted at {step.file}:{step.line}:{step.col} ({how}); "
+                "take it out of this list too, or drop the deletion")
+    return None
 
 
 def _aliases(models: dict) -> list[str]:
@@ -234,6 +257,26 @@ def schema_diagnostics(errors, locate: Locate) -> list[Diagnostic]:
     return out
 
 
+# An entry put in the other collection: its unknown fields are the other kind's (`provider` in a role)
+MISPLACED = {"roles": ("role", "model", "models"), "models": ("model", "role", "roles")}
+
+
+def _misplaced(path: tuple, extra: list[str]) -> tuple[str, str] | None:
+    """(what the entry was read as, a hint) when the unknown fields of `roles.X` are a model's, or those
+    of `models.X` a role's; None otherwise."""
+    if len(path) != 2 or path[0] not in MISPLACED:
+        return None
+    read_as, other, home = MISPLACED[path[0]]
+    defs = schema.strict_schema("catalog")["$defs"]
+    theirs = set(defs[other]["properties"]) - set(defs[read_as]["properties"])
+    strays = [key for key in extra if key in theirs]
+    if not strays:
+        return None
+    return (f"read as a {read_as}: it sits under `{path[0]}:`",
+            f"{', '.join(map(repr, strays))} {'is a' if len(strays) == 1 else 'are'} {other} field"
+            f"{'s' if len(strays) > 1 else ''}; a {other} belongs under `{home}:`")
+
+
 def _describe(error, locate: Locate) -> list[Diagnostic]:
     path = tuple(error.absolute_path)
     field = str(path[-1]) if path else "document"
@@ -252,8 +295,11 @@ def _describe(error, locate: Locate) -> list[Diagnostic]:
         # A guess per key helps with a few typos; hundreds of unknown keys in one mapping are
         # the wrong data, not typos, and guessing for each (difflib) would dominate the run.
         guess = len(extra) <= MAX_GUESSES
-        return [at(path + (key,), "E101", f"unknown field {key!r}" + (f" in {field!r}" if path else ""),
-                   (guess and did_you_mean(key, known)) or listing) for key in extra]
+        where, misplaced = (f" in {field!r}" if path else ""), _misplaced(path, extra)
+        if misplaced:
+            where, listing = f"{where} ({misplaced[0]})", misplaced[1]
+        return [at(path + (key,), "E101", f"unknown field {key!r}{where}",
+                   (not misplaced and guess and did_you_mean(key, known)) or listing) for key in extra]
     if keyword == "required":
         missing = [k for k in expected if isinstance(value, dict) and k not in value]
         return [at(path, "E102", f"{field!r} is missing required field {key!r}") for key in missing]

@@ -83,7 +83,8 @@ def test_github_annotations_and_pre_commit_hooks(base_catalog: Path, tmp_path: P
     CHANGES["ram-reassigns-a-role"](base_catalog)
     compile_into(base_catalog, tmp_path / "after")
     result = run_cli("diff", str(tmp_path / "before"), str(tmp_path / "after"), "--format", "github")
-    assert result.stdout.startswith("::notice title=hostfit diff: box-8::host box-8:%0A  host ram_mb: 8192 -> 4096")
+    assert result.stdout.startswith("::notice title=hostfit diff: box-8::host box-8:%0A"
+                                    "  host ram_mb: 8,192 -> 4,096 MiB")
     import yaml
     hooks = yaml.safe_load((Path(__file__).parent.parent / ".pre-commit-hooks.yaml").read_text())
     assert {h["id"]: h["entry"] for h in hooks} == {"hostfit-validate": "hostfit validate",

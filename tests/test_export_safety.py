@@ -154,7 +154,7 @@ def test_modelfile_holds_the_value_or_refuses_it(value: str):
 def test_litellm_config_loads_back_as_the_values(value: str):
     text = exports.render(hostile_document(value), ["litellm"], None)["litellm-config.yaml"].decode()
     config = yaml.safe_load(text)
-    assert set(config) == {"model_list", "router_settings"}, "the comment stayed a comment"
+    assert set(config) == {"general_settings", "model_list", "router_settings"}, "the comment stayed a comment"
     local, cloud = config["model_list"]
     # a role llama-server.sh serves (no runtime recorded: llama.cpp) goes to its server, by its alias
     assert local["model_name"] == value

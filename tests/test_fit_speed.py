@@ -182,10 +182,12 @@ def test_on_a_32_gb_cpu_host_speed_min_takes_the_q5_14b_over_the_q8():
     assert slow < fast / 1.3  # Q8_0 reads ~1.5x the bytes of Q5_K_M a token
     role = ("  code: {workload: code, strategy: best_fit, prefer: [qwen2.5-coder-14b-q8, qwen2.5-coder-14b-q5], "
             "requires: {context_min: 16384%s}}\n")
-    plan = select(catalog_with(role % ""), host)
+    models = {**SHIPPED_MODELS, **{m: {**SHIPPED_MODELS[m], "priority": 100} for m in ("qwen2.5-coder-14b-q5",
+                                                                                      "qwen2.5-coder-14b-q8")}}
+    plan = select(catalog_with(role % "", models), host)  # one priority: quality decides
     assert plan.roles["code"].model == "qwen2.5-coder-14b-q8"  # both fit comfortably: the higher quality
     assert plan.roles["code"].fit == fit.COMFORTABLE
-    plan = select(catalog_with(role % f", speed_min: {round((fast + slow) / 2, 1)}"), host)
+    plan = select(catalog_with(role % f", speed_min: {round((fast + slow) / 2, 1)}", models), host)
     assert plan.roles["code"].model == "qwen2.5-coder-14b-q5"
     assert plan.roles["code"].speed.tokens_per_s == fast
     rejected = {v.model: v for v in plan.roles["code"].candidates}["qwen2.5-coder-14b-q8"]

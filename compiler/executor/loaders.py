@@ -40,6 +40,11 @@ class LoadFailure(RuntimeFailure):
     """This model could not be loaded or did not generate; the next one may."""
 
 
+class OllamaUnavailable(RuntimeFailure):
+    """No Ollama server answers and hostfit may not, or could not, start one: every model on Ollama fails
+    alike, so a chain asks (and says so) once."""
+
+
 @dataclass
 class Loaded:
     model_id: str
@@ -169,12 +174,12 @@ def ensure_ollama(client, interactive: bool) -> None:
     except (httpx.TransportError, LimitExceeded):
         pass
     if not auto_start_allowed(interactive):
-        raise RuntimeFailure(f"no Ollama server answers at {redact_url(ollama_base())}; start it (`ollama serve`), "
+        raise OllamaUnavailable(f"no Ollama server answers at {redact_url(ollama_base())}; start it (`ollama serve`), "
                              "or allow hostfit to: HOSTFIT_OLLAMA_AUTO_START=1 or `ollama: {auto_start: true}` in "
                              "$XDG_CONFIG_HOME/hostfit/config.yaml")
     exe = shutil.which("ollama")
     if not exe:
-        raise RuntimeFailure("starting Ollama was allowed, but no `ollama` program is installed")
+        raise OllamaUnavailable("starting Ollama was allowed, but no `ollama` program is installed")
     subprocess.Popen([exe, "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + OLLAMA_START_TIMEOUT
     while time.monotonic() < deadline:
@@ -183,7 +188,7 @@ def ensure_ollama(client, interactive: bool) -> None:
             return
         except (httpx.TransportError, LimitExceeded):
             time.sleep(0.25)
-    raise RuntimeFailure(f"started `ollama serve`, but it did not answer within {OLLAMA_START_TIMEOUT:.0f} s")
+    raise OllamaUnavailable(f"started `ollama serve`, but it did not answer within {OLLAMA_START_TIMEOUT:.0f} s")
 
 
 def ollama_load(name: str, settings: Settings, prompt: str, progress=None, interactive: bool = False,
@@ -292,6 +297,7 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
     role = roles[role_name]
     chain = [m for m in [role["model"], *role["fallbacks"]] if m]
     attempts: list[tuple[str, str]] = []
+    ollama_down = None  # why Ollama cannot serve, once asked: the later models on it are not asked again
     for model_id in chain:
         model = compiled["models"][model_id]
         if is_cloud(model):
@@ -308,6 +314,10 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
             say(f"{role_name}: {model_id} runs on {runtime}: {why}")
             attempts.append((model_id, why))
             continue
+        if known.loader == "ollama" and ollama_down:
+            say(f"{role_name}: {model_id} runs on Ollama, which is not running (above)")
+            attempts.append((model_id, ollama_down))
+            continue
         try:
             if known.loader == "ollama":
                 name = (model.get("ollama") or {}).get("name")
@@ -318,6 +328,11 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
             else:
                 fetched = fetch_one(model_id)
                 load, first, text = llamacpp_load(fetched, settings, prompt)
+        except OllamaUnavailable as exc:
+            ollama_down = str(exc)
+            say(f"{role_name}: {model_id} runs on Ollama: {exc}")
+            attempts.append((model_id, ollama_down))
+            continue
         except LoadFailure as exc:
             say(f"{role_name}: {model_id} failed: {exc}")
             attempts.append((model_id, str(exc)))
@@ -327,5 +342,9 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
             attempts.append((model_id, str(exc)))
             continue
         return Loaded(model_id, runtime, load, first, text, attempts)
+    failed: dict[str, list[str]] = {}  # one sentence per reason, with the models it stopped
+    for model_id, why in attempts:
+        failed.setdefault(why, []).append(model_id)
     raise RuntimeFailure(f"no model of role {role_name!r} could be loaded: "
-                         + ("; ".join(f"{m}: {why}" for m, why in attempts) or "no local model in its chain"))
+                         + ("; ".join(f"{', '.join(models)}: {why}" for why, models in failed.items())
+                            or "no local model in its chain"))
