@@ -437,7 +437,7 @@ def hf_repo_details(repo: str, refresh: bool = False) -> tuple[object, list[str]
     if hf_repo(repo) != repo:
         return None, [f"hf: {repo!r} is not a repository name (owner/name)"]
     body, _ = _cached_get("hf", f"{paths.hf_endpoint()}/api/models/{repo}", {"blobs": "true"}, refresh, warnings)
-    return body, warnings
+    return body, [w.replace("; no candidates from it", "; no sizes from it") for w in warnings]
 
 
 def size_order(candidates: list[dict]) -> list[dict]:
