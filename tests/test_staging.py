@@ -259,3 +259,15 @@ def test_the_refresh_workflow_end_to_end(base_catalog, hub):
     # diff: what reviewers see
     diff = run_cli("diff", str(out_before), str(out_after))
     assert diff.exit_code == 0 and "local-chat" in diff.stdout and "qwen/qwen2.5-14b-instruct-gguf" in diff.stdout
+
+
+def test_sizing_is_bounded_in_time(base_catalog, hub, monkeypatch):
+    """A slow Hub costs SIZE_TIME, not a timeout per repository: the rest wait for the next run."""
+    monkeypatch.setattr(ingest, "SIZE_TIME", 0.2)
+    hub.delay = 0.3
+    result = run_cli("-C", str(base_catalog), "ingest", "--source", "hf")
+    assert result.exit_code == 0, result.output
+    assert len([p for p in hub.log if p.endswith("?blobs=true")]) == 1, "one request, then the deadline"
+    assert "sizing stopped after 0.2 s; 2 repositories left" in result.stderr
+    found = staged(base_catalog)
+    assert found[GGUF_REPO]["variants"] and "sizing stopped" in found[SAFETENSORS_REPO]["unsized"]

@@ -35,6 +35,7 @@ STATUSES = ("pending", "trial", "adopted", "rejected")
 # Repositories asked for their file list (one request each) per run: curated ones first, then those
 # under trial, then by popularity. The rest stay `unsized` until they rank within the budget.
 SIZE_BUDGET = 25
+SIZE_TIME = 60.0  # seconds for all of them: past it, the rest wait for the next run
 # What a source publishes about a candidate's size; kept from an earlier run when not asked again.
 SIZE_FIELDS = ("params_b", "context_window", "variants", "format")
 
@@ -455,7 +456,14 @@ def size(candidates: list[dict], ask, budget: int | None = None) -> list[str]:
     budget = SIZE_BUDGET if budget is None else budget
     warnings: list[str] = []
     order = size_order(candidates)
-    for candidate in order[:budget]:
+    deadline = time.monotonic() + SIZE_TIME
+    for index, candidate in enumerate(order[:budget]):
+        if time.monotonic() > deadline:
+            warnings.append(f"hf: sizing stopped after {SIZE_TIME:g} s; {min(budget, len(order)) - index} "
+                            "repositories left for the next run")
+            for rest in order[index:budget]:
+                rest["unsized"] = f"sizing stopped after {SIZE_TIME:g} s (ingest.SIZE_TIME); run ingest again"
+            break
         body, problems = ask(candidate["model_id"])
         warnings += problems
         if body is None:
