@@ -211,6 +211,8 @@ def test_the_refresh_workflow_end_to_end(base_catalog, hub):
     q4 = rows["qwen/qwen2.5-14b-instruct-gguf:q4_k_m"]
     assert q4["memory_method"] == "gguf" and q4["context_window"] == 32768 and q4["fit"] != "no"
     assert q4["memory_mb"] > Q4_SIZE / 2**20, "the file's size, not a guess"
+    unsized = rows["org/broken-details"]  # pending, and its repository's details failed
+    assert unsized["memory_mb"] is None and unsized["fit"] == "size unknown", "never a made-up 0.5 GiB"
     trial = run_cli("-C", str(base_catalog), "build", "--host", "box-32", "--with-staging", "--out",
                     str(base_catalog / "out-trial"))
     assert trial.exit_code == 0, trial.output
