@@ -6,6 +6,7 @@ marked, curated lists of their own kind, and the documented refresh workflow end
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -194,6 +195,9 @@ def test_the_refresh_workflow_end_to_end(base_catalog, hub):
               "    requires: {context_min: 8192}\n    required: false\nmodels:\n  big-chat: {recommended: false}\n")
     out_before, out_after = base_catalog / "out-before", base_catalog / "out-after"
     assert run_cli("-C", str(base_catalog), "build", "--host", "box-32", "--out", str(out_before)).exit_code == 0
+    for args in (("init", "-q"), ("add", "-A"), ("commit", "-q", "-m", "catalog before the refresh")):
+        subprocess.run(["git", "-C", str(base_catalog), "-c", "user.email=t@t", "-c", "user.name=t", *args],
+                       check=True, capture_output=True, timeout=30)
 
     # ingest
     result = run_cli("-C", str(base_catalog), "ingest")
@@ -261,6 +265,9 @@ def test_the_refresh_workflow_end_to_end(base_catalog, hub):
     # diff: what reviewers see
     diff = run_cli("diff", str(out_before), str(out_after))
     assert diff.exit_code == 0 and "local-chat" in diff.stdout and "qwen/qwen2.5-14b-instruct-gguf" in diff.stdout
+    reviewed_diff = run_cli("-C", str(base_catalog), "diff", "--git", "HEAD", "--format", "json")  # as the README says
+    assert reviewed_diff.exit_code == 0, reviewed_diff.output
+    assert "box-32" in reviewed_diff.stdout and "qwen/qwen2.5-14b-instruct-gguf" in reviewed_diff.stdout
 
 
 def test_sizing_is_bounded_in_time(base_catalog, hub, monkeypatch):
