@@ -280,3 +280,37 @@ def test_sizing_is_bounded_in_time(base_catalog, hub, monkeypatch):
     assert "sizing stopped after 0.2 s; 2 repositories left" in result.stderr
     found = staged(base_catalog)
     assert found[GGUF_REPO]["variants"] and "sizing stopped" in found[SAFETENSORS_REPO]["unsized"]
+
+
+def test_an_in_catalog_candidate_adopts_the_catalog_model(base_catalog, hub):
+    assert run_cli("-C", str(base_catalog), "ingest", "--source", "hf").exit_code == 0
+    result = run_cli("-C", str(base_catalog), "adopt", "someone/Tiny", "--role", "summarization", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "someone" not in result.stdout, "no second model for the one the catalog has"
+
+
+def test_repository_details_of_any_shape_never_crash_sizing():
+    """The Hub's answers are untrusted: any JSON in any field is facts or nothing, never a traceback."""
+    from hypothesis import given, strategies as st
+
+    from test_fuzz import FUZZ, JSON_VALUES
+
+    detail = st.one_of(JSON_VALUES, st.fixed_dictionaries({}, optional={
+        "gguf": st.one_of(JSON_VALUES, st.fixed_dictionaries({}, optional={
+            "total": JSON_VALUES, "context_length": JSON_VALUES})),
+        "safetensors": st.one_of(JSON_VALUES, st.fixed_dictionaries({}, optional={"total": JSON_VALUES})),
+        "siblings": st.one_of(JSON_VALUES, st.just(GGUF_DETAILS["siblings"]))}))
+
+    @FUZZ
+    @given(detail)
+    def check(body):
+        candidates = [{"model_id": "org/m", "provider": "huggingface", "license": None, "source": "huggingface_hub",
+                       "popularity_score": 1, "tags": [], "status": "pending"}]
+        ingest.size(candidates, lambda repo: (body, []), budget=1)
+        facts = {k: v for k, v in candidates[0].items() if k in ingest.SIZE_FIELDS}
+        assert all(type(facts.get(k, 1)) in (int, float) and facts.get(k, 1) > 0 for k in ("params_b", "context_window"))
+        assert ingest.is_sized(candidates[0]) != ("unsized" in candidates[0])
+        ingest.changes({}, candidates)
+        ingest.as_catalog({"candidates": candidates})
+
+    check()
