@@ -360,13 +360,14 @@ def sized_fields(candidate: dict) -> dict:
 
 
 def is_sized(candidate: dict) -> bool:
-    """True when a build can size the candidate's model: a cloud model (nothing to hold in memory), or
-    a local one with its parameter count or a variant's file sizes."""
-    if (candidate.get("provider") or "huggingface") != "huggingface":
-        return True
-    found = sized_fields(candidate)
-    return "params_b" in found or any((v.get("artifact") or {}).get("size_bytes") or (v.get("artifact") or {}).get("files")
-                                      for v in (found.get("variants") or {}).values() if isinstance(v, dict))
+    """True when a build can size the model the candidate becomes (memory.size_unknown judges it, as for
+    any model): a cloud one, or a local one with its parameters or, in one variant at least, its files' sizes."""
+    from ..memory import size_unknown
+
+    model = {"provider": candidate.get("provider") or "huggingface", **sized_fields(candidate)}
+    variants = model.pop("variants", None) or {}
+    return not size_unknown(model) or any(not size_unknown({**model, "artifact": mapping(v).get("artifact")})
+                                          for v in variants.values())
 
 
 def _number(value) -> bool:
