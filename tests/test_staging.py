@@ -34,7 +34,8 @@ GGUF_DETAILS = {
         {"rfilename": "qwen2.5-14b-instruct-q8_0-00002-of-00002.gguf", "size": Q8_SIZES[1],
          "lfs": {"sha256": "c" * 64, "size": Q8_SIZES[1]}}]}
 SAFETENSORS_REPO = "HuggingFaceTB/SmolLM2-1.7B-Instruct"
-SAFETENSORS_DETAILS = {"id": SAFETENSORS_REPO, "safetensors": {"parameters": {"BF16": 1_711_376_384}, "total": 1_711_376_384},
+SAFETENSORS_DETAILS = {"id": SAFETENSORS_REPO,
+                       "safetensors": {"parameters": {"BF16": 1_711_376_384}, "total": 1_711_376_384},
                        "siblings": [{"rfilename": "model.safetensors", "size": 3_422_777_952}]}
 
 # The listing, most downloaded first; page 2 (PAGE_SIZE 3) is what fails "midway" in the acceptance run.
