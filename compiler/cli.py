@@ -751,29 +751,45 @@ def discover_command(obj: Context, base, write) -> None:
 
 @main.command(name="ingest")
 @click.option("--source", "chosen", multiple=True, type=click.Choice(["hf", "openrouter", "curated"]),
-              help="Where to look (default: all three). HF_ENDPOINT and OPENROUTER_BASE_URL are honoured.")
+              help="What to refresh (default: all three); the others' candidates are kept as they are. "
+                   "HF_ENDPOINT and OPENROUTER_BASE_URL are honoured.")
 @click.option("--refresh", is_flag=True, help="Ignore cached responses (kept 6 hours).")
+@click.option("--dry-run", is_flag=True, help="Print what would change (added, removed, changed, stale); write nothing.")
 @click.pass_obj
-def ingest_command(obj: Context, chosen, refresh) -> None:
+def ingest_command(obj: Context, chosen, refresh, dry_run) -> None:
     """Stage candidate models from Hugging Face, OpenRouter and sources/curated.yaml for review."""
     def action() -> int:
         from .discover import ingest
         from .emit import write_atomic
+        from .merge import merge_layers
 
         project = obj.project()
         target = project.root / "sources" / "staging" / "candidates.json"
+        previous = ingest.read_staged_strict(project, target)
+        sources = project.load_sources()  # the catalog, to mark what it has already; its errors are validate's
         harvests = []
         for source in chosen or ingest.SOURCES:
             harvest = (ingest.from_hf(refresh) if source == "hf" else ingest.from_openrouter(refresh)
-                       if source == "openrouter" else ingest.from_curated(project.root))
+                       if source == "openrouter" else ingest.from_curated(sources.curated, sources.errors))
             for warning in harvest.warnings:
                 click.echo(f"warning: {warning}", err=True)
-            click.echo(f"{ingest.SOURCE_NAMES[source]}: {len(harvest.candidates)} candidate(s)", err=True)
+            kept = "; its earlier candidates are kept, marked stale" if harvest.failed else ""
+            click.echo(f"{ingest.SOURCE_NAMES[source]}: {len(harvest.candidates)} candidate(s){kept}", err=True)
             harvests.append(harvest)
-        candidates = ingest.merge(harvests, ingest.read_staged(target))
+        candidates = ingest.merge(harvests, previous)
+        models = merge_layers(sources.layers()).data.get("models")
+        ingest.mark_in_catalog(candidates, ingest.catalog_index(models if isinstance(models, dict) else {}))
+        for warning in ingest.size(candidates, lambda repo: ingest.hf_repo_details(repo, refresh)):
+            click.echo(f"warning: {warning}", err=True)
+        found = ingest.changes(previous, candidates)
+        click.echo(ingest.render_changes(found))
+        unsized = sum(1 for c in candidates if c.get("unsized"))
+        if dry_run:
+            click.echo("(dry run: nothing written)", err=True)
+            return EXIT_OK
         write_atomic(target, ingest.render(ingest.document(candidates)))
-        click.echo(f"wrote {project.display(target)}: {len(candidates)} candidate(s); review it, then "
-                   "`hostfit adopt MODEL --role R`", err=True)
+        click.echo(f"wrote {project.display(target)}: {len(candidates)} candidate(s), {unsized} unsized; review it, "
+                   "then `hostfit adopt MODEL --role R`", err=True)
         return EXIT_OK
 
     run(action)
@@ -865,7 +881,7 @@ def models_command(obj: Context, host, workload, provider, everything, show_alia
 
 
 @main.command(name="schema")
-@click.argument("kind", type=click.Choice(["catalog", "profile", "hosts", "output"]))
+@click.argument("kind", type=click.Choice(["catalog", "profile", "hosts", "curated", "output"]))
 def schema_command(kind: str) -> None:
     """Print the JSON Schema of a document kind (save it to point your editor at it)."""
     def action() -> int:

@@ -33,7 +33,7 @@ def _resolve(name: str, models: dict) -> str | None:
 
 
 def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, callable]:
-    from .discover.ingest import read_staged, staged_type
+    from .discover.ingest import is_sized, read_staged, sized_fields, staged_type
 
     sources = project.load_sources()
     merged = merge_layers(sources.layers()).data
@@ -43,14 +43,21 @@ def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, cal
     edits: dict[Path, callable] = {}
     model_id = _resolve(name, models)
     workload = roles[role]["workload"]
+    staged_path = project.root / "sources" / "staging" / "candidates.json"
     if model_id is None:
-        staged_path = project.root / "sources" / "staging" / "candidates.json"
         staged = read_staged(staged_path)
         candidate = staged.get(name.lower())
         if candidate is None:
             raise UsageError(f"{name!r} is neither a catalog model nor a staged candidate; "
                              + (did_you_mean(name, list(models) + [c["model_id"] for c in staged.values()])
                                 or "run `hostfit ingest` to stage candidates"))
+        model_id = _resolve(str(candidate.get("in_catalog") or ""), models)  # ingest found it in the catalog
+    if model_id is None:
+        if not is_sized(candidate):
+            why = candidate.get("unsized") or "no parameter count and no file sizes"
+            raise UsageError(f"{candidate['model_id']} has no size yet ({why}): a build could never select it; "
+                             "mark it `trial` and run `hostfit ingest` (candidates under trial are sized first), "
+                             "or add it by hand with the facts `hostfit inspect URL-OF-ITS-GGUF` prints")
         model_id = normalize_id(candidate["model_id"])
         home = next((doc for doc in sources.catalogs if isinstance(doc.data.get("models"), dict)
                      and doc.layer == "sources"), None)
@@ -63,6 +70,7 @@ def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, cal
             entry["license"] = candidate["license"]
         if candidate.get("provider") == "huggingface" and "/" in candidate["model_id"]:
             entry["hf_repo"] = candidate["model_id"]
+        entry |= sized_fields(candidate)  # what its sources publish: parameters, context, files
 
         def add_model(tree, model_id=model_id, entry=entry):
             tree["models"][model_id] = entry

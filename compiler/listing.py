@@ -28,9 +28,11 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
         context, cache_type = catalog.selection["context_default"], catalog.selection.get("kv_cache_type")
         need = need_on(budget, model, context, catalog.selection, catalog.selection["flash_attention"], cache_type)
         options = () if is_cloud(model) else runtime_options(model_id, catalog, runs)
-        placed = first_placed(budget, need.mb, options) if options and not size_unknown(model) else None
+        unsized = size_unknown(model)  # its need would be the overhead alone: shown as unknown, never placed
+        placed = first_placed(budget, need.mb, options) if options and not unsized else None
         placement = placed[1] if placed else None
-        fit_column = "cloud" if is_cloud(model) else placement or ("no" if options else "no runtime")
+        fit_column = "cloud" if is_cloud(model) else placement or (
+            "size unknown" if unsized else "no" if options else "no runtime")
         level, tokens = None, None
         if placement:  # as select judges a role loaded alone
             level, _, speed = fit_and_speed(model, host, need, placement, placed[0], budget, budget,
@@ -39,7 +41,7 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
         out.append({
             "id": model_id, "params_b": model.get("params_b"), "quantization": model.get("quantization"),
             "context_window": model.get("context_window"), "provider": model.get("provider"),
-            "memory_mb": need.mb, "memory_method": need.method,
+            "memory_mb": None if unsized else need.mb, "memory_method": None if unsized else need.method,
             "fit": fit_column, "fit_level": level, "tokens_per_s": tokens,
             "installed": host.name in (model.get("installed_on") or ()),
             "recommended": bool(model.get("recommended")), "status": model.get("status"),

@@ -24,7 +24,7 @@ from .errors import Diagnostic, VersionError
 from .load import Document, Positions, YamlPath
 
 CURRENT = 2
-KINDS = ("catalog", "profile", "hosts", "candidates")
+KINDS = ("catalog", "profile", "hosts", "candidates", "curated")
 V1_KEYS = ("role_mappings", "model_profiles", "cloud_providers")
 
 
@@ -63,7 +63,8 @@ def check_version(doc: Document) -> int:
         found = "missing" if kind is None else repr(kind)
         fail(doc, ("kind",) if "kind" in data else (), "E012",
              f"kind must be one of {', '.join(KINDS)}; found {found}",
-             "catalog layers say `kind: catalog`, profiles `kind: profile`, sources/hosts.yaml `kind: hosts`")
+             "catalog layers say `kind: catalog`, profiles `kind: profile`, sources/hosts.yaml `kind: hosts`, "
+             "sources/curated.yaml `kind: curated`")
     return version
 
 

@@ -43,6 +43,7 @@ class Sources:
     catalogs: list[Document] = field(default_factory=list)
     facts: list[Document] = field(default_factory=list)  # sources/facts/: GGUF header facts, below catalogs
     hosts_docs: list[Document] = field(default_factory=list)
+    curated: list[Document] = field(default_factory=list)  # kind curated: what `ingest` stages, never a layer
     profiles: dict[str, Document] = field(default_factory=dict)
     discovered: dict[str, Document] = field(default_factory=dict)
     errors: list[Diagnostic] = field(default_factory=list)
@@ -157,6 +158,8 @@ class Project:
                 sources.hosts_docs.append(doc)
             elif doc.kind == "catalog":
                 sources.catalogs.append(doc)
+            elif doc.kind == "curated" and doc.layer == "sources":
+                sources.curated.append(doc)
             elif doc.kind == "candidates" and doc.layer == "staging":
                 from .discover.ingest import as_catalog
                 from .load import Positions

@@ -46,7 +46,8 @@ def test_adopt_a_staged_candidate(shipped_catalog: Path):
         "schema_version": 2, "kind": "candidates", "fetched_at": "2026-11-22T00:00:00Z",
         "candidates": [{"model_id": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "provider": "huggingface",
                         "license": "apache-2.0", "source": "huggingface_hub", "popularity_score": 10,
-                        "tags": ["chat"], "status": "pending"}]}))
+                        "tags": ["chat"], "status": "pending",
+                        "params_b": 1.711, "format": "safetensors"}]}))  # sized: the Hub's safetensors.total
     before = (shipped_catalog / "sources/00-models.yaml").read_text()
     result = run_cli("-C", str(shipped_catalog), "adopt", "huggingfacetb/smollm2-1.7b-instruct", "--role", "chat",
                      "--priority", "150")

@@ -59,6 +59,7 @@ def staged(catalog: Path) -> dict:
 def test_ingest_dedupes_with_additive_provenance(base_catalog, servers):
     hub, index, listing = servers
     (base_catalog / "sources" / "curated.yaml").write_text(
+        "schema_version: 2\nkind: curated\n"
         "candidates:\n  - {model_id: Qwen/Qwen2.5-7B-Instruct, license: apache-2.0, tags: [chat]}\n")
     result = run_cli("-C", str(base_catalog), "ingest")
     assert result.exit_code == 0, result.output
@@ -69,9 +70,13 @@ def test_ingest_dedupes_with_additive_provenance(base_catalog, servers):
     assert overlap["source"] == "huggingface_hub+openrouter_index" and overlap["license"] == "mit"
     assert overlap["popularity_score"] > 7, "the higher of the two popularity figures"
     assert [c["model_id"].lower() for c in document["candidates"]] == sorted(by_id), "sorted, deterministic"
-    assert all(set(c) == {"model_id", "provider", "license", "source", "popularity_score", "tags", "status"}
-               for c in document["candidates"])
-    assert len([p for p in hub.log if p.startswith("/api/models")]) == 3, "pagination followed"
+    assert all({"model_id", "provider", "license", "source", "popularity_score", "tags", "status"} <= set(c)
+               <= {"model_id", "provider", "license", "source", "popularity_score", "tags", "status",
+                   *ingest.SIZE_FIELDS, "unsized", "in_catalog"} for c in document["candidates"])
+    assert len([p for p in hub.log if p.startswith("/api/models?")]) == 3, "pagination followed"
+    details = [p for p in hub.log if p.endswith("?blobs=true")]
+    assert len(details) == ingest.SIZE_BUDGET, "repositories asked for their files: within the budget"
+    assert details[0] == "/api/models/Qwen/Qwen2.5-7B-Instruct?blobs=true", "the curated one first"
     assert by_id["qwen/qwen2.5-7b-instruct"]["source"].endswith("curated")
     assert "router" not in json.dumps([c for c in document["candidates"] if c["model_id"] == "openrouter/auto-beta"])
 
@@ -79,6 +84,7 @@ def test_ingest_dedupes_with_additive_provenance(base_catalog, servers):
 def test_cached_responses_and_bounded_pages(base_catalog, servers, monkeypatch):
     hub, index, listing = servers
     monkeypatch.setattr(ingest, "MAX_PAGES", 2)
+    monkeypatch.setattr(ingest, "SIZE_BUDGET", 0)  # only the listing's requests, counted
     assert run_cli("-C", str(base_catalog), "ingest", "--source", "hf").exit_code == 0
     assert len(hub.log) == 2, "pagination stops at MAX_PAGES"
     assert run_cli("-C", str(base_catalog), "ingest", "--source", "hf").exit_code == 0

@@ -391,7 +391,8 @@ def test_a_local_model_of_unknown_size_is_rejected_rather_than_counted_as_weight
     shown = run_cli("-C", str(base_catalog), "explain", "box-8", "summarization").stdout
     assert "mystery: size unknown" in shown, shown
     listed = run_cli("-C", str(base_catalog), "models", "--host", "box-8", "--json").stdout
-    assert {row["id"]: row["fit"] for row in json.loads(listed)}["mystery"] == "no"  # as build judged it
+    row = {row["id"]: row for row in json.loads(listed)}["mystery"]
+    assert row["fit"] == "size unknown" and row["memory_mb"] is None  # as build judged it, no made-up figure
     # any one figure is enough to size it
     for known in ("    params_b: 70.0\n", "    memory: {ram_mb: 2000}\n"):
         add_layer(base_catalog, "40-sized.yaml", "models:\n  mystery:\n" + known)
