@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .. import paths
 from ..importers import kinds as model_kinds
+from ..resolve import MODEL_DEFAULTS
 from ..net import Deadline, DeadlinePassed, LimitExceeded, parse_json, redact_url, request
 from ..validate import file_name_problem, mapping
 from . import text
@@ -317,10 +318,14 @@ def staged_type(candidate: dict) -> str:
         model_id, vision="image" in _strings(candidate.get("tags")), releases="openrouter" not in source)
 
 
+DEFAULT_PRIORITY = MODEL_DEFAULTS["priority"]
+
+
 def as_catalog(data: dict) -> dict:
     """Staged candidates as a catalog layer (for `build --with-staging`): pending ones become
     `candidate` models (listed, never selected), trial ones active, each with the sizes its sources
-    publish; adopted and rejected ones, and those the catalog already has (`in_catalog`), stay out."""
+    publish; adopted and rejected ones, and those the catalog already has (`in_catalog`), stay out.
+    A trial model gets the priority `adopt` would give it, so the trial shows the build it would make."""
     from ..migrate import normalize_id
 
     models = {}
@@ -332,7 +337,9 @@ def as_catalog(data: dict) -> dict:
             continue
         kind = staged_type(candidate)
         model = {"name": candidate["model_id"], "provider": candidate.get("provider") or "huggingface",
-                 "workloads": model_kinds.workloads(kind, ["chat"]), "type": kind, "priority": 900, "status": "active" if status == "trial" else "candidate",
+                 "workloads": model_kinds.workloads(kind, ["chat"]), "type": kind,
+                 "priority": DEFAULT_PRIORITY if status == "trial" else 900,
+                 "status": "active" if status == "trial" else "candidate",
                  "tags": _strings(candidate.get("tags")) or None, "license": candidate.get("license"),
                  **sized_fields(candidate),
                  "x-staged": {"source": candidate.get("source"), "popularity_score": candidate.get("popularity_score")}}
