@@ -459,12 +459,26 @@ def popularity(downloads: int | None) -> int:
     return len(str(downloads)) if downloads else 0
 
 
+# A specialist (a model's `specialty`, e.g. a coder) serving a role of another workload counts this many
+# size classes lower, and below a general model of the class it lands in: a general instruct model of the
+# same or the next class down takes chat, the coder the code role; a general model two classes down (a 7B
+# against a 30B coder) is not enough of a model to pass over the specialist for
+SPECIALIST_CLASSES_DOWN = 1
+
+
+def off_specialty(model: dict, role: dict) -> bool:
+    """Whether `model` is a specialist serving a role outside its specialty (a coder for chat)."""
+    specialty = model.get("specialty")
+    return bool(specialty) and specialty != role.get("workload")
+
+
 def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
     """best_fit's order, higher first, one criterion after another (QUALITY_ORDER names them): the mean
     of the capability scores that measure the role (its workload's and those its `requires` names)
-    when the model has them; then `brisk` (on a GPU host, at SPEED_MARGIN x the floor); then the size class; then
-    `downloads`' order of magnitude (official releases over a fine-tune of the same size); then parameters; then the
-    quantization's bits per weight."""
+    when the model has them; then `brisk` (on a GPU host, at SPEED_MARGIN x the floor); then the size class
+    (SPECIALIST_CLASSES_DOWN lower for a specialist off its specialty); then a general model over such a
+    specialist; then `downloads`' order of magnitude (official releases over a fine-tune of the same size); then
+    parameters; then the quantization's bits per weight; then `release_date` (newer first, undated last)."""
     names = {f[:-4] for f in (role.get("requires") or {}) if f.endswith("_min") and f[:-4] in CAPABILITIES}
     if role.get("workload") in WORKLOAD_CAPABILITY:
         names.add(WORKLOAD_CAPABILITY[role["workload"]])
@@ -472,8 +486,10 @@ def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
     scores = [capabilities[n] for n in sorted(names) if isinstance(capabilities.get(n), (int, float))]
     score = sum(scores) / len(scores) if scores else None
     params = model.get("params_b") or 0
-    return (score is not None, score or 0.0, brisk, size_class(params),
-            popularity(model.get("downloads")), params, bits_per_weight(model.get("quantization")))
+    off = off_specialty(model, role)
+    return (score is not None, score or 0.0, brisk, size_class(params) - (SPECIALIST_CLASSES_DOWN if off else 0),
+            not off, popularity(model.get("downloads")), params, bits_per_weight(model.get("quantization")),
+            str(model.get("release_date") or ""))
 
 
 # What each element of `quality` is, worded for explain: the chosen reason names the first one that
@@ -482,14 +498,18 @@ QUALITY_ORDER = (
     ("has capability scores", lambda q: ""),
     ("capability score", lambda q: f"{q[1]:.2f}"),
     ("speed on a GPU host", lambda q: f"{'at or above' if q[2] else 'below'} {SPEED_MARGIN:g}x speed_floor"),
-    ("size class", lambda q: _class_words(q[3])),
-    ("downloads", lambda q: f"{10 ** (q[4] - 1):,}+" if q[4] else "none"),
-    ("parameters", lambda q: f"{q[5]:g}B"),
-    ("bits per weight", lambda q: f"{q[6]:g}"),
+    ("size class", lambda q: _class_words(q[3]) if q[4] else
+     f"{_class_words(q[3] + SPECIALIST_CLASSES_DOWN)} counted as {_class_words(q[3])}, a specialist off its specialty"),
+    ("specialization", lambda q: "a general model" if q[4] else "a specialist off its specialty"),
+    ("downloads", lambda q: f"{10 ** (q[5] - 1):,}+" if q[5] else "none"),
+    ("parameters", lambda q: f"{q[6]:g}B"),
+    ("bits per weight", lambda q: f"{q[7]:g}"),
+    ("release date", lambda q: q[8] or "unknown"),
 )
 
 
 def _class_words(index: int) -> str:
+    index = max(0, index)  # a specialist below 1B counted one class lower stays in the lowest
     low = SIZE_CLASSES_B[index - 1] if index else 0
     return f"{low:g}B+" if index == len(SIZE_CLASSES_B) else f"{low:g}-{SIZE_CLASSES_B[index]:g}B"
 

@@ -313,6 +313,44 @@ def test_downloads_break_ties_within_a_size_class_never_across_it_nor_over_score
     assert select(catalog_with(chat, models), host).roles["chat"].model == "a-finetune"
 
 
+def test_a_coder_serves_the_code_role_and_a_general_model_of_a_nearby_size_serves_chat():
+    """A code specialist (`specialty: code`) counts one size class lower for other workloads and below a
+    general model of the class it lands in: the 8B general model takes chat from the 16B coder, the coder
+    keeps the code role, and a general model two classes down (4B) does not take chat from it."""
+    from compiler.select import SPECIALIST_CLASSES_DOWN
+    models = unscored(**{"coder-16b": {"params_b": 16, "downloads": 1_000_000, "specialty": "code"},
+                         "general-8b": {"params_b": 8, "downloads": 1_000_000},
+                         "general-4b": {"params_b": 4, "downloads": 1_000_000}})
+    models["coder-16b"]["workloads"] = ["code", "chat"]
+    roles, host = "  chat: {workload: chat}\n  code: {workload: code}\n", cpu_host(64, memory_bandwidth_gbs=400.0)
+    plan = select(catalog_with(roles, models), host)
+    assert SPECIALIST_CLASSES_DOWN == 1
+    assert plan.roles["chat"].model == "general-8b" and plan.roles["code"].model == "coder-16b"
+    chosen = next(v for v in plan.roles["chat"].candidates if v.verdict == "chosen")
+    assert "ahead of coder-16b on specialization (a general model over a specialist off its specialty)" in \
+        chosen.reason
+    del models["general-8b"]
+    plan = select(catalog_with(roles, models), host).roles["chat"]
+    assert plan.model == "coder-16b"
+    assert "ahead of general-4b on size class (10-18B counted as 5-10B, a specialist off its specialty over 2-5B)" \
+        in next(v for v in plan.candidates if v.verdict == "chosen").reason
+    models["general-4b"]["capabilities"] = {"reasoning": 0.5}  # a declared score measures the role first
+    assert select(catalog_with(roles, models), host).roles["chat"].model == "general-4b"
+
+
+def test_the_newer_release_breaks_a_tie_before_the_id_and_an_undated_model_comes_last():
+    models = unscored(**{"a-older": {"params_b": 35, "downloads": 3_500_000, "release_date": "2026-02-24"},
+                         "b-newer": {"params_b": 35, "downloads": 3_400_000, "release_date": "2026-04-15"},
+                         "0-undated": {"params_b": 35, "downloads": 3_600_000}})
+    chat, host = "  chat: {workload: chat}\n", cpu_host(64, memory_bandwidth_gbs=400.0)
+    plan = select(catalog_with(chat, models), host).roles["chat"]
+    assert plan.model == "b-newer"
+    assert "ahead of a-older on release date (2026-04-15 over 2026-02-24)" in \
+        next(v for v in plan.candidates if v.verdict == "chosen").reason
+    del models["b-newer"]  # a dated model before an undated one that ties with it (the undated id sorts first)
+    assert select(catalog_with(chat, models), host).roles["chat"].model == "a-older"
+
+
 def test_on_a_gpu_host_a_model_at_speed_margin_beats_a_larger_one_left_on_the_cpu():
     """The 36 GB Mac: a 47B mixture of experts (13B active) exceeds the GPU's share and runs on the CPU at
     ~10 tok/s; a 35B with 3B active fits the GPU and runs several times faster. On the Mac the fast one
