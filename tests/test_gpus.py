@@ -531,6 +531,10 @@ def test_resident_roles_sharing_a_model_share_its_one_llama_server(tmp_path):
     starts = [line for line in script.splitlines() if "--alias critic " in line or "--alias planner " in line]
     assert len(starts) == 1, "one copy, one server"  # (chat and the other non-resident roles load on their own)
     assert f"-c {max(critic['context'], planner['context'])} " in starts[0]
+    owner = "critic" if "--alias critic " in starts[0] else "planner"
+    comment = next(line for line in script.splitlines() if line.startswith(f"  {owner})"))
+    assert critic["memory_mb"] != planner["memory_mb"]  # the longer context grew the one copy
+    assert f"{max(critic['memory_mb'], planner['memory_mb'])} MiB" in comment  # the copy's, not the owner's
     port = int(starts[0].split("--port ", 1)[1].split()[0])
     config = yaml.safe_load(result.exports["litellm-config.yaml"])
     entries = {e["model_name"]: e["litellm_params"] for e in config["model_list"]}
