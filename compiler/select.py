@@ -231,11 +231,10 @@ def select(catalog: Catalog, host: Host) -> Plan:
     loaded: dict[str, tuple[str, str, int]] = {}
     copy_vram: dict[str, int] = {}  # a resident model shared by roles is loaded once: the VRAM it was placed in
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
-        vram = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
+        left = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
         _choose(plan, catalog, shared if plan.resident else None, loaded, budget, host)
-        if plan.resident and plan.model:
-            vram = copy_vram.setdefault(plan.model, vram)
-        _offload(plan, catalog, host, vram, budget.vram_mb)
+        vram = copy_vram.setdefault(plan.model, left) if plan.resident and plan.model else left
+        _offload(plan, catalog, host, vram, left)
     _one_copy(plans, catalog, host, copy_vram)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
@@ -610,16 +609,17 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         plan.note = "cloud fallbacks left out: selection.allow_cloud is false"
 
 
-def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, whole_vram_mb: int) -> None:
+def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, fallback_vram_mb: int) -> None:
     """The GPU settings of the role's model (with `vram_mb` left for it) and of each local fallback (which
-    loads only when the model failed, so with the whole VRAM), for runtimes that take them."""
+    loads only when the model failed: with the whole VRAM, or a resident role's beside the other resident
+    models, with the VRAM they leave, as its speed was judged), for runtimes that take them."""
     gpus = tuple(gpu.vram_mb for gpu in host.gpus)
     for verdict in plan.candidates:
         runtime = runtimes.REGISTRY.get(verdict.runtime or "")
         if verdict.verdict not in ("chosen", "fallback") or runtime is None or not runtime.offload:
             continue
         settings = offload(catalog.models[verdict.model], verdict.memory, verdict.placement,
-                           vram_mb if verdict.verdict == "chosen" else whole_vram_mb, gpus)
+                           vram_mb if verdict.verdict == "chosen" else fallback_vram_mb, gpus)
         if settings is None:
             continue
         if verdict.verdict == "chosen":

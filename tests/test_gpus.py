@@ -25,7 +25,7 @@ from compiler.offload import ALL_LAYERS, Offload, offload, split_layers
 from compiler.options import BuildOptions
 from compiler.pipeline import Project
 from compiler.resolve import resolve
-from compiler.select import host_budget, select
+from compiler.select import host_budget, placed_speed, select
 
 from conftest import REPO, add_layer, copy_catalog
 
@@ -540,3 +540,31 @@ def test_resident_roles_sharing_a_model_share_its_one_llama_server(tmp_path):
     entries = {e["model_name"]: e["litellm_params"] for e in config["model_list"]}
     assert entries["critic"]["api_base"] == entries["planner"]["api_base"] == f"http://127.0.0.1:{port}/v1"
     assert 'critic)' in script and 'planner)' in script  # either name starts it
+
+
+def shipped_catalog(roles: str, *ids: str):
+    """The shipped models `ids` under `roles`."""
+    shipped = yaml.safe_load((REPO / "sources" / "00-models.yaml").read_text())["models"]
+    text = yaml.safe_dump({"schema_version": 2, "kind": "catalog", "models": {i: shipped[i] for i in ids}})
+    catalog, problems = resolve(merge_layers([Layer("sources", load_yaml_text(text + "roles:\n" + roles, "c.yaml"))]))
+    assert not [p for p in problems if p.severity == "error"]
+    return catalog
+
+
+def test_a_resident_fallback_is_laid_out_for_the_vram_its_speed_was_judged_with():
+    """A resident role's fallback loads beside the other resident models: its GPU layers are computed for
+    the VRAM they leave, the same VRAM its speed was estimated with (not the whole GPU)."""
+    roles = ("  a: {workload: chat, resident: true, prefer: [gpt-oss-20b]}\n"
+             "  b: {workload: chat, resident: true, prefer: [llama-3.1-8b-instruct, gpt-oss-120b]}\n")
+    catalog = shipped_catalog(roles, "gpt-oss-20b", "llama-3.1-8b-instruct", "gpt-oss-120b")
+    host = Host("ws", 64 * GIB_IN_MB, (Gpu("RTX 4090", 24 * GIB_IN_MB),), max_loaded_models=3)
+    plan = select(catalog, host)
+    a, b = plan.roles["a"], plan.roles["b"]
+    assert (a.model, a.placement, b.model, b.placement) == ("gpt-oss-20b", "gpu", "llama-3.1-8b-instruct", "gpu")
+    fallback = next(v for v in b.candidates if v.model == "gpt-oss-120b")
+    assert fallback.verdict == "fallback" and fallback.placement == "split"
+    layout = b.fallback_offload["gpt-oss-120b"]
+    left = host_budget(host, catalog.selection).vram_mb - a.memory_mb
+    assert layout == offload(catalog.models["gpt-oss-120b"], fallback.memory, "split", left, (24 * GIB_IN_MB,))
+    assert fallback.speed == placed_speed(catalog.models["gpt-oss-120b"], host, "split", fallback.memory, "llamacpp",
+                                          left, None, layout)
