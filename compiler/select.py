@@ -150,6 +150,7 @@ class RolePlan:
     fit: str | None = None  # the chosen model's fit level
     speed: speed.Speed | None = None  # the chosen model's estimated decode speed
     variant: str | None = None  # the chosen model's variant (its quantization), when it is one of a model's
+    copy_vram: int | None = None  # resident: the VRAM its model's one copy was placed in (shared by roles on it)
 
     def output(self) -> dict:
         out = {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
@@ -226,20 +227,45 @@ def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_at
 def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
     available = runtimes.available(host)
-    plans = {name: _evaluate(name, catalog, budget, available, host) for name in catalog.roles}
-    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus)
-    loaded: dict[str, tuple[str, str, int]] = {}
-    copy_vram: dict[str, int] = {}  # a resident model shared by roles is loaded once: the VRAM it was placed in
-    for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
-        left = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
-        _choose(plan, catalog, shared if plan.resident else None, loaded, budget, host)
-        vram = copy_vram.setdefault(plan.model, left) if plan.resident and plan.model else left
-        _offload(plan, catalog, host, vram, left)
-    _one_copy(plans, catalog, host, copy_vram)
+    # A resident copy shared by roles runs with the layout of the longest context (_one_copy), which can
+    # leave a role below its speed_min: that role may not share it, and the packing starts again without
+    # it (each round excludes one more pair at least, so the resident candidates bound the rounds)
+    excluded: dict[tuple[str, str], str] = {}  # (role, model) -> why the shared copy is too slow for the role
+    rounds = 1 + sum(len(screen(name, catalog).candidates) for name, role in catalog.roles.items()
+                     if role.get("resident"))
+    for _ in range(rounds):
+        plans = _pack(catalog, host, budget, available, excluded)
+        slow = {key: why for key, why in _one_copy(plans, catalog, host).items() if key not in excluded}
+        if not slow:
+            break
+        excluded.update(slow)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
     diagnostics += [_tight(plan, host, catalog) for plan in plans.values() if plan.fit == fit.TIGHT]
     return Plan(host, budget, plans, diagnostics, available)
+
+
+def _pack(catalog: Catalog, host: Host, budget: Budget, available: runtimes.Available,
+          excluded: dict[tuple[str, str], str]) -> dict[str, RolePlan]:
+    """Every role's plan: resident roles packed first into one shared budget, then the others; the
+    (role, model) pairs of `excluded` rejected with their reason."""
+    plans = {name: _evaluate(name, catalog, budget, available, host) for name in catalog.roles}
+    for plan in plans.values():
+        for verdict in plan.candidates:
+            if (plan.name, verdict.model) in excluded and verdict.verdict == "survivor":
+                verdict.verdict, verdict.placement, verdict.too_slow = "rejected", None, True
+                verdict.reason = excluded[(plan.name, verdict.model)]
+    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus)
+    loaded: dict[str, tuple[str, str, int]] = {}
+    for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
+        left = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
+        _choose(plan, catalog, shared if plan.resident else None, loaded, budget, host)
+        vram = left
+        if plan.resident and plan.model:  # a resident model shared by roles is loaded once: the VRAM it was placed in
+            plan.copy_vram = vram = next((p.copy_vram for p in plans.values() if p.resident and p.model == plan.model
+                                          and p.copy_vram is not None), left)
+        _offload(plan, catalog, host, vram, left)
+    return plans
 
 
 @dataclass(frozen=True)
@@ -628,12 +654,15 @@ def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, fallbac
             plan.fallback_offload[verdict.model] = settings
 
 
-def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host, copy_vram: dict[str, int]) -> None:
+def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host) -> dict[tuple[str, str], str]:
     """Resident roles on one model share its one copy, sized for the longest of their contexts: each runs
     with that copy's GPU settings (in a MoE split the KV cache stays on the GPU, so a longer context keeps
-    more expert layers in RAM), its speed read from them at its own context."""
-    for model_id, vram in copy_vram.items():
+    more expert layers in RAM), its speed read from them at its own context. Returns the (role, model)
+    pairs that copy leaves below the role's speed_min, with the reason."""
+    slow = {}
+    for model_id in sorted({p.model for p in plans.values() if p.resident and p.model}):
         sharing = [p for p in plans.values() if p.resident and p.model == model_id]
+        vram = sharing[0].copy_vram
         if len(sharing) < 2 or sharing[0].offload is None:
             continue
         chosen = {p.name: next(v for v in p.candidates if v.verdict == "chosen") for p in sharing}
@@ -642,9 +671,16 @@ def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host, copy_vra
                        tuple(gpu.vram_mb for gpu in host.gpus))
         for plan in sharing:
             plan.offload = copy
+            screened = screen(plan.name, catalog)
             plan.speed = chosen[plan.name].speed = placed_speed(
                 catalog.models[model_id], host, plan.placement, chosen[plan.name].memory, plan.runtime, vram,
-                screen(plan.name, catalog).kv_cache_type, copy)
+                screened.kv_cache_type, copy)
+            if screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min:
+                slow[(plan.name, model_id)] = (
+                    f"~{plan.speed.tokens_per_s:g} tok/s on {plan.placement} with the one resident copy it would share "
+                    f"with role {largest.name!r} (laid out for {largest.context:,} tokens) < required "
+                    f"{screened.speed_min:g}")
+    return slow
 
 
 def _tight(plan: RolePlan, host: Host, catalog: Catalog) -> Diagnostic:

@@ -568,3 +568,26 @@ def test_a_resident_fallback_is_laid_out_for_the_vram_its_speed_was_judged_with(
     assert layout == offload(catalog.models["gpt-oss-120b"], fallback.memory, "split", left, (24 * GIB_IN_MB,))
     assert fallback.speed == placed_speed(catalog.models["gpt-oss-120b"], host, "split", fallback.memory, "llamacpp",
                                           left, None, layout)
+
+
+def test_a_role_the_shared_copy_leaves_below_its_speed_min_does_not_share_it():
+    """The one copy of a resident model shared by roles is laid out for the longest context, which in a MoE
+    split keeps more expert layers in RAM: a role whose speed_min that copy misses (though its own layout
+    would meet it) is rechecked and may not share it; the longer role keeps the model."""
+    roles = ("  a: {workload: chat, resident: true, prefer: [gpt-oss-120b], requires: {context_min: 4096%s}}\n"
+             "  b: {workload: chat, resident: true, prefer: [gpt-oss-120b], requires: {context_min: 32768}}\n")
+    host = Host("ws", 64 * GIB_IN_MB, (Gpu("RTX 4090", 24 * GIB_IN_MB),), max_loaded_models=2)
+    catalog = shipped_catalog(roles % "", "gpt-oss-120b")
+    a = select(catalog, host).roles["a"]
+    model = catalog.models["gpt-oss-120b"]
+    need = next(v for v in a.candidates if v.verdict == "chosen").memory
+    alone = placed_speed(model, host, "split", need, "llamacpp", host_budget(host, catalog.selection).vram_mb, None)
+    assert a.model == "gpt-oss-120b" and a.speed.tokens_per_s < alone.tokens_per_s  # the copy is slower for a
+    speed_min = round((a.speed.tokens_per_s + alone.tokens_per_s) / 2, 2)  # met alone, missed with the copy
+    plan = select(shipped_catalog(roles % f", speed_min: {speed_min}", "gpt-oss-120b"), host)
+    a, b = plan.roles["a"], plan.roles["b"]
+    assert b.model == "gpt-oss-120b" and a.model is None
+    (verdict,) = a.candidates
+    assert verdict.verdict == "rejected" and verdict.too_slow
+    assert "resident copy it would share with role 'b'" in verdict.reason and f"< required {speed_min:g}" in \
+        verdict.reason
