@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from . import fit, kinds, runtimes, speed
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
-from .memory import DEFAULT_KV_CACHE, Estimate, bits_per_weight, estimate, is_cloud, size_unknown
+from .memory import DEFAULT_KV_CACHE, Estimate, bits_per_weight, estimate, expert_weights_mib, is_cloud, size_unknown
 from .merge import origin
 from .offload import Offload, offload
 from .resolve import Catalog
@@ -50,10 +50,20 @@ class Budget:
     # memory, so a `gpu` placement takes from both and there is no `split` (the GPU already sees it all)
     unified: bool = False
     gpus: int = 0  # discrete GPUs: llama.cpp and Ollama open the GPU runtime's context on each
+    # resident roles: VRAM a resident mixture-of-experts split holds in expert tensors, which llama-server
+    # can keep in RAM instead (more --n-cpu-moe layers) to make room for a later resident model on the GPU
+    movable_mb: int = 0
+    moved_mb: int = 0  # how much of it later resident models took (the split's layout is recomputed for it)
+    keep_free_mb: int = 0  # RAM the moved experts leave free: the RAM stays within selection.max_fill
+
+    @property
+    def gpu_room(self) -> int:
+        """VRAM a model placed on the GPU may use: what is free, and expert tensors RAM has room for."""
+        return self.vram_mb + max(0, min(self.movable_mb, self.ram_mb - self.keep_free_mb))
 
     def place(self, need_mb: int, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> str | None:
         """The first of `allowed` (a runtime's placements on this host) that holds `need_mb`."""
-        if "gpu" in allowed and self.vram_mb and need_mb <= self.vram_mb:
+        if "gpu" in allowed and (self.vram_mb or self.movable_mb) and need_mb <= self.gpu_room:
             return "gpu"
         if "split" in allowed and self.vram_mb and not self.unified and need_mb <= self.vram_mb + self.ram_mb:
             return "split"
@@ -76,14 +86,19 @@ class Budget:
         """What a model already placed there can still grow into (a split grows in RAM)."""
         return self.vram_mb if placement == "gpu" else self.ram_mb
 
-    def take(self, need_mb: int, placement: str) -> None:
+    def take(self, need_mb: int, placement: str, experts_mb: float = 0) -> None:
+        """Take `need_mb` at `placement`; a split whose runtime keeps expert tensors in RAM says how many
+        MiB of them (`experts_mb`): those left on the GPU can move to RAM for a later resident model."""
         if self.unified:
             self.ram_mb -= need_mb
             self.vram_mb = min(self.vram_mb - (need_mb if placement == "gpu" else 0), self.ram_mb)
         elif placement == "gpu":
-            self.vram_mb -= need_mb
+            moved = max(0, need_mb - self.vram_mb)  # expert tensors of a resident split go to RAM for it
+            self.vram_mb -= need_mb - moved
+            self.movable_mb, self.ram_mb, self.moved_mb = self.movable_mb - moved, self.ram_mb - moved, self.moved_mb + moved
         elif placement == "split":
             self.ram_mb -= need_mb - self.vram_mb
+            self.movable_mb = max(0, int(experts_mb) - (need_mb - self.vram_mb))  # the experts the GPU holds
             self.vram_mb = 0
         else:
             self.ram_mb -= need_mb
@@ -233,8 +248,12 @@ def select(catalog: Catalog, host: Host) -> Plan:
     excluded: dict[tuple[str, str], str] = {}  # (role, model) -> why the shared copy is too slow for the role
     rounds = 1 + sum(len(screen(name, catalog).candidates) for name, role in catalog.roles.items()
                      if role.get("resident"))
-    for _ in range(rounds):
-        plans = _pack(catalog, host, budget, available, excluded)
+    lend = True  # resident GPU models may take VRAM a resident split's experts give up, unless that slows it
+    for _ in range(rounds + 1):
+        plans, starved = _pack(catalog, host, budget, available, excluded, lend)
+        if starved:
+            lend = False
+            continue
         slow = {key: why for key, why in _one_copy(plans, catalog, host).items() if key not in excluded}
         if not slow:
             break
@@ -246,26 +265,47 @@ def select(catalog: Catalog, host: Host) -> Plan:
 
 
 def _pack(catalog: Catalog, host: Host, budget: Budget, available: runtimes.Available,
-          excluded: dict[tuple[str, str], str]) -> dict[str, RolePlan]:
+          excluded: dict[tuple[str, str], str], lend: bool) -> tuple[dict[str, RolePlan], bool]:
     """Every role's plan: resident roles packed first into one shared budget, then the others; the
-    (role, model) pairs of `excluded` rejected with their reason."""
+    (role, model) pairs of `excluded` rejected with their reason. With `lend`, a resident split of a mixture
+    of experts gives later resident models on the GPU the VRAM of experts RAM can hold (within max_fill);
+    returns whether that left the split below its role's speed_min."""
     plans = {name: _evaluate(name, catalog, budget, available, host) for name in catalog.roles}
     for plan in plans.values():
         for verdict in plan.candidates:
             if (plan.name, verdict.model) in excluded and verdict.verdict == "survivor":
                 verdict.verdict, verdict.placement, verdict.too_slow = "rejected", None, True
                 verdict.reason = excluded[(plan.name, verdict.model)]
-    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus)
+    keep_free = int(budget.ram_mb * (1 - catalog.selection["max_fill"])) if lend else budget.ram_mb
+    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus, keep_free_mb=keep_free)
     loaded: dict[str, tuple[str, str, int]] = {}
     for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
-        left = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
+        left = shared.gpu_room if plan.resident else budget.vram_mb  # what the GPU has left for this role
         _choose(plan, catalog, shared if plan.resident else None, loaded, budget, host)
         vram = left
         if plan.resident and plan.model:  # a resident model shared by roles is loaded once: the VRAM it was placed in
             plan.copy_vram = vram = next((p.copy_vram for p in plans.values() if p.resident and p.model == plan.model
                                           and p.copy_vram is not None), left)
         _offload(plan, catalog, host, vram, left)
-    return plans
+    return plans, bool(shared.moved_mb) and _yielded(plans, catalog, host, shared.moved_mb)
+
+
+def _yielded(plans: dict[str, RolePlan], catalog: Catalog, host: Host, moved_mb: int) -> bool:
+    """The resident split whose expert tensors moved to RAM for later resident models on the GPU: its
+    layout for the VRAM it keeps (more --n-cpu-moe layers) and its speed from that layout. Whether that
+    speed is below its role's speed_min."""
+    starved = False
+    for plan in plans.values():
+        if plan.resident and plan.placement == "split" and plan.copy_vram is not None:
+            plan.copy_vram -= moved_mb
+            chosen = next(v for v in plan.candidates if v.verdict == "chosen")
+            plan.offload = offload(catalog.models[plan.model], chosen.memory, "split", plan.copy_vram,
+                                   tuple(gpu.vram_mb for gpu in host.gpus))
+            screened = screen(plan.name, catalog)
+            plan.speed = chosen.speed = placed_speed(catalog.models[plan.model], host, "split", chosen.memory,
+                                                     plan.runtime, plan.copy_vram, screened.kv_cache_type, plan.offload)
+            starved |= screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min
+    return starved
 
 
 @dataclass(frozen=True)
@@ -422,7 +462,7 @@ def placed_mb(budget: Budget, placement: str) -> int:
     one pool whatever the placement (the GPU's share caps where a model goes, not the room left beside it)."""
     if budget.unified:
         return budget.ram_mb
-    return {"gpu": budget.vram_mb, "cpu": budget.ram_mb}.get(placement, budget.vram_mb + budget.ram_mb)
+    return {"gpu": budget.gpu_room, "cpu": budget.ram_mb}.get(placement, budget.vram_mb + budget.ram_mb)
 
 
 def fit_and_speed(model: dict, host: Host, need: Estimate, placement: str, runtime: str | None, full: Budget,
@@ -621,7 +661,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         plan.variant = catalog.models[chosen.model].get("variant")
         plan.context = chosen.memory.context  # what the memory was sized for: the loader's n_ctx
         if shared is not None and chosen.model not in loaded:
-            shared.take(chosen.memory.mb, chosen.placement)
+            shared.take(chosen.memory.mb, chosen.placement, _movable_experts(chosen, catalog, shared))
             loaded[chosen.model] = (chosen.runtime, chosen.placement, chosen.memory.mb)
     limit = catalog.selection["max_fallbacks"]
     for verdict in survivors:
@@ -633,6 +673,16 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         plan.fallbacks.extend(ref for ref in plan.cloud if ref not in plan.fallbacks)
     elif plan.cloud:
         plan.note = "cloud fallbacks left out: selection.allow_cloud is false"
+
+
+def _movable_experts(verdict: Verdict, catalog: Catalog, budget: Budget) -> float:
+    """The expert weights (MiB) of a split whose runtime keeps expert tensors in RAM, where it does
+    (attention, shared weights and KV on the GPU, as offload.py lays it out); 0 otherwise."""
+    runtime = runtimes.REGISTRY.get(verdict.runtime or "")
+    if verdict.placement != "split" or runtime is None or not runtime.expert_offload:
+        return 0
+    experts = expert_weights_mib(catalog.models[verdict.model], verdict.memory.weights_mb)
+    return experts if verdict.memory.mb - experts <= budget.vram_mb else 0
 
 
 def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, fallback_vram_mb: int) -> None:

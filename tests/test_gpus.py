@@ -591,3 +591,36 @@ def test_a_role_the_shared_copy_leaves_below_its_speed_min_does_not_share_it():
     assert verdict.verdict == "rejected" and verdict.too_slow
     assert "resident copy it would share with role 'b'" in verdict.reason and f"< required {speed_min:g}" in \
         verdict.reason
+
+
+RESEARCH = ("  planner: {workload: chat, resident: true, required: true, prefer: [gpt-oss-120b],"
+            " requires: {context_min: 16384%s}}\n"
+            "  critic: {workload: chat, resident: true, prefer: [gpt-oss-20b, llama-3.1-8b-instruct]}\n")
+
+
+def test_a_resident_moe_split_gives_a_resident_critic_room_on_the_gpu():
+    """The workstation's planner (gpt-oss-120b, experts in RAM as llama-server lays it out) would fill the
+    24 GB card and leave the resident critic on the CPU at ~6 tok/s. Experts an expert would keep in RAM
+    instead (more --n-cpu-moe layers) make room for it on the GPU, as long as the RAM they move to stays
+    within max_fill; the planner is laid out for the VRAM it keeps."""
+    host = Host("ws", 64 * GIB_IN_MB, (Gpu("RTX 4090", 24 * GIB_IN_MB),), max_loaded_models=3)
+    catalog = shipped_catalog(RESEARCH % "", "gpt-oss-120b", "gpt-oss-20b", "llama-3.1-8b-instruct")
+    plan = select(catalog, host)
+    planner, critic = plan.roles["planner"], plan.roles["critic"]
+    budget = host_budget(host, catalog.selection)
+    assert planner.placement == "split" and critic.placement == "gpu"
+    assert critic.model == "llama-3.1-8b-instruct"  # gpt-oss-20b would push the RAM past max_fill
+    assert critic.speed.tokens_per_s >= 2.5 * speed.SPEED_FLOOR
+    model = catalog.models["gpt-oss-120b"]
+    need = next(v for v in planner.candidates if v.verdict == "chosen").memory
+    experts_in_ram = expert_weights_mib(model, need.weights_mb) * planner.offload.cpu_moe_layers / model["arch"]["layers"]
+    assert planner.memory_mb - experts_in_ram + critic.memory_mb <= budget.vram_mb  # both on the card
+    assert experts_in_ram <= catalog.selection["max_fill"] * budget.ram_mb
+    assert planner.offload == offload(model, need, "split", budget.vram_mb - critic.memory_mb, (24 * GIB_IN_MB,))
+    # a planner's speed_min the thinner layout misses keeps the whole card for it, the critic on the CPU
+    alone = select(shipped_catalog(RESEARCH % "", "gpt-oss-120b"), host).roles["planner"]
+    speed_min = round((planner.speed.tokens_per_s + alone.speed.tokens_per_s) / 2, 2)
+    plan = select(shipped_catalog(RESEARCH % f", speed_min: {speed_min}", "gpt-oss-120b", "gpt-oss-20b",
+                                  "llama-3.1-8b-instruct"), host)
+    assert plan.roles["planner"].offload == alone.offload and plan.roles["planner"].speed.tokens_per_s >= speed_min
+    assert plan.roles["critic"].placement == "cpu"
