@@ -181,8 +181,10 @@ def test_registry(tmp_path: Path):
     assert coder["params_b"] == 3.0 and coder["quantization"] == "Q4_K_M" and coder["recommended"] is True
     assert coder["workloads"] == ["chat", "code", "summarization", "extraction"] and coder["memory"] == {"ram_mb": 3072}
     assert coder["artifact"]["sha256"] == "a" * 64 and coder["artifact"]["size_bytes"] == 1930 * 1024 * 1024
+    assert coder["specialty"] == "code"  # its name says coder: best_fit gives chat to a general model first
     smol = models["smollm2-135m"]
     assert smol["params_b"] == 0.135 and "sha256" not in smol["artifact"] and "repo" not in smol["artifact"]
+    assert "specialty" not in smol
     assert result.unmapped["SHA256 (not 64 hex digits)"] == 1
 
 
