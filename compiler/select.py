@@ -524,11 +524,8 @@ def popularity(downloads: int | None) -> int:
     return len(str(downloads)) if downloads else 0
 
 
-# A specialist (a model's `specialty`, e.g. a coder) serving a role of another workload counts this many
-# size classes lower, and below a general model of the class it lands in: a general instruct model of the
-# same or the next class down takes chat, the coder the code role; a general model two classes down (a 7B
-# against a 30B coder) is not enough of a model to pass over the specialist for
-SPECIALIST_CLASSES_DOWN = 1
+BARELY_USED = 1_000  # downloads (a month, on Hugging Face) below which a model's source shows almost no one runs it
+SUPERSEDED_MONTHS = 24  # released this long before the newest candidate: a generation or two behind it
 
 
 def off_specialty(model: dict, role: dict) -> bool:
@@ -537,13 +534,36 @@ def off_specialty(model: dict, role: dict) -> bool:
     return bool(specialty) and specialty != role.get("workload")
 
 
-def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
+def superseded(model: dict, newest: str) -> bool:
+    """Whether `model` was released SUPERSEDED_MONTHS or more before `newest` (dates YYYY-MM-DD)."""
+    date = str(model.get("release_date") or "")
+    if not date or not newest:
+        return False
+    return (int(newest[:4]) - int(date[:4])) * 12 + int(newest[5:7]) - int(date[5:7]) >= SUPERSEDED_MONTHS
+
+
+# best_fit's demotions: a model one of these describes counts one size class lower per rule that applies,
+# and below a model of the class it lands in that none describes. (name, applies(model, role, newest
+# release date among the candidates)). So a general instruct model of the same class or the next one down
+# takes chat from a coder, a well-used model from one almost nobody downloads, and a current release from
+# one two years older; a model two classes down (a 4B against a 16B coder) is not enough of a model to
+# pass over it. Add a rule here; explain names the one that decided.
+DEMOTIONS = (
+    ("a specialist off its specialty", lambda model, role, newest: off_specialty(model, role)),
+    (f"barely used (under {BARELY_USED:,} downloads)",
+     lambda model, role, newest: 0 < (model.get("downloads") or 0) < BARELY_USED),
+    (f"superseded (released {SUPERSEDED_MONTHS}+ months before the newest candidate)",
+     lambda model, role, newest: superseded(model, newest)),
+)
+
+
+def quality(model: dict, role: dict, brisk: bool = False, newest: str = "") -> tuple:
     """best_fit's order, higher first, one criterion after another (QUALITY_ORDER names them): the mean
     of the capability scores that measure the role (its workload's and those its `requires` names)
     when the model has them; then `brisk` (on a GPU host, at SPEED_MARGIN x the floor); then the size class
-    (SPECIALIST_CLASSES_DOWN lower for a specialist off its specialty); then a general model over such a
-    specialist; then `downloads`' order of magnitude (official releases over a fine-tune of the same size); then
-    parameters; then the quantization's bits per weight; then `release_date` (newer first, undated last)."""
+    (one lower per DEMOTIONS rule that applies; `newest`: the newest release date among the candidates); then
+    fewer demotions; then `downloads`' order of magnitude (official releases over a fine-tune of the same size);
+    then parameters; then the quantization's bits per weight; then `release_date` (newer first, undated last)."""
     names = {f[:-4] for f in (role.get("requires") or {}) if f.endswith("_min") and f[:-4] in CAPABILITIES}
     if role.get("workload") in WORKLOAD_CAPABILITY:
         names.add(WORKLOAD_CAPABILITY[role["workload"]])
@@ -551,10 +571,15 @@ def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
     scores = [capabilities[n] for n in sorted(names) if isinstance(capabilities.get(n), (int, float))]
     score = sum(scores) / len(scores) if scores else None
     params = model.get("params_b") or 0
-    off = off_specialty(model, role)
-    return (score is not None, score or 0.0, brisk, size_class(params) - (SPECIALIST_CLASSES_DOWN if off else 0),
-            not off, popularity(model.get("downloads")), params, bits_per_weight(model.get("quantization")),
+    spared = tuple(not applies(model, role, newest) for _, applies in DEMOTIONS)
+    down = spared.count(False)
+    return (score is not None, score or 0.0, brisk, size_class(params) - down, (-down, spared),
+            popularity(model.get("downloads")), params, bits_per_weight(model.get("quantization")),
             str(model.get("release_date") or ""))
+
+
+def _demotions(q: tuple) -> str:
+    return ", ".join(name for (name, _), spared in zip(DEMOTIONS, q[4][1]) if not spared) or "none"
 
 
 # What each element of `quality` is, worded for explain: the chosen reason names the first one that
@@ -563,9 +588,9 @@ QUALITY_ORDER = (
     ("has capability scores", lambda q: ""),
     ("capability score", lambda q: f"{q[1]:.2f}"),
     ("speed on a GPU host", lambda q: f"{'at or above' if q[2] else 'below'} {SPEED_MARGIN:g}x speed_floor"),
-    ("size class", lambda q: _class_words(q[3]) if q[4] else
-     f"{_class_words(q[3] + SPECIALIST_CLASSES_DOWN)} counted as {_class_words(q[3])}, a specialist off its specialty"),
-    ("specialization", lambda q: "a general model" if q[4] else "a specialist off its specialty"),
+    ("size class", lambda q: _class_words(q[3]) if not q[4][0] else
+     f"{_class_words(q[3] - q[4][0])} counted as {_class_words(q[3])}: {_demotions(q)}"),
+    ("demotions", _demotions),
     ("downloads", lambda q: f"{10 ** (q[5] - 1):,}+" if q[5] else "none"),
     ("parameters", lambda q: f"{q[6]:g}B"),
     ("bits per weight", lambda q: f"{q[7]:g}"),
@@ -641,9 +666,11 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
             role = catalog.roles[plan.name]
             brisk = (full.vram_mb > 0 and SPEED_MARGIN * floor) or None
 
+            newest = max((str(catalog.models[v.model].get("release_date") or "") for v in pool), default="")
+
             def rank(v: Verdict) -> tuple:
                 return quality(catalog.models[v.model], role,
-                               bool(brisk and v.speed and v.speed.tokens_per_s >= brisk))
+                               bool(brisk and v.speed and v.speed.tokens_per_s >= brisk), newest)
             ranked = sorted(sorted(pool, key=lambda v: v.model), key=rank, reverse=True)  # equal: the first id
             chosen = ranked[0]
         else:
