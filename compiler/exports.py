@@ -202,7 +202,8 @@ def llama_servers(document: dict) -> dict[str, dict]:
     runtime is llama.cpp (outputs without `runtime` count as llama.cpp) with a local GGUF file. A file
     set (GGUF shards) is opened by its first file; llama.cpp finds the others beside it. The LiteLLM
     export sends each such role to its port. Resident roles on one model share its one copy (select
-    packs it once): the first one's server runs it at the longest of their contexts, and the others
+    packs it once): the first one's server runs it at the longest of their contexts (its memory the
+    grown copy's, the largest of theirs), and the others
     are served there (`shared_with`: that role), on its port."""
     servers: dict[str, dict] = {}
     copies: dict[str, str] = {}  # a resident model -> the role whose server runs its one copy
@@ -214,10 +215,11 @@ def llama_servers(document: dict) -> dict[str, dict]:
             owner = copies.get(role["model"]) if role.get("resident") else None
             if owner:
                 servers[owner]["context"] = max(servers[owner]["context"] or 0, role.get("context") or 0) or None
+                servers[owner]["memory_mb"] = max(servers[owner]["memory_mb"] or 0, role.get("memory_mb") or 0) or None
                 servers[name] = {"port": servers[owner]["port"], "file": first, "shared_with": owner}
                 continue
             servers[name] = {"port": LLAMA_SERVER_PORT + server_count(servers), "file": first,
-                             "context": role.get("context")}
+                             "context": role.get("context"), "memory_mb": role.get("memory_mb")}
             if role.get("resident"):
                 copies[role["model"]] = name
     return servers

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from . import fit, kinds, runtimes, speed
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
-from .memory import DEFAULT_KV_CACHE, Estimate, bits_per_weight, estimate, is_cloud, size_unknown
+from .memory import DEFAULT_KV_CACHE, Estimate, bits_per_weight, estimate, expert_weights_mib, is_cloud, size_unknown
 from .merge import origin
 from .offload import Offload, offload
 from .resolve import MODEL_DEFAULTS, Catalog
@@ -52,10 +52,20 @@ class Budget:
     # memory, so a `gpu` placement takes from both and there is no `split` (the GPU already sees it all)
     unified: bool = False
     gpus: int = 0  # discrete GPUs: llama.cpp and Ollama open the GPU runtime's context on each
+    # resident roles: VRAM a resident mixture-of-experts split holds in expert tensors, which llama-server
+    # can keep in RAM instead (more --n-cpu-moe layers) to make room for a later resident model on the GPU
+    movable_mb: int = 0
+    moved_mb: int = 0  # how much of it later resident models took (the split's layout is recomputed for it)
+    keep_free_mb: int = 0  # RAM the moved experts leave free: the RAM stays within selection.max_fill
+
+    @property
+    def gpu_room(self) -> int:
+        """VRAM a model placed on the GPU may use: what is free, and expert tensors RAM has room for."""
+        return self.vram_mb + max(0, min(self.movable_mb, self.ram_mb - self.keep_free_mb))
 
     def place(self, need_mb: int, allowed: tuple[str, ...] = runtimes.PLACEMENTS) -> str | None:
         """The first of `allowed` (a runtime's placements on this host) that holds `need_mb`."""
-        if "gpu" in allowed and self.vram_mb and need_mb <= self.vram_mb:
+        if "gpu" in allowed and (self.vram_mb or self.movable_mb) and need_mb <= self.gpu_room:
             return "gpu"
         if "split" in allowed and self.vram_mb and not self.unified and need_mb <= self.vram_mb + self.ram_mb:
             return "split"
@@ -78,14 +88,19 @@ class Budget:
         """What a model already placed there can still grow into (a split grows in RAM)."""
         return self.vram_mb if placement == "gpu" else self.ram_mb
 
-    def take(self, need_mb: int, placement: str) -> None:
+    def take(self, need_mb: int, placement: str, experts_mb: float = 0) -> None:
+        """Take `need_mb` at `placement`; a split whose runtime keeps expert tensors in RAM says how many
+        MiB of them (`experts_mb`): those left on the GPU can move to RAM for a later resident model."""
         if self.unified:
             self.ram_mb -= need_mb
             self.vram_mb = min(self.vram_mb - (need_mb if placement == "gpu" else 0), self.ram_mb)
         elif placement == "gpu":
-            self.vram_mb -= need_mb
+            moved = max(0, need_mb - self.vram_mb)  # expert tensors of a resident split go to RAM for it
+            self.vram_mb -= need_mb - moved
+            self.movable_mb, self.ram_mb, self.moved_mb = self.movable_mb - moved, self.ram_mb - moved, self.moved_mb + moved
         elif placement == "split":
             self.ram_mb -= need_mb - self.vram_mb
+            self.movable_mb = max(0, int(experts_mb) - (need_mb - self.vram_mb))  # the experts the GPU holds
             self.vram_mb = 0
         else:
             self.ram_mb -= need_mb
@@ -152,6 +167,7 @@ class RolePlan:
     fit: str | None = None  # the chosen model's fit level
     speed: speed.Speed | None = None  # the chosen model's estimated decode speed
     variant: str | None = None  # the chosen model's variant (its quantization), when it is one of a model's
+    copy_vram: int | None = None  # resident: the VRAM its model's one copy was placed in (shared by roles on it)
 
     def output(self) -> dict:
         out = {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
@@ -228,21 +244,70 @@ def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_at
 def select(catalog: Catalog, host: Host) -> Plan:
     budget = host_budget(host, catalog.selection)
     available = runtimes.available(host)
-    plans = {name: _evaluate(name, catalog, budget, available, host) for name in catalog.roles}
-    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus)
-    loaded: dict[str, tuple[str, str, int]] = {}
-    copy_vram: dict[str, int] = {}  # a resident model shared by roles is loaded once: the VRAM it was placed in
-    for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
-        vram = shared.vram_mb if plan.resident else budget.vram_mb  # what the GPU has left for this role
-        _choose(plan, catalog, shared if plan.resident else None, loaded, budget, host)
-        if plan.resident and plan.model:
-            vram = copy_vram.setdefault(plan.model, vram)
-        _offload(plan, catalog, host, vram, budget.vram_mb)
-    _one_copy(plans, catalog, host, copy_vram)
+    # A resident copy shared by roles runs with the layout of the longest context (_one_copy), which can
+    # leave a role below its speed_min: that role may not share it, and the packing starts again without
+    # it (each round excludes one more pair at least, so the resident candidates bound the rounds)
+    excluded: dict[tuple[str, str], str] = {}  # (role, model) -> why the shared copy is too slow for the role
+    rounds = 1 + sum(len(screen(name, catalog).candidates) for name, role in catalog.roles.items()
+                     if role.get("resident"))
+    lend = True  # resident GPU models may take VRAM a resident split's experts give up, unless that slows it
+    for _ in range(rounds + 1):
+        plans, starved = _pack(catalog, host, budget, available, excluded, lend)
+        if starved:
+            lend = False
+            continue
+        slow = {key: why for key, why in _one_copy(plans, catalog, host).items() if key not in excluded}
+        if not slow:
+            break
+        excluded.update(slow)
     diagnostics = [_unserved(plan, host, budget, catalog) for plan in plans.values()
                    if plan.required and plan.model is None]
     diagnostics += [_tight(plan, host, catalog) for plan in plans.values() if plan.fit == fit.TIGHT]
     return Plan(host, budget, plans, diagnostics, available)
+
+
+def _pack(catalog: Catalog, host: Host, budget: Budget, available: runtimes.Available,
+          excluded: dict[tuple[str, str], str], lend: bool) -> tuple[dict[str, RolePlan], bool]:
+    """Every role's plan: resident roles packed first into one shared budget, then the others; the
+    (role, model) pairs of `excluded` rejected with their reason. With `lend`, a resident split of a mixture
+    of experts gives later resident models on the GPU the VRAM of experts RAM can hold (within max_fill);
+    returns whether that left the split below its role's speed_min."""
+    plans = {name: _evaluate(name, catalog, budget, available, host) for name in catalog.roles}
+    for plan in plans.values():
+        for verdict in plan.candidates:
+            if (plan.name, verdict.model) in excluded and verdict.verdict == "survivor":
+                verdict.verdict, verdict.placement, verdict.too_slow = "rejected", None, True
+                verdict.reason = excluded[(plan.name, verdict.model)]
+    keep_free = int(budget.ram_mb * (1 - catalog.selection["max_fill"])) if lend else budget.ram_mb
+    shared = Budget(budget.ram_mb, budget.vram_mb, budget.slots, budget.unified, budget.gpus, keep_free_mb=keep_free)
+    loaded: dict[str, tuple[str, str, int]] = {}
+    for plan in sorted(plans.values(), key=lambda p: (not p.resident, not p.required, p.name)):
+        left = shared.gpu_room if plan.resident else budget.vram_mb  # what the GPU has left for this role
+        _choose(plan, catalog, shared if plan.resident else None, loaded, budget, host)
+        vram = left
+        if plan.resident and plan.model:  # a resident model shared by roles is loaded once: the VRAM it was placed in
+            plan.copy_vram = vram = next((p.copy_vram for p in plans.values() if p.resident and p.model == plan.model
+                                          and p.copy_vram is not None), left)
+        _offload(plan, catalog, host, vram, left)
+    return plans, bool(shared.moved_mb) and _yielded(plans, catalog, host, shared.moved_mb)
+
+
+def _yielded(plans: dict[str, RolePlan], catalog: Catalog, host: Host, moved_mb: int) -> bool:
+    """The resident split whose expert tensors moved to RAM for later resident models on the GPU: its
+    layout for the VRAM it keeps (more --n-cpu-moe layers) and its speed from that layout. Whether that
+    speed is below its role's speed_min."""
+    starved = False
+    for plan in plans.values():
+        if plan.resident and plan.placement == "split" and plan.copy_vram is not None:
+            plan.copy_vram -= moved_mb
+            chosen = next(v for v in plan.candidates if v.verdict == "chosen")
+            plan.offload = offload(catalog.models[plan.model], chosen.memory, "split", plan.copy_vram,
+                                   tuple(gpu.vram_mb for gpu in host.gpus))
+            screened = screen(plan.name, catalog)
+            plan.speed = chosen.speed = placed_speed(catalog.models[plan.model], host, "split", chosen.memory,
+                                                     plan.runtime, plan.copy_vram, screened.kv_cache_type, plan.offload)
+            starved |= screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min
+    return starved
 
 
 @dataclass(frozen=True)
@@ -400,7 +465,7 @@ def placed_mb(budget: Budget, placement: str) -> int:
     one pool whatever the placement (the GPU's share caps where a model goes, not the room left beside it)."""
     if budget.unified:
         return budget.ram_mb
-    return {"gpu": budget.vram_mb, "cpu": budget.ram_mb}.get(placement, budget.vram_mb + budget.ram_mb)
+    return {"gpu": budget.gpu_room, "cpu": budget.ram_mb}.get(placement, budget.vram_mb + budget.ram_mb)
 
 
 def fit_and_speed(model: dict, host: Host, need: Estimate, placement: str, runtime: str | None, full: Budget,
@@ -462,13 +527,47 @@ def popularity(downloads: int | None) -> int:
     return len(str(downloads)) if downloads else 0
 
 
-def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
+BARELY_USED = 1_000  # downloads (a month, on Hugging Face) below which a model's source shows almost no one runs it
+SUPERSEDED_MONTHS = 24  # released this long before the newest candidate: a generation or two behind it
+
+
+def off_specialty(model: dict, role: dict) -> bool:
+    """Whether `model` is a specialist serving a role outside its specialty (a coder for chat)."""
+    specialty = model.get("specialty")
+    return bool(specialty) and specialty != role.get("workload")
+
+
+def superseded(model: dict, newest: str) -> bool:
+    """Whether `model` was released SUPERSEDED_MONTHS or more before `newest` (dates YYYY-MM-DD)."""
+    date = str(model.get("release_date") or "")
+    if not date or not newest:
+        return False
+    return (int(newest[:4]) - int(date[:4])) * 12 + int(newest[5:7]) - int(date[5:7]) >= SUPERSEDED_MONTHS
+
+
+# best_fit's demotions: a model one of these describes counts one size class lower per rule that applies,
+# and below a model of the class it lands in that none describes. (name, applies(model, role, newest
+# release date among the candidates)). So a general instruct model of the same class or the next one down
+# takes chat from a coder, a well-used model from one almost nobody downloads, and a current release from
+# one two years older; a model two classes down (a 4B against a 16B coder) is not enough of a model to
+# pass over it. Add a rule here; explain names the one that decided.
+DEMOTIONS = (
+    ("a specialist off its specialty", lambda model, role, newest: off_specialty(model, role)),
+    (f"barely used (under {BARELY_USED:,} downloads)",
+     lambda model, role, newest: 0 < (model.get("downloads") or 0) < BARELY_USED),
+    (f"superseded (released {SUPERSEDED_MONTHS}+ months before the newest candidate)",
+     lambda model, role, newest: superseded(model, newest)),
+)
+
+
+def quality(model: dict, role: dict, brisk: bool = False, newest: str = "") -> tuple:
     """best_fit's order, higher first, one criterion after another (QUALITY_ORDER names them): the
     model's `priority` (lower first: the catalog's own ranking, above every estimate); then the mean
     of the capability scores that measure the role (its workload's and those its `requires` names)
-    when the model has them; then `brisk` (on a GPU host, at SPEED_MARGIN x the floor); then the size class; then
-    `downloads`' order of magnitude (official releases over a fine-tune of the same size); then parameters; then the
-    quantization's bits per weight."""
+    when the model has them; then `brisk` (on a GPU host, at SPEED_MARGIN x the floor); then the size class
+    (one lower per DEMOTIONS rule that applies; `newest`: the newest release date among the candidates); then
+    fewer demotions; then `downloads`' order of magnitude (official releases over a fine-tune of the same size);
+    then parameters; then the quantization's bits per weight; then `release_date` (newer first, undated last)."""
     names = {f[:-4] for f in (role.get("requires") or {}) if f.endswith("_min") and f[:-4] in CAPABILITIES}
     if role.get("workload") in WORKLOAD_CAPABILITY:
         names.add(WORKLOAD_CAPABILITY[role["workload"]])
@@ -476,8 +575,15 @@ def quality(model: dict, role: dict, brisk: bool = False) -> tuple:
     scores = [capabilities[n] for n in sorted(names) if isinstance(capabilities.get(n), (int, float))]
     score = sum(scores) / len(scores) if scores else None
     params = model.get("params_b") or 0
-    return (-model.get("priority", DEFAULT_PRIORITY), score is not None, score or 0.0, brisk, size_class(params),
-            popularity(model.get("downloads")), params, bits_per_weight(model.get("quantization")))
+    spared = tuple(not applies(model, role, newest) for _, applies in DEMOTIONS)
+    down = spared.count(False)
+    return (-model.get("priority", DEFAULT_PRIORITY), score is not None, score or 0.0, brisk,
+            size_class(params) - down, (-down, spared), popularity(model.get("downloads")), params,
+            bits_per_weight(model.get("quantization")), str(model.get("release_date") or ""))
+
+
+def _demotions(q: tuple) -> str:
+    return ", ".join(name for (name, _), spared in zip(DEMOTIONS, q[5][1]) if not spared) or "none"
 
 
 # What each element of `quality` is, worded for explain: the chosen reason names the first one that
@@ -487,14 +593,18 @@ QUALITY_ORDER = (
     ("capability scores", lambda q: "has them" if q[1] else "none"),
     ("capability score", lambda q: f"{q[2]:.2f}"),
     ("speed on a GPU host", lambda q: f"{'at or above' if q[3] else 'below'} {SPEED_MARGIN:g}x speed_floor"),
-    ("size class", lambda q: _class_words(q[4])),
-    ("downloads", lambda q: f"{10 ** (q[5] - 1):,}+" if q[5] else "none"),
-    ("parameters", lambda q: f"{q[6]:g}B"),
-    ("bits per weight", lambda q: f"{q[7]:g}"),
+    ("size class", lambda q: _class_words(q[4]) if not q[5][0] else
+     f"{_class_words(q[4] - q[5][0])} counted as {_class_words(q[4])}: {_demotions(q)}"),
+    ("demotions", _demotions),
+    ("downloads", lambda q: f"{10 ** (q[6] - 1):,}+" if q[6] else "none"),
+    ("parameters", lambda q: f"{q[7]:g}B"),
+    ("bits per weight", lambda q: f"{q[8]:g}"),
+    ("release date", lambda q: q[9] or "unknown"),
 )
 
 
 def _class_words(index: int) -> str:
+    index = max(0, index)  # a specialist below 1B counted one class lower stays in the lowest
     low = SIZE_CLASSES_B[index - 1] if index else 0
     return f"{low:g}B+" if index == len(SIZE_CLASSES_B) else f"{low:g}-{SIZE_CLASSES_B[index]:g}B"
 
@@ -561,9 +671,11 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
             role = catalog.roles[plan.name]
             brisk = (full.vram_mb > 0 and SPEED_MARGIN * floor) or None
 
+            newest = max((str(catalog.models[v.model].get("release_date") or "") for v in pool), default="")
+
             def rank(v: Verdict) -> tuple:
                 return quality(catalog.models[v.model], role,
-                               bool(brisk and v.speed and v.speed.tokens_per_s >= brisk))
+                               bool(brisk and v.speed and v.speed.tokens_per_s >= brisk), newest)
             ranked = sorted(sorted(pool, key=lambda v: v.model), key=rank, reverse=True)  # equal: the first id
             chosen = ranked[0]
         else:
@@ -581,7 +693,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         plan.variant = catalog.models[chosen.model].get("variant")
         plan.context = chosen.memory.context  # what the memory was sized for: the loader's n_ctx
         if shared is not None and chosen.model not in loaded:
-            shared.take(chosen.memory.mb, chosen.placement)
+            shared.take(chosen.memory.mb, chosen.placement, _movable_experts(chosen, catalog, shared))
             loaded[chosen.model] = (chosen.runtime, chosen.placement, chosen.memory.mb)
     limit = catalog.selection["max_fallbacks"]
     for verdict in survivors:
@@ -595,16 +707,27 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         plan.note = "cloud fallbacks left out: selection.allow_cloud is false"
 
 
-def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, whole_vram_mb: int) -> None:
+def _movable_experts(verdict: Verdict, catalog: Catalog, budget: Budget) -> float:
+    """The expert weights (MiB) of a split whose runtime keeps expert tensors in RAM, where it does
+    (attention, shared weights and KV on the GPU, as offload.py lays it out); 0 otherwise."""
+    runtime = runtimes.REGISTRY.get(verdict.runtime or "")
+    if verdict.placement != "split" or runtime is None or not runtime.expert_offload:
+        return 0
+    experts = expert_weights_mib(catalog.models[verdict.model], verdict.memory.weights_mb)
+    return experts if verdict.memory.mb - experts <= budget.vram_mb else 0
+
+
+def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, fallback_vram_mb: int) -> None:
     """The GPU settings of the role's model (with `vram_mb` left for it) and of each local fallback (which
-    loads only when the model failed, so with the whole VRAM), for runtimes that take them."""
+    loads only when the model failed: with the whole VRAM, or a resident role's beside the other resident
+    models, with the VRAM they leave, as its speed was judged), for runtimes that take them."""
     gpus = tuple(gpu.vram_mb for gpu in host.gpus)
     for verdict in plan.candidates:
         runtime = runtimes.REGISTRY.get(verdict.runtime or "")
         if verdict.verdict not in ("chosen", "fallback") or runtime is None or not runtime.offload:
             continue
         settings = offload(catalog.models[verdict.model], verdict.memory, verdict.placement,
-                           vram_mb if verdict.verdict == "chosen" else whole_vram_mb, gpus)
+                           vram_mb if verdict.verdict == "chosen" else fallback_vram_mb, gpus)
         if settings is None:
             continue
         if verdict.verdict == "chosen":
@@ -613,12 +736,15 @@ def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, whole_v
             plan.fallback_offload[verdict.model] = settings
 
 
-def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host, copy_vram: dict[str, int]) -> None:
+def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host) -> dict[tuple[str, str], str]:
     """Resident roles on one model share its one copy, sized for the longest of their contexts: each runs
     with that copy's GPU settings (in a MoE split the KV cache stays on the GPU, so a longer context keeps
-    more expert layers in RAM), its speed read from them at its own context."""
-    for model_id, vram in copy_vram.items():
+    more expert layers in RAM), its speed read from them at its own context. Returns the (role, model)
+    pairs that copy leaves below the role's speed_min, with the reason."""
+    slow = {}
+    for model_id in sorted({p.model for p in plans.values() if p.resident and p.model}):
         sharing = [p for p in plans.values() if p.resident and p.model == model_id]
+        vram = sharing[0].copy_vram
         if len(sharing) < 2 or sharing[0].offload is None:
             continue
         chosen = {p.name: next(v for v in p.candidates if v.verdict == "chosen") for p in sharing}
@@ -627,9 +753,16 @@ def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host, copy_vra
                        tuple(gpu.vram_mb for gpu in host.gpus))
         for plan in sharing:
             plan.offload = copy
+            screened = screen(plan.name, catalog)
             plan.speed = chosen[plan.name].speed = placed_speed(
                 catalog.models[model_id], host, plan.placement, chosen[plan.name].memory, plan.runtime, vram,
-                screen(plan.name, catalog).kv_cache_type, copy)
+                screened.kv_cache_type, copy)
+            if screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min:
+                slow[(plan.name, model_id)] = (
+                    f"~{plan.speed.tokens_per_s:g} tok/s on {plan.placement} with the one resident copy it would share "
+                    f"with role {largest.name!r} (laid out for {largest.context:,} tokens) < required "
+                    f"{screened.speed_min:g}")
+    return slow
 
 
 def _tight(plan: RolePlan, host: Host, catalog: Catalog) -> Diagnostic:

@@ -295,16 +295,16 @@ def test_size_classes_keep_common_release_sizes_together_and_apart():
 
 
 def test_downloads_break_ties_within_a_size_class_never_across_it_nor_over_scores():
-    models = unscored(**{"a-finetune": {"params_b": 8, "downloads": 100},
+    models = unscored(**{"a-finetune": {"params_b": 8, "downloads": 10_000},  # (below 1,000: barely used)
                          "b-official": {"params_b": 7, "downloads": 1_000_000},
-                         "c-bigger": {"params_b": 14, "downloads": 10}})
+                         "c-bigger": {"params_b": 14, "downloads": 1_000}})
     chat, host = "  chat: {workload: chat}\n", cpu_host(64, memory_bandwidth_gbs=400.0)
     assert select(catalog_with(chat, models), host).roles["chat"].model == "c-bigger"  # a larger class first
     del models["c-bigger"]
     plan = select(catalog_with(chat, models), host).roles["chat"]
     assert plan.model == "b-official"  # 7B and 8B: one class, the far more used one over the larger fine-tune
     chosen = next(v for v in plan.candidates if v.verdict == "chosen")
-    assert "ahead of a-finetune on downloads (1,000,000+ over 100+)" in chosen.reason
+    assert "ahead of a-finetune on downloads (1,000,000+ over 10,000+)" in chosen.reason
     # downloads count by order of magnitude: a conversion 8% more used does not beat more bits
     models["b-official-q8"] = {**models["b-official"], "quantization": "Q8_0"}
     models["b-official"]["downloads"] = 1_080_000
@@ -313,6 +313,63 @@ def test_downloads_break_ties_within_a_size_class_never_across_it_nor_over_score
     assert "ahead of b-official on bits per weight" in next(v for v in plan.candidates if v.verdict == "chosen").reason
     models["a-finetune"]["capabilities"] = {"reasoning": 0.7}  # a capability score outranks popularity
     assert select(catalog_with(chat, models), host).roles["chat"].model == "a-finetune"
+
+
+def test_a_coder_serves_the_code_role_and_a_general_model_of_a_nearby_size_serves_chat():
+    """A code specialist (`specialty: code`) counts one size class lower for other workloads and below a
+    general model of the class it lands in: the 8B general model takes chat from the 16B coder, the coder
+    keeps the code role, and a general model two classes down (4B) does not take chat from it."""
+    models = unscored(**{"coder-16b": {"params_b": 16, "downloads": 1_000_000, "specialty": "code"},
+                         "general-8b": {"params_b": 8, "downloads": 1_000_000},
+                         "general-4b": {"params_b": 4, "downloads": 1_000_000}})
+    models["coder-16b"]["workloads"] = ["code", "chat"]
+    roles, host = "  chat: {workload: chat}\n  code: {workload: code}\n", cpu_host(64, memory_bandwidth_gbs=400.0)
+    plan = select(catalog_with(roles, models), host)
+    assert plan.roles["chat"].model == "general-8b" and plan.roles["code"].model == "coder-16b"
+    chosen = next(v for v in plan.roles["chat"].candidates if v.verdict == "chosen")
+    assert "ahead of coder-16b on demotions (none over a specialist off its specialty)" in chosen.reason
+    del models["general-8b"]
+    plan = select(catalog_with(roles, models), host).roles["chat"]
+    assert plan.model == "coder-16b"
+    assert ("ahead of general-4b on size class (10-18B counted as 5-10B: a specialist off its specialty over 2-5B)"
+            in next(v for v in plan.candidates if v.verdict == "chosen").reason)
+    models["general-4b"]["capabilities"] = {"reasoning": 0.5}  # a declared score measures the role first
+    assert select(catalog_with(roles, models), host).roles["chat"].model == "general-4b"
+
+
+def test_a_model_almost_no_one_downloads_or_two_years_behind_counts_a_class_lower():
+    """Imported catalogs hold thousands of models: a 16B MoE with 321 downloads a month (Ling-lite) is not
+    an expert's pick over Qwen3-8B (11 million), nor a 2023 Mixtral 8x7B over a 2026 80B-A3B of its class's
+    neighbour; each counts one class lower (select.DEMOTIONS). Unknown downloads or dates demote nothing."""
+    from compiler.select import BARELY_USED, SUPERSEDED_MONTHS
+    models = unscored(**{"obscure-16b": {"params_b": 16.8, "downloads": 321},
+                         "popular-8b": {"params_b": 8.2, "downloads": 11_000_000}})
+    chat, host = "  chat: {workload: chat}\n", cpu_host(64, memory_bandwidth_gbs=400.0)
+    plan = select(catalog_with(chat, models), host).roles["chat"]
+    assert plan.model == "popular-8b" and BARELY_USED > 321
+    assert f"barely used (under {BARELY_USED:,} downloads)" in next(v for v in plan.candidates
+                                                                    if v.verdict == "chosen").reason
+    del models["obscure-16b"]["downloads"]  # unknown: no demotion, the larger class wins
+    assert select(catalog_with(chat, models), host).roles["chat"].model == "obscure-16b"
+    models = unscored(**{"old-47b": {"params_b": 46.7, "downloads": 600_000, "release_date": "2023-12-10"},
+                         "new-35b": {"params_b": 35, "downloads": 600_000, "release_date": "2026-04-15"}})
+    plan = select(catalog_with(chat, models), host).roles["chat"]
+    assert plan.model == "new-35b" and SUPERSEDED_MONTHS <= 28
+    models["old-47b"]["release_date"] = "2024-06-01"  # 22 months: the same generation, the larger class wins
+    assert select(catalog_with(chat, models), host).roles["chat"].model == "old-47b"
+
+
+def test_the_newer_release_breaks_a_tie_before_the_id_and_an_undated_model_comes_last():
+    models = unscored(**{"a-older": {"params_b": 35, "downloads": 3_500_000, "release_date": "2026-02-24"},
+                         "b-newer": {"params_b": 35, "downloads": 3_400_000, "release_date": "2026-04-15"},
+                         "0-undated": {"params_b": 35, "downloads": 3_600_000}})
+    chat, host = "  chat: {workload: chat}\n", cpu_host(64, memory_bandwidth_gbs=400.0)
+    plan = select(catalog_with(chat, models), host).roles["chat"]
+    assert plan.model == "b-newer"
+    assert "ahead of a-older on release date (2026-04-15 over 2026-02-24)" in \
+        next(v for v in plan.candidates if v.verdict == "chosen").reason
+    del models["b-newer"]  # a dated model before an undated one that ties with it (the undated id sorts first)
+    assert select(catalog_with(chat, models), host).roles["chat"].model == "a-older"
 
 
 def test_on_a_gpu_host_a_model_at_speed_margin_beats_a_larger_one_left_on_the_cpu():

@@ -25,7 +25,7 @@ from compiler.offload import ALL_LAYERS, Offload, offload, split_layers
 from compiler.options import BuildOptions
 from compiler.pipeline import Project
 from compiler.resolve import resolve
-from compiler.select import host_budget, select
+from compiler.select import host_budget, placed_speed, select
 
 from conftest import REPO, add_layer, copy_catalog
 
@@ -531,8 +531,96 @@ def test_resident_roles_sharing_a_model_share_its_one_llama_server(tmp_path):
     starts = [line for line in script.splitlines() if "--alias critic " in line or "--alias planner " in line]
     assert len(starts) == 1, "one copy, one server"  # (chat and the other non-resident roles load on their own)
     assert f"-c {max(critic['context'], planner['context'])} " in starts[0]
+    owner = "critic" if "--alias critic " in starts[0] else "planner"
+    comment = next(line for line in script.splitlines() if line.startswith(f"  {owner})"))
+    assert critic["memory_mb"] != planner["memory_mb"]  # the longer context grew the one copy
+    assert f"{max(critic['memory_mb'], planner['memory_mb'])} MiB" in comment  # the copy's, not the owner's
     port = int(starts[0].split("--port ", 1)[1].split()[0])
     config = yaml.safe_load(result.exports["litellm-config.yaml"])
     entries = {e["model_name"]: e["litellm_params"] for e in config["model_list"]}
     assert entries["critic"]["api_base"] == entries["planner"]["api_base"] == f"http://127.0.0.1:{port}/v1"
     assert 'critic)' in script and 'planner)' in script  # either name starts it
+
+
+def shipped_catalog(roles: str, *ids: str):
+    """The shipped models `ids` under `roles`."""
+    shipped = yaml.safe_load((REPO / "sources" / "00-models.yaml").read_text())["models"]
+    text = yaml.safe_dump({"schema_version": 2, "kind": "catalog", "models": {i: shipped[i] for i in ids}})
+    catalog, problems = resolve(merge_layers([Layer("sources", load_yaml_text(text + "roles:\n" + roles, "c.yaml"))]))
+    assert not [p for p in problems if p.severity == "error"]
+    return catalog
+
+
+def test_a_resident_fallback_is_laid_out_for_the_vram_its_speed_was_judged_with():
+    """A resident role's fallback loads beside the other resident models: its GPU layers are computed for
+    the VRAM they leave, the same VRAM its speed was estimated with (not the whole GPU)."""
+    roles = ("  a: {workload: chat, resident: true, prefer: [gpt-oss-20b]}\n"
+             "  b: {workload: chat, resident: true, prefer: [llama-3.1-8b-instruct, gpt-oss-120b]}\n")
+    catalog = shipped_catalog(roles, "gpt-oss-20b", "llama-3.1-8b-instruct", "gpt-oss-120b")
+    host = Host("ws", 64 * GIB_IN_MB, (Gpu("RTX 4090", 24 * GIB_IN_MB),), max_loaded_models=3)
+    plan = select(catalog, host)
+    a, b = plan.roles["a"], plan.roles["b"]
+    assert (a.model, a.placement, b.model, b.placement) == ("gpt-oss-20b", "gpu", "llama-3.1-8b-instruct", "gpu")
+    fallback = next(v for v in b.candidates if v.model == "gpt-oss-120b")
+    assert fallback.verdict == "fallback" and fallback.placement == "split"
+    layout = b.fallback_offload["gpt-oss-120b"]
+    left = host_budget(host, catalog.selection).vram_mb - a.memory_mb
+    assert layout == offload(catalog.models["gpt-oss-120b"], fallback.memory, "split", left, (24 * GIB_IN_MB,))
+    assert fallback.speed == placed_speed(catalog.models["gpt-oss-120b"], host, "split", fallback.memory, "llamacpp",
+                                          left, None, layout)
+
+
+def test_a_role_the_shared_copy_leaves_below_its_speed_min_does_not_share_it():
+    """The one copy of a resident model shared by roles is laid out for the longest context, which in a MoE
+    split keeps more expert layers in RAM: a role whose speed_min that copy misses (though its own layout
+    would meet it) is rechecked and may not share it; the longer role keeps the model."""
+    roles = ("  a: {workload: chat, resident: true, prefer: [gpt-oss-120b], requires: {context_min: 4096%s}}\n"
+             "  b: {workload: chat, resident: true, prefer: [gpt-oss-120b], requires: {context_min: 32768}}\n")
+    host = Host("ws", 64 * GIB_IN_MB, (Gpu("RTX 4090", 24 * GIB_IN_MB),), max_loaded_models=2)
+    catalog = shipped_catalog(roles % "", "gpt-oss-120b")
+    a = select(catalog, host).roles["a"]
+    model = catalog.models["gpt-oss-120b"]
+    need = next(v for v in a.candidates if v.verdict == "chosen").memory
+    alone = placed_speed(model, host, "split", need, "llamacpp", host_budget(host, catalog.selection).vram_mb, None)
+    assert a.model == "gpt-oss-120b" and a.speed.tokens_per_s < alone.tokens_per_s  # the copy is slower for a
+    speed_min = round((a.speed.tokens_per_s + alone.tokens_per_s) / 2, 2)  # met alone, missed with the copy
+    plan = select(shipped_catalog(roles % f", speed_min: {speed_min}", "gpt-oss-120b"), host)
+    a, b = plan.roles["a"], plan.roles["b"]
+    assert b.model == "gpt-oss-120b" and a.model is None
+    (verdict,) = a.candidates
+    assert verdict.verdict == "rejected" and verdict.too_slow
+    assert "resident copy it would share with role 'b'" in verdict.reason and f"< required {speed_min:g}" in \
+        verdict.reason
+
+
+RESEARCH = ("  planner: {workload: chat, resident: true, required: true, prefer: [gpt-oss-120b],"
+            " requires: {context_min: 16384%s}}\n"
+            "  critic: {workload: chat, resident: true, prefer: [gpt-oss-20b, llama-3.1-8b-instruct]}\n")
+
+
+def test_a_resident_moe_split_gives_a_resident_critic_room_on_the_gpu():
+    """The workstation's planner (gpt-oss-120b, experts in RAM as llama-server lays it out) would fill the
+    24 GB card and leave the resident critic on the CPU at ~6 tok/s. Experts an expert would keep in RAM
+    instead (more --n-cpu-moe layers) make room for it on the GPU, as long as the RAM they move to stays
+    within max_fill; the planner is laid out for the VRAM it keeps."""
+    host = Host("ws", 64 * GIB_IN_MB, (Gpu("RTX 4090", 24 * GIB_IN_MB),), max_loaded_models=3)
+    catalog = shipped_catalog(RESEARCH % "", "gpt-oss-120b", "gpt-oss-20b", "llama-3.1-8b-instruct")
+    plan = select(catalog, host)
+    planner, critic = plan.roles["planner"], plan.roles["critic"]
+    budget = host_budget(host, catalog.selection)
+    assert planner.placement == "split" and critic.placement == "gpu"
+    assert critic.model == "llama-3.1-8b-instruct"  # gpt-oss-20b would push the RAM past max_fill
+    assert critic.speed.tokens_per_s >= 2.5 * speed.SPEED_FLOOR
+    model = catalog.models["gpt-oss-120b"]
+    need = next(v for v in planner.candidates if v.verdict == "chosen").memory
+    experts_in_ram = expert_weights_mib(model, need.weights_mb) * planner.offload.cpu_moe_layers / model["arch"]["layers"]
+    assert planner.memory_mb - experts_in_ram + critic.memory_mb <= budget.vram_mb  # both on the card
+    assert experts_in_ram <= catalog.selection["max_fill"] * budget.ram_mb
+    assert planner.offload == offload(model, need, "split", budget.vram_mb - critic.memory_mb, (24 * GIB_IN_MB,))
+    # a planner's speed_min the thinner layout misses keeps the whole card for it, the critic on the CPU
+    alone = select(shipped_catalog(RESEARCH % "", "gpt-oss-120b"), host).roles["planner"]
+    speed_min = round((planner.speed.tokens_per_s + alone.speed.tokens_per_s) / 2, 2)
+    plan = select(shipped_catalog(RESEARCH % f", speed_min: {speed_min}", "gpt-oss-120b", "gpt-oss-20b",
+                                  "llama-3.1-8b-instruct"), host)
+    assert plan.roles["planner"].offload == alone.offload and plan.roles["planner"].speed.tokens_per_s >= speed_min
+    assert plan.roles["critic"].placement == "cpu"

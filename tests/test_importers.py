@@ -81,6 +81,25 @@ def test_llmfit():
         "implausible context window (below 128 or above 10,000,000 tokens)"]
 
 
+def test_importers_mark_code_specialists_and_llmfit_keeps_release_dates():
+    """A code model by its model name (not its publisher's, which llmfit's use case follows); a general
+    model whose use case also names code (phi-4) is not one. llmfit's release_date is kept for best_fit."""
+    _, models = real("llmfit")
+    for coder in ("qwen/qwen3-coder-next", "deepseek-ai/deepseek-coder-v2-lite-instruct",
+                  "lmstudio-community/devstral-small-2507-mlx-4bit", "ibm-granite/granite-8b-code-instruct-128k"):
+        assert models[coder]["specialty"] == "code", coder
+    for general in ("microsoft/phi-4", "qwen/qwen3.6-35b-a3b", "coder3101/gemma-4-26b-a4b-it-heretic"):
+        assert "specialty" not in models[general], general
+    assert "code" in models["microsoft/phi-4"]["workloads"]  # it still serves code roles
+    assert (models["qwen/qwen3.6-35b-a3b"]["release_date"], models["qwen/qwen3.5-35b-a3b"]["release_date"]) == \
+        ("2026-04-15", "2026-02-24")
+    assert "release_date" not in models["qwen/qwen3.6-35b-a3b"]["x-llmfit"]
+    _, models = real("gpt4all")
+    assert {m for m, model in models.items() if model.get("specialty") == "code"} == {
+        "qwen2.5-coder-7b-instruct-q4_0", "replit-code-v1_5-3b-newbpe-q4_0", "rift-coder-v0-7b-q4_0",
+        "starcoder-newbpe-q4_0"}
+
+
 def test_litellm():
     result, models = real("litellm")
     assert len(models) == 2547
@@ -162,8 +181,10 @@ def test_registry(tmp_path: Path):
     assert coder["params_b"] == 3.0 and coder["quantization"] == "Q4_K_M" and coder["recommended"] is True
     assert coder["workloads"] == ["chat", "code", "summarization", "extraction"] and coder["memory"] == {"ram_mb": 3072}
     assert coder["artifact"]["sha256"] == "a" * 64 and coder["artifact"]["size_bytes"] == 1930 * 1024 * 1024
+    assert coder["specialty"] == "code"  # its name says coder: best_fit gives chat to a general model first
     smol = models["smollm2-135m"]
     assert smol["params_b"] == 0.135 and "sha256" not in smol["artifact"] and "repo" not in smol["artifact"]
+    assert "specialty" not in smol
     assert result.unmapped["SHA256 (not 64 hex digits)"] == 1
 
 

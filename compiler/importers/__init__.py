@@ -22,7 +22,8 @@ from ..validate import mapping  # noqa: F401 - the importers' shape helper too
 
 FORMATS = ("gpt4all", "litellm", "openrouter", "llmfit", "registry")
 FIELD_ORDER = ("name", "family", "params_b", "quantization", "context_window", "provider", "workloads", "type",
-               "capabilities", "arch", "memory", "recommended", "priority", "downloads", "status", "aliases", "tags",
+               "capabilities", "arch", "memory", "recommended", "priority", "downloads", "specialty",
+               "release_date", "status", "aliases", "tags",
                "license", "description", "deprecation_date", "pricing", "api_key_env", "hf_repo", "artifact", "ollama",
                "variants")
 MAX_ID = 190  # the schema allows ids of 200 characters; room for a "-N" suffix

@@ -62,6 +62,7 @@ def convert(data, out: Imported) -> None:
             "type": kind,
             "memory": {"ram_mb": ram_mb} if (ram_mb := count(int(ram * 1024)) if ram else None) else None,
             "priority": IMPORT_PRIORITY,
+            "specialty": kinds.specialty(words) if kind in kinds.GENERATIVE else None,
             "status": "retired" if entry.get("removedIn") else "active",
             "description": description,
             "artifact": {k: v for k, v in artifact.items() if v is not None},

@@ -148,3 +148,17 @@ def workloads(kind: str, guessed: list[str]) -> list[str]:
     if kind in ("instruct", "vision-language") and "chat" in guessed:
         return list(dict.fromkeys([*guessed, *CHAT_ALSO]))
     return guessed
+
+
+GENERATIVE = ("instruct", "vision-language", "base")  # the types a specialty applies to
+
+# A name that says its model is a code specialist: tuned for code beyond general instruction following
+# ("Qwen3-Coder-Next", "DeepSeek-Coder-V2-Lite", Codestral, Devstral, StarCoder, "granite-8b-code-instruct")
+CODE_NAME = re.compile(rf"coder|codestral|devstral|codellama|code-llama|codegemma|codegen|codeqwen|{_W}code{_E}", re.I)
+
+
+def specialty(name: str) -> str | None:
+    """The workload a generative model is tuned for, when its model name says it is a code model (not
+    its publisher's name: coder3101/gemma-4-26b-a4b-it is Gemma): best_fit serves other roles with
+    general models before it."""
+    return "code" if CODE_NAME.search(name.rsplit("/", 1)[-1]) else None

@@ -12,10 +12,10 @@ from . import kinds
 
 FORMATS = {"gguf": "gguf", "mlx": "mlx", "awq": "safetensors", "gptq": "safetensors", "autoround": "safetensors"}
 KEPT = ("recommended_ram_gb", "min_vram_gb", "is_moe", "active_experts", "moe_intermediate_size",
-        "shared_expert_intermediate_size", "hf_downloads", "hf_likes", "release_date", "format", "gguf_sources")
+        "shared_expert_intermediate_size", "hf_downloads", "hf_likes", "format", "gguf_sources")
 MAPPED = {"name", "parameters_raw", "min_ram_gb", "quantization", "context_length", "use_case", "capabilities",
           "architecture", "num_hidden_layers", "num_key_value_heads", "head_dim", "hidden_size", "num_experts",
-          "active_parameters", "pipeline_tag", "license", "num_attention_heads", "vocab_size", *KEPT}
+          "active_parameters", "pipeline_tag", "license", "num_attention_heads", "vocab_size", "release_date", *KEPT}
 RANDOM_REPO = re.compile(r"(^|[/_-])random([/_-]|$)", re.I)
 EMBEDDING_TAGS = {"sentence-similarity", "feature-extraction"}
 AUDIO_TAGS = {"automatic-speech-recognition", "audio-to-audio", "text-to-speech", "audio-classification",
@@ -90,6 +90,10 @@ def convert(data, out: Imported) -> None:
             "memory": {"ram_mb": ram_mb} if (ram_mb := count(math.ceil(ram * 1024)) if ram else None) else None,
             "priority": IMPORT_PRIORITY,
             "downloads": count(entry.get("hf_downloads")),  # best_fit's tie-breaker within a size class
+            # a code model by its name: llmfit's "Code generation and completion" use case follows the whole
+            # name (it files coder3101's Gemma there, some Devstral conversions under "edge")
+            "specialty": kinds.specialty(name) if kind in kinds.GENERATIVE else None,
+            "release_date": day(entry.get("release_date")),  # best_fit's last tie-breaker: the newer of equals
             "license": text(entry.get("license")),
             "hf_repo": repo,
             "artifact": {"format": container or FORMATS.get(fmt, "safetensors"), "repo": artifact_repo}
@@ -98,6 +102,11 @@ def convert(data, out: Imported) -> None:
         }
         out.add(name, model)
         out.unmapped_fields(key for key in entry if key not in MAPPED)
+
+
+def day(value) -> str | None:
+    """A YYYY-MM-DD date as the catalog takes it, else None."""
+    return value if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value) else None
 
 
 def model_type(name: str, entry: dict, workloads: list[str], caps: list[str], siblings: set[str]) -> str:

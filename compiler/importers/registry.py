@@ -56,6 +56,7 @@ def convert(data, out: Imported) -> None:
             "recommended": bool(entry.get("Recommended")),
             "priority": IMPORT_PRIORITY,
             "tags": tags or None,
+            "specialty": kinds.specialty(name) if kind in kinds.GENERATIVE else None,
             "description": text(entry.get("Description")),
             "artifact": {k: v for k, v in artifact.items() if v is not None} or None,
         }

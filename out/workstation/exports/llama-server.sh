@@ -15,14 +15,14 @@ case "$role" in
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q8_0.gguf -c 16384 -np 1 -ngl 999 --flash-attn on -ctk f16 -ctv f16 --alias code --host "${HOST:-127.0.0.1}" --port 8081 "$@" ;;
   creative)  # llama-3.1-8b-instruct (gpu, 6299 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 999 --flash-attn on -ctk f16 -ctv f16 --alias creative --host "${HOST:-127.0.0.1}" --port 8082 "$@" ;;
-  critic)  # llama-3.1-8b-instruct (cpu, 6299 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 0 --flash-attn on -ctk f16 -ctv f16 --alias critic --host "${HOST:-127.0.0.1}" --port 8083 "$@" ;;
+  critic)  # llama-3.1-8b-instruct (gpu, 6299 MiB)
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf -c 4096 -np 1 -ngl 999 --flash-attn on -ctk f16 -ctv f16 --alias critic --host "${HOST:-127.0.0.1}" --port 8083 "$@" ;;
   executor)  # qwen2.5-coder-14b-q5 (gpu, 14285 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/qwen2.5-coder-14b-instruct-q5_k_m.gguf -c 16384 -np 1 -ngl 999 --flash-attn on -ctk f16 -ctv f16 --alias executor --host "${HOST:-127.0.0.1}" --port 8084 "$@" ;;
   extraction)  # gpt-oss-120b (split, 65066 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-120b-mxfp4-00001-of-00003.gguf -c 4096 -np 1 -ngl 999 --n-cpu-moe 25 --flash-attn on -ctk f16 -ctv f16 --alias extraction --host "${HOST:-127.0.0.1}" --port 8085 "$@" ;;
   planner)  # gpt-oss-120b (split, 65498 MiB)
-    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-120b-mxfp4-00001-of-00003.gguf -c 16384 -np 1 -ngl 999 --n-cpu-moe 25 --flash-attn on -ctk f16 -ctv f16 --alias planner --host "${HOST:-127.0.0.1}" --port 8086 "$@" ;;
+    exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-120b-mxfp4-00001-of-00003.gguf -c 16384 -np 1 -ngl 999 --n-cpu-moe 29 --flash-attn on -ctk f16 -ctv f16 --alias planner --host "${HOST:-127.0.0.1}" --port 8086 "$@" ;;
   summarization)  # gpt-oss-120b (split, 66074 MiB)
     exec "${LLAMA_SERVER:-llama-server}" -m "$MODELS"/gpt-oss-120b-mxfp4-00001-of-00003.gguf -c 32768 -np 1 -ngl 999 --n-cpu-moe 26 --flash-attn on -ctk f16 -ctv f16 --alias summarization --host "${HOST:-127.0.0.1}" --port 8087 "$@" ;;
   *) printf 'usage: %s ROLE [llama-server options]\nroles: %s\n' "$0" 'chat code creative critic executor extraction planner summarization' >&2
