@@ -147,18 +147,38 @@ def _reason(host: str, role: str, before: dict, after: dict, old: dict, new: dic
     if trace and role in trace.get("roles", {}):
         verdicts = {c["model"]: c for c in trace["roles"][role]["candidates"]}
         if old_model in verdicts and verdicts[old_model]["verdict"] == "rejected":
-            return f"{old_model} {verdicts[old_model]['reason']}"
+            found = verdicts[old_model]
+            measured = ((found.get("memory") or {}).get("method") == "measured"
+                        or (found.get("speed") or {}).get("method") == "measured")
+            return f"{'measured on ' + host + ': ' if measured else ''}{old_model} {found['reason']}"
     if old["host"].get("usable_mb") != new["host"].get("usable_mb"):
         return (f"{host} now has {new['host']['usable_mb'] / GIB:.1f} GiB usable "
                 f"(was {old['host']['usable_mb'] / GIB:.1f})")
     if old_model and old_model not in new["models"]:
         return f"{old_model} is no longer a candidate on {host}"
+    measured = _measured(host, before, after, old, new)
+    if measured:
+        return measured
     if old_model and old_model in new["models"]:
         changed = [key for key in ("context_window", "status", "capabilities", "memory", "params_b", "quantization")
                    if old["models"].get(old_model, {}).get(key) != new["models"][old_model].get(key)]
         if changed:
             return f"{old_model} changed ({', '.join(changed)})"
     return "the candidates or their order changed (hostfit explain shows the trace)"
+
+
+def _measured(host: str, before: dict, after: dict, old: dict, new: dict) -> str | None:
+    """"measured on <host>: ..." when a figure the host measured (sources/measured/) moved the pick: either
+    model's memory is measured now and was not, or was another figure; else the new pick's speed is measured."""
+    for model in (before.get("model"), after.get("model")):
+        now, then = new["models"].get(model) or {}, old["models"].get(model) or {}
+        if now.get("memory_method") == "measured" and (then.get("memory_method"), then.get("memory_mb")) != (
+                "measured", now.get("memory_mb")):
+            was = f" (was {then['memory_mb']:,} MiB, {then['memory_method']})" if then.get("memory_mb") else ""
+            return f"measured on {host}: {model} needs {now['memory_mb']:,} MiB{was}"
+    if after.get("speed_method") == "measured":
+        return f"measured on {host}: {after['model']} runs at {after.get('tokens_per_s'):g} tok/s"
+    return None
 
 
 # ---------------------------------------------------------------------------------- render
