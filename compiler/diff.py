@@ -133,7 +133,8 @@ def _host(host: str, old: dict, new: dict, old_trace: dict | None, new_trace: di
             # a figure of the same pick that a measurement now gives
             if "tokens_per_s" in change and after.get("speed_method") == "measured":
                 change["tokens_per_s"]["measured_on"] = host
-            if "memory_mb" in change and (new["models"].get(after.get("model")) or {}).get("memory_method") == "measured":
+            now = new["models"].get(after.get("model")) or {}
+            if "memory_mb" in change and now.get("memory_method") == "measured":
                 change["memory_mb"]["measured_on"] = host
         out.roles.append(change)
     out.models_added = sorted(set(new["models"]) - set(old["models"]))

@@ -77,7 +77,8 @@ def _variants(subject: str, prefix: str, document: dict) -> str | None:
         if judged:
             lines.append(f"  role {name}:")
             lines += [f"    {c['verdict']:<9} {c['model']}: {c['reason']}"
-                      + (f" ~{c['speed']['tokens_per_s']:g} tok/s" if c.get("speed") else "") for c in judged]
+                      + (f" {_approx(c['speed'])}{c['speed']['tokens_per_s']:g} tok/s" if c.get("speed") else "")
+                      for c in judged]
     if not lines and not any(p.startswith(prefix + ":") for p in document["provenance"]):
         return None
     return f"model {subject}: variants judged on {document['host']}\n" + "\n".join(lines)

@@ -105,16 +105,18 @@ def undeclared(docs: dict[str, Document], hosts) -> list[Diagnostic]:
             for name, doc in sorted(docs.items()) if name not in hosts]
 
 
-def runs_for(doc: Document | None, names: dict[str, str]) -> tuple[dict[str, tuple[Run, ...]], list[Diagnostic]]:
-    """model id -> its runs, best first for memory (`for_memory` picks among them), for the models of the
-    catalog (`names`: its lower-cased ids and aliases -> ids); W621 for an entry naming none."""
+def runs_for(doc: Document | None, models: dict, names: dict[str, str]) -> tuple[dict[str, tuple[Run, ...]],
+                                                                             list[Diagnostic]]:
+    """model id -> its runs, for the models of the catalog (`models`, variants included; `names`: its
+    lower-cased ids and aliases -> ids); W621 for an entry naming none (a model declaring variants is
+    none: the runs are of one variant, named by its id)."""
     if doc is None:
         return {}, []
     found: dict[str, list[Run]] = {}
     problems = []
     for name, runs in doc.data["models"].items():
-        model_id = names.get(name.lower())
-        if model_id is None:
+        model_id = name.lower() if name.lower() in models else names.get(name.lower())
+        if model_id not in models:
             problems.append(Diagnostic(doc.path, *doc.where(("models", name)), "W621",
                                        f"measurements of {name!r}, which no catalog layer of host "
                                        f"{doc.data['host']!r} defines: not used",
@@ -131,30 +133,31 @@ def for_memory(runs: tuple[Run, ...], runtime_order: tuple[str, ...], context: i
     host that runs the model (`runtime_order`; another runtime's only when none of those ran it), at the
     first placement a budget tries (gpu, split, cpu), at the nearest context at or above `context` (else
     the largest below), the latest of equals."""
-    sized = [run for run in runs if run.memory_mb]
+    sized = _latest_first(run for run in runs if run.memory_mb)
     if not sized:
         return None
     rank = {name: index for index, name in enumerate(runtime_order)}
 
     def order(run: Run) -> tuple:
-        above = run.context >= context
-        return (rank.get(run.runtime, len(rank)), PLACEMENTS.index(run.placement), not above,
-                run.context - context if above else context - run.context, _negated(run.measured_at))
-    return min(sized, key=order)
+        return (rank.get(run.runtime, len(rank)), PLACEMENTS.index(run.placement), *_nearest(run, context))
+    return min(sized, key=order)  # the first of equals: the latest
 
 
 def for_speed(runs: tuple[Run, ...], runtime: str | None, placement: str | None, context: int) -> Run | None:
     """The run whose tokens/s replaces the estimate of `runtime` on `placement`: that runtime and placement
     only (speed depends on both), the nearest context as in `for_memory`."""
-    timed = [run for run in runs if run.tokens_per_s and run.runtime == runtime and run.placement == placement]
-    if not timed:
-        return None
-    return min(timed, key=lambda run: (run.context < context, abs(run.context - context), _negated(run.measured_at)))
+    timed = _latest_first(run for run in runs if run.tokens_per_s and run.runtime == runtime
+                          and run.placement == placement)
+    return min(timed, key=lambda run: _nearest(run, context)) if timed else None
 
 
-def _negated(text: str) -> tuple:
-    """A key that puts the later ISO time first under min()."""
-    return tuple(-ord(char) for char in text)
+def _nearest(run: Run, context: int) -> tuple[bool, int]:
+    """Runs at `context` or above first, the nearest first."""
+    return run.context < context, abs(run.context - context)
+
+
+def _latest_first(runs) -> list[Run]:
+    return sorted(runs, key=lambda run: run.measured_at, reverse=True)
 
 
 # ------------------------------------------------------------------------- writing (the export)

@@ -386,7 +386,8 @@ class Project:
             catalog = self._checked_catalog(layers, report)
             if catalog is None:
                 continue
-            runs, unknown = measured.runs_for(sources.measured.get(target.host.name), catalog.names)
+            runs, unknown = measured.runs_for(sources.measured.get(target.host.name), catalog.models,
+                                              catalog.names)
             route(unknown, report.errors, report.warnings)  # W621
             plan = select(catalog, target.host, runs)
             route(plan.diagnostics, report.errors, report.warnings)  # E300 errors, W320 warnings

@@ -319,3 +319,46 @@ def test_export_refuses_a_broken_committed_layer(base_catalog: Path):
     with pytest.raises(InputError) as caught:
         export(base_catalog, "box-8", [row("big-chat", rss_mib=5000)])
     assert [d.code for d in caught.value.diagnostics] == ["E621"]
+
+
+def test_a_variant_is_measured_by_its_id(tmp_path: Path):
+    """A measured variant is judged on its figures: the desktop's q5_k_m measured below the role's speed_min
+    gives way to q4_k_m. The model declaring the variants names none of them: W621."""
+    from test_variants import project
+
+    root = project(tmp_path)
+    build(root)
+    before = compiled(root, "desktop-32")["roles"]["code"]
+    assert before["model"] == "qwen2.5-coder-14b:q5_k_m"
+    measured.write(root, measured.export_layer("desktop-32", [
+        row("qwen2.5-coder-14b:q5_k_m", "desktop-32", context=before["context"], tok_s=1.5),
+        row("qwen2.5-coder-14b", "desktop-32", rss_mib=100)], None))
+    result = run_cli("-C", str(root), "build", "--all")
+    assert result.exit_code == 0, result.output
+    assert "warning[W621]: measurements of 'qwen2.5-coder-14b'" in result.stderr
+    after = compiled(root, "desktop-32")["roles"]["code"]
+    assert after["model"] == "qwen2.5-coder-14b:q4_k_m" and "speed_method" not in after
+    rejected = {c["model"]: c for c in explained(root, "desktop-32")["roles"]["code"]["candidates"]}
+    assert rejected["qwen2.5-coder-14b:q5_k_m"]["reason"].startswith("measured 1.5 tok/s on cpu < required 2")
+
+
+def test_which_measurement_sizes_and_times_a_candidate():
+    def run(runtime="llamacpp", placement="cpu", context=4096, at="2026-11-01", mb=1000, tps=10.0):
+        return measured.Run(runtime, placement, context, mb, tps, None, 1, at)
+
+    ollama, cpu_8k, gpu_2k, cpu_4k_old, cpu_4k_new = (run("ollama"), run(context=8192), run(placement="gpu",
+                                                      context=2048), run(), run(at="2026-11-29"))
+    runs = (ollama, cpu_8k, gpu_2k, cpu_4k_old, cpu_4k_new)
+    # the host's first runtime that runs it, then the first placement a budget tries
+    assert measured.for_memory(runs, ("llamacpp", "ollama"), 4096) is gpu_2k
+    assert measured.for_memory(runs, ("ollama", "llamacpp"), 4096) is ollama
+    # without gpu: at or above the role's context, the nearest, the latest of equals
+    cpus = (ollama, cpu_8k, cpu_4k_old, cpu_4k_new)
+    assert measured.for_memory(cpus, ("llamacpp",), 4096) is cpu_4k_new
+    assert measured.for_memory(cpus, ("llamacpp",), 6000) is cpu_8k
+    assert measured.for_memory(cpus, ("llamacpp",), 16384) is cpu_8k  # none above: the largest below
+    assert measured.for_memory((run(mb=None),), ("llamacpp",), 4096) is None
+    # speed: that runtime and placement only
+    assert measured.for_speed(runs, "llamacpp", "gpu", 4096) is gpu_2k
+    assert measured.for_speed(runs, "llamacpp", "split", 4096) is None
+    assert measured.for_speed(runs, "llamacpp", "cpu", 4096) is cpu_4k_new
