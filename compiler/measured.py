@@ -92,7 +92,10 @@ def check(doc: Document) -> list[Diagnostic]:
 
 
 def _key(run: dict) -> tuple:
-    return (run.get("runtime"), run.get("placement"), run.get("context"), run.get("kv_cache_type"))
+    """What one measurement is of: runtime, placement, context and cache type (f16, the default, as None)."""
+    cache_type = run.get("kv_cache_type")
+    return (run.get("runtime"), run.get("placement"), run.get("context"),
+            None if cache_type == DEFAULT_KV_CACHE else cache_type or None)
 
 
 def undeclared(docs: dict[str, Document], hosts) -> list[Diagnostic]:
@@ -200,14 +203,11 @@ def export_layer(host: str, rows: list[dict], previous: dict | None) -> dict:
             raise ValueError(f"measurement row {index}: placement {row['placement']!r} is none of {PLACEMENTS}")
         if not isinstance(row["context"], int) or isinstance(row["context"], bool) or row["context"] < 1:
             raise ValueError(f"measurement row {index}: context {row['context']!r} is not a positive integer")
-        cache_type = row.get("kv_cache_type")
-        key = (row["model"], row["runtime"], row["placement"], row["context"],
-               None if cache_type == DEFAULT_KV_CACHE else cache_type or None)  # f16 is the default: unwritten
-        groups.setdefault(key, []).append(row)
-    models: dict[str, dict[tuple, dict]] = {}
+        groups.setdefault((str(row["model"]).lower(), *_key(row)), []).append(row)
+    models: dict[str, dict[tuple, dict]] = {}  # ids and aliases resolve case-insensitively: one entry per name
     for name, runs in ((previous or {}).get("models") or {}).items():
         for run in runs:
-            models.setdefault(name, {})[_key(run)] = dict(run)
+            models.setdefault(name.lower(), {})[_key(run)] = dict(run)
     for (model, *key), group in groups.items():
         key = tuple(key)
         new = _summary(key, group)
@@ -224,27 +224,36 @@ def _summary(key: tuple, rows: list[dict]) -> dict:
     run: dict = {"runtime": runtime, "placement": placement, "context": context}
     if cache_type:
         run["kv_cache_type"] = cache_type
-    memory = [m for m in (_memory(row, placement) for row in good) if m is not None]
+    memory = [m for m in (_memory(row, placement) for row in good) if m]
     if memory:
         run["memory_mb"] = math.ceil(max(memory))
-    for field, source, digits in (("rss_mb", "rss_mib", None), ("gpu_mb", "gpu_mib", None)):
-        values = [row[source] for row in good if row.get(source) is not None]
+    for field, source in (("rss_mb", "rss_mib"), ("gpu_mb", "gpu_mib")):
+        values = [value for row in good if (value := _figure(row.get(source))) is not None]
         if values:
             run[field] = math.ceil(max(values))
     for field, source, digits in (("tokens_per_s", "tok_s", 1), ("ttft_s", "ttft_s", 3), ("load_s", "load_s", 3)):
-        values = [row[source] for row in good if row.get(source) is not None and (field != "tokens_per_s"
-                                                                                    or row[source] > 0)]
-        if values:
-            run[field] = round(statistics.median(values), digits)
+        values = [value for row in good if (value := _figure(row.get(source))) is not None]
+        if not values:
+            continue
+        median = round(statistics.median(values), digits)
+        if median > 0 or field != "tokens_per_s":  # a speed that rounds to 0 is none the schema holds
+            run[field] = median
     run["success_rate"] = round(len(good) / len(rows), 3)
     run["samples"] = len(rows)
     run["measured_at"] = max(_when(row.get("measured_at")) for row in rows)
     return run
 
 
+def _figure(value) -> float | None:
+    """A measured number: finite and not negative (anything else was not measured)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
 def _memory(row: dict, placement: str) -> float | None:
     """The figure the placement's budget is checked against: VRAM on gpu, RAM on cpu, both on split."""
-    rss, gpu = row.get("rss_mib"), row.get("gpu_mib")
+    rss, gpu = _figure(row.get("rss_mib")), _figure(row.get("gpu_mib"))
     if placement == "gpu":
         return gpu
     if placement == "cpu":

@@ -16,7 +16,9 @@ A candidate is a (model, runtime) pair: the first runtime of the host, in the ho
 loads the model's format, runs on the host's hardware and can place it (compiler/runtimes/). A model
 no runtime of the host can load is rejected with the reason. Screening stays host-independent; the
 runtime match is per host, in _evaluate. How the chosen model and each local fallback run on the GPU
-(layers, expert offload, tensor split) is offload.py's, recorded with the role.
+(layers, expert offload, tensor split) is offload.py's, recorded with the role. Where the host measured
+a model (sources/measured/<host>.yaml, compiler/measured.py), the measured memory and speed replace the
+estimates for that host (measured_need, measured_speed).
 """
 
 from __future__ import annotations

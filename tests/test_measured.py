@@ -362,3 +362,15 @@ def test_which_measurement_sizes_and_times_a_candidate():
     assert measured.for_speed(runs, "llamacpp", "gpu", 4096) is gpu_2k
     assert measured.for_speed(runs, "llamacpp", "split", 4096) is None
     assert measured.for_speed(runs, "llamacpp", "cpu", 4096) is cpu_4k_new
+
+
+def test_export_layer_writes_only_figures_the_schema_holds(base_catalog: Path):
+    """Zero, negative, NaN and infinite figures were not measured; names merge case-insensitively."""
+    rows = [row("Big-Chat", rss_mib=0, tok_s=float("nan"), ttft_s=-1.0, load_s=float("inf")),
+            row("big-chat", rss_mib=None, tok_s=0.0, kv_cache_type="f16")]
+    layer = measured.export_layer("box-8", rows, None)
+    assert layer["models"] == {"big-chat": [{"runtime": "llamacpp", "placement": "cpu", "context": 4096,
+                                             "rss_mb": 0, "success_rate": 1.0, "samples": 2,
+                                             "measured_at": "2026-11-29T10:00:00Z"}]}
+    path, changed = measured.write(base_catalog, layer)
+    assert changed and yaml.safe_load(path.read_text()) == layer
