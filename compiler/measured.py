@@ -178,7 +178,9 @@ def export_layer(host: str, rows: list[dict], previous: dict | None) -> dict:
       ttft_s       seconds to the first token, or None
       tok_s        decode tokens per second, or None
       rss_mib      peak resident set of the process, MiB, or None
-      gpu_mib      peak GPU memory (llama.cpp's buffers or nvidia-smi), MiB, or None
+      gpu_mib      peak GPU memory of the process, MiB, or None: nvidia-smi's per-process figure, which holds
+                   the CUDA context; llama.cpp's buffers alone leave it out, so a recorder with only those adds
+                   memory.GPU_RUNTIME_OVERHEAD_MB per GPU (the figure replaces an estimate that counts it)
       ok           whether the run succeeded (a failed one counts in success_rate only)
       measured_at  when it ran: ISO 8601 text, or seconds since the epoch
       kv_cache_type  (optional) the KV cache type it ran with; absent or None: f16
