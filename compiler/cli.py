@@ -881,7 +881,7 @@ def models_command(obj: Context, host, workload, provider, everything, show_alia
 
 
 @main.command(name="schema")
-@click.argument("kind", type=click.Choice(["catalog", "profile", "hosts", "curated", "output"]))
+@click.argument("kind", type=click.Choice(["catalog", "profile", "hosts", "curated", "measured", "output"]))
 def schema_command(kind: str) -> None:
     """Print the JSON Schema of a document kind (save it to point your editor at it)."""
     def action() -> int:

@@ -118,7 +118,7 @@ def _host(host: str, old: dict, new: dict, old_trace: dict | None, new_trace: di
             change["kind"] = "role added" if before is None else "role removed"
         elif before.get("model") != after.get("model"):
             change["kind"] = "reassigned"
-            change["reason"] = _reason(host, role, before, after, old, new, new_trace)
+            change["reason"] = _reason(host, role, before, after, old, new, new_trace, old_trace)
         else:
             change["kind"] = "changed"
         if before and after:
@@ -130,6 +130,12 @@ def _host(host: str, old: dict, new: dict, old_trace: dict | None, new_trace: di
             for key in ("placement", "runtime", "fit", *RUN_SETTINGS):
                 if before.get(key) != after.get(key):
                     change[key] = {"old": before.get(key), "new": after.get(key)}
+            # a figure of the same pick that a measurement now gives
+            if "tokens_per_s" in change and after.get("speed_method") == "measured":
+                change["tokens_per_s"]["measured_on"] = host
+            now = new["models"].get(after.get("model")) or {}
+            if "memory_mb" in change and now.get("memory_method") == "measured":
+                change["memory_mb"]["measured_on"] = host
         out.roles.append(change)
     out.models_added = sorted(set(new["models"]) - set(old["models"]))
     out.models_removed = sorted(set(old["models"]) - set(new["models"]))
@@ -141,24 +147,65 @@ def _host(host: str, old: dict, new: dict, old_trace: dict | None, new_trace: di
     return out
 
 
-def _reason(host: str, role: str, before: dict, after: dict, old: dict, new: dict, trace: dict | None) -> str:
+def _reason(host: str, role: str, before: dict, after: dict, old: dict, new: dict, trace: dict | None,
+            old_trace: dict | None = None) -> str:
     """Why a role changed model, from the new selection trace when there is one, else the facts."""
     old_model = before.get("model")
     if trace and role in trace.get("roles", {}):
         verdicts = {c["model"]: c for c in trace["roles"][role]["candidates"]}
         if old_model in verdicts and verdicts[old_model]["verdict"] == "rejected":
-            return f"{old_model} {verdicts[old_model]['reason']}"
+            found = verdicts[old_model]
+            # rejected on a measured figure: too little room for its measured memory, or too slow measured
+            measured = ((found.get("memory") or {}).get("method") == "measured" and found["reason"].startswith("needs")
+                        or (found.get("speed") or {}).get("method") == "measured" and "tok/s" in found["reason"])
+            return f"{'measured on ' + host + ': ' if measured else ''}{old_model} {found['reason']}"
     if old["host"].get("usable_mb") != new["host"].get("usable_mb"):
         return (f"{host} now has {new['host']['usable_mb'] / GIB:.1f} GiB usable "
                 f"(was {old['host']['usable_mb'] / GIB:.1f})")
     if old_model and old_model not in new["models"]:
         return f"{old_model} is no longer a candidate on {host}"
+    measured = _measured(host, role, before, after, old, new, old_trace, trace)
+    if measured:
+        return measured
     if old_model and old_model in new["models"]:
         changed = [key for key in ("context_window", "status", "capabilities", "memory", "params_b", "quantization")
                    if old["models"].get(old_model, {}).get(key) != new["models"][old_model].get(key)]
         if changed:
             return f"{old_model} changed ({', '.join(changed)})"
     return "the candidates or their order changed (hostfit explain shows the trace)"
+
+
+def _measured(host: str, role: str, before: dict, after: dict, old: dict, new: dict, old_trace: dict | None,
+              new_trace: dict | None) -> str | None:
+    """"measured on <host>: ..." when a figure the host measured (sources/measured/) moved the pick. With the
+    selection traces: the new or old pick's measured speed or memory differs from what the old compile judged
+    it by. Without them, from models.json: either model's memory is measured now and was not, or was another
+    figure; else the new pick's speed is measured."""
+    for model in (after.get("model"), before.get("model")):
+        now, then = _judged(new_trace, role, model), _judged(old_trace, role, model) or {}
+        speed, memory = now.get("speed") or {}, now.get("memory") or {}
+        was_speed, was_memory = (then.get("speed") or {}).get("tokens_per_s"), (then.get("memory") or {}).get("mb")
+        if speed.get("method") == "measured" and speed["tokens_per_s"] != was_speed:
+            was = f" (was ~{was_speed:g})" if was_speed else ""
+            return f"measured on {host}: {model} runs at {speed['tokens_per_s']:g} tok/s{was}"
+        if memory.get("method") == "measured" and memory["mb"] != was_memory:
+            was = f" (was {was_memory:,} MiB)" if was_memory else ""
+            return f"measured on {host}: {model} needs {memory['mb']:,} MiB{was}"
+    for model in (before.get("model"), after.get("model")):
+        now, then = new["models"].get(model) or {}, old["models"].get(model) or {}
+        if now.get("memory_method") == "measured" and (then.get("memory_method"), then.get("memory_mb")) != (
+                "measured", now.get("memory_mb")):
+            was = f" (was {then['memory_mb']:,} MiB, {then['memory_method']})" if then.get("memory_mb") else ""
+            return f"measured on {host}: {model} needs {now['memory_mb']:,} MiB{was}"
+    if after.get("speed_method") == "measured":
+        return f"measured on {host}: {after['model']} runs at {after.get('tokens_per_s'):g} tok/s"
+    return None
+
+
+def _judged(trace: dict | None, role: str, model: str | None) -> dict:
+    """The verdict on `model` in a role's selection trace ({} when there is none)."""
+    candidates = (((trace or {}).get("roles") or {}).get(role) or {}).get("candidates") or ()
+    return next((c for c in candidates if c.get("model") == model), {}) if model else {}
 
 
 # ---------------------------------------------------------------------------------- render
@@ -178,6 +225,10 @@ def _memory(change: dict) -> str:
     if old is None or new is None:
         return " -> ".join(ABSENT if v is None else f"{v:,}" for v in (old, new)) + " MiB"
     return f"{old:,} -> {new:,} MiB ({new - old:+,})"
+
+
+def _measured_on(change: dict) -> str:
+    return f" (measured on {change['measured_on']})" if change.get("measured_on") else ""
 
 
 def render_text(diffs: list[HostDiff], colour: bool = False) -> str:
@@ -208,10 +259,11 @@ def render_text(diffs: list[HostDiff], colour: bool = False) -> str:
                 lines.append(f"  {r['role']} fallbacks: {', '.join(r['fallbacks']['old']) or ABSENT} -> "
                              f"{', '.join(r['fallbacks']['new']) or ABSENT}")
             if "memory_mb" in r:
-                lines.append(f"  {r['role']} memory: {_memory(r['memory_mb'])}")
+                lines.append(f"  {r['role']} memory: {_memory(r['memory_mb'])}{_measured_on(r['memory_mb'])}")
             for key in ("placement", "runtime", "fit", *RUN_SETTINGS):
                 if key in r:
-                    lines.append(f"  {r['role']} {key}: {_value(r[key]['old'])} -> {_value(r[key]['new'])}")
+                    lines.append(f"  {r['role']} {key}: {_value(r[key]['old'])} -> {_value(r[key]['new'])}"
+                                 f"{_measured_on(r[key])}")
         for model in d.models_added:
             lines.append(paint(f"  + model {model}", "32"))
         for model in d.models_removed:

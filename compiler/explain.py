@@ -75,7 +75,7 @@ def _role(name: str, role: dict, document: dict) -> str:
         if c.get("memory"):
             numbers = _memory(c["memory"])
         runtime = f" on {c['runtime']}" if c.get("runtime") and c["verdict"] != "rejected" else ""
-        fast = f" ~{c['speed']['tokens_per_s']:g} tok/s" if c.get("speed") else ""
+        fast = f" {_approx(c['speed'])}{c['speed']['tokens_per_s']:g} tok/s" if c.get("speed") else ""
         lines.append(f"    {c['verdict']:<9} {c['model']}: {c['reason']}{numbers}{runtime}{fast}{_type(c)}")
     if role.get("omitted_candidates"):
         lines.append(f"    ... and {role['omitted_candidates']} more candidates")
@@ -90,7 +90,8 @@ def _variants(subject: str, prefix: str, document: dict) -> str | None:
         if judged:
             lines.append(f"  role {name}:")
             lines += [f"    {c['verdict']:<9} {c['model']}: {c['reason']}"
-                      + (f" ~{c['speed']['tokens_per_s']:g} tok/s" if c.get("speed") else "") for c in judged]
+                      + (f" {_approx(c['speed'])}{c['speed']['tokens_per_s']:g} tok/s" if c.get("speed") else "")
+                      for c in judged]
     if not lines and not any(p.startswith(prefix + ":") for p in document["provenance"]):
         return None
     return f"model {subject}: variants judged on {document['host']}\n" + "\n".join(lines)
@@ -110,12 +111,22 @@ def _memory(m: dict) -> str:
     kv = m["kv_method"] + (f", {m['kv_cache_type']}" if m.get("kv_cache_type") else "")  # absent: f16
     parts = (f"weights {m['weights_mb']:,} + kv {m['kv_mb']:,} ({kv}) + overhead {m['overhead_mb']:,}"
              f" at {m['context']:,} tokens")
+    if m["method"] == "measured":
+        scaled = (f", {m['mb'] - m['measured_mb']:+,} for {m['context']:,} tokens"
+                  if m["measured_context"] != m["context"] else "")
+        return (f" [{m['mb']:,} MiB: measured {m['measured_mb']:,} at {m['measured_context']:,} tokens{scaled};"
+                f" the estimate was {estimated:,} = {parts}]")
     if not m.get("declared_mb"):
         return f" [{m['mb']:,} MiB: {m['method']}, {parts}]"
     if m["method"] == "declared":
         return f" [{m['mb']:,} MiB: declared {m['declared_mb']:,} wins over the estimate {estimated:,} = {parts}]"
     return (f" [{m['mb']:,} MiB: {m['method']} {estimated:,} = {parts}; wins over the declared "
             f"{m['declared_mb']:,}]")
+
+
+def _approx(s: dict) -> str:
+    """A measured speed is shown as measured, an estimate as about."""
+    return "measured " if s.get("method") == "measured" else "~"
 
 
 def _speed(s: dict) -> str:
@@ -127,7 +138,11 @@ def _speed(s: dict) -> str:
         parts.append(f"{s['gpu_share']:.0%} from GPU at {s['gpu_gbs']:g} GB/s x {s['gpu_efficiency']:g}")
     if s["gpu_share"] < 1:
         parts.append(f"{1 - s['gpu_share']:.0%} from RAM at {s['ram_gbs']:g} GB/s x {s['cpu_efficiency']:g}")
-    return f"~{s['tokens_per_s']:g} tok/s: {read}, " + " + ".join(parts) + f" [{s['bandwidth']}]"
+    estimate = f"{read}, " + " + ".join(parts) + f" [{s['bandwidth']}]"
+    if s.get("method") == "measured":
+        return (f"{s['tokens_per_s']:g} tok/s measured ({s['measured_tokens_per_s']:g} at "
+                f"{s['measured_context']:,} tokens); the estimate was ~{s['estimated_tokens_per_s']:g}: {estimate}")
+    return f"~{s['tokens_per_s']:g} tok/s: {estimate}"
 
 
 def _chain(pointer: str, chain: list[dict]) -> str:

@@ -47,7 +47,10 @@ for a mixture of experts, whose total still bounds its attention, without growin
 
 A declaration is a hint, never a replacement: importers fill it from weights-only figures (llmfit's
 min_ram_gb is the weights at Q4), so it may raise the need but never lower it. Only a measured
-figure may be below the estimate (not built yet). Cloud models need no local memory ("cloud").
+figure (sources/measured/<host>.yaml, compiler/measured.py) replaces the estimate, above or below it
+and above a declaration ("measured", `measured`): the figure at its context C plus what the context-dependent
+part of the estimate (KV cache + compute buffer) adds from C to the role's context, never less where
+the KV term is only a bound. Cloud models need no local memory ("cloud").
 """
 
 from __future__ import annotations
@@ -173,6 +176,8 @@ class Estimate:
     context: int = 0
     declared_mb: int = 0  # memory.ram_mb when the model declares it (0: none)
     kv_cache_type: str = DEFAULT_KV_CACHE
+    measured_mb: int = 0  # method "measured": the figure the host measured, at measured_context tokens
+    measured_context: int = 0
 
     @property
     def estimated_mb(self) -> int:
@@ -186,6 +191,8 @@ class Estimate:
             out["declared_mb"] = self.declared_mb
         if self.kv_cache_type != DEFAULT_KV_CACHE:  # likewise
             out["kv_cache_type"] = self.kv_cache_type
+        if self.measured_mb:  # likewise
+            out["measured_mb"], out["measured_context"] = self.measured_mb, self.measured_context
         return out
 
 
@@ -213,7 +220,7 @@ def bits_per_weight(quantization: str | None) -> float:
 def estimate(model: dict, context: int, overhead_mb: int = RUNTIME_OVERHEAD_MB,
              kv_cache_type: str | None = None, *, flash_attention: bool = True) -> Estimate:
     """What the model needs at `context`: the larger of its declaration and hostfit's estimate.
-    (A measured figure, when there is one, will be the one figure allowed below the estimate.)"""
+    (A measured figure, when the host has one, replaces it: `measured`.)"""
     if is_cloud(model):
         return Estimate(0, "cloud", context=context)
     computed = _computed(model, context, overhead_mb, kv_cache_type, flash_attention)
@@ -221,6 +228,28 @@ def estimate(model: dict, context: int, overhead_mb: int = RUNTIME_OVERHEAD_MB,
     if declared > computed.mb:
         return replace(computed, mb=declared, method="declared", declared_mb=declared)
     return replace(computed, declared_mb=declared)
+
+
+def measured(model: dict, need: Estimate, measured_mb: int, measured_context: int,
+             measured_kv_cache_type: str | None = None, *, flash_attention: bool = True) -> Estimate:
+    """`need` (the estimate at the role's context) replaced by a figure measured at `measured_context`
+    tokens: the measurement plus the estimate's context-dependent part at the role's context less that
+    part at the measured one (weights and the runtime's fixed part cancel). The KV bound of a model
+    without arch is never subtracted: it may be far above the real cache."""
+    window = model.get("context_window")
+    at = min(measured_context, window) if window else measured_context
+    cache = None if need.kv_cache_type == DEFAULT_KV_CACHE else need.kv_cache_type
+    delta = (_context_mib(model, need.context, cache, flash_attention)
+             - _context_mib(model, at, measured_kv_cache_type, flash_attention))
+    if delta < 0 and need.kv_method == "heuristic":
+        delta = 0.0
+    return replace(need, mb=max(1, _ceil(measured_mb + delta)), method="measured", measured_mb=measured_mb,
+                   measured_context=at)
+
+
+def _context_mib(model: dict, context: int, kv_cache_type: str | None, flash_attention: bool) -> float:
+    """What grows with the context: the KV cache and llama.cpp's compute buffer."""
+    return kv_mib(model, context, kv_cache_type)[0] + compute_buffer_mib(model, context, flash_attention)
 
 
 def declared_shortfall(need: Estimate) -> bool:

@@ -24,7 +24,7 @@ from .errors import Diagnostic, VersionError
 from .load import Document, Positions, YamlPath
 
 CURRENT = 2
-KINDS = ("catalog", "profile", "hosts", "candidates", "curated")
+KINDS = ("catalog", "profile", "hosts", "candidates", "curated", "measured")
 V1_KEYS = ("role_mappings", "model_profiles", "cloud_providers")
 
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import emit, exports, facts, hosts as hostmod, migrate, paths, publish, runtimes, validate
+from . import emit, exports, facts, hosts as hostmod, measured, migrate, paths, publish, runtimes, validate
 from .errors import Diagnostic, InputError, UsageError, did_you_mean
 from .hosts import LOCAL, Host
 from .load import Document, load_file
@@ -46,6 +46,7 @@ class Sources:
     curated: list[Document] = field(default_factory=list)  # kind curated: what `ingest` stages, never a layer
     profiles: dict[str, Document] = field(default_factory=dict)
     discovered: dict[str, Document] = field(default_factory=dict)
+    measured: dict[str, Document] = field(default_factory=dict)  # host -> sources/measured/<host>.yaml
     errors: list[Diagnostic] = field(default_factory=list)
     hosts: dict[str, Host] = field(default_factory=dict)
     inventory: Merged | None = None  # the merged hosts documents, for positions
@@ -144,7 +145,8 @@ class Project:
 
     def catalog_files(self) -> list[Path]:
         """Every document of the catalog: sources/ (staging/ and discovered/ too) and profiles/."""
-        folders = ("sources", "sources/staging", "sources/discovered", "sources/facts", "profiles")
+        folders = ("sources", "sources/staging", "sources/discovered", "sources/facts", "sources/measured",
+                   "profiles")
         return [p for name in folders for p in folder_files(self.root / name)]
 
     def load_sources(self, with_staging: bool = False) -> Sources:
@@ -177,6 +179,14 @@ class Project:
                                                  f"discovered/ holds catalog layers, found kind {doc.kind!r}"))
             elif doc is not None:
                 sources.discovered[path.stem] = doc
+        for path in folder_files(self.root.joinpath(*measured.FOLDER)):
+            doc, problems = self.read(path, measured.LAYER)
+            route(problems, sources.errors, sources.warnings)
+            if doc is not None and doc.kind != measured.KIND:
+                sources.errors.append(Diagnostic(doc.path, *doc.where(("kind",)), "E013",
+                                                 f"measured/ holds measured layers, found kind {doc.kind!r}"))
+            elif doc is not None:
+                sources.measured[path.stem] = doc
         for path in folder_files(self.root / "profiles"):
             doc, problems = self.read(path, "profile")
             route(problems, sources.errors, sources.warnings)
@@ -199,6 +209,7 @@ class Project:
         route(validate.check_hosts(inventory, sources.profiles), sources.errors, sources.warnings)
         if not sources.errors:
             sources.hosts = hostmod.declared_hosts(inventory.data.get("hosts") or {})
+            route(measured.undeclared(sources.measured, sources.hosts), sources.errors, sources.warnings)
         return sources
 
     def _load_facts(self, sources: Sources) -> None:
@@ -381,7 +392,10 @@ class Project:
             catalog = self._checked_catalog(layers, report)
             if catalog is None:
                 continue
-            plan = select(catalog, target.host)
+            runs, unknown = measured.runs_for(sources.measured.get(target.host.name), catalog.models,
+                                              catalog.names)
+            route(unknown, report.errors, report.warnings)  # W621
+            plan = select(catalog, target.host, runs)
             route(plan.diagnostics, report.errors, report.warnings)  # E300 errors, W320 warnings
             output = emit.output_document(plan, catalog, profiles)
             broken = emit.output_problems(output)

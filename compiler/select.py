@@ -17,14 +17,16 @@ A candidate is a (model, runtime) pair: the first runtime of the host, in the ho
 loads the model's format, runs on the host's hardware and can place it (compiler/runtimes/). A model
 no runtime of the host can load is rejected with the reason. Screening stays host-independent; the
 runtime match is per host, in _evaluate. How the chosen model and each local fallback run on the GPU
-(layers, expert offload, tensor split) is offload.py's, recorded with the role.
+(layers, expert offload, tensor split) is offload.py's, recorded with the role. Where the host measured
+a model (sources/measured/<host>.yaml, compiler/measured.py), the measured memory and speed replace the
+estimates for that host (measured_need, measured_speed).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from . import fit, kinds, runtimes, speed
+from . import fit, kinds, measured as measurements, memory, runtimes, speed
 from .errors import Diagnostic
 from .hosts import GIB_IN_MB, Host
 from .memory import DEFAULT_KV_CACHE, Estimate, bits_per_weight, estimate, expert_weights_mib, is_cloud, size_unknown
@@ -121,6 +123,7 @@ class Verdict:
     fill: str = ""  # the fit level's reason: how full the placement's budget gets
     speed: speed.Speed | None = None  # once placed
     too_slow: bool = False  # rejected by the role's speed_min: it fits, so E300 does not count it short
+    runs: tuple = ()  # what the host measured of the model (measured.Run), which replace the estimates
 
     def describe(self) -> str:
         if self.reason:
@@ -182,6 +185,8 @@ class RolePlan:
             out["fallback_offload"] = {model: o.to_dict() for model, o in sorted(self.fallback_offload.items())}
         out["fit"] = self.fit
         out["tokens_per_s"] = self.speed.tokens_per_s if self.speed else None
+        if self.speed and self.speed.method == "measured":  # only then: unmeasured outputs stay as they were
+            out["speed_method"] = "measured"
         if self.variant:  # only then: outputs of models without variants stay as they were
             out["variant"] = self.variant
         return out
@@ -241,7 +246,8 @@ def need_on(budget: Budget, model: dict, context: int, selection: dict, flash_at
     return estimate(model, context, overhead, kv_cache_type, flash_attention=flash_attention)
 
 
-def select(catalog: Catalog, host: Host) -> Plan:
+def select(catalog: Catalog, host: Host, measured: dict[str, tuple] | None = None) -> Plan:
+    """`measured`: model id -> what this host measured of it (measured.runs_for), used over the estimates."""
     budget = host_budget(host, catalog.selection)
     available = runtimes.available(host)
     # A resident copy shared by roles runs with the layout of the longest context (_one_copy), which can
@@ -252,7 +258,7 @@ def select(catalog: Catalog, host: Host) -> Plan:
                      if role.get("resident"))
     lend = True  # resident GPU models may take VRAM a resident split's experts give up, unless that slows it
     for _ in range(rounds + 1):
-        plans, starved = _pack(catalog, host, budget, available, excluded, lend)
+        plans, starved = _pack(catalog, host, budget, available, excluded, lend, measured or {})
         if starved:
             lend = False
             continue
@@ -267,12 +273,13 @@ def select(catalog: Catalog, host: Host) -> Plan:
 
 
 def _pack(catalog: Catalog, host: Host, budget: Budget, available: runtimes.Available,
-          excluded: dict[tuple[str, str], str], lend: bool) -> tuple[dict[str, RolePlan], bool]:
+          excluded: dict[tuple[str, str], str], lend: bool,
+          measured: dict[str, tuple]) -> tuple[dict[str, RolePlan], bool]:
     """Every role's plan: resident roles packed first into one shared budget, then the others; the
     (role, model) pairs of `excluded` rejected with their reason. With `lend`, a resident split of a mixture
     of experts gives later resident models on the GPU the VRAM of experts RAM can hold (within max_fill);
     returns whether that left the split below its role's speed_min."""
-    plans = {name: _evaluate(name, catalog, budget, available, host) for name in catalog.roles}
+    plans = {name: _evaluate(name, catalog, budget, available, host, measured) for name in catalog.roles}
     for plan in plans.values():
         for verdict in plan.candidates:
             if (plan.name, verdict.model) in excluded and verdict.verdict == "survivor":
@@ -304,8 +311,10 @@ def _yielded(plans: dict[str, RolePlan], catalog: Catalog, host: Host, moved_mb:
             plan.offload = offload(catalog.models[plan.model], chosen.memory, "split", plan.copy_vram,
                                    tuple(gpu.vram_mb for gpu in host.gpus))
             screened = screen(plan.name, catalog)
-            plan.speed = chosen.speed = placed_speed(catalog.models[plan.model], host, "split", chosen.memory,
-                                                     plan.runtime, plan.copy_vram, screened.kv_cache_type, plan.offload)
+            model = catalog.models[plan.model]
+            plan.speed = chosen.speed = measured_speed(
+                placed_speed(model, host, "split", chosen.memory, plan.runtime, plan.copy_vram,
+                             screened.kv_cache_type, plan.offload), chosen, model, host, plan.copy_vram, plan.offload)
             starved |= screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min
     return starved
 
@@ -425,7 +434,8 @@ def _format_of(model_id: str, catalog: Catalog) -> tuple[runtimes.Format, frozen
     return catalog.memo[key]
 
 
-def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.Available, host: Host) -> RolePlan:
+def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.Available, host: Host,
+              measured: dict[str, tuple]) -> RolePlan:
     role = catalog.roles[name]
     screened = screen(name, catalog)
     plan = RolePlan(name, role["workload"], bool(role.get("required", False)), bool(role.get("resident", False)),
@@ -448,16 +458,41 @@ def _evaluate(name: str, catalog: Catalog, budget: Budget, available: runtimes.A
             rejection = runtimes.rejection(*_format_of(model_id, catalog), available)
             verdicts.append(Verdict(model_id, "rejected", rejection))
             continue
+        runs = measured.get(model_id, ())
+        if runs:
+            need = measured_need(catalog.models[model_id], need, runs, options, role["flash_attention"])
         placed = first_placed(budget, need.mb, options)
         if placed:
-            verdict = Verdict(model_id, "survivor", "", need, placed[1], size, capacity, placed[0], options)
+            verdict = Verdict(model_id, "survivor", "", need, placed[1], size, capacity, placed[0], options, runs=runs)
             _judge(verdict, catalog, host, budget, budget, screened)
             verdicts.append(verdict)
         else:
             roomiest = max(options, key=lambda option: budget.capacity(option[1]))  # max keeps the first of equals
             verdicts.append(Verdict(model_id, "rejected", "", need, None, size, budget.capacity(roomiest[1]),
-                                    roomiest[0], options))
+                                    roomiest[0], options, runs=runs))
     return plan
+
+
+def measured_need(model: dict, need: Estimate, runs: tuple, options: tuple, flash_attention: bool) -> Estimate:
+    """`need` replaced by the measured figure that sizes the model on this host (measured.for_memory: the
+    first runtime of `options` that ran it), scaled to the role's context by memory.measured."""
+    run = measurements.for_memory(runs, tuple(name for name, _ in options), need.context)
+    if run is None:
+        return need
+    return memory.measured(model, need, run.memory_mb, run.context, run.kv_cache_type,
+                           flash_attention=flash_attention)
+
+
+def measured_speed(estimated: speed.Speed, verdict: Verdict, model: dict, host: Host, vram_mb: int,
+                   layout: Offload | None = None) -> speed.Speed:
+    """`estimated` replaced by the speed the host measured on the verdict's runtime and placement, when it
+    has one (measured.for_speed), scaled to the role's context by speed.measured."""
+    run = measurements.for_speed(verdict.runs, verdict.runtime, verdict.placement, verdict.memory.context)
+    if run is None:
+        return estimated
+    at = placed_speed(model, host, verdict.placement, replace(verdict.memory, context=run.context), verdict.runtime,
+                      vram_mb, run.kv_cache_type, layout)
+    return speed.measured(estimated, at, run.tokens_per_s, run.context)
 
 
 def placed_mb(budget: Budget, placement: str) -> int:
@@ -482,12 +517,15 @@ def _judge(verdict: Verdict, catalog: Catalog, host: Host, full: Budget, now: Bu
     """A placed verdict's fit level and speed, against `now` (what is left of the `full` budget);
     rejected when slower than the role's speed_min."""
     placement = verdict.placement
-    verdict.fit, verdict.fill, verdict.speed = fit_and_speed(catalog.models[verdict.model], host, verdict.memory,
-                                                             placement, verdict.runtime, full, now,
-                                                             catalog.selection, screened.kv_cache_type)
+    model = catalog.models[verdict.model]
+    verdict.fit, verdict.fill, verdict.speed = fit_and_speed(model, host, verdict.memory, placement, verdict.runtime,
+                                                             full, now, catalog.selection, screened.kv_cache_type)
+    if verdict.runs:
+        verdict.speed = measured_speed(verdict.speed, verdict, model, host, now.vram_mb)
     if screened.speed_min is not None and verdict.speed.tokens_per_s < screened.speed_min:
         verdict.verdict, verdict.placement, verdict.too_slow = "rejected", None, True
-        verdict.reason = f"~{verdict.speed.tokens_per_s:g} tok/s on {placement} < required {screened.speed_min:g}"
+        how = "measured " if verdict.speed.method == "measured" else "~"
+        verdict.reason = f"{how}{verdict.speed.tokens_per_s:g} tok/s on {placement} < required {screened.speed_min:g}"
 
 
 def placed_speed(model: dict, host: Host, placement: str, need: Estimate, runtime_name: str | None,
@@ -684,7 +722,8 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         if plan.strategy == "best_fit" and len(ranked) > 1:
             chosen.reason += "; " + why_best(rank(chosen), rank(ranked[1]), ranked[1].model)
         if plan.strategy == "best_fit" and chosen.speed and chosen.speed.tokens_per_s < catalog.selection["speed_floor"]:
-            chosen.reason += (f"; ~{chosen.speed.tokens_per_s:g} tok/s, below selection.speed_floor "
+            how = "measured " if chosen.speed.method == "measured" else "~"
+            chosen.reason += (f"; {how}{chosen.speed.tokens_per_s:g} tok/s, below selection.speed_floor "
                               f"{catalog.selection['speed_floor']:g}: nothing faster serves the role")
         if chosen.fit == fit.TIGHT:
             chosen.reason += "; no comfortable candidate serves the role"
@@ -754,13 +793,15 @@ def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host) -> dict[
         for plan in sharing:
             plan.offload = copy
             screened = screen(plan.name, catalog)
-            plan.speed = chosen[plan.name].speed = placed_speed(
-                catalog.models[model_id], host, plan.placement, chosen[plan.name].memory, plan.runtime, vram,
-                screened.kv_cache_type, copy)
+            verdict, model = chosen[plan.name], catalog.models[model_id]
+            plan.speed = verdict.speed = measured_speed(
+                placed_speed(model, host, plan.placement, verdict.memory, plan.runtime, vram,
+                             screened.kv_cache_type, copy), verdict, model, host, vram, copy)
             if screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min:
+                how = "measured " if plan.speed.method == "measured" else "~"
                 slow[(plan.name, model_id)] = (
-                    f"~{plan.speed.tokens_per_s:g} tok/s on {plan.placement} with the one resident copy it would share "
-                    f"with role {largest.name!r} (laid out for {largest.context:,} tokens) < required "
+                    f"{how}{plan.speed.tokens_per_s:g} tok/s on {plan.placement} with the one resident copy it would "
+                    f"share with role {largest.name!r} (laid out for {largest.context:,} tokens) < required "
                     f"{screened.speed_min:g}")
     return slow
 

@@ -22,11 +22,15 @@ RAM from the host's `memory_class` in CPU_BANDWIDTH_GBS (default DEFAULT_MEMORY_
 silicon the chip's unified memory (its GPU's entry). The efficiencies are what llama.cpp reaches of
 the peak on a single stream: 8B Q4_K_M at about 140 tok/s on an RTX 4090 (0.7 of 1,008 GB/s over its
 4.9 GB) and CPU decode at 0.5-0.65 of a dual-channel desktop's theoretical bandwidth.
+
+A speed the host measured (sources/measured/<host>.yaml) on the same runtime and placement replaces
+the estimate (`measured`): the measured tokens/s at its context C, scaled to the role's context by the
+estimate's own ratio (the bytes a token reads at C over those at the role's context).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from .hosts import Host
@@ -82,14 +86,25 @@ class Speed:
     gpu_gbs: float  # the GPUs' bandwidth as one (0: no GPU part)
     ram_gbs: float
     bandwidth_source: str  # where the figures came from
+    measured_tokens_per_s: float = 0.0  # a measured speed (tokens_per_s is it, scaled): what the host measured,
+    measured_context: int = 0  # at this context; 0: an estimate
+    estimated_tokens_per_s: float = 0.0  # the estimate it replaced
+
+    @property
+    def method(self) -> str:
+        return "measured" if self.measured_tokens_per_s else "estimated"
 
     def to_dict(self) -> dict:
-        return {"tokens_per_s": self.tokens_per_s, "bytes_per_token": self.bytes_per_token,
-                "weights_bytes": self.weights_bytes, "kv_bytes": self.kv_bytes,
-                "active_params_b": self.active_params_b, "bits_per_weight": self.bits_per_weight,
-                "gpu_share": self.gpu_share, "gpu_gbs": self.gpu_gbs, "ram_gbs": self.ram_gbs,
-                "gpu_efficiency": GPU_EFFICIENCY, "cpu_efficiency": CPU_EFFICIENCY,
-                "bandwidth": self.bandwidth_source}
+        out = {"tokens_per_s": self.tokens_per_s, "bytes_per_token": self.bytes_per_token,
+               "weights_bytes": self.weights_bytes, "kv_bytes": self.kv_bytes,
+               "active_params_b": self.active_params_b, "bits_per_weight": self.bits_per_weight,
+               "gpu_share": self.gpu_share, "gpu_gbs": self.gpu_gbs, "ram_gbs": self.ram_gbs,
+               "gpu_efficiency": GPU_EFFICIENCY, "cpu_efficiency": CPU_EFFICIENCY,
+               "bandwidth": self.bandwidth_source}
+        if self.measured_tokens_per_s:  # only then: explain.json of unmeasured hosts stays as it was
+            out.update(method="measured", measured_tokens_per_s=self.measured_tokens_per_s,
+                       measured_context=self.measured_context, estimated_tokens_per_s=self.estimated_tokens_per_s)
+        return out
 
 
 def gpu_bandwidth(name: str) -> float | None:
@@ -178,3 +193,12 @@ def estimate(model: dict, host: Host, placement: str, context: int, kv_cache_typ
     tokens = round(1 / seconds, 1) if seconds else 0.0
     return Speed(tokens, int(total), int(weights), int(kv), active, bits, round(gpu_share, 3), gpu_gbs, ram_gbs,
                  source)
+
+
+def measured(at_role: Speed, at_measured: Speed, tokens_per_s: float, context: int) -> Speed:
+    """`at_role` (the estimate at the role's context) replaced by `tokens_per_s` measured at `context`
+    tokens on the same runtime and placement, scaled by the estimate's ratio between the two contexts
+    (`at_measured`: the estimate at `context`), so a longer role context reads the larger cache."""
+    scale = at_role.tokens_per_s / at_measured.tokens_per_s if at_measured.tokens_per_s else 1.0
+    return replace(at_role, tokens_per_s=round(tokens_per_s * scale, 1), measured_tokens_per_s=tokens_per_s,
+                   measured_context=context, estimated_tokens_per_s=at_role.tokens_per_s)

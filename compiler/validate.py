@@ -45,10 +45,14 @@ def check_document(doc: Document) -> list[Diagnostic]:
     def locate(path):
         return (doc.path, *doc.where(path))
 
-    problems = schema_diagnostics(schema.iter_errors(kind, doc.data, layer=True), locate)
+    # a measured layer is a whole document, never a patch of another: checked strictly
+    problems = schema_diagnostics(schema.iter_errors(kind, doc.data, layer=kind != "measured"), locate)
     problems += _dollar_keys(doc)
     if kind in ("catalog", "profile"):
         problems += _artifacts(doc.data.get("models"), locate) + _names(doc.data.get("models"), locate)
+    elif kind == "measured":
+        from .measured import check
+        problems += check(doc)
     return problems
 
 
