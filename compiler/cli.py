@@ -852,3 +852,47 @@ def inspect_command(obj: Context, target: str, as_json: bool, write: bool, model
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ------------------------------------------------------------------------------ usage statistics
+
+@main.command(name="stats")
+@click.option("--role", metavar="R", help="Only calls of role R.")
+@click.option("--model", metavar="M", help="Only calls to (and measurements of) model M.")
+@click.option("--since", metavar="AGE", help="Only the last AGE: 30m, 12h, 7d, 2w.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--repair", is_flag=True, help="Rebuild an unusable usage store, keeping the rows still readable.")
+@click.pass_obj
+def stats_command(obj: Context, role, model, since, fmt, repair) -> None:
+    """Calls per model and role (success, latency, tokens/s, cost) and measurements vs estimates."""
+    def action() -> int:
+        from . import stats, usage
+        from .errors import RuntimeFailure
+
+        if repair:
+            result = usage.repair()
+            kept = ", ".join(f"{rows:,} {table}" for table, rows in sorted(result["kept"].items())) or "nothing"
+            moved = f"; the old file is {result['moved_to']}" if result["moved_to"] else ""
+            click.echo(f"rebuilt {result['path']}: kept {kept}{moved}")
+            return EXIT_OK
+        cutoff = stats.parse_since(since, stats.now())
+        store = usage.Store()
+        if not store.path.exists():
+            calls, measured = [], []
+        else:
+            try:
+                calls = store.summary(role=role, model=model, since=cutoff)
+                measured = stats.latest_measurements(store.measurements(), model, cutoff) if role is None else []
+            except usage.StoreError as exc:
+                raise RuntimeFailure(f"E600 the usage store cannot be read: {exc}") from exc
+            finally:
+                store.close()
+        try:
+            root = obj.root()
+        except UsageError:
+            root = None
+        measured = stats.with_estimates(measured, stats.catalog_reader(root))
+        click.echo(stats.render_json(calls, measured) if fmt == "json"
+                   else stats.render_text(calls, measured, since, str(store.path)))
+        return EXIT_OK
+    run(action)
