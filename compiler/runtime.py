@@ -1,8 +1,8 @@
 """The reader applications use: find the compiled catalog, route a call to a model, record it.
 
 Standard library only (with compiler/paths.py and compiler/usage.py), so any Python application can
-vendor the three files or import them without hostfit's dependencies. Priority: $XDG_DATA_HOME/hostfit/models.json (what `hostfit apply` installs),
-then a path the application ships, then a minimal built-in catalog (`test`, `silent`) so an
+vendor the three files or import them without hostfit's dependencies. Priority:
+$XDG_DATA_HOME/hostfit/models.json (what `hostfit apply` installs), then a path the application ships, then a minimal built-in catalog (`test`, `silent`) so an
 application still starts on a machine where nothing was applied. A catalog of an older schema
 version is migrated in memory, a newer or broken one passed over, each with a RuntimeCatalogWarning.
 
@@ -201,10 +201,10 @@ class Runtime:
             try:
                 document, older = migrate(json.loads(path.read_text(encoding="utf-8")))
             except (OSError, ValueError) as exc:
-                warnings.warn(f"hostfit catalog {path} passed over: {exc}", RuntimeCatalogWarning, stacklevel=2)
+                warnings.warn(f"W602 hostfit catalog {path} passed over: {exc}", RuntimeCatalogWarning, stacklevel=2)
                 continue
             if older is not None:
-                warnings.warn(f"hostfit catalog {path} has schema_version {older}; read as version "
+                warnings.warn(f"W601 hostfit catalog {path} has schema_version {older}; read as version "
                               f"{SCHEMA_VERSION} (reinstall it with `hostfit apply` to update the file)",
                               RuntimeCatalogWarning, stacklevel=2)
             return cls(document, str(path), store=store)

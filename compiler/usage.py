@@ -36,6 +36,20 @@ DAY_S = 86400
 MEASUREMENT_FIELDS = ("ts", "host", "model", "runtime", "placement", "context", "load_s", "ttft_s", "decode_tps",
                       "peak_rss_mib", "gpu_mib", "source")
 
+# calls_daily: one row per day, role, model and provider ('' for none), kept by a trigger on calls
+_DAILY_COLUMNS = ("day, role, model, provider, calls, ok, tokens_in, tokens_out, ok_latency_ms, ok_tokens_out,"
+                  " cost_usd")
+_DAILY_SELECT = ("SELECT date(ts, 'unixepoch'), coalesce(role, ''), coalesce(model, ''), coalesce(provider, ''),"
+                 " count(*), sum(ok), total(tokens_in), total(tokens_out),"
+                 " total(CASE WHEN ok AND latency_ms IS NOT NULL THEN latency_ms END),"
+                 " total(CASE WHEN ok AND latency_ms IS NOT NULL THEN tokens_out END), sum(cost_usd)"
+                 " FROM calls GROUP BY 1, 2, 3, 4")
+_DAILY_ADD = (" ON CONFLICT (day, role, model, provider) DO UPDATE SET calls = calls + excluded.calls,"
+              " ok = ok + excluded.ok, tokens_in = tokens_in + excluded.tokens_in,"
+              " tokens_out = tokens_out + excluded.tokens_out, ok_latency_ms = ok_latency_ms + excluded.ok_latency_ms,"
+              " ok_tokens_out = ok_tokens_out + excluded.ok_tokens_out, cost_usd = CASE WHEN excluded.cost_usd IS NULL"
+              " THEN cost_usd ELSE coalesce(cost_usd, 0) + excluded.cost_usd END")
+
 # version N's statements bring a version N-1 file to N (0: an empty file)
 MIGRATIONS = {
     1: ("CREATE TABLE calls (id INTEGER PRIMARY KEY, ts REAL NOT NULL, role TEXT, model TEXT, ok INTEGER NOT NULL,"
@@ -45,10 +59,19 @@ MIGRATIONS = {
         "ALTER TABLE calls ADD COLUMN cost_usd REAL",
         # percentiles read this index in order, without touching the table
         "CREATE INDEX calls_latency ON calls (role, model, ok, latency_ms, ts)",
+        # every call counted per day as it is inserted: statistics read these few rows, not every call,
+        # and raw calls past the retention window can go (they are only needed for percentiles)
         "CREATE TABLE calls_daily (day TEXT NOT NULL, role TEXT NOT NULL, model TEXT NOT NULL,"
         " provider TEXT NOT NULL, calls INTEGER NOT NULL, ok INTEGER NOT NULL, tokens_in INTEGER NOT NULL,"
         " tokens_out INTEGER NOT NULL, ok_latency_ms REAL NOT NULL, ok_tokens_out INTEGER NOT NULL, cost_usd REAL,"
         " PRIMARY KEY (day, role, model, provider))",
+        f"INSERT INTO calls_daily ({_DAILY_COLUMNS}) {_DAILY_SELECT}",  # the calls already there
+        f"CREATE TRIGGER calls_count AFTER INSERT ON calls BEGIN INSERT INTO calls_daily ({_DAILY_COLUMNS})"
+        " VALUES (date(NEW.ts, 'unixepoch'), coalesce(NEW.role, ''), coalesce(NEW.model, ''),"
+        " coalesce(NEW.provider, ''), 1, NEW.ok, coalesce(NEW.tokens_in, 0), coalesce(NEW.tokens_out, 0),"
+        " CASE WHEN NEW.ok AND NEW.latency_ms IS NOT NULL THEN NEW.latency_ms ELSE 0 END,"
+        " CASE WHEN NEW.ok AND NEW.latency_ms IS NOT NULL THEN coalesce(NEW.tokens_out, 0) ELSE 0 END,"
+        " NEW.cost_usd)" + _DAILY_ADD + "; END",
         "CREATE TABLE measurements (id INTEGER PRIMARY KEY, ts REAL NOT NULL, host TEXT NOT NULL, model TEXT NOT NULL,"
         " runtime TEXT, placement TEXT, context INTEGER, load_s REAL, ttft_s REAL, decode_tps REAL,"
         " peak_rss_mib REAL, gpu_mib REAL, source TEXT)",
@@ -95,6 +118,7 @@ class Store:
             self._retry(lambda: db.execute("PRAGMA journal_mode=WAL").fetchone())
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash may lose the last calls, never corrupt
             self._retry(lambda: self._migrate(db))
+            self._retry(lambda: self._rollup(db))  # an index seek when there is nothing to delete
         except BaseException:
             db.close()
             raise
@@ -118,7 +142,6 @@ class Store:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._rollup(db)
 
     @staticmethod
     def _retry(action):
@@ -151,7 +174,7 @@ class Store:
             except sqlite3.Error:
                 pass
             self._db = None
-        warnings.warn(f"hostfit usage store {self.path} is unusable ({self.broken}); usage is not recorded. "
+        warnings.warn(f"W600 hostfit usage store {self.path} is unusable ({self.broken}); usage is not recorded. "
                       "Run `hostfit stats --repair` to rebuild it.", UsageWarning, stacklevel=4)
 
     def close(self) -> None:
@@ -185,42 +208,21 @@ class Store:
             f"INSERT INTO measurements ({columns}) VALUES ({', '.join('?' * len(row))})", row))
 
     def rollup(self) -> int:
-        """Fold raw calls older than the retention window into daily rows; how many raw rows went."""
+        """Delete raw calls older than the retention window (calls_daily keeps their sums); how many went."""
         done = []
         self._write(lambda db: done.append(self._rollup(db)))
         return done[0] if done else 0
 
+    def _cutoff(self) -> float:
+        return math.floor((self.clock() - self.retention_days * DAY_S) / DAY_S) * DAY_S  # whole days only
+
     def _rollup(self, db: sqlite3.Connection) -> int:
-        cutoff = math.floor((self.clock() - self.retention_days * DAY_S) / DAY_S) * DAY_S  # whole days only
-        oldest = db.execute("SELECT min(ts) FROM calls").fetchone()[0]
-        if oldest is None or oldest >= cutoff:
-            return 0
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute(
-                "INSERT INTO calls_daily (day, role, model, provider, calls, ok, tokens_in, tokens_out,"
-                " ok_latency_ms, ok_tokens_out, cost_usd)"
-                " SELECT date(ts, 'unixepoch'), coalesce(role, ''), coalesce(model, ''), coalesce(provider, ''),"
-                " count(*), sum(ok), total(tokens_in), total(tokens_out),"
-                " total(CASE WHEN ok THEN latency_ms END), total(CASE WHEN ok THEN tokens_out END), sum(cost_usd)"
-                " FROM calls WHERE ts < ? GROUP BY 1, 2, 3, 4"
-                " ON CONFLICT (day, role, model, provider) DO UPDATE SET calls = calls + excluded.calls,"
-                " ok = ok + excluded.ok, tokens_in = tokens_in + excluded.tokens_in,"
-                " tokens_out = tokens_out + excluded.tokens_out,"
-                " ok_latency_ms = ok_latency_ms + excluded.ok_latency_ms,"
-                " ok_tokens_out = ok_tokens_out + excluded.ok_tokens_out,"
-                " cost_usd = CASE WHEN cost_usd IS NULL AND excluded.cost_usd IS NULL THEN NULL"
-                " ELSE coalesce(cost_usd, 0) + coalesce(excluded.cost_usd, 0) END", (cutoff,))
-            gone = db.execute("DELETE FROM calls WHERE ts < ?", (cutoff,)).rowcount
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return gone
+        return db.execute("DELETE FROM calls WHERE ts < ?", (self._cutoff(),)).rowcount
 
     # ------------------------------------------------------------------------- reading
 
-    def _read(self) -> sqlite3.Connection:
+    def open(self) -> sqlite3.Connection:
+        """The connection, opened and migrated now; StoreError when the store is unusable."""
         try:
             with self._lock:
                 return self._retry(self._connect)
@@ -231,64 +233,78 @@ class Store:
         """Every measurement (of `host`, of `model`), oldest first, as dicts keyed by MEASUREMENT_FIELDS."""
         where, args = _where(host=host, model=model)
         try:
-            rows = self._read().execute(f"SELECT {', '.join(MEASUREMENT_FIELDS)} FROM measurements{where}"
+            rows = self.open().execute(f"SELECT {', '.join(MEASUREMENT_FIELDS)} FROM measurements WHERE 1{where}"
                                         " ORDER BY ts, id", args).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it") from exc
         return [dict(zip(MEASUREMENT_FIELDS, row)) for row in rows]
 
     def summary(self, role: str | None = None, model: str | None = None, since: float | None = None) -> list[dict]:
-        """Per (model, role): calls, ok, tokens, cost and latency percentiles (see README, "Usage statistics").
+        """Per (model, role): calls, ok, tokens, cost, tokens/s and latency percentiles (README, "Usage statistics").
 
-        Counts, tokens and cost include the daily roll-ups of days from `since` on; percentiles and
-        tokens/s come from raw calls only (a roll-up keeps sums, not every latency)."""
+        Counts, tokens, cost and tokens/s are exact for any `since` inside the retention window (whole
+        days before it); p50/p95 are nearest-rank over the successful raw calls still kept."""
         try:
-            return self._summary(self._read(), role, model, since)
+            return self._summary(self.open(), role, model, since)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it") from exc
 
     def _summary(self, db, role, model, since) -> list[dict]:
-        where, args = _where(role=role, model=model)
-        time_clause = " AND ts >= ?" if since is not None else ""
-        time_args = (since,) if since is not None else ()
-        where = (where or " WHERE 1") + time_clause
         groups: dict[tuple, dict] = {}
-        for row in db.execute(
-                "SELECT coalesce(model, ''), coalesce(role, ''), count(*), total(ok), total(tokens_in),"
-                " total(tokens_out), sum(cost_usd), total(CASE WHEN ok THEN latency_ms END),"
-                " total(CASE WHEN ok THEN tokens_out END), count(CASE WHEN ok AND latency_ms IS NOT NULL THEN 1 END)"
-                f" FROM calls{where} GROUP BY 1, 2", (*args, *time_args)):
-            groups[row[:2]] = _group(*row)
-        day_where, day_args = _where(role=role, model=model)
-        day_where = (day_where or " WHERE 1") + (" AND day >= date(?, 'unixepoch')" if since is not None else "")
-        for row in db.execute(
-                "SELECT model, role, total(calls), total(ok), total(tokens_in), total(tokens_out), sum(cost_usd),"
-                f" total(ok_latency_ms), total(ok_tokens_out), 0 FROM calls_daily{day_where} GROUP BY 1, 2",
-                (*day_args, *time_args)):
-            _merge(groups.setdefault(row[:2], _group(*row[:2], 0, 0, 0, 0, None, 0, 0, 0)), _group(*row))
+
+        def add(rows) -> None:
+            for row in rows:
+                key = (row[0] or None, row[1] or None)
+                if key in groups:
+                    _merge(groups[key], _group(*key, *row[2:]))
+                else:
+                    groups[key] = _group(*key, *row[2:])
+
+        filters, args = _where(role=role, model=model)
+        daily = ("SELECT model, role, total(calls), total(ok), total(tokens_in), total(tokens_out), sum(cost_usd),"
+                 f" total(ok_latency_ms), total(ok_tokens_out) FROM calls_daily WHERE 1{filters}")
+        if since is None:
+            add(db.execute(daily + " GROUP BY 1, 2", args))
+        else:
+            first_day = math.floor(since / DAY_S) * DAY_S
+            if since < self._cutoff():  # its raw calls are gone: count the whole first day
+                add(db.execute(daily + " AND day >= date(?, 'unixepoch') GROUP BY 1, 2", (*args, since)))
+            else:  # whole days after the first, and the first day's calls from `since` on
+                add(db.execute(daily + " AND day > date(?, 'unixepoch') GROUP BY 1, 2", (*args, since)))
+                raw_filters, raw_args = _where(role=role, model=model)
+                add(db.execute(
+                    "SELECT model, role, count(*), total(ok), total(tokens_in), total(tokens_out), sum(cost_usd),"
+                    " total(CASE WHEN ok AND latency_ms IS NOT NULL THEN latency_ms END),"
+                    " total(CASE WHEN ok AND latency_ms IS NOT NULL THEN tokens_out END)"
+                    f" FROM calls WHERE ts >= ? AND ts < ?{raw_filters} GROUP BY 1, 2",
+                    (since, first_day + DAY_S, *raw_args)))
+        time_clause, time_args = (" AND ts >= ?", (since,)) if since is not None else ("", ())
+        ranked = (" FROM calls WHERE role IS ? AND model IS ? AND ok = 1 AND latency_ms IS NOT NULL"
+                  + time_clause)
         for (model_id, role_name), group in groups.items():
-            timed = group.pop("_timed")
+            group["p50_ms"] = group["p95_ms"] = None
+            timed = db.execute("SELECT count(*)" + ranked, (role_name, model_id, *time_args)).fetchone()[0]
             for label, fraction in (("p50_ms", 0.50), ("p95_ms", 0.95)):
-                group[label] = None
-                if timed:
-                    rank = max(1, math.ceil(fraction * timed))  # nearest rank, 1-based
-                    group[label] = db.execute(
-                        "SELECT latency_ms FROM calls WHERE coalesce(role, '') = ? AND coalesce(model, '') = ?"
-                        f" AND ok = 1 AND latency_ms IS NOT NULL{time_clause} ORDER BY latency_ms LIMIT 1 OFFSET ?",
-                        (role_name, model_id, *time_args, rank - 1)).fetchone()[0]
+                if not timed:
+                    continue
+                rank = max(1, math.ceil(fraction * timed))  # nearest rank, 1-based, from the fastest
+                # read from whichever end is nearer: p95 steps over 5% of the index, not 95%
+                order, offset = ("ASC", rank - 1) if rank <= timed / 2 else ("DESC", timed - rank)
+                group[label] = db.execute(f"SELECT latency_ms{ranked} ORDER BY latency_ms {order} LIMIT 1 OFFSET ?",
+                                          (role_name, model_id, *time_args, offset)).fetchone()[0]
         for group in groups.values():
             if group["cost_usd"] is not None:
                 group["cost_usd"] = round(group["cost_usd"], 9)  # sums of floats: drop the last-bit noise
             group["success_rate"] = group["ok"] / group["calls"] if group["calls"] else None
             seconds = group.pop("_ok_latency_ms") / 1000
             group["tokens_per_s"] = group.pop("_ok_tokens_out") / seconds if seconds > 0 else None
-        return [groups[key] for key in sorted(groups)]
+        return [groups[key] for key in sorted(groups, key=lambda k: tuple(part or "" for part in k))]
 
 
-def _group(model, role, calls, ok, tokens_in, tokens_out, cost, ok_latency_ms, ok_tokens_out, timed) -> dict:
+def _group(model, role, calls, ok, tokens_in, tokens_out, cost, ok_latency_ms, ok_tokens_out) -> dict:
     return {"model": model, "role": role, "calls": int(calls), "ok": int(ok), "tokens_in": int(tokens_in),
             "tokens_out": int(tokens_out), "cost_usd": cost, "_ok_latency_ms": ok_latency_ms,
-            "_ok_tokens_out": int(ok_tokens_out), "_timed": int(timed)}
+            "_ok_tokens_out": int(ok_tokens_out)}
 
 
 def _merge(into: dict, extra: dict) -> None:
@@ -299,10 +315,9 @@ def _merge(into: dict, extra: dict) -> None:
 
 
 def _where(**equal) -> tuple[str, tuple]:
+    """` AND name = ?` for each given value, and the values."""
     pairs = [(name, value) for name, value in equal.items() if value is not None]
-    if not pairs:
-        return "", ()
-    return " WHERE " + " AND ".join(f"{name} = ?" for name, _ in pairs), tuple(value for _, value in pairs)
+    return "".join(f" AND {name} = ?" for name, _ in pairs), tuple(value for _, value in pairs)
 
 
 def repair(path: str | os.PathLike | None = None) -> dict:
@@ -333,19 +348,31 @@ def repair(path: str | os.PathLike | None = None) -> dict:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     store = Store(path)
     kept = {}
-    db = store._read()
-    for table, (columns, rows) in salvaged.items():
+    db = store.open()
+    raw_days: set[str] = set()
+    # raw calls first: the trigger counts them into calls_daily; a salvaged daily row is then kept
+    # only for a day no raw call was salvaged from (else that day would be counted twice)
+    for table in ("calls", "measurements", "calls_daily"):
+        if table not in salvaged:
+            continue
+        columns, rows = salvaged[table]
         known = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         usable = [i for i, name in enumerate(columns) if name in known and name != "id"]
         names = ", ".join(columns[i] for i in usable)
+        day = columns.index("day") if table == "calls_daily" else None
+        ts = columns.index("ts") if table == "calls" else None
         db.execute("BEGIN")
         count = 0
         for row in rows:
+            if day is not None and row[day] in raw_days:
+                continue
             try:
                 db.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(usable))})",
                            [row[i] for i in usable])
                 count += 1
-            except sqlite3.Error:
+                if ts is not None:
+                    raw_days.add(time.strftime("%Y-%m-%d", time.gmtime(row[ts])))
+            except (sqlite3.Error, TypeError, ValueError, OverflowError):
                 continue
         db.execute("COMMIT")
         kept[table] = count

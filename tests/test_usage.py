@@ -24,7 +24,8 @@ NOW = 1_800_000_000.0  # a fixed "now" (2027-01-15): the fixtures' timestamps ar
 def catalog(**roles) -> dict:
     """A compiled models.json with two local models, two cloud ones and the given roles."""
     return {
-        "schema_version": 2, "host": {"name": "box", "ram_mb": 16384, "usable_mb": 14000, "gpus": [], "detected": False},
+        "schema_version": 2,
+        "host": {"name": "box", "ram_mb": 16384, "usable_mb": 14000, "gpus": [], "detected": False},
         "profiles": [],
         "roles": roles or {
             "chat": {"model": "local-a", "fallbacks": ["local-b", "cloud-c"], "placement": "cpu", "memory_mb": 4000,
@@ -185,6 +186,11 @@ def test_statistics_match_the_fixture_exactly(tmp_path):
     recent = {(g["model"], g["role"]): g for g in store.summary(since=NOW - 7 * DAY)}
     assert recent[("cloud-c", "code")]["calls"] == 2 and recent[("cloud-c", "code")]["cost_usd"] == pytest.approx(
         2 * 0.00045, abs=1e-12)
+    # a window starting within today: today's calls from then on, counted from the raw rows
+    [last_hour] = store.summary(since=NOW - 3600 - 5.5)
+    assert (last_hour["model"], last_hour["calls"]) == ("local-a", 5)
+    assert (last_hour["p50_ms"], last_hour["p95_ms"]) == (30.0, 50.0)
+    assert last_hour["tokens_per_s"] == pytest.approx(5 * 50 / 0.150)
     assert [g["role"] for g in store.summary(role="code")] == ["code"]
     assert [g["model"] for g in store.summary(model="local-a")] == ["local-a"]
 
@@ -346,3 +352,16 @@ def test_the_runtime_reader_and_its_store_import_only_the_standard_library():
     loaded = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     foreign = set(loaded.stdout.split()) - set(sys.stdlib_module_names) - {"compiler", "__main__"}
     assert not foreign, f"the runtime reader pulls in {sorted(foreign)}"
+
+
+def test_repair_of_a_readable_store_keeps_every_count_exact(tmp_path):
+    path = tmp_path / "usage.sqlite3"
+    store = fixture_store(path)
+    store.rollup()
+    store.record_measurement(host="box", model="local-a", decode_tps=7.0)
+    before = store.summary()
+    store.close()
+    result = usage.repair(path)
+    assert result["kept"]["measurements"] == 1 and result["moved_to"]
+    after = usage.Store(path, clock=Clock(NOW)).summary()
+    assert after == before, "raw rows and the rolled-up days are each counted once"
