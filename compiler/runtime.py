@@ -182,6 +182,13 @@ class Runtime:
         for model_id, spec in document["models"].items():
             for alias in (spec.get("aliases") or []) if isinstance(spec, dict) else []:
                 self._names.setdefault(str(alias).lower(), model_id)
+        # a variant (one quantization of a model declaring `variants`) also answers to its model's id;
+        # the variant a role picked first, as the one an application naming the model most likely means
+        picked = [spec.get("model") for spec in document["roles"].values() if isinstance(spec, dict)]
+        for model_id in [*picked, *sorted(document["models"])]:
+            base = (document["models"].get(model_id) or {}).get("variant_of") if model_id else None
+            if isinstance(base, str):
+                self._names.setdefault(base.lower(), model_id)
 
     @classmethod
     def load(cls, app_default: str | os.PathLike | None = None, *,

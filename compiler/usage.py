@@ -104,6 +104,7 @@ class Store:
         self._pid = None
         self._lock = threading.Lock()
         self.broken: str | None = None  # why recording is off, once it is
+        self.dropped = 0  # records lost to a lock held past every retry (or to a broken store)
 
     # ------------------------------------------------------------------------- opening
 
@@ -162,6 +163,14 @@ class Store:
             try:
                 self._retry(lambda: action(self._connect()))
                 return True
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    self._give_up(exc)
+                elif not self.dropped:  # still locked after every retry: lose this row, not the store
+                    warnings.warn(f"W600 hostfit usage store {self.path} stayed locked; a record was dropped",
+                                  UsageWarning, stacklevel=3)
+                self.dropped += 1
+                return False
             except (sqlite3.Error, OSError) as exc:
                 self._give_up(exc)
                 return False

@@ -365,3 +365,33 @@ def test_repair_of_a_readable_store_keeps_every_count_exact(tmp_path):
     assert result["kept"]["measurements"] == 1 and result["moved_to"]
     after = usage.Store(path, clock=Clock(NOW)).summary()
     assert after == before, "raw rows and the rolled-up days are each counted once"
+
+
+def test_a_lock_held_past_every_retry_drops_that_record_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(usage, "BUSY_TIMEOUT_MS", 10)
+    monkeypatch.setattr(usage, "RETRIES", 1)
+    store = usage.Store(tmp_path / "usage.sqlite3")
+    assert store.record_call("chat", "m", "local", True)
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing for a very long time
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not store.record_call("chat", "m", "local", True)
+        assert not store.record_call("chat", "m", "local", True)
+    assert [str(w.message)[:4] for w in caught] == ["W600"] and "locked" in str(caught[0].message)
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert store.record_call("chat", "m", "local", True), "recording goes on once the lock is released"
+    assert (store.broken, store.dropped) == (None, 2)
+    assert store.summary()[0]["calls"] == 2
+
+
+def test_a_variant_resolves_by_its_models_id():
+    document = catalog(chat={"model": "base-m:q8_0", "fallbacks": [], "placement": "cpu", "memory_mb": 1})
+    for name in ("q4_k_m", "q8_0"):
+        document["models"][f"base-m:{name}"] = {"provider": "local", "workloads": ["chat"], "memory_mb": 1,
+                                                "memory_method": "estimated", "variant_of": "base-m", "variant": name}
+    rt = Runtime(document, "test")
+    assert rt.resolve("Base-M") == "base-m:q8_0", "the variant the role uses"
+    assert rt.route(model="base-m")["id"] == "base-m:q8_0"
+    assert rt.resolve("base-m:q4_k_m") == "base-m:q4_k_m"
