@@ -362,9 +362,26 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
         click.echo(f"{role}: {loaded.model_id} loaded with {loaded.backend} in {loaded.load_seconds:.3f} s; "
                    f"first token after {loaded.first_token_seconds:.3f} s")
         click.echo(f"  output: {loaded.text.strip()!r}")
+        _record_load(plan.document, role, loaded)
         return EXIT_OK
 
     run(action)
+
+
+def _record_load(document: dict, role: str, loaded) -> None:
+    """The load as a measurement in the usage store (`hostfit stats`); never fails the command."""
+    import resource
+
+    from . import usage
+
+    spec = document["roles"].get(role) or {}
+    main_pick = spec.get("model") == loaded.model_id
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: this process's peak
+    usage.Store().record_measurement(
+        host=document["host"]["name"], model=loaded.model_id, runtime=loaded.backend,
+        placement=spec.get("placement") if main_pick else None, context=spec.get("context"),
+        load_s=loaded.load_seconds, ttft_s=loaded.first_token_seconds,
+        peak_rss_mib=round(peak_kib / 1024, 1) if loaded.backend == "llamacpp" else None, source="load")
 
 
 @main.command(name="apply")
