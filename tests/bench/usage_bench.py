@@ -53,7 +53,10 @@ def fill(path: Path, rows: int) -> None:
     now, rng = time.time(), random.Random(12)
     db = sqlite3.connect(path, isolation_level=None)
     times = sorted(now - rng.random() * 20 * 86400 for _ in range(rows))  # in time order, as recorded
+    # bulk load: the per-call trigger off, the days counted in one statement after (as a migration does)
+    trigger = next(sql for sql in usage.MIGRATIONS[usage.SCHEMA_VERSION] if sql.startswith("CREATE TRIGGER"))
     db.execute("BEGIN")
+    db.execute("DROP TRIGGER calls_count")
     for first in range(0, rows, 50000):
         batch = []
         for i in range(first, min(rows, first + 50000)):
@@ -62,6 +65,8 @@ def fill(path: Path, rows: int) -> None:
                           None if ok else "TimeoutError", rng.lognormvariate(6, 0.5), 100, 200, 0.0))
         db.executemany("INSERT INTO calls (ts, role, model, provider, ok, error, latency_ms, tokens_in,"
                        " tokens_out, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?)", batch)
+    db.execute(f"INSERT INTO calls_daily ({usage._DAILY_COLUMNS}) {usage._DAILY_SELECT}")
+    db.execute(trigger)
     db.execute("COMMIT")
     db.close()
 
