@@ -883,6 +883,7 @@ if __name__ == "__main__":  # pragma: no cover
 def stats_command(obj: Context, role, model, since, fmt, repair) -> None:
     """Calls per model and role (success, latency, tokens/s, cost) and measurements vs estimates."""
     def action() -> int:
+        nonlocal model
         from . import stats, usage
         from .errors import RuntimeFailure
 
@@ -893,6 +894,14 @@ def stats_command(obj: Context, role, model, since, fmt, repair) -> None:
             click.echo(f"rebuilt {result['path']}: kept {kept}{moved}")
             return EXIT_OK
         cutoff = stats.parse_since(since, stats.now())
+        if model is not None:  # an alias, in any case, names the model the calls were recorded under
+            import warnings
+
+            from .runtime import Runtime
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                resolved = Runtime.load(usage_store=False).resolve(model)
+            model = resolved or model.lower()
         store = usage.Store()
         if not store.path.exists():
             calls, measured = [], []

@@ -210,6 +210,8 @@ def test_stats_command_text_and_json(tmp_path, monkeypatch):
     text = run_cli("stats", "--role", "chat")
     assert text.exit_code == 0 and "local-a" in text.stdout and "83.3%" in text.stdout and "cloud-c" not in text.stdout
     assert run_cli("stats", "--since", "yesterday").exit_code == 2
+    by_alias = run_cli("stats", "--model", "LOCAL-A", "--format", "json")
+    assert [g["model"] for g in json.loads(by_alias.stdout)["calls"]] == ["local-a"], "any case names the model"
 
 
 def test_measurements_sit_beside_the_catalog_estimate(tmp_path):
@@ -395,3 +397,18 @@ def test_a_variant_resolves_by_its_models_id():
     assert rt.resolve("Base-M") == "base-m:q8_0", "the variant the role uses"
     assert rt.route(model="base-m")["id"] == "base-m:q8_0"
     assert rt.resolve("base-m:q4_k_m") == "base-m:q4_k_m"
+
+
+def test_stats_model_filter_takes_an_alias_of_the_installed_catalog(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOSTFIT_STATE", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    installed = tmp_path / "data" / "hostfit" / "models.json"
+    installed.parent.mkdir(parents=True)
+    installed.write_text((REPO / "out" / "laptop-16" / "models.json").read_text())
+    store = usage.Store()
+    store.record_call("code", "qwen2.5-coder-7b-q5", "local", True, None, 10.0, 1, 1, 0.0)
+    store.record_call("chat", "llama-3.1-8b-instruct", "local", True, None, 10.0, 1, 1, 0.0)
+    store.close()
+    result = run_cli("stats", "--model", "Qwen-Coder", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [g["model"] for g in json.loads(result.stdout)["calls"]] == ["qwen2.5-coder-7b-q5"]
