@@ -3,8 +3,8 @@
 Standard library only (compiler/runtime.py imports it). One file, `$XDG_STATE_HOME/hostfit/usage.sqlite3`
 (`HOSTFIT_STATE` overrides the folder), in WAL mode so many processes record at once. The schema is
 versioned with `PRAGMA user_version`; MIGRATIONS brings an older file up to date when it is opened.
-Raw calls older than the retention window are rolled up into one row per day, role, model and provider,
-so the file stays bounded. A store that cannot be opened or written (corrupt, truncated, read-only)
+A trigger counts every call into one row per day, role, model and provider; raw calls (kept only for
+latency percentiles) are deleted once older than the retention window, so the file stays bounded. A store that cannot be opened or written (corrupt, truncated, read-only)
 turns recording into a no-op with one UsageWarning; `hostfit stats --repair` rebuilds it.
 
     from compiler.usage import Store
