@@ -377,8 +377,8 @@ def _record_load(document: dict, role: str, loaded) -> None:
     spec = document["roles"].get(role) or {}
     main_pick = spec.get("model") == loaded.model_id
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: this process's peak
-    usage.Store().record_measurement(
-        host=document["host"]["name"], model=loaded.model_id, runtime=loaded.backend,
+    usage.record_measurement(
+        document["host"]["name"], loaded.model_id, runtime=loaded.backend,
         placement=spec.get("placement") if main_pick else None, context=spec.get("context"),
         load_s=loaded.load_seconds, ttft_s=loaded.first_token_seconds,
         peak_rss_mib=round(peak_kib / 1024, 1) if loaded.backend == "llamacpp" else None, source="load")

@@ -7,10 +7,10 @@ A trigger counts every call into one row per day, role, model and provider; raw 
 latency percentiles) are deleted once older than the retention window, so the file stays bounded. A store that cannot be opened or written (corrupt, truncated, read-only)
 turns recording into a no-op with one UsageWarning; `hostfit stats --repair` rebuilds it.
 
-    from compiler.usage import Store
-    store = Store()                                   # the default path
-    store.record_measurement(host="box", model="phi-3-mini", runtime="llamacpp", decode_tps=21.5)
-    store.measurements(host="box")                    # -> [{"host": "box", "model": ..., ...}, ...]
+    from compiler import usage
+    usage.record_measurement("box", "phi-3-mini", runtime="llamacpp", decode_tps=21.5)   # the default store
+    usage.measurements(host="box")        # -> [{"ts": ..., "host": "box", "model": "phi-3-mini", ...}, ...]
+    usage.Store(path)                     # the same, and calls and statistics, on any file
 """
 
 from __future__ import annotations
@@ -327,6 +327,26 @@ def _where(**equal) -> tuple[str, tuple]:
     """` AND name = ?` for each given value, and the values."""
     pairs = [(name, value) for name, value in equal.items() if value is not None]
     return "".join(f" AND {name} = ?" for name, _ in pairs), tuple(value for _, value in pairs)
+
+
+def record_measurement(host: str, model: str, **fields) -> bool:
+    """Store.record_measurement on the default store (`hostfit load`, benchmarks)."""
+    store = Store()
+    try:
+        return store.record_measurement(host, model, **fields)
+    finally:
+        store.close()
+
+
+def measurements(host: str | None = None, model: str | None = None) -> list[dict]:
+    """Store.measurements of the default store; [] when there is none yet. StoreError when unreadable."""
+    store = Store()
+    if not store.path.exists():
+        return []
+    try:
+        return store.measurements(host=host, model=model)
+    finally:
+        store.close()
 
 
 def repair(path: str | os.PathLike | None = None) -> dict:

@@ -412,3 +412,13 @@ def test_stats_model_filter_takes_an_alias_of_the_installed_catalog(tmp_path, mo
     result = run_cli("stats", "--model", "Qwen-Coder", "--format", "json")
     assert result.exit_code == 0, result.output
     assert [g["model"] for g in json.loads(result.stdout)["calls"]] == ["qwen2.5-coder-7b-q5"]
+
+
+def test_the_module_level_measurement_api_uses_the_default_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOSTFIT_STATE", str(tmp_path / "state"))
+    assert usage.measurements() == [], "no store yet: nothing measured, nothing created"
+    assert not (tmp_path / "state").exists()
+    assert usage.record_measurement("box", "m1", runtime="llamacpp", peak_rss_mib=812.5, source="bench")
+    [row] = usage.measurements(host="box")
+    assert (row["model"], row["runtime"], row["peak_rss_mib"]) == ("m1", "llamacpp", 812.5)
+    assert (tmp_path / "state" / "usage.sqlite3").is_file()
