@@ -403,9 +403,26 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
         click.echo(f"{role}: {loaded.model_id} loaded with {loaded.backend} in {loaded.load_seconds:.3f} s; "
                    f"first token after {loaded.first_token_seconds:.3f} s")
         click.echo(f"  output: {loaded.text.strip()!r}")
+        _record_load(plan.document, role, loaded)
         return EXIT_OK
 
     run(action)
+
+
+def _record_load(document: dict, role: str, loaded) -> None:
+    """The load as a measurement in the usage store (`hostfit stats`); never fails the command."""
+    import resource
+
+    from . import usage
+
+    spec = document["roles"].get(role) or {}
+    main_pick = spec.get("model") == loaded.model_id
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: this process's peak
+    usage.record_measurement(
+        document["host"]["name"], loaded.model_id, runtime=loaded.backend,
+        placement=spec.get("placement") if main_pick else None, context=spec.get("context"),
+        load_s=loaded.load_seconds, ttft_s=loaded.first_token_seconds,
+        peak_rss_mib=round(peak_kib / 1024, 1) if loaded.backend == "llamacpp" else None, source="load")
 
 
 @main.command(name="apply")
@@ -1111,3 +1128,56 @@ def profile_deactivate(obj: Context, name: str, host: str | None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ------------------------------------------------------------------------------ usage statistics
+
+@main.command(name="stats")
+@click.option("--role", metavar="R", help="Only calls of role R.")
+@click.option("--model", metavar="M", help="Only calls to (and measurements of) model M.")
+@click.option("--since", metavar="AGE", help="Only the last AGE: 30m, 12h, 7d, 2w.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--repair", is_flag=True, help="Rebuild an unusable usage store, keeping the rows still readable.")
+@click.pass_obj
+def stats_command(obj: Context, role, model, since, fmt, repair) -> None:
+    """Calls per model and role (success, latency, tokens/s, cost) and measurements vs estimates."""
+    def action() -> int:
+        nonlocal model
+        from . import stats, usage
+        from .errors import RuntimeFailure
+
+        if repair:
+            result = usage.repair()
+            kept = ", ".join(f"{rows:,} {table}" for table, rows in sorted(result["kept"].items())) or "nothing"
+            moved = f"; the old file is {result['moved_to']}" if result["moved_to"] else ""
+            click.echo(f"rebuilt {result['path']}: kept {kept}{moved}")
+            return EXIT_OK
+        cutoff = stats.parse_since(since, stats.now())
+        if model is not None:  # an alias, in any case, names the model the calls were recorded under
+            import warnings
+
+            from .runtime import Runtime
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                resolved = Runtime.load(usage_store=False).resolve(model)
+            model = resolved or model.lower()
+        store = usage.Store()
+        if not store.path.exists():
+            calls, measured = [], []
+        else:
+            try:
+                calls = store.summary(role=role, model=model, since=cutoff)
+                measured = stats.latest_measurements(store.measurements(), model, cutoff) if role is None else []
+            except usage.StoreError as exc:
+                raise RuntimeFailure(f"E600 the usage store cannot be read: {exc}") from exc
+            finally:
+                store.close()
+        try:
+            root = obj.root()
+        except UsageError:
+            root = None
+        measured = stats.with_estimates(measured, stats.catalog_reader(root))
+        click.echo(stats.render_json(calls, measured) if fmt == "json"
+                   else stats.render_text(calls, measured, since, str(store.path)))
+        return EXIT_OK
+    run(action)

@@ -15,6 +15,7 @@ from pathlib import Path
 # ------------------------------------------------------------------- environment variables
 
 HOSTFIT_CACHE = "HOSTFIT_CACHE"  # the artifact cache folder, instead of $XDG_CACHE_HOME/hostfit/models
+HOSTFIT_STATE = "HOSTFIT_STATE"  # the folder of the usage store, instead of $XDG_STATE_HOME/hostfit
 HOSTFIT_OLLAMA_AUTO_START = "HOSTFIT_OLLAMA_AUTO_START"  # consent to start `ollama serve`
 HOSTFIT_BACKOFF_BASE = "HOSTFIT_BACKOFF_BASE"  # seconds before the first download retry (tests shorten it)
 HOSTFIT_DOWNLOAD_DEADLINE = "HOSTFIT_DOWNLOAD_DEADLINE"  # seconds for one artifact, all attempts and mirrors
@@ -85,6 +86,12 @@ def user_layer() -> Path:
 def installed_catalog() -> Path:
     """Where `hostfit apply` installs models.json and the runtime reader looks first."""
     return xdg_home("XDG_DATA_HOME") / "hostfit" / "models.json"
+
+
+def usage_db() -> Path:
+    """The usage store (compiler/usage.py): calls applications made, measured loads and benchmarks."""
+    override = env(HOSTFIT_STATE)
+    return (Path(override) if override else xdg_home("XDG_STATE_HOME") / "hostfit") / "usage.sqlite3"
 
 
 # ------------------------------------------------------------------------------ endpoints

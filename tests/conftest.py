@@ -56,6 +56,8 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """No test reads the developer's ~/.config or writes their ~/.cache; the host name is fixed."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.delenv("HOSTFIT_STATE", raising=False)
     monkeypatch.setenv("HOST", "test-machine")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.runtime import Runtime
+from compiler.runtime import Runtime, RuntimeCatalogWarning
 
 from test_fetch import BLOB, SHA, compiled, fetch, manifest, server  # noqa: F401 - fixtures
 from conftest import run_cli
@@ -93,7 +93,8 @@ def test_runtime_priority_order_and_builtin_fallback(tmp_path):
     installed = tmp_path / "data" / "hostfit" / "models.json"
     installed.parent.mkdir(parents=True)
     installed.write_text('{"schema_version": 3}')
-    assert Runtime.load(app_default=shipped).source == str(shipped), "a newer or broken file is passed over"
+    with pytest.warns(RuntimeCatalogWarning, match="newer"):
+        assert Runtime.load(app_default=shipped).source == str(shipped), "a newer or broken file is passed over"
 
 
 def test_runtime_reader_uses_the_standard_library_only():

@@ -78,6 +78,11 @@ def test_tiny_gguf_end_to_end_with_llama_cpp(base_catalog, served_tiny, tmp_path
     result = run_cli("-C", str(catalog), "load", "chat", "--host", "box-8", "--prompt", "hello world")
     assert result.exit_code == 0, result.output
     assert "chat: tiny-llama loaded with llamacpp in " in result.stdout and "first token after" in result.stdout
+    from compiler import usage
+
+    [measured] = usage.Store().measurements(host="box-8")  # the load is recorded for `hostfit stats`
+    assert (measured["model"], measured["runtime"], measured["source"]) == ("tiny-llama", "llamacpp", "load")
+    assert measured["load_s"] > 0 and measured["ttft_s"] > 0 and measured["peak_rss_mib"] > 0
     assert len([e for e in server.log if e["path"] == "/tiny-llama.gguf"]) == 1, "fetched once, then cached"
 
 

@@ -219,6 +219,10 @@ def main() -> int:
 
         print()
         print(speed_bench.report(speed_bench.run(hostfit, work, env)))
+        import usage_bench
+
+        print()
+        print(usage_bench.report(usage_bench.run(hostfit, work, env)))
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

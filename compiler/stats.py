@@ -1,0 +1,132 @@
+"""`hostfit stats`: the usage store's calls per model and role, and measurements beside the catalog's estimates."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from .errors import UsageError
+
+SINCE_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MEASURED_KEY = ("host", "model", "runtime", "placement", "context")  # the latest measurement of each is shown
+
+
+def parse_since(text: str | None, now: float) -> float | None:
+    """`7d`, `12h`, `30m`, `2w` before `now`, as a Unix time; None for no limit."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*", text)
+    if not match:
+        raise UsageError(f"--since {text!r}: expected a number and a unit, like 30m, 12h, 7d or 2w")
+    return now - float(match.group(1)) * SINCE_UNITS[match.group(2)]
+
+
+def latest_measurements(rows: list[dict], model: str | None, since: float | None) -> list[dict]:
+    latest: dict[tuple, dict] = {}
+    for row in rows:  # oldest first: a later row replaces an earlier one
+        if (model is None or row["model"] == model) and (since is None or row["ts"] >= since):
+            latest[tuple(row[key] for key in MEASURED_KEY)] = row
+    return [latest[key] for key in sorted(latest, key=lambda k: tuple("" if v is None else str(v) for v in k))]
+
+
+def with_estimates(rows: list[dict], catalogs) -> list[dict]:
+    """Each measurement beside the compiled estimate: `catalogs(host)` gives that host's models.json or None."""
+    result = []
+    for row in rows:
+        document = catalogs(row["host"]) or {}
+        model = (document.get("models") or {}).get(row["model"]) or {}
+        speeds = [spec.get("tokens_per_s") for spec in (document.get("roles") or {}).values()
+                  if spec.get("model") == row["model"] and spec.get("tokens_per_s")]
+        entry = dict(row)
+        entry["estimated_mb"] = model.get("memory_mb")
+        entry["estimated_tps"] = speeds[0] if speeds else None
+        measured_mb = (row["peak_rss_mib"] or 0) + (row["gpu_mib"] or 0)
+        entry["memory_error_pct"] = _error(entry["estimated_mb"], measured_mb or None)
+        entry["speed_error_pct"] = _error(entry["estimated_tps"], row["decode_tps"])
+        result.append(entry)
+    return result
+
+
+def _error(estimate, measured) -> float | None:
+    """How far the estimate was from the measurement, in percent of the measurement."""
+    if estimate is None or not measured:
+        return None
+    return round((estimate - measured) / measured * 100, 1)
+
+
+def catalog_reader(root: Path | None):
+    """host -> the models.json to compare with: out/<host>/models.json of the catalog, else the installed one."""
+    from . import runtime
+
+    cache: dict[str, dict | None] = {}
+
+    def read(host: str) -> dict | None:
+        if host not in cache:
+            cache[host] = None
+            candidate = root / "out" / host / "models.json" if root else None
+            if candidate is not None and candidate.is_file():
+                try:
+                    cache[host] = json.loads(candidate.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    pass
+            if cache[host] is None:
+                installed = runtime.installed_path()
+                if installed.is_file():
+                    try:
+                        document = json.loads(installed.read_text(encoding="utf-8"))
+                        if (document.get("host") or {}).get("name") == host:
+                            cache[host] = document
+                    except (OSError, ValueError):
+                        pass
+        return cache[host]
+
+    return read
+
+
+def render_text(calls: list[dict], measured: list[dict], since_text: str | None, path: str) -> str:
+    lines = [f"usage store: {path}" + (f" (last {since_text})" if since_text else "")]
+    if not calls:
+        lines.append("no calls recorded")
+    else:
+        header = ("model", "role", "calls", "success", "p50 ms", "p95 ms", "tok/s", "cost $")
+        table = [header] + [(c["model"] or "-", c["role"] or "-", f"{c['calls']:,}", _pct(c["success_rate"]),
+                             _num(c["p50_ms"], 1), _num(c["p95_ms"], 1), _num(c["tokens_per_s"], 1),
+                             _num(c["cost_usd"], 4)) for c in calls]
+        lines += _columns(table)
+    if measured:
+        lines.append("")
+        lines.append("measured (latest per host, model, runtime, placement, context) beside the catalog's estimate:")
+        header = ("host", "model", "runtime", "placement", "context", "load s", "ttft s", "tok/s", "est tok/s",
+                  "RSS MiB", "GPU MiB", "est MiB", "memory off")
+        table = [header] + [(m["host"], m["model"], m["runtime"] or "-", m["placement"] or "-",
+                             _num(m["context"], 0), _num(m["load_s"], 2), _num(m["ttft_s"], 3),
+                             _num(m["decode_tps"], 1), _num(m["estimated_tps"], 1), _num(m["peak_rss_mib"], 0),
+                             _num(m["gpu_mib"], 0), _num(m["estimated_mb"], 0),
+                             "-" if m["memory_error_pct"] is None else f"{m['memory_error_pct']:+.1f}%")
+                            for m in measured]
+        lines += _columns(table)
+    return "\n".join(lines)
+
+
+def render_json(calls: list[dict], measured: list[dict]) -> str:
+    return json.dumps({"calls": calls, "measurements": measured}, indent=2, sort_keys=True)
+
+
+def _columns(rows: list[tuple]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(cell).ljust(width) if i < 2 else str(cell).rjust(width)
+                      for i, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows]
+
+
+def _num(value, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def now() -> float:
+    return time.time()
