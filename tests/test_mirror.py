@@ -6,6 +6,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
@@ -128,6 +135,55 @@ def test_fetch_from_the_mirror_while_the_origin_is_unreachable(base_catalog, ori
         assert lock["artifacts"]["small-chat"]["url"] == origin.url("tiny.gguf")  # the pin names the origin
     finally:
         static.stop()
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(not shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin"),
+                    reason="nginx is not installed")
+def test_nginx_serves_the_mirror_with_the_readmes_configuration(base_catalog, origin, tmp_path):
+    build(base_catalog, origin.url("tiny.gguf"))
+    folder = tmp_path / "mirror"
+    assert run_cli("-C", str(base_catalog), "mirror", str(folder), "--all").exit_code == 0
+    origin.stop()
+    snippet = re.search(r"```nginx\n(.*?)```", README.read_text(), re.S).group(1)
+    port = free_port()
+    server = snippet.replace("listen 80;", f"listen 127.0.0.1:{port};").replace("/srv/hostfit-mirror/", f"{folder}/")
+    temp = tmp_path / "nginx"
+    temp.mkdir()
+    conf = temp / "nginx.conf"
+    conf.write_text(f"daemon off; master_process off; pid {temp}/nginx.pid; error_log {temp}/error.log;\n"
+                    f"events {{}}\nhttp {{\n access_log {temp}/access.log;\n"
+                    + "".join(f" {kind}_temp_path {temp};\n" for kind in ("client_body", "proxy", "fastcgi",
+                                                                          "uwsgi", "scgi"))
+                    + server + "}\n")
+    nginx = subprocess.Popen([shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin"), "-c", str(conf),
+                              "-p", str(temp)], stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):  # bounded: 5 s for nginx to listen
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}/hostfit/"
+        with pytest.raises(urllib.error.HTTPError) as denied:  # the mirror's own state is not served
+            urllib.request.urlopen(base + ".hostfit-mirror/seen.json", timeout=5)
+        assert denied.value.code == 403
+        build(base_catalog, origin.url("tiny.gguf"), host_mirrors=[base])
+        result = run_cli("-C", str(base_catalog), "fetch", "--host", "box-8")
+        assert result.exit_code == 0, result.output
+        assert cached_sha(tmp_path) == SHA
+        assert f"GET /hostfit/sha256/{SHA} HTTP/1.1\" 200" in (temp / "access.log").read_text()
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
 
 
 def test_a_mirror_serving_a_wrong_file_is_caught_and_the_next_source_tried(base_catalog, origin, tmp_path):

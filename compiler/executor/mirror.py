@@ -126,9 +126,17 @@ class Mirror:
     def fill(self, wanted: dict[str, Wanted], reporter, verify: bool = False) -> Outcome:
         """Every wanted file present and verified: the ones already there are skipped, the others
         downloaded from their own URLs and verified. One failure does not stop the others."""
+        from filelock import FileLock, Timeout
+
         outcome = Outcome()
         if verify:
             self.seen = {}
+        run_lock = FileLock(str(self.state / "run.lock"), timeout=0)  # two runs would share partials
+        try:
+            run_lock.acquire()
+        except Timeout as exc:
+            raise DiskError(f"another `hostfit mirror` is filling {self.root} (it holds "
+                            f"{self.state / 'run.lock'}): wait for it to finish") from exc
         try:
             for sha in sorted(wanted):
                 item = wanted[sha]
@@ -148,7 +156,10 @@ class Mirror:
                 self.seen[sha] = file_stat(self.path(sha))
                 outcome.downloaded.append(sha)
         finally:
-            self.write_index(wanted)
+            try:
+                self.write_index(wanted)
+            finally:
+                run_lock.release()
         return outcome
 
     def write_index(self, wanted: dict[str, Wanted]) -> None:
