@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from compiler.executor import fetch as fetcher
 from compiler.validate import plain_http_to, url_problem
 
 from conftest import add_layer, run_cli
@@ -32,6 +33,7 @@ SHA = hashlib.sha256(BLOB).hexdigest()
 def fast_retries(monkeypatch, tmp_path):
     monkeypatch.setenv("HOSTFIT_BACKOFF_BASE", "0.01")
     monkeypatch.setenv("HOSTFIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fetcher, "_MIRRORS_DOWN", {})  # a port found down by one test may serve the next
 
 
 @pytest.fixture
@@ -209,6 +211,38 @@ def test_a_mirror_serving_a_wrong_file_is_caught_and_the_next_source_tried(base_
     finally:
         bad.stop()
         good.stop()
+
+
+def test_a_mirror_that_accepts_no_connections_is_not_asked_again_in_the_run(base_catalog, origin, tmp_path):
+    shards = {"set-00001-of-00002.gguf": BLOB, "set-00002-of-00002.gguf": b"GGUF" + BLOB[:-4][::-1]}
+    origin.files.update(shards)
+    files = [{"name": name, "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+             for name, data in shards.items()]
+    add_layer(base_catalog, "20-served.yaml", f"""models:
+  split-chat:
+    provider: local
+    workloads: [chat, summarization]
+    params_b: 0.0005
+    quantization: F32
+    context_window: 256
+    arch: {{layers: 2, kv_heads: 2, head_dim: 16}}
+    artifact:
+      format: gguf
+      url_template: "{origin.base}/{{{{file}}}}"
+      files: {json.dumps(files)}
+roles:
+  chat: {{prefer: [split-chat], requires: {{context_min: 128}}}}
+  summarization: {{prefer: [split-chat]}}
+""")
+    assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+    config_mirrors(tmp_path, f"http://127.0.0.1:{free_port()}/")  # nothing listens there
+    result = run_cli("-C", str(base_catalog), "fetch", "--host", "box-8")
+    assert result.exit_code == 0, result.output
+    # the first shard found it down; the second went straight to the origin
+    assert result.stderr.count("mirror failed") == 1 and result.stderr.count("does not accept connections") == 1
+    assert sorted(e["path"] for e in gets(origin)) == ["/" + name for name in sorted(shards)]
+    for name, data in shards.items():
+        assert (tmp_path / "cache" / "split-chat" / name).read_bytes() == data
 
 
 def test_a_mirror_is_asked_only_for_files_whose_sha256_is_known(base_catalog, origin, tmp_path):

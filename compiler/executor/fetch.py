@@ -363,6 +363,32 @@ def _fetch_file(artifact: Artifact, spec: File, size: int | None, sha: str | Non
     return fetched
 
 
+# A mirror that is down costs every retry with backoff (seconds) for each file; once a failed mirror is
+# seen not to accept connections at all, the files after it skip it for a while.
+MIRROR_DOWN_SECONDS = 300.0
+_MIRRORS_DOWN: dict[str, float] = {}  # base URL -> when it was found down (time.monotonic)
+
+
+def _down_recently(base: str) -> bool:
+    found = _MIRRORS_DOWN.get(base)
+    return found is not None and time.monotonic() - found < MIRROR_DOWN_SECONDS
+
+
+def _accepts_connections(base: str, timeout: float = 3.0) -> bool:
+    """True when the mirror's host accepts a TCP connection (a failure of its own, such as a missing
+    file, says nothing about the next file)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                      timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def _download_from_sources(artifact: Artifact, spec: File, cache: Cache, part: Path, final: Path, size: int | None,
                            sha: str | None, tick, reporter: Reporter, ceiling: int | None):
     """The team mirrors first (only for a file whose sha256 is known: nothing else could verify their
@@ -371,14 +397,19 @@ def _download_from_sources(artifact: Artifact, spec: File, cache: Cache, part: P
     no source resumes another's bytes."""
     from .mirror import mirror_url
 
-    team = [mirror_url(base, sha) for base in artifact.team_mirrors] if sha else []
+    bases = [base for base in artifact.team_mirrors if not _down_recently(base)] if sha else []
     with plain_http_to(artifact.team_mirrors):
-        for url in team:
+        for base in bases:
             try:
-                return download([url], part, final, size, sha, tick, fmt=spec.format, ceiling=ceiling)
+                return download([mirror_url(base, sha)], part, final, size, sha, tick, fmt=spec.format,
+                                ceiling=ceiling)
             except (DownloadError, IntegrityError) as exc:
                 reporter.say(f"{Reporter.label(artifact, spec.name)}: mirror failed, trying the next source: {exc}")
                 cache.delete(part)
+                if isinstance(exc, DownloadError) and not _accepts_connections(base):
+                    _MIRRORS_DOWN[base] = time.monotonic()
+                    reporter.say(f"mirror {redact_url(base)} does not accept connections: not asked again for "
+                                 f"{MIRROR_DOWN_SECONDS:g} s")
         return download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format, ceiling=ceiling)
 
 
