@@ -1115,14 +1115,25 @@ def mirror_command(obj: Context, directory: Path, hosts, all_hosts, verify, as_j
         for item in unpinned:
             click.echo(f"warning[W820]: {item}: no sha256 (neither the catalog nor models.lock pins it), so no host "
                        "could fetch it from a mirror; not mirrored: run `hostfit lock` for that host", err=True)
-        result = Mirror(directory).fill(wanted, fetcher.Reporter("json" if as_json else "auto"), verify)
+        result = Mirror(directory).fill(wanted, fetcher.Reporter("json" if as_json else "auto"), verify, _mirror_cache())
         for sha, why in sorted(result.failed.items()):
             click.echo(f"error: {sha}: {why}", err=True)
         click.echo(f"{directory}: {len(wanted)} file(s): {len(result.present)} already present, "
-                   f"{len(result.downloaded)} downloaded, {len(result.failed)} failed", err=True)
+                   f"{len(result.copied)} copied from the cache, {len(result.downloaded)} downloaded, "
+                   f"{len(result.failed)} failed", err=True)
         return EXIT_RUNTIME if result.failed else EXIT_OK
 
     run(action)
+
+
+def _mirror_cache():
+    """This machine's artifact cache as it is, to copy verified files from; None when there is none usable."""
+    from .executor.cache import Cache
+
+    try:
+        return Cache(create=False)
+    except HostfitError:  # a folder hostfit did not make, or no cache at all: download instead
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

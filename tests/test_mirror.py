@@ -93,12 +93,28 @@ def test_mirror_fills_a_content_addressed_folder_once(base_catalog, origin, tmp_
     # idempotent: a verified file already there is skipped without asking the origin
     again = run_cli("-C", str(base_catalog), "mirror", str(folder), "--all")
     assert again.exit_code == 0, again.output
-    assert "1 already present, 0 downloaded" in again.stderr and len(gets(origin)) == 1
+    assert "1 already present, 0 copied from the cache, 0 downloaded" in again.stderr and len(gets(origin)) == 1
     # a file changed in the mirror is caught by its sha256 and replaced
     (folder / "sha256" / SHA).write_bytes(BLOB[:-1] + b"x")
     repaired = run_cli("-C", str(base_catalog), "mirror", str(folder), "--all")
     assert repaired.exit_code == 0 and "1 downloaded" in repaired.stderr
     assert (folder / "sha256" / SHA).read_bytes() == BLOB
+
+
+def test_mirror_copies_verified_files_from_this_machines_cache(base_catalog, origin, tmp_path):
+    build(base_catalog, origin.url("tiny.gguf"))
+    assert run_cli("-C", str(base_catalog), "fetch", "--host", "box-8").exit_code == 0
+    origin.stop()  # whatever the mirror gets now comes from the cache
+    folder = tmp_path / "mirror"
+    result = run_cli("-C", str(base_catalog), "mirror", str(folder), "--host", "box-8")
+    assert result.exit_code == 0 and "1 copied from the cache" in result.stderr, result.output
+    assert (folder / "sha256" / SHA).read_bytes() == BLOB
+    # a cached copy whose bytes changed since verified is not taken: with the origin gone, that file fails
+    (folder / "sha256" / SHA).unlink()
+    (tmp_path / "cache" / "small-chat" / "tiny.gguf").write_bytes(BLOB[:-1] + b"y")
+    again = run_cli("-C", str(base_catalog), "mirror", str(folder), "--host", "box-8")
+    assert again.exit_code == 3 and "1 failed" in again.stderr
+    assert not (folder / "sha256" / SHA).exists() and list((folder / ".hostfit-mirror").glob("*.part")) == []
 
 
 def test_mirror_refuses_a_folder_it_did_not_make(base_catalog, origin, tmp_path):

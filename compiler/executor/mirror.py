@@ -15,6 +15,7 @@ knows (the catalog's, or its models.lock's) are asked of it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from pathlib import Path
 from ..emit import write_atomic
 from ..errors import DiskError, DownloadError, IntegrityError, UsageError
 from ..net import redact_url
-from .cache import file_stat, regular, sha256_file
+from .cache import file_stat, open_artifact, regular, sha256_file
 from .download import download, size_ceiling
 
 FOLDER = "sha256"  # the layout's one folder: <base>/sha256/<sha256>
@@ -51,6 +52,7 @@ class Wanted:
 class Outcome:
     present: list[str] = field(default_factory=list)  # sha256s already there and verified
     downloaded: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)  # from this machine's artifact cache
     failed: dict[str, str] = field(default_factory=dict)  # sha256 -> why
     unpinned: list[str] = field(default_factory=list)  # "host: model file": no sha256 to name it by
 
@@ -123,9 +125,34 @@ class Mirror:
         self.seen.pop(item.sha256, None)
         return False
 
-    def fill(self, wanted: dict[str, Wanted], reporter, verify: bool = False) -> Outcome:
-        """Every wanted file present and verified: the ones already there are skipped, the others
-        downloaded from their own URLs and verified. One failure does not stop the others."""
+    def from_cache(self, item: Wanted, cache) -> bool:
+        """Copy the file from this machine's artifact cache when it holds these bytes (hashed while copied,
+        renamed into place only if they are the sha256): True if it did."""
+        entry = cache.entries().get(item.artifact.model_id) if cache is not None and cache.marked else None
+        known = next((f for f in entry.file_list() if f["name"] == item.spec.name and f["sha256"] == item.sha256),
+                     None) if entry else None
+        source = cache.root / known["path"] if known else None
+        if source is None or not regular(source):
+            return False
+        part = self.state / f"{item.sha256}.part"
+        digest, size = hashlib.sha256(), 0
+        with open_artifact(source) as reader, open_artifact(part, "wb") as writer:
+            while block := reader.read(1 << 20):
+                digest.update(block)
+                writer.write(block)
+                size += len(block)
+            writer.flush()
+            os.fsync(writer.fileno())
+        if digest.hexdigest() != item.sha256 or (item.size is not None and size != item.size):
+            part.unlink()  # the cache's copy changed since it was verified: download instead
+            return False
+        os.replace(part, self.path(item.sha256))
+        return True
+
+    def fill(self, wanted: dict[str, Wanted], reporter, verify: bool = False, cache=None) -> Outcome:
+        """Every wanted file present and verified: the ones already there are skipped, the others copied
+        from this machine's artifact cache (`cache`) or downloaded from their own URLs, and verified. One
+        failure does not stop the others."""
         from filelock import FileLock, Timeout
 
         outcome = Outcome()
@@ -142,6 +169,10 @@ class Mirror:
                 item = wanted[sha]
                 if self.verified(item):
                     outcome.present.append(sha)
+                    continue
+                if self.from_cache(item, cache):
+                    self.seen[sha] = file_stat(self.path(sha))
+                    outcome.copied.append(sha)
                     continue
                 tick = reporter.start(item.artifact, item.spec, item.size)
                 try:
