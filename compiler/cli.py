@@ -277,8 +277,10 @@ def _executor_setup(obj: Context, host: str | None, roles=(), with_fallbacks: bo
     from .executor.cache import Cache
     from .executor.lock import Lock
 
+    from .executor import config
+
     folder = fetcher.host_folder(obj.root() / "out", host)
-    plan = fetcher.plan(folder, tuple(roles), with_fallbacks)
+    plan = fetcher.plan(folder, tuple(roles), with_fallbacks, config.mirrors())  # config.yaml's team mirrors first
     for model_id, why in plan.skipped.items():
         click.echo(f"skipped {model_id}: {why}", err=True)
     lock = Lock.load(folder / "models.lock", plan.host)  # every input is checked before the cache is created
@@ -1124,6 +1126,54 @@ def profile_activate(obj: Context, name: str, host: str | None) -> None:
 def profile_deactivate(obj: Context, name: str, host: str | None) -> None:
     """Take P out of a declared host's profiles, or this undeclared machine's."""
     _toggle(obj, name, host, False)
+
+
+# ------------------------------------------------------------------------------------------- mirror
+
+@main.command(name="mirror")
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", "hosts", multiple=True, metavar="H", help="A compiled host (repeatable; default: this machine's).")
+@click.option("--all", "all_hosts", is_flag=True, help="Every compiled host under out/.")
+@click.option("--verify", is_flag=True, help="Hash every file already in DIR, not only those changed since hashed.")
+@click.option("--json", "as_json", is_flag=True, help="Emit progress as JSON events.")
+@click.pass_obj
+def mirror_command(obj: Context, directory: Path, hosts, all_hosts, verify, as_json) -> None:
+    """Fill DIR with every artifact file the compiled hosts use, verified, as DIR/sha256/<sha256> for any static
+    HTTP server (hosts list it as `mirrors:`)."""
+    def action() -> int:
+        from .executor import fetch as fetcher
+        from .executor.mirror import Mirror, wanted_files
+
+        out = obj.root() / "out"
+        if all_hosts:
+            folders = sorted(path.parent for path in out.glob("*/models.json"))
+            if not folders:
+                raise UsageError(f"no compiled host under {out}: run `hostfit build --all` first")
+        else:
+            folders = [fetcher.host_folder(out, host) for host in (hosts or (None,))]
+        wanted, unpinned = wanted_files(folders)
+        for item in unpinned:
+            click.echo(f"warning[W820]: {item}: no sha256 (neither the catalog nor models.lock pins it), so no host "
+                       "could fetch it from a mirror; not mirrored: run `hostfit lock` for that host", err=True)
+        result = Mirror(directory).fill(wanted, fetcher.Reporter("json" if as_json else "auto"), verify, _mirror_cache())
+        for sha, why in sorted(result.failed.items()):
+            click.echo(f"error: {sha}: {why}", err=True)
+        click.echo(f"{directory}: {len(wanted)} file(s): {len(result.present)} already present, "
+                   f"{len(result.copied)} copied from the cache, {len(result.downloaded)} downloaded, "
+                   f"{len(result.failed)} failed", err=True)
+        return EXIT_RUNTIME if result.failed else EXIT_OK
+
+    run(action)
+
+
+def _mirror_cache():
+    """This machine's artifact cache as it is, to copy verified files from; None when there is none usable."""
+    from .executor.cache import Cache
+
+    try:
+        return Cache(create=False)
+    except HostfitError:  # a folder hostfit did not make, or no cache at all: download instead
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

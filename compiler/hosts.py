@@ -47,6 +47,7 @@ class Host:
     memory_bandwidth_gbs: float | None = None  # RAM (or unified memory) bandwidth; None: speed.py's tables
     memory_class: str | None = None  # speed.CPU_BANDWIDTH_GBS key; None: speed.DEFAULT_MEMORY_CLASS
     hostnames: tuple[str, ...] = field(default=(), compare=False)
+    mirrors: tuple[str, ...] = ()  # team mirrors' base URLs, tried before an artifact's own (executor/fetch.py)
 
     @property
     def vram_mb(self) -> int:
@@ -84,6 +85,7 @@ def declared_hosts(hosts: dict) -> dict[str, Host]:
             gpu_memory_fraction=spec.get("gpu_memory_fraction"),
             memory_bandwidth_gbs=spec.get("memory_bandwidth_gbs"),
             memory_class=spec.get("memory_class"),
+            mirrors=tuple(spec.get("mirrors") or ()),
         )
     return out
 

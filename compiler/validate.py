@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from . import schema
@@ -366,8 +367,27 @@ def _dollar_keys(doc: Document) -> list[Diagnostic]:
 LOOPBACK_NAMES = {"localhost"}
 
 
+# host names the configuration lists as team mirrors (hosts.yaml or config.yaml `mirrors`), to which plain
+# http is allowed too; set only for the duration of a fetch by `plain_http_to` (module-wide, not a context
+# variable, so threads a download starts see it as well)
+_PLAIN_HTTP_HOSTS: frozenset[str] = frozenset()
+
+
+@contextmanager
+def plain_http_to(urls):
+    """Allow plain http to the hosts of `urls` (the configured mirrors) within the block."""
+    global _PLAIN_HTTP_HOSTS
+    before = _PLAIN_HTTP_HOSTS
+    _PLAIN_HTTP_HOSTS = before | {(urlsplit(url).hostname or "").lower() for url in urls} - {""}
+    try:
+        yield
+    finally:
+        _PLAIN_HTTP_HOSTS = before
+
+
 def url_problem(url: str) -> str | None:
-    """Why a download URL is refused, or None: https anywhere, http only to loopback."""
+    """Why a download URL is refused, or None: https anywhere, http only to loopback and to the mirrors
+    the configuration lists (plain_http_to)."""
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -376,7 +396,7 @@ def url_problem(url: str) -> str | None:
         return None
     if parts.scheme == "http" and parts.hostname:
         host = parts.hostname
-        if host in LOOPBACK_NAMES:
+        if host in LOOPBACK_NAMES or host.lower() in _PLAIN_HTTP_HOSTS:
             return None
         try:
             if ipaddress.ip_address(host).is_loopback:

@@ -6,7 +6,12 @@ per 64 KiB), `wrong` (serve other bytes after the first 16); hostile ones: `redi
 `html` (an error page with 200), `content_type`, `endless` (that many bytes, no Content-Length),
 `gzip` (these compressed bytes, as Content-Encoding: gzip), `trickle` (seconds per byte, for at most
 `trickle_for` seconds). Every request is logged with its Range and Accept-Encoding headers and the
-bytes sent, so tests can assert what was actually asked for."""
+bytes sent, so tests can assert what was actually asked for.
+
+HEAD (logged with "method": "HEAD") answers like a plain server (200, Content-Length, no body), or,
+for a path in `server.hub`, like Hugging Face's resolve URL of an LFS file: a 302 to `location` carrying
+X-Linked-Size, X-Linked-Etag (quoted) and X-Repo-Commit; a path in `server.moved` gets a relative 307
+to its new path first (a renamed repository)."""
 
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ class FileServer(LoopbackServer):
         self.files: dict[str, bytes] = {}
         self.faults: dict = {}
         self.log: list[dict] = []
+        self.hub: dict[str, dict] = {}  # path -> {size, sha256, commit, location}: HEAD answers with the headers
+        self.moved: dict[str, str] = {}  # path -> relative Location for HEAD
         super().__init__(self._handler())
 
     def url(self, name: str) -> str:
@@ -107,6 +114,35 @@ class FileServer(LoopbackServer):
                     entry["sent"] += len(chunk)
                     if faults.get("throttle"):
                         time.sleep(faults["throttle"])
+
+            def do_HEAD(self):
+                path = self.path.split("?", 1)[0].lstrip("/")
+                entry = {"method": "HEAD", "path": self.path, "range": self.headers.get("Range"), "sent": 0}
+                server.log.append(entry)
+                if path in server.moved:
+                    entry["status"] = 307
+                    self.send_response(307)
+                    self.send_header("Location", server.moved[path])
+                elif path in server.hub:
+                    meta = server.hub[path]
+                    entry["status"] = 302
+                    self.send_response(302)
+                    self.send_header("Location", meta.get("location", "https://cdn.example.invalid/blob"))
+                    self.send_header("X-Linked-Size", str(meta["size"]))
+                    self.send_header("X-Linked-Etag", f'"{meta["sha256"]}"')
+                    self.send_header("X-Repo-Commit", meta.get("commit", "0" * 40))
+                    self.send_header("ETag", '"0123456789abcdef0123456789abcdef01234567"')  # a git sha1: not it
+                elif path in server.files:
+                    entry["status"] = 200
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(server.files[path])))
+                    self.end_headers()
+                    return
+                else:
+                    entry["status"] = 404
+                    self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def _reply(self, entry, status, body, content_type=None, headers=None):
                 entry["status"] = status

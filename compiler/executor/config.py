@@ -51,3 +51,8 @@ def cache_max_size(path: Path | None = None) -> int | None:
     path, data = read(path)
     value = (data.get("cache") or {}).get("max_size")
     return value if value is None or isinstance(value, int) else parse_size(value)  # read() checked it
+
+
+def mirrors(path: Path | None = None) -> tuple[str, ...]:
+    """`mirrors`: the team mirrors' base URLs this user's fetches try first (read() checked them)."""
+    return tuple((read(path)[1].get("mirrors") or ()))

@@ -7,13 +7,14 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..artifacts import files_of
-from ..errors import Diagnostic, InputError, IntegrityError, UsageError
+from ..errors import Diagnostic, DownloadError, InputError, IntegrityError, UsageError
 from ..memory import is_cloud
 from ..net import redact_url
+from ..validate import plain_http_to
 from .cache import Cache, NotRegular, regular, sha256_file
 from .documents import read_models
 from .download import download, size_ceiling
@@ -39,6 +40,7 @@ class Artifact:
     files: tuple[File, ...]
     revision: str | None = None
     memory_mb: int | None = None  # the model's memory estimate when it bounds its weights (size_ceiling)
+    team_mirrors: tuple[str, ...] = ()  # base URLs (config.yaml, then hosts.yaml) tried before the file's own
 
     @property
     def file(self) -> str:
@@ -99,8 +101,11 @@ def host_folder(out: Path, host: str | None) -> Path:
     return folder
 
 
-def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False) -> Plan:
+def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False,
+         mirrors: tuple[str, ...] = ()) -> Plan:
+    """The artifacts to fetch; `mirrors`: the user configuration's team mirrors, tried before the host's."""
     compiled = read_models(folder / "models.json").data  # schema-checked; ids and file names confined
+    team = tuple(dict.fromkeys((*mirrors, *compiled["host"].get("mirrors", ()))))
     known = compiled["roles"]
     for role in roles:
         if role not in known:
@@ -126,7 +131,7 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
         result.artifacts.append(Artifact(
             model_id, tuple(File(item["name"], item["url"], mirrors, item.get("size_bytes"), item.get("sha256"),
                                  file_format(artifact.get("format"), item["name"], single)) for item in files),
-            artifact.get("revision"), size_ceiling_mb(model)))
+            artifact.get("revision"), size_ceiling_mb(model), team))
     return result
 
 
@@ -349,8 +354,8 @@ def _fetch_file(artifact: Artifact, spec: File, size: int | None, sha: str | Non
             cache.delete(final)
         tick = reporter.start(artifact, spec, size)
         try:
-            outcome = download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format,
-                               ceiling=None if size else max(0, size_ceiling(artifact.memory_mb) - spent))
+            outcome = _download_from_sources(artifact, spec, cache, part, final, size, sha, tick, reporter,
+                                             None if size else max(0, size_ceiling(artifact.memory_mb) - spent))
         finally:
             reporter.stop()
         fetched = FetchedFile(spec.name, final, outcome.size, outcome.sha256, True, outcome.resumed_from, outcome.url)
@@ -358,17 +363,92 @@ def _fetch_file(artifact: Artifact, spec: File, size: int | None, sha: str | Non
     return fetched
 
 
+# A mirror that is down costs every retry with backoff (seconds) for each file; once a failed mirror is
+# seen not to accept connections at all, the files after it skip it for a while.
+MIRROR_DOWN_SECONDS = 300.0
+_MIRRORS_DOWN: dict[str, float] = {}  # base URL -> when it was found down (time.monotonic)
+
+
+def _down_recently(base: str) -> bool:
+    found = _MIRRORS_DOWN.get(base)
+    return found is not None and time.monotonic() - found < MIRROR_DOWN_SECONDS
+
+
+def _accepts_connections(base: str, timeout: float = 3.0) -> bool:
+    """True when the mirror's host accepts a TCP connection (a failure of its own, such as a missing
+    file, says nothing about the next file)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                      timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _download_from_sources(artifact: Artifact, spec: File, cache: Cache, part: Path, final: Path, size: int | None,
+                           sha: str | None, tick, reporter: Reporter, ceiling: int | None):
+    """The team mirrors first (only for a file whose sha256 is known: nothing else could verify their
+    bytes), each on its own, then the file's own URLs. A mirror that fails, or serves other bytes than
+    the pinned ones (IntegrityError), is reported and the next source tried; its partial is dropped so
+    no source resumes another's bytes."""
+    from .mirror import mirror_url
+
+    bases = [base for base in artifact.team_mirrors if not _down_recently(base)] if sha else []
+    with plain_http_to(artifact.team_mirrors):
+        for base in bases:
+            try:
+                return download([mirror_url(base, sha)], part, final, size, sha, tick, fmt=spec.format,
+                                ceiling=ceiling)
+            except (DownloadError, IntegrityError) as exc:
+                reporter.say(f"{Reporter.label(artifact, spec.name)}: mirror failed, trying the next source: {exc}")
+                cache.delete(part)
+                if isinstance(exc, DownloadError) and not _accepts_connections(base):
+                    _MIRRORS_DOWN[base] = time.monotonic()
+                    reporter.say(f"mirror {redact_url(base)} does not accept connections: not asked again for "
+                                 f"{MIRROR_DOWN_SECONDS:g} s")
+        return download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format, ceiling=ceiling)
+
+
 def lock_all(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporter) -> int:
-    """Pin every artifact: straight from the catalog when it gives size and sha256 of every file, else
-    from a verified download. Returns how many pins changed; the lock is saved when any did."""
+    """Pin every artifact without downloading where its size and sha256 are known: from the catalog, from
+    the lock's own pin of the same URL, else from what the server publishes (lock.published); a file
+    nobody publishes them for is downloaded and verified (and the others checked against what was
+    published). Returns how many pins changed; the lock is saved when any did."""
     changed = 0
     for artifact in artifacts:
-        if all(spec.sha256 and spec.size for spec in artifact.files):
+        files = _known(artifact, lock, reporter)
+        if all(spec.sha256 and spec.size for spec in files):
             entry = _entry(artifact, [{"url": redact_url(spec.url), "file": spec.name, "size": spec.size,
-                                       "sha256": spec.sha256} for spec in artifact.files])
+                                       "sha256": spec.sha256} for spec in files])
         else:
-            entry = lock_entry(fetch_one(artifact, cache, lock, reporter))
+            entry = lock_entry(fetch_one(replace(artifact, files=files), cache, lock, reporter))
         changed += lock.pin(artifact.model_id, entry)
     if changed or not lock.path.exists():
         lock.save()
     return changed
+
+
+def _known(artifact: Artifact, lock: Lock, reporter: Reporter) -> tuple[File, ...]:
+    """The artifact's files, each with the size and sha256 the catalog, the lock or the server's
+    metadata gives (a file the catalog sizes but does not hash keeps its size, checked against the
+    metadata's: a difference is an IntegrityError, exit 3)."""
+    from .lock import published
+
+    files = []
+    for spec, (size, sha) in zip(artifact.files, expected(artifact, lock)):
+        if not (size and sha):
+            meta = published(spec.url)
+            if meta is not None:
+                if (size and size != meta.size) or (sha and sha.lower() != meta.sha256):
+                    raise IntegrityError(f"{artifact.model_id}: {redact_url(spec.url)} publishes {meta.size:,} bytes, "
+                                         f"sha256 {meta.sha256}; the catalog or lock says {size or '?'} bytes, "
+                                         f"sha256 {sha or '?'}")
+                reporter.say(f"{Reporter.label(artifact, spec.name)}: size and sha256 from the server's metadata"
+                             + (f" (commit {meta.commit})" if meta.commit else ""))
+                size, sha = meta.size, meta.sha256
+        files.append(replace(spec, size=size, sha256=sha))
+    return tuple(files)

@@ -2,12 +2,16 @@
 final_url: where the bytes came from after redirects; for a file set, `files` with each file's name,
 url, final_url, size and sha256), like a package lock file. URLs are
 written redacted (no user name, password or signature). Later fetches verify against it;
-`fetch --require-pinned` refuses anything it does not pin."""
+`fetch --require-pinned` refuses anything it does not pin. `hostfit lock` takes a file's size and
+sha256 from the server's metadata where it publishes them (published()), so nothing is downloaded."""
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 from ..artifacts import set_digest
 from ..emit import write_atomic
@@ -68,6 +72,54 @@ class Lock:
         # out/<host>/models.lock lives in a folder a build swaps as a unit: write it under the build lock
         with publish.locked(self.path.parent.parent):
             write_atomic(self.path, self.render())
+
+
+ETAG = re.compile(r'^(?:W/)?"?([0-9a-fA-F]{64})"?$')
+METADATA_DEADLINE = 30.0  # seconds for one file's HEAD, redirects included
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a server publishes about a file without sending it."""
+    size: int
+    sha256: str
+    commit: str | None = None  # Hugging Face's X-Repo-Commit: the commit a branch name resolved to
+
+
+def published(url: str, client=None) -> Published | None:
+    """The size and sha256 a server publishes for `url` in answer to HEAD, or None (then the file must be
+    downloaded to learn them). Hugging Face answers HEAD on a resolve URL of an LFS file with a redirect
+    to its CDN that carries `X-Linked-Size` and `X-Linked-Etag` (the file's sha256, quoted) and
+    `X-Repo-Commit`; the redirect is not followed, as the CDN's answer has none of them. A relative
+    redirect (a renamed repository) is followed, as huggingface_hub does. A file kept in git, not LFS,
+    has only an ETag, which is a git blob's sha1: never taken for a sha256. Any failure is None."""
+    import httpx
+
+    from ..net import IDENTITY, MAX_REDIRECTS, REDIRECTS, Deadline
+    from ..validate import url_problem
+
+    own = client is None
+    client = client or httpx.Client(follow_redirects=False, verify=True)
+    deadline = Deadline(METADATA_DEADLINE)
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            if url_problem(url):
+                return None
+            response = client.head(url, headers=IDENTITY, timeout=deadline.timeout())
+            size, etag = response.headers.get("x-linked-size", ""), ETAG.match(response.headers.get("x-linked-etag", ""))
+            if size.isdigit() and etag and (response.status_code < 300 or response.status_code in REDIRECTS):
+                return Published(int(size), etag.group(1).lower(), response.headers.get("x-repo-commit"))
+            location = response.headers.get("location", "")
+            if response.status_code not in REDIRECTS or not location or urlsplit(location).netloc \
+                    or urlsplit(location).scheme:
+                return None  # no metadata here, and no relative redirect to look further
+            url = urljoin(url, location)
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
+        return None
+    finally:
+        if own:
+            client.close()
+    return None
 
 
 def pin_digest(entry: dict) -> str | None:
