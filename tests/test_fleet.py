@@ -110,3 +110,56 @@ def test_exports_rendered_once_per_plan_are_those_rendered_for_the_host(monkeypa
 def test_build_jobs_must_be_a_positive_number(fleet_catalog: Path):
     done = hostfit(fleet_catalog, "build", "--all", "-q", jobs=0)
     assert done.returncode == 2 and "HOSTFIT_BUILD_JOBS" in done.stderr, done.stderr[-2000:]
+
+
+CLASSES = """schema_version: 2
+kind: hosts
+hosts:
+  web:
+    count: 3
+    ram_gb: 32
+    profiles: [coding]
+  gpu-boxes:
+    names: [render-a, render-b]
+    ram_gb: 64
+    gpus: [{name: RTX 4090, vram_gb: 24, vendor: nvidia}]
+    profiles: [research]
+  laptop-16: {ram_gb: 16, profiles: [coding]}
+"""
+ONE_BY_ONE = """schema_version: 2
+kind: hosts
+hosts:
+  web-2: {ram_gb: 32, profiles: [coding]}
+  render-b: {ram_gb: 64, gpus: [{name: RTX 4090, vram_gb: 24, vendor: nvidia}], profiles: [research]}
+"""
+
+
+def test_a_class_declares_each_host_once_and_each_gets_its_own_outputs(tmp_path: Path):
+    classes = copy_catalog(REPO, tmp_path / "classes")
+    (classes / "sources" / "hosts.yaml").write_text(CLASSES)
+    done = hostfit(classes, "build", "--all", "-q")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (classes / "out").iterdir() if p.name != ".cache") == \
+        ["laptop-16", "render-a", "render-b", "web-1", "web-2", "web-3"]
+    alone = copy_catalog(REPO, tmp_path / "alone")
+    (alone / "sources" / "hosts.yaml").write_text(ONE_BY_ONE)
+    assert hostfit(alone, "build", "--all", "-q").returncode == 0
+    for name in ("web-2", "render-b"):  # a class's host compiles as the same host declared on its own
+        assert same_tree(classes / "out" / name, alone / "out" / name) == [], name
+    single = hostfit(classes, "build", "--host", "web-3", "-q", "--out", str(tmp_path / "one"))
+    assert single.returncode == 0 and same_tree(classes / "out" / "web-3", tmp_path / "one" / "web-3") == []
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ("  web: {count: 2, names: [a, b], ram_gb: 8}\n", "sources/hosts.yaml:4:19: error[E800]: host class 'web' gives both"),
+    ("  web: {count: 2, hostnames: [w], ram_gb: 8}\n", "sources/hosts.yaml:4:19: error[E801]: host class 'web' declares"),
+    ("  web: {names: [laptop-16, b], ram_gb: 8}\n", "sources/hosts.yaml:5:3: error[E802]: host 'laptop-16' is declared twice"),
+    ("  web: {count: 0, ram_gb: 8}\n", "sources/hosts.yaml:4:9: error[E103]: 'count' is 0"),
+])
+def test_a_bad_class_is_a_diagnostic_at_its_line(tmp_path: Path, entry: str, expected: str):
+    catalog = copy_catalog(REPO, tmp_path / "bad")
+    (catalog / "sources" / "hosts.yaml").write_text(
+        "schema_version: 2\nkind: hosts\nhosts:\n" + entry + "  laptop-16: {ram_gb: 16, profiles: [coding]}\n")
+    done = hostfit(catalog, "validate")
+    assert done.returncode == 1 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (catalog / "out" / "web-1").exists()

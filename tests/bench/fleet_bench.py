@@ -3,7 +3,7 @@
 The inventory (`inventory`) is seeded and varied: 16-256 GB of RAM, five GPU kinds or none, the
 shipped profiles and runtimes' defaults, compiled over the shipped catalog (sources/, profiles/).
 Each figure is the best wall-clock time of REPEAT fresh processes into an empty out/, with the peak
-RSS of the process tree (the build and its workers). A sample of hosts is then built one at a time
+summed RSS of the process tree (the build and its workers, sampled). A sample of hosts is then built one at a time
 into another out/ and compared byte for byte with the fleet build.
 
     .venv/bin/python tests/bench/fleet_bench.py [COUNT ...]     (default 1000 10000)
@@ -14,7 +14,6 @@ from __future__ import annotations
 import filecmp
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -69,26 +68,34 @@ def catalog(folder: Path, count: int) -> Path:
     return folder
 
 
+def _tree_rss_kb(pid: int) -> int:
+    """The summed RSS of a process and its descendants (Linux /proc), in KiB; 0 once it is gone."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def measured(argv: list[str], env: dict, cwd: Path) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Wall seconds and the peak RSS (MB) of the largest process of the command's tree."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds, and the peak of the summed RSS (MB) of the command and its workers, sampled every
+    20 ms (pages the workers share with the parent after fork are counted in each: an upper bound)."""
     start = time.perf_counter()
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, _tree_rss_kb(process.pid))
+        time.sleep(0.02)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the largest child waited for so far
-    return seconds, (peak if peak > before else 0) // 1024, done
-
-
-def peak_rss(argv: list[str], env: dict, cwd: Path) -> tuple[int, subprocess.CompletedProcess]:
-    """The summed peak RSS (MB) of the command and its workers, from a fresh measuring process (getrusage's
-    maximum over children is per process and never goes down, so each measure gets its own parent)."""
-    script = ("import resource, subprocess, sys\n"
-              "done = subprocess.run(sys.argv[1:], capture_output=True)\n"
-              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, done.returncode)\n")
-    done = subprocess.run([sys.executable, "-c", script, *argv], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
-    mb, code = done.stdout.split()
-    return int(mb), subprocess.CompletedProcess(argv, int(code), done.stdout, done.stderr)
+    out, err = process.communicate()
+    return seconds, peak // 1024, subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
 def same_tree(a: Path, b: Path) -> list[str]:
@@ -105,15 +112,14 @@ def run(counts: list[int], work: Path, env: dict) -> list[dict]:
     rows = []
     for count in counts:
         folder = catalog(work / f"fleet-{count}", count)
-        times = []
+        times, peaks = [], []
         for _ in range(REPEAT):
             shutil.rmtree(folder / "out", ignore_errors=True)
-            seconds, _, done = measured([hostfit, "-C", str(folder), "build", "--all", "--quiet"], env, work)
+            os.sync()  # the removal's writes are not the build's
+            seconds, rss, done = measured([hostfit, "-C", str(folder), "build", "--all", "--quiet"], env, work)
             assert done.returncode == 0, done.stderr[-2000:]
             times.append(seconds)
-        shutil.rmtree(folder / "out", ignore_errors=True)
-        rss, done = peak_rss([hostfit, "-C", str(folder), "build", "--all", "--quiet"], env, work)
-        assert done.returncode == 0, done.stderr[-2000:]
+            peaks.append(rss)
         names = sorted(p.name for p in (folder / "out").iterdir() if p.name != ".cache")
         assert len(names) == count, f"{len(names)} host folders for {count} hosts"
         sample = random.Random(count).sample(names, min(SAMPLE, count))
@@ -124,7 +130,7 @@ def run(counts: list[int], work: Path, env: dict) -> list[dict]:
                                    str(single)], env=env, cwd=work, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, done.stderr[-2000:]
             differ += [f"{name}/{path}" for path in same_tree(folder / "out" / name, single / name)]
-        rows.append({"hosts": count, "best_s": min(times), "times": times, "rss_mb": rss,
+        rows.append({"hosts": count, "best_s": min(times), "times": times, "rss_mb": max(peaks),
                      "sampled": len(sample), "differ": differ})
     return rows
 
