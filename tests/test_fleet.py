@@ -163,3 +163,30 @@ def test_a_bad_class_is_a_diagnostic_at_its_line(tmp_path: Path, entry: str, exp
     done = hostfit(catalog, "validate")
     assert done.returncode == 1 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (catalog / "out" / "web-1").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fleet builds fork workers on Linux")
+def test_a_fleet_build_killed_mid_way_leaves_no_worker_and_the_next_build_finishes(fleet_catalog: Path):
+    import signal
+    import time
+
+    env = {**os.environ, "HOSTFIT_BUILD_JOBS": "2", "HOST": "test-machine"}
+    build = subprocess.Popen([sys.executable, "-m", "compiler.cli", "-C", str(fleet_catalog), "build", "--all", "-q"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staging = fleet_catalog / "out" / ".cache"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(staging.glob("staging-*/new/*")):  # workers are staging
+        time.sleep(0.05)
+    children = (Path(f"/proc/{build.pid}/task/{build.pid}/children").read_text().split())
+    build.send_signal(signal.SIGKILL)
+    build.wait(timeout=30)
+    for _ in range(100):  # PR_SET_PDEATHSIG: the workers die with the build
+        if not any(Path(f"/proc/{pid}").exists() for pid in children):
+            break
+        time.sleep(0.05)
+    assert children and not any(Path(f"/proc/{pid}").exists() for pid in children)
+    assert [p.name for p in (fleet_catalog / "out").iterdir() if p.name != ".cache"] == []  # nothing swapped yet
+    after = hostfit(fleet_catalog, "build", "--all", "-q")
+    assert after.returncode == 0, after.stderr
+    assert len([p for p in (fleet_catalog / "out").iterdir() if p.name != ".cache"]) == HOSTS
+    assert [p.name for p in staging.iterdir() if p.name.startswith("staging")] == []
