@@ -393,6 +393,7 @@ class Project:
                     with publish.locked(out_root, on_wait=on_wait):  # held already once a host was staged
                         if made:
                             made[0].commit(report.staged)
+                            made[0].close()  # before the no-op cache's record: a build it skips cleans nothing up
                         if committed is not None:
                             committed(report)
         report.errors = sorted(set(report.errors))
@@ -490,7 +491,7 @@ class Project:
                 route(self.read(path)[1], report.errors, report.warnings)
         else:
             sources = self.load_sources()
-            report = self._compile(BuildOptions(all_hosts=True), sources)
+            report = self._compile(BuildOptions(all_hosts=True), sources, keep_outputs=False)  # problems only
             if not sources.errors:
                 base = sources.layers()
                 self._checked_catalog(base, report)

@@ -160,6 +160,10 @@ class Publication:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the staging folder (what it holds once committed: the hosts' old folders)."""
         with contextlib.suppress(OSError):  # what it cannot undo now, the next build will
             _discard(self.staging, self.out_root)
 
