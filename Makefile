@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 LLAMA_STAMP := $(VENV)/.installed-llama
 
-.PHONY: build build-all validate check test bench apply clean
+.PHONY: build build-all validate check test bench bench-fleet apply clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ apply: $(STAMP)            ## fetch, lock and install this machine's models (see
 bench: $(BENCH_STAMP)      ## needs nginx (Debian nginx-light) for the download benchmark; installs it as root
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || (apt-get update -qq && apt-get install -y -qq nginx-light)
 	$(BIN)/python tests/bench/run.py
+	$(BIN)/python tests/bench/fleet_bench.py
+
+bench-fleet: $(STAMP)      ## only the fleet build: 1,000 and 10,000 generated hosts (COUNTS="1000" for fewer)
+	$(BIN)/python tests/bench/fleet_bench.py $(COUNTS)
 
 clean:
 	rm -rf $(VENV) out/local out/.cache out/*/explain.json

@@ -113,7 +113,17 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
                 _print_results(cached, check, single=len(cached) == 1 and not all_hosts)
             return EXIT_OK
         project = obj.project(here)
-        result = project.compile(options, write=False)
+        if check:
+            result = project.compile(options, write=False, keep_outputs=False)
+        else:
+            # two builds take turns to write out/; each host is staged as it is compiled, and published
+            # only if every host compiled cleanly; the cache record is written under the same lock, so it
+            # always describes the outputs beside it
+            on_wait = None if quiet else (lambda message: click.echo(message, err=True))
+            result = project.compile(options, keep_outputs=single_output(options), on_wait=on_wait,
+                                     committed=lambda done: buildcache.store(
+                                         project.root, options, fingerprint, [(r.folder, r.output) for r in done.results],
+                                         project.read_inputs))
         from . import report
         warnings = [] if quiet else result.warnings
         if result.errors or warnings:
@@ -129,22 +139,17 @@ def build(obj: Context, hosts, all_hosts, profiles, sets, out_dir, check, with_s
             if stale:
                 click.echo("run `hostfit build --all` (or `make build-all`) and commit out/", err=True)
                 return EXIT_INVALID
-        else:
-            from . import publish
-
-            # two builds take turns to write out/; the cache record is written under the same lock, so
-            # it always describes the outputs beside it
-            on_wait = None if quiet else (lambda message: click.echo(message, err=True))
-            with publish.locked(project.out_root(options), on_wait=on_wait):
-                project.write(options, result)
-                buildcache.store(project.root, options, fingerprint, [(r.folder, r.output) for r in result.results],
-                                 project.read_inputs)
         if not quiet:
             _print_results([(project.display(f), o, s) for f, o, s in summaries], check,
                            single=len(summaries) == 1 and not all_hosts)
         return EXIT_OK
 
     run(action)
+
+
+def single_output(options) -> bool:
+    """Whether the build prints a role table, which needs the compiled document: one host, not --all."""
+    return not options.all_hosts and len(options.hosts) <= 1
 
 
 def _print_results(results, check: bool, single: bool) -> None:

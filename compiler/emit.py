@@ -72,33 +72,78 @@ def _memory_by_model(plan: Plan, catalog: Catalog) -> dict[str, Estimate]:
 
 
 def explain_document(plan: Plan, catalog: Catalog, output: dict) -> dict:
-    layers = catalog.layers
-    trail: dict[str, list[dict]] = {}
+    head, roles = _explain_parts(plan, catalog)
+    trail = {pointer: chain for chunk, _ in _provenance_chunks(catalog, output) for pointer, chain in chunk.items()}
+    return {**head, "roles": roles, "provenance": dict(sorted(trail.items()))}
 
-    def record(prefix_pointer: str, source_path: tuple, value) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                record(f"{prefix_pointer}/{_escape(key)}", source_path + (key,), sub)
-            return
-        chain = provenance(layers, source_path)
-        if chain:
-            trail[prefix_pointer] = [_shown(setting.to_dict()) for setting in chain]
 
-    for model_id in output["models"]:
-        model = catalog.models[model_id]
-        for key, value in model.items():  # a variant's fields where declared: in its entry or its model's
-            record(f"/models/{_escape(model_id)}/{_escape(key)}", declared_at(model_id, model, (key,)), value)
-    for role_name, role in catalog.roles.items():
-        record(f"/roles/{_escape(role_name)}", ("roles", role_name), role)
-    record("/selection", ("selection",), catalog.selection)
-    return {
+def explain_bytes(plan: Plan, catalog: Catalog, output: dict) -> bytes:
+    """render_compact(explain_document(...)), byte for byte, with each provenance chunk rendered once per
+    catalog: the host's part is its budget, layers and role traces. Keys sort as the whole document's
+    would: budget, host, layers, provenance, roles; and within provenance each model's pointers share the
+    prefix /models/<id>/ (an escaped id holds no /), so chunks in prefix order are the sorted pointers."""
+    head, roles = _explain_parts(plan, catalog)
+    inner = ",".join(text for _, text in _provenance_chunks(catalog, output) if text)
+    return "".join((_compact(head)[:-1], ',"provenance":{', inner, '},"roles":', _compact(roles), "}\n")).encode()
+
+
+def _explain_parts(plan: Plan, catalog: Catalog) -> tuple[dict, dict]:
+    head = {
         "host": plan.host.name,
         "budget": {"ram_mb": plan.budget.ram_mb, "vram_mb": plan.budget.vram_mb,
                    "max_loaded_models": plan.budget.slots, **({"unified": True} if plan.budget.unified else {})},
-        "layers": [{"layer": layer.name, "file": _shown_file(layer.doc.path)} for layer in layers],
-        "roles": {name: _typed(name, role.trace(), catalog) for name, role in sorted(plan.roles.items())},
-        "provenance": dict(sorted(trail.items())),
+        "layers": [{"layer": layer.name, "file": _shown_file(layer.doc.path)} for layer in catalog.layers],
     }
+    return head, {name: _typed(name, role.trace(), catalog) for name, role in sorted(plan.roles.items())}
+
+
+def _provenance_chunks(catalog: Catalog, output: dict) -> list[tuple[dict, str]]:
+    """The provenance of the host's models (one chunk each, in pointer order), then of the roles and the
+    selection settings, each with its text (the members of a compact JSON object, no braces):
+    host-independent, so computed once per catalog (catalog.memo)."""
+    models = sorted(output["models"], key=lambda model_id: f"/models/{_escape(model_id)}/")
+    return [_model_provenance(catalog, model_id) for model_id in models] + [_settings_provenance(catalog)]
+
+
+def _model_provenance(catalog: Catalog, model_id: str) -> tuple[dict, str]:
+    key = ("explain", "model", model_id)
+    if key not in catalog.memo:
+        model, trail = catalog.models[model_id], {}
+        for field_name, value in model.items():  # a variant's fields where declared: in its entry or its model's
+            _record(catalog.layers, trail, f"/models/{_escape(model_id)}/{_escape(field_name)}",
+                    declared_at(model_id, model, (field_name,)), value)
+        catalog.memo[key] = _chunk(trail)
+    return catalog.memo[key]
+
+
+def _settings_provenance(catalog: Catalog) -> tuple[dict, str]:
+    key = ("explain", "settings")
+    if key not in catalog.memo:
+        trail: dict[str, list[dict]] = {}
+        for role_name, role in catalog.roles.items():
+            _record(catalog.layers, trail, f"/roles/{_escape(role_name)}", ("roles", role_name), role)
+        _record(catalog.layers, trail, "/selection", ("selection",), catalog.selection)
+        catalog.memo[key] = _chunk(trail)
+    return catalog.memo[key]
+
+
+def _record(layers, trail: dict, pointer: str, source_path: tuple, value) -> None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _record(layers, trail, f"{pointer}/{_escape(key)}", source_path + (key,), sub)
+        return
+    chain = provenance(layers, source_path)
+    if chain:
+        trail[pointer] = [_shown(setting.to_dict()) for setting in chain]
+
+
+def _chunk(trail: dict) -> tuple[dict, str]:
+    chunk = dict(sorted(trail.items()))
+    return chunk, _compact(chunk)[1:-1]
+
+
+def _compact(document) -> str:
+    return json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def _typed(name: str, trace: dict, catalog: Catalog) -> dict:
@@ -139,6 +184,31 @@ def _escape(key) -> str:
 
 def render(document: dict) -> bytes:
     return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def render_output(document: dict, catalog: Catalog) -> bytes:
+    """render(document) for a models.json of this catalog, byte for byte, with each model's entry (the
+    bulk of the file, and the same on every host that uses the model at that memory need) rendered once
+    per catalog: json's indented form is its pure-Python encoder, most of a host's emit time."""
+    models = document.get("models")
+    if not isinstance(models, dict) or not models:
+        return render(document)
+    entries = []
+    for model_id, model in sorted(models.items()):
+        key = ("models.json", model_id, model.get("memory_mb"), model.get("memory_method"))
+        text = catalog.memo.get(key)
+        if text is None or text[1] != model:
+            text = catalog.memo[key] = (json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False,
+                                                   allow_nan=False).replace("\n", "\n    "), model)
+        entries.append(f"    {json.dumps(model_id, ensure_ascii=False)}: {text[0]}")
+    rest = render({**document, "models": _MODELS_MARK}).decode()
+    mark = f'"models": {json.dumps(_MODELS_MARK)}'
+    if rest.count(_MODELS_MARK) != 1:
+        return render(document)
+    return rest.replace(mark, '"models": {\n' + ",\n".join(entries) + "\n  }").encode()
+
+
+_MODELS_MARK = "hostfit:models-entries-0b7d"  # stands for the models while the rest is rendered
 
 
 def render_compact(document: dict) -> bytes:

@@ -21,6 +21,7 @@ opened), a link leading outside the catalog is refused (E234), a dangling link i
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shlex
@@ -285,12 +286,12 @@ def render(document: dict, names: list[str] | None, catalog_templates: Path | No
                     splits = [r["gpu_layers"] for r in document["roles"].values()
                               if r["model"] == model_id and r.get("placement") == "split" and "gpu_layers" in r]
                     window = model.get("context_window") or 4096
-                    files[f"{name}/{model_id.replace('/', '%2F').replace(':', '%3A')}.Modelfile"] = sandbox.render(
-                        template, {**context, "model_id": model_id, "model": model,
-                                   "context": max(contexts, default=min(window, 4096)),
-                                   "num_gpu": min(splits, default=None)})
+                    files[f"{name}/{model_id.replace('/', '%2F').replace(':', '%3A')}.Modelfile"] = rendered(
+                        env, template, {**context, "model_id": model_id, "model": model,
+                                        "context": max(contexts, default=min(window, 4096)),
+                                        "num_gpu": min(splits, default=None)})
             else:
-                files[PER_HOST.get(name, name)] = sandbox.render(template, context)
+                files[PER_HOST.get(name, name)] = rendered(env, template, context)
         except InputError:
             raise  # a template file that is not read (E018, E019, E234) says so itself
         except Exception as exc:  # noqa: BLE001 - a template, or a value it cannot hold, is E215: never a traceback
@@ -304,3 +305,95 @@ def render(document: dict, names: list[str] | None, catalog_templates: Path | No
             raise InputError([Diagnostic(path, line, 0, "E215", f"export {name!r} cannot be rendered: {detail[:500]}",
                                          hint)]) from exc
     return files
+
+
+# ------------------------------------------------------------------------- rendered once per plan
+
+# Hosts with the same plan render the same exports but for the host's name, and a Modelfile depends on
+# its model alone: so a file is rendered once per distinct value of what its template reads, and
+# reused with the name put in. SENTINEL stands for the name in that one render; it is replaced by the
+# host's name only where the template writes nothing else of the host (NAME_ONLY) and writes it as it
+# is (through filters that leave a host name unchanged), so the bytes are those of a render for the host.
+SENTINEL = "hostfit-host-0f9c3e7a5d1b"
+RENDERED_MAX = 4096  # renders kept per process: memory stays bounded on any inventory
+
+
+@functools.lru_cache(maxsize=256)
+def _reads(template) -> tuple[frozenset[str], frozenset[str] | None] | None:
+    """What a template reads of its context: (top-level names, the filters `host.name` goes through
+    when it reads nothing of `host` but its name written out as is; None when it reads more of it). None
+    when it cannot be told: a template that includes, imports or extends another reads what that reads."""
+    from jinja2 import meta, nodes
+
+    source = template.environment.loader.get_source(template.environment, template.name)[0]
+    tree = template.environment.parse(source)
+    if SENTINEL in source or any(True for _ in tree.find_all((nodes.Include, nodes.Import, nodes.FromImport,
+                                                                  nodes.Extends))):
+        return None
+    filters: set[str] = set()
+    name_only = True
+
+    def visit(node, parents: tuple) -> None:
+        nonlocal name_only
+        if isinstance(node, nodes.Name) and node.name == "host" and node.ctx == "load":
+            chain = [*reversed(parents)]
+            if not (chain and isinstance(chain[0], nodes.Getattr) and chain[0].attr == "name"):
+                name_only = False
+                return
+            at = 1
+            while at < len(chain) and isinstance(chain[at], nodes.Filter) and chain[at].node is chain[at - 1] \
+                    and not chain[at].args and not chain[at].kwargs and chain[at].dyn_args is None \
+                    and chain[at].dyn_kwargs is None:
+                filters.add(chain[at].name)
+                at += 1
+            if not (at < len(chain) and isinstance(chain[at], nodes.Output)
+                    and any(child is chain[at - 1] for child in chain[at].nodes)):
+                name_only = False
+            return
+        for child in node.iter_child_nodes():
+            visit(child, parents + (node,))
+
+    visit(tree, ())
+    return frozenset(meta.find_undeclared_variables(tree)), frozenset(filters) if name_only else None
+
+
+_rendered: dict[tuple, bytes] = {}
+
+
+def rendered(env, template, context: dict) -> bytes:
+    """sandbox.render(template, context), from an earlier render of the same inputs where there is one."""
+    reads = _reads(template)
+    host_name = (context.get("host") or {}).get("name")
+    if reads is None or not isinstance(host_name, str):
+        return sandbox.render(template, context)
+    names, filters = reads
+    substitute = filters is not None and all(_keeps(env.filters.get(f), text) for f in filters
+                                             for text in (host_name, SENTINEL))
+    if "host" in names and not substitute:
+        return sandbox.render(template, context)  # it reads the host's facts: no other host shares it
+    shown = {name: context[name] for name in sorted(names) if name in context and not (substitute and name == "host")}
+    try:
+        key_text = json.dumps(shown, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return sandbox.render(template, context)
+    if SENTINEL in key_text:
+        return sandbox.render(template, context)
+    key = (template, substitute, key_text)  # the template itself: a file edited since is a new one
+    data = _rendered.get(key)
+    if data is None:
+        data = sandbox.render(template, {**context, "host": {**context["host"], "name": SENTINEL}}
+                              if substitute else context)
+        if len(_rendered) >= RENDERED_MAX:
+            _rendered.clear()
+        _rendered[key] = data
+    return data.replace(SENTINEL.encode(), host_name.encode()) if substitute else data
+
+
+def _keeps(function, text: str) -> bool:
+    """Whether `function` is one of the quoting filters and writes `text` as it is."""
+    if function not in FILTERS.values():
+        return False
+    try:
+        return function(text) == text
+    except Unexpressible:
+        return False

@@ -64,30 +64,46 @@ class Host:
         return int(self.ram_mb * fraction)
 
 
+def members(name: str, spec: dict) -> list[str]:
+    """The hosts one inventory entry declares: the host `name`, or for a class (hosts sharing its facts
+    and profiles) its `names`, or `count` hosts numbered <name>-1 ... <name>-N (zero-padded to N's width)."""
+    if spec.get("names"):
+        return list(spec["names"])
+    count = spec.get("count")
+    if count:
+        return [f"{name}-{index:0{len(str(count))}d}" for index in range(1, count + 1)]
+    return [name]
+
+
 def declared_hosts(hosts: dict) -> dict[str, Host]:
     out = {}
-    for name, spec in sorted(hosts.items()):
-        out[name] = Host(
-            name=name,
-            ram_mb=int(round(spec["ram_gb"] * GIB_IN_MB)),
-            gpus=tuple(Gpu(g.get("name", "gpu"), int(round(g["vram_gb"] * GIB_IN_MB)), g.get("vendor"))
-                       for g in spec.get("gpus") or ()),
-            profiles=tuple(spec.get("profiles") or ()),
-            max_loaded_models=spec.get("max_loaded_models"),
-            ram_reserve_gb=spec.get("ram_reserve_gb"),
-            # Apple silicon's GPU has no memory of its own: its `vram_gb` is the RAM, counted once
-            unified_memory=bool(spec.get("unified_memory",
-                                         any(g.get("vendor") == "apple" for g in spec.get("gpus") or ()))),
-            user=tuple(spec.get("user") or ()),
-            exports=tuple(spec["exports"]) if spec.get("exports") is not None else None,
-            hostnames=tuple(h.lower() for h in spec.get("hostnames") or ()),
-            runtimes=tuple(spec["runtimes"]) if spec.get("runtimes") is not None else None,
-            gpu_memory_fraction=spec.get("gpu_memory_fraction"),
-            memory_bandwidth_gbs=spec.get("memory_bandwidth_gbs"),
-            memory_class=spec.get("memory_class"),
-            mirrors=tuple(spec.get("mirrors") or ()),
-        )
-    return out
+    for entry, spec in sorted(hosts.items()):
+        for name in members(entry, spec):
+            out[name] = _declared(name, spec)
+    return dict(sorted(out.items()))
+
+
+def _declared(name: str, spec: dict) -> Host:
+    return Host(
+        name=name,
+        ram_mb=int(round(spec["ram_gb"] * GIB_IN_MB)),
+        gpus=tuple(Gpu(g.get("name", "gpu"), int(round(g["vram_gb"] * GIB_IN_MB)), g.get("vendor"))
+                   for g in spec.get("gpus") or ()),
+        profiles=tuple(spec.get("profiles") or ()),
+        max_loaded_models=spec.get("max_loaded_models"),
+        ram_reserve_gb=spec.get("ram_reserve_gb"),
+        # Apple silicon's GPU has no memory of its own: its `vram_gb` is the RAM, counted once
+        unified_memory=bool(spec.get("unified_memory",
+                                     any(g.get("vendor") == "apple" for g in spec.get("gpus") or ()))),
+        user=tuple(spec.get("user") or ()),
+        exports=tuple(spec["exports"]) if spec.get("exports") is not None else None,
+        hostnames=tuple(h.lower() for h in spec.get("hostnames") or ()),
+        runtimes=tuple(spec["runtimes"]) if spec.get("runtimes") is not None else None,
+        gpu_memory_fraction=spec.get("gpu_memory_fraction"),
+        memory_bandwidth_gbs=spec.get("memory_bandwidth_gbs"),
+        memory_class=spec.get("memory_class"),
+        mirrors=tuple(spec.get("mirrors") or ()),
+    )
 
 
 def machine_name() -> str:

@@ -21,6 +21,7 @@ HOSTFIT_BACKOFF_BASE = "HOSTFIT_BACKOFF_BASE"  # seconds before the first downlo
 HOSTFIT_DOWNLOAD_DEADLINE = "HOSTFIT_DOWNLOAD_DEADLINE"  # seconds for one artifact, all attempts and mirrors
 HOSTFIT_MIN_SPEED = "HOSTFIT_MIN_SPEED"  # bytes/s averaged over the stall window; slower is a stall
 HOSTFIT_MAX_UNSIZED = "HOSTFIT_MAX_UNSIZED"  # bytes an artifact of unknown size may reach (download.size_ceiling)
+HOSTFIT_BUILD_JOBS = "HOSTFIT_BUILD_JOBS"  # worker processes of a large build (1: none; default: one per CPU)
 HOST = "HOST"  # this machine's name, instead of the system's host name
 OLLAMA_HOST = "OLLAMA_HOST"  # the Ollama server (Ollama's own variable)
 HF_ENDPOINT = "HF_ENDPOINT"  # the Hugging Face hub (the hub client's own variable)

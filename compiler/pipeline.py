@@ -10,11 +10,12 @@ the problems of the others, and nothing is written unless every host compiled cl
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import emit, exports, facts, hosts as hostmod, measured, migrate, paths, publish, runtimes, validate
+from . import emit, exports, facts, fleet, hosts as hostmod, measured, migrate, paths, publish, runtimes, validate
 from .errors import Diagnostic, InputError, UsageError, did_you_mean
 from .hosts import LOCAL, Host
 from .load import Document, load_file
@@ -66,20 +67,35 @@ class Target:
 
 
 @dataclass
+class Job:
+    """One host to compile: its target, its profiles (after `extends`) and its checked catalog."""
+    target: Target
+    profiles: list[str]
+    catalog: Catalog
+    measured: object = None  # the host's sources/measured/<host>.yaml document, if any
+
+
+@dataclass
 class HostResult:
     host: Host
     folder: Path
-    output: dict
+    output: dict | None  # None in a result that keeps no outputs (Project.compile)
     models_bytes: bytes
     explain_bytes: bytes
     models_stale: bool
-    plan: Plan
+    plan: Plan | None
     exports: dict[str, bytes] = field(default_factory=dict)
     stale_exports: list[str] = field(default_factory=list)
+    staged: bool = False  # its outputs were staged for publication (they differ from out/<host>/)
 
     @property
     def stale(self) -> bool:
         return self.models_stale or bool(self.stale_exports)
+
+    def slim(self) -> HostResult:
+        """What a build reports of a host once its outputs are staged or compared: no bytes, documents or plan."""
+        return HostResult(self.host, self.folder, None, b"", b"", self.models_stale, None, {}, self.stale_exports,
+                          self.staged)
 
     def outputs(self) -> dict[str, bytes]:
         """Everything the build writes into out/<host>/, by relative path."""
@@ -92,6 +108,7 @@ class Report:
     errors: list[Diagnostic] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)
     results: list[HostResult] = field(default_factory=list)
+    staged: list[str] = field(default_factory=list)  # out/ folders staged, in order, for publish.Publication
 
     @property
     def ok(self) -> bool:
@@ -367,12 +384,38 @@ class Project:
             self._compiled[key] = (catalog, problems)
         return self._compiled[key]
 
-    def compile(self, options: BuildOptions, write: bool = True) -> Report:
-        report = self._compile(options, self.load_sources(options.with_staging))
+    def compile(self, options: BuildOptions, write: bool = True, keep_outputs: bool = True, on_wait=None,
+                committed=None) -> Report:
+        """Compile the hosts `options` names; with `write` (and not --check), publish them when every host
+        compiled cleanly, then call `committed(report)` with the build lock still held. Without
+        `keep_outputs` the results carry no bytes, documents or plans (each host is staged or compared as
+        soon as it is compiled, so memory stays flat however many hosts), and a large inventory is
+        compiled by worker processes (compiler/fleet.py). The lock (`on_wait` is told if another build
+        holds it) is taken when the first host is staged: a build that fails before writes nothing."""
+        sources = self.load_sources(options.with_staging)
+        if not write or options.check:
+            report = self._compile(options, sources, keep_outputs=keep_outputs)
+        else:
+            out_root = self.out_root(options)
+            with contextlib.ExitStack() as stack:
+                made: list[publish.Publication] = []
+
+                def publication() -> publish.Publication:
+                    if not made:
+                        stack.enter_context(publish.locked(out_root, on_wait=on_wait))
+                        made.append(stack.enter_context(publish.Publication(out_root)))
+                    return made[0]
+
+                report = self._compile(options, sources, publication, keep_outputs)
+                if report.ok:
+                    with publish.locked(out_root, on_wait=on_wait):  # held already once a host was staged
+                        if made:
+                            made[0].commit(report.staged)
+                            made[0].close()  # before the no-op cache's record: a build it skips cleans nothing up
+                        if committed is not None:
+                            committed(report)
         report.errors = sorted(set(report.errors))
         report.warnings = sorted(set(report.warnings))
-        if report.ok and write and not options.check:
-            self.write(options, report)
         return report
 
     def write(self, options: BuildOptions, report: Report) -> None:
@@ -382,40 +425,62 @@ class Project:
     def out_root(self, options: BuildOptions) -> Path:
         return options.out_root(self.root)
 
-    def _compile(self, options: BuildOptions, sources: Sources) -> Report:
+    def _compile(self, options: BuildOptions, sources: Sources, publication=None, keep_outputs: bool = True) -> Report:
+        """The per-host stage over every target; `publication`, when given, is called for the
+        publish.Publication each compiled host is staged in."""
         report = Report(errors=list(sources.errors), warnings=list(sources.warnings))
         if report.errors:
             return report
         out_root = self.out_root(options)
+        jobs = []
         for target in self.targets(sources, options, report):
             layers, profiles = self.layers_for(target, sources, options, report)
             catalog = self._checked_catalog(layers, report)
-            if catalog is None:
-                continue
-            runs, unknown = measured.runs_for(sources.measured.get(target.host.name), catalog.models,
-                                              catalog.names)
-            route(unknown, report.errors, report.warnings)  # W621
-            plan = select(catalog, target.host, runs)
-            route(plan.diagnostics, report.errors, report.warnings)  # E300 errors, W320 warnings
-            output = emit.output_document(plan, catalog, profiles)
-            broken = emit.output_problems(output)
-            if broken:  # the compiler's own fault: say so plainly rather than write a bad file
-                raise AssertionError(f"compiled output for {target.host.name} breaks its schema: {broken[:3]}")
-            folder = out_root / target.folder
-            models_bytes = emit.render(output)
-            try:
-                files = exports.render(output, list(target.host.exports) if target.host.exports is not None
-                                       else None, self.root / "templates")
-            except InputError as exc:
-                report.errors += exc.diagnostics
-                continue
-            stale_files = emit.stale_exports(folder, files)
-            report.results.append(HostResult(
-                target.host, folder, output, models_bytes,
-                emit.render_compact(emit.explain_document(plan, catalog, output)),
-                emit.is_stale(folder / emit.MODELS_JSON, models_bytes), plan,
-                files, stale_files))
+            if catalog is not None:
+                jobs.append(Job(target, profiles, catalog, sources.measured.get(target.host.name)))
+        if not keep_outputs and fleet.parallel(len(jobs)):
+            fleet.run(self, jobs, out_root, publication, report)
+            return report
+        for job in jobs:
+            result, problems = self.compile_host(job, out_root, None, keep_outputs or publication is not None)
+            route(problems, report.errors, report.warnings)
+            if result is not None:
+                report.results.append(result)
+        if publication is not None and report.ok:  # staged once all compiled: a failed build writes nothing at all
+            staging = publication()
+            for index, result in enumerate(report.results):
+                result.staged = staging.stage(result.folder.name, result.outputs()) is not None
+                if result.staged:
+                    report.staged.append(result.folder.name)
+                if not keep_outputs:
+                    report.results[index] = result.slim()
         return report
+
+    def compile_host(self, job: Job, out_root: Path, publication=None,
+                     keep_outputs: bool = True) -> tuple[HostResult | None, list[Diagnostic]]:
+        """select -> emit (+ exports) for one host; with a publication, its outputs staged there (unless
+        out/<host>/ holds them already). Without `keep_outputs`, a result without bytes, documents or plan."""
+        target, catalog = job.target, job.catalog
+        runs, problems = measured.runs_for(job.measured, catalog.models, catalog.names)  # W621
+        plan = select(catalog, target.host, runs)
+        problems += plan.diagnostics  # E300 errors, W320 warnings
+        output = emit.output_document(plan, catalog, job.profiles)
+        broken = emit.output_problems(output)
+        if broken:  # the compiler's own fault: say so plainly rather than write a bad file
+            raise AssertionError(f"compiled output for {target.host.name} breaks its schema: {broken[:3]}")
+        folder = out_root / target.folder
+        models_bytes = emit.render_output(output, job.catalog)
+        try:
+            files = exports.render(output, list(target.host.exports) if target.host.exports is not None
+                                   else None, self.root / "templates")
+        except InputError as exc:
+            return None, problems + exc.diagnostics
+        result = HostResult(target.host, folder, output, models_bytes, emit.explain_bytes(plan, catalog, output),
+                            emit.is_stale(folder / emit.MODELS_JSON, models_bytes), plan,
+                            files, emit.stale_exports(folder, files))
+        if publication is not None and not any(p.severity == "error" for p in problems):
+            result.staged = publication().stage(target.folder, result.outputs()) is not None
+        return (result if keep_outputs else result.slim()), problems
 
     def host_catalog(self, options: BuildOptions) -> tuple[Catalog, Host]:
         """The resolved catalog of one host (the first target of `options`), for listings."""
@@ -445,7 +510,7 @@ class Project:
                 route(self.read(path)[1], report.errors, report.warnings)
         else:
             sources = self.load_sources()
-            report = self._compile(BuildOptions(all_hosts=True), sources)
+            report = self._compile(BuildOptions(all_hosts=True), sources, keep_outputs=False)  # problems only
             if not sources.errors:
                 base = sources.layers()
                 self._checked_catalog(base, report)

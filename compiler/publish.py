@@ -6,7 +6,8 @@ differ in a private folder out/.cache/staging-*/ (new bytes written there, uncha
 hard-linked so they keep their mtimes, files the build does not own, such as models.lock, carried
 over), and only once every host is staged swaps each staged folder with out/<host> in one rename
 (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames, which the next build undoes if it was
-interrupted between them). A failed write (a full disk) leaves out/ as it was. The next build
+interrupted between them). Before the first swap one flush (Linux syncfs, else an fsync per file)
+makes every staged file durable. A failed write (a full disk) leaves out/ as it was. The next build
 removes whatever an interrupted one left. Outputs honour the umask; a script (`#!`) is executable.
 """
 
@@ -128,36 +129,117 @@ def mode_for(data: bytes, umask: int) -> int:
 def publish(out_root: Path, hosts: dict[str, dict[str, bytes]]) -> list[str]:
     """Make out_root/<name>/ hold exactly `files` (relative path -> bytes) for each host, each host
     as one unit. Returns the names of the hosts whose folder was replaced."""
-    out_root = Path(out_root)
-    umask = current_umask()
-    with locked(out_root):
-        kept = {name: _unchanged(out_root / name, files, umask) for name, files in hosts.items()}
-        changed = [name for name, files in hosts.items() if kept[name] is not None]
-        if not changed:
-            return []
-        try:
-            staging = Path(tempfile.mkdtemp(prefix="staging-", dir=out_root / ".cache"))
-            (staging / "new").mkdir()
-            (staging / "old").mkdir()
-        except OSError as exc:
-            raise RuntimeFailure(f"cannot write {out_root / '.cache'}: {exc.strerror or exc}") from exc
-        try:
-            written: list[Path] = []
-            for name in changed:  # every host staged before any is swapped: a full disk changes nothing
-                written += _stage(out_root / name, staging / "new" / name, hosts[name], kept[name], umask)
-            for path in written:  # durable before a swap makes it visible (one pass: the journal
-                _fsync(path)      # commits the first fsync's neighbours with it)
-            for name in changed:
-                _carry(out_root / name, staging / "new" / name)
-                _swap(staging / "new" / name, out_root / name, staging / "old" / name)
-        except OSError as exc:
-            where = exc.filename or out_root
-            raise RuntimeFailure(f"cannot write {where}: {exc.strerror or exc}; "
-                                 f"hosts not yet replaced keep their previous outputs") from exc
-        finally:
-            with contextlib.suppress(OSError):  # what it cannot undo now, the next build will
-                _discard(staging, out_root)
+    with locked(out_root), Publication(out_root) as publication:
+        changed = [name for name, files in hosts.items() if publication.stage(name, files) is not None]
+        publication.commit(changed)
     return changed
+
+
+class Publication:
+    """One build's writes, for builds that stream: each host staged as soon as it is compiled (by this
+    process or by a worker it forked), then every changed host swapped in by `commit`, or nothing
+    when the build ends without it (the staging folder goes). Create it with the lock held.
+
+    Durability costs one flush per build, not one per file: every new file is written into the
+    staging folder, then one syncfs(2) of the out/ file system makes all of them durable before the
+    first swap (elsewhere, each file is fsynced, in one pass). A build killed before that flush has
+    swapped nothing; after it, each swap shows complete files."""
+
+    def __init__(self, out_root: Path):
+        self.out_root = Path(out_root)
+        self.umask = current_umask()
+        self.written: list[Path] = []  # files to fsync one by one where there is no syncfs
+        try:
+            self.staging = Path(tempfile.mkdtemp(prefix="staging-", dir=self.out_root / ".cache"))
+            (self.staging / "new").mkdir()
+            (self.staging / "old").mkdir()
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot write {self.out_root / '.cache'}: {exc.strerror or exc}") from exc
+
+    def __enter__(self) -> "Publication":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the staging folder (what it holds once committed: the hosts' old folders)."""
+        with contextlib.suppress(OSError):  # what it cannot undo now, the next build will
+            _discard(self.staging, self.out_root)
+
+    def stage(self, name: str, files: dict[str, bytes]) -> set[str] | None:
+        """Stage out/<name>/ holding `files`; None when it holds them already (nothing staged), else
+        the names among `files` that were already right (hard-linked, not written)."""
+        same = _unchanged(self.out_root / name, files, self.umask)
+        if same is None:
+            return None
+        try:
+            self.written += _stage(self.out_root / name, self.staging / "new" / name, files, same, self.umask)
+        except OSError as exc:
+            raise _failure(exc, self.out_root) from exc
+        return same
+
+    def sync_written(self) -> None:
+        """Where there is no syncfs: fsync what this process staged (a worker calls it for its own files)."""
+        if _syncfs() is None:
+            try:
+                for path in self.written:
+                    _fsync(path)
+            except OSError as exc:
+                raise _failure(exc, self.out_root) from exc
+        self.written = []
+
+    def commit(self, changed: list[str]) -> None:
+        """Every staged host durable, then swapped with out/<host>/, in order."""
+        if not changed:
+            return
+        try:
+            syncfs = _syncfs()
+            if syncfs is None:
+                self.sync_written()
+            else:
+                syncfs(self.staging)
+            for name in changed:
+                _carry(self.out_root / name, self.staging / "new" / name)
+                _swap(self.staging / "new" / name, self.out_root / name, self.staging / "old" / name)
+        except OSError as exc:
+            raise _failure(exc, self.out_root) from exc
+
+
+def _failure(exc: OSError, out_root: Path) -> RuntimeFailure:
+    where = exc.filename or out_root
+    return RuntimeFailure(f"cannot write {where}: {exc.strerror or exc}; "
+                          f"hosts not yet replaced keep their previous outputs")
+
+
+_syncfs_call = None  # resolved on first use; False when the C library has none
+
+
+def _syncfs():
+    """A function flushing the file system holding a path (Linux syncfs(2): one journal commit for
+    all of a build's files, where an fsync per file commits once per file); None elsewhere."""
+    global _syncfs_call
+    if _syncfs_call is None:
+        _syncfs_call = False
+        if sys.platform.startswith("linux"):
+            import ctypes
+            with contextlib.suppress(OSError, AttributeError):
+                function = ctypes.CDLL(None, use_errno=True).syncfs
+                function.argtypes = [ctypes.c_int]
+                _syncfs_call = function
+    if not _syncfs_call:
+        return None
+
+    def flush(path: Path) -> None:
+        import ctypes
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if _syncfs_call(fd) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code), str(path))
+        finally:
+            os.close(fd)
+    return flush
 
 
 def cleanup(out_root: Path) -> None:

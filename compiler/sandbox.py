@@ -226,14 +226,21 @@ _local = threading.local()  # .deadline: thread CPU time at which this thread's 
 
 def _tick() -> None:
     """Stop a render past its deadline (called at each call, operator and 1,024th range step: a loop
-    that makes none of these ends at MAX_OUTPUT, or else does nothing, unbounded only off the main thread)."""
+    that makes none of these ends at MAX_OUTPUT, or else does nothing, unbounded only off the main thread).
+    Under the CPU-time timer the timer checks, so this costs nothing: reading a thread's CPU clock is a
+    system call, which made it most of the time a render took."""
+    if not getattr(_local, "timed", False):
+        _past_deadline()
+
+
+def _past_deadline() -> None:
     deadline = getattr(_local, "deadline", None)
     if deadline is not None and time.thread_time() > deadline:
         raise OverflowError(f"rendering took more than {MAX_SECONDS} s of CPU time")
 
 
 def _on_timer(signum, frame) -> None:
-    _tick()  # in the main thread: raises there, wherever the template is; repeats until disarmed
+    _past_deadline()  # in the main thread: raises there, wherever the template is; repeats until disarmed
 
 
 @contextlib.contextmanager
@@ -245,9 +252,11 @@ def limits():
         if threading.current_thread() is threading.main_thread() and threading.active_count() == 1:
             undo.append(_limit_memory())
             undo.append(_arm_timer())
+            _local.timed = undo[-1] is not None
         yield
     finally:
         _local.deadline = None  # first: a timer firing now does nothing
+        _local.timed = False
         for restore in reversed(undo):
             if restore is not None:
                 restore()

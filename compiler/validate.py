@@ -198,6 +198,40 @@ def check_hosts(merged: Merged, profiles: dict) -> list[Diagnostic]:
                 problems.append(Diagnostic(file, line, col, "E206", f"host {name!r} names unknown profile {profile!r}",
                                            did_you_mean(profile, profiles)))
         problems += _host_runtimes(name, mapping(spec), locate)
+    return problems + _host_classes(mapping(hosts), locate)
+
+
+def _host_classes(hosts: dict, locate: Locate) -> list[Diagnostic]:
+    """Classes (`count` or `names`): E800 both given, E801 a class with `hostnames` (one machine's other
+    names cannot be shared), E802 a host name two entries declare."""
+    from .hosts import members
+
+    problems, taken = [], {}
+    for entry, spec in hosts.items():
+        spec = mapping(spec)
+        count, names = spec.get("count"), spec.get("names")
+        if count is not None and names is not None:
+            problems.append(Diagnostic(*locate(("hosts", entry, "names")), "E800",
+                                       f"host class {entry!r} gives both `count` and `names`",
+                                       "name the hosts, or number them with count, not both"))
+            continue
+        if (count is not None or names is not None) and spec.get("hostnames") is not None:
+            problems.append(Diagnostic(*locate(("hosts", entry, "hostnames")), "E801",
+                                       f"host class {entry!r} declares `hostnames`; a class's hosts cannot share "
+                                       "one machine's other names", "declare that machine as a host of its own"))
+        well_formed = (isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= 100_000) \
+            or (isinstance(names, list) and names and all(isinstance(n, str) for n in names)) \
+            or (count is None and names is None)
+        if not well_formed:
+            continue  # the schema's error
+        for index, name in enumerate(members(entry, spec)):
+            if name.lower() in taken:
+                where = ("hosts", entry, "names", index) if names is not None else ("hosts", entry)
+                problems.append(Diagnostic(*locate(where), "E802", f"host {name!r} is declared twice: by "
+                                           f"{entry!r} and by {taken[name.lower()]!r}",
+                                           "host names are unique across hosts and classes"))
+            else:
+                taken[name.lower()] = entry
     return problems
 
 

@@ -1,0 +1,192 @@
+"""Fleet builds (issue 14, item 1): a large inventory compiled by worker processes, each host staged as it
+is compiled and published with one flush, byte-identical to building each host alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, copy_catalog
+
+sys.path.insert(0, str(REPO / "tests" / "bench"))
+from fleet_bench import inventory, same_tree  # noqa: E402
+
+from compiler import emit, exports, fleet  # noqa: E402
+from compiler.options import BuildOptions  # noqa: E402
+from compiler.pipeline import Project  # noqa: E402
+
+HOSTS = fleet.MIN_HOSTS + 6  # past the threshold: the fleet path, in two workers
+
+
+def hostfit(catalog: Path, *args: str, jobs: int = 2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOSTFIT_BUILD_JOBS": str(jobs), "HOST": "test-machine"}
+    return subprocess.run([sys.executable, "-m", "compiler.cli", "-C", str(catalog), *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def fleet_catalog(tmp_path: Path) -> Path:
+    catalog = copy_catalog(REPO, tmp_path / "fleet")
+    (catalog / "sources" / "hosts.yaml").write_text(inventory(HOSTS, seed=3))
+    return catalog
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fleet builds fork workers on Linux")
+def test_a_fleet_build_is_byte_identical_to_building_each_host_alone(fleet_catalog: Path, tmp_path: Path):
+    done = hostfit(fleet_catalog, "build", "--all", "-q")
+    assert done.returncode == 0, done.stderr
+    out = fleet_catalog / "out"
+    names = sorted(p.name for p in out.iterdir() if p.name != ".cache")
+    assert len(names) == HOSTS
+    assert [p.name for p in (out / ".cache").iterdir() if p.name.startswith("staging")] == []
+    single = tmp_path / "single"
+    for name in names[::len(names) // 5]:  # a sample across the inventory
+        alone = hostfit(fleet_catalog, "build", "--host", name, "-q", "--out", str(single), jobs=1)
+        assert alone.returncode == 0, alone.stderr
+        assert same_tree(out / name, single / name) == [], name
+    assert hostfit(fleet_catalog, "build", "--all", "--check").returncode == 0
+    (out / names[3] / "exports" / "MODELS.md").write_text("edited\n")
+    check = hostfit(fleet_catalog, "build", "--all", "--check")
+    assert check.returncode == 1 and f"stale: out/{names[3]}/exports/MODELS.md" in check.stderr, check.stderr
+    rebuilt = hostfit(fleet_catalog, "build", "--all")
+    assert rebuilt.returncode == 0 and f"out/{names[3]}/models.json (updated)" in rebuilt.stdout
+    assert f"out/{names[4]}/models.json (unchanged)" in rebuilt.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fleet builds fork workers on Linux")
+def test_a_fleet_build_with_one_bad_host_publishes_nothing(fleet_catalog: Path):
+    hosts = fleet_catalog / "sources" / "hosts.yaml"
+    # 1 GB: the required roles of the `coding` profile cannot be served there (E300)
+    hosts.write_text(hosts.read_text() + "  tiny-box: {ram_gb: 1, profiles: [coding]}\n")
+    done = hostfit(fleet_catalog, "build", "--all", "-q")
+    assert done.returncode == 1 and "E300" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    out = fleet_catalog / "out"
+    assert sorted(p.name for p in out.iterdir()) in ([], [".cache"])  # at most the lock, no host, no staging
+    assert not out.exists() or [p.name for p in (out / ".cache").iterdir()] == ["build.lock"]
+
+
+def test_explain_and_models_json_rendered_from_shared_chunks_are_the_plain_renders(shipped_catalog: Path):
+    """explain.json's provenance and models.json's model entries are rendered once per catalog and put
+    together per host: the bytes must be those of rendering each host's whole document."""
+    project = Project(shipped_catalog)
+    report = project.compile(BuildOptions(all_hosts=True), write=False)
+    assert report.ok and len(report.results) == 5
+    for result in report.results:
+        catalog = project.catalog_for(project.layers_for(
+            next(t for t in project.targets(project.load_sources(), BuildOptions(all_hosts=True), report)
+                 if t.host.name == result.host.name), project.load_sources(), BuildOptions(all_hosts=True),
+            report)[0])[0]
+        assert result.models_bytes == emit.render(result.output)
+        assert emit.render_output(result.output, catalog) == emit.render(result.output)  # again: from the memo
+        assert result.explain_bytes == emit.render_compact(emit.explain_document(result.plan, catalog, result.output))
+        assert json.loads(result.explain_bytes)["provenance"]  # the chunks are there, in order
+    assert emit.render_output({"schema_version": 2, "models": {}}, catalog) == \
+        emit.render({"schema_version": 2, "models": {}})
+
+
+def test_exports_rendered_once_per_plan_are_those_rendered_for_the_host(monkeypatch):
+    """A reused render takes the host's name; a name the quoting filters would change (md escapes a
+    trailing `_`) is rendered for itself."""
+    document = json.loads((REPO / "out" / "workstation" / "models.json").read_text())
+    exports._rendered.clear()
+    first = exports.render(document, None, None)
+    for name in ("node-2", "box_", "a_b", "x.1"):
+        other = {**document, "host": {**document["host"], "name": name}}
+        cached = exports.render(other, None, None)
+        with monkeypatch.context() as patch:
+            patch.setattr(exports, "rendered", lambda env, template, context: exports.sandbox.render(template, context))
+            plain = exports.render(other, None, None)
+        assert cached == plain, name
+        assert any(name.encode() in data for data in cached.values())
+    assert first == exports.render(document, None, None)
+    assert exports._rendered  # renders were kept for reuse
+
+
+def test_build_jobs_must_be_a_positive_number(fleet_catalog: Path):
+    done = hostfit(fleet_catalog, "build", "--all", "-q", jobs=0)
+    assert done.returncode == 2 and "HOSTFIT_BUILD_JOBS" in done.stderr, done.stderr[-2000:]
+
+
+CLASSES = """schema_version: 2
+kind: hosts
+hosts:
+  web:
+    count: 3
+    ram_gb: 32
+    profiles: [coding]
+  gpu-boxes:
+    names: [render-a, render-b]
+    ram_gb: 64
+    gpus: [{name: RTX 4090, vram_gb: 24, vendor: nvidia}]
+    profiles: [research]
+  laptop-16: {ram_gb: 16, profiles: [coding]}
+"""
+ONE_BY_ONE = """schema_version: 2
+kind: hosts
+hosts:
+  web-2: {ram_gb: 32, profiles: [coding]}
+  render-b: {ram_gb: 64, gpus: [{name: RTX 4090, vram_gb: 24, vendor: nvidia}], profiles: [research]}
+"""
+
+
+def test_a_class_declares_each_host_once_and_each_gets_its_own_outputs(tmp_path: Path):
+    classes = copy_catalog(REPO, tmp_path / "classes")
+    (classes / "sources" / "hosts.yaml").write_text(CLASSES)
+    done = hostfit(classes, "build", "--all", "-q")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (classes / "out").iterdir() if p.name != ".cache") == \
+        ["laptop-16", "render-a", "render-b", "web-1", "web-2", "web-3"]
+    alone = copy_catalog(REPO, tmp_path / "alone")
+    (alone / "sources" / "hosts.yaml").write_text(ONE_BY_ONE)
+    assert hostfit(alone, "build", "--all", "-q").returncode == 0
+    for name in ("web-2", "render-b"):  # a class's host compiles as the same host declared on its own
+        assert same_tree(classes / "out" / name, alone / "out" / name) == [], name
+    single = hostfit(classes, "build", "--host", "web-3", "-q", "--out", str(tmp_path / "one"))
+    assert single.returncode == 0 and same_tree(classes / "out" / "web-3", tmp_path / "one" / "web-3") == []
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ("  web: {count: 2, names: [a, b], ram_gb: 8}\n", "sources/hosts.yaml:4:19: error[E800]: host class 'web' gives both"),
+    ("  web: {count: 2, hostnames: [w], ram_gb: 8}\n", "sources/hosts.yaml:4:19: error[E801]: host class 'web' declares"),
+    ("  web: {names: [laptop-16, b], ram_gb: 8}\n", "sources/hosts.yaml:5:3: error[E802]: host 'laptop-16' is declared twice"),
+    ("  web: {count: 0, ram_gb: 8}\n", "sources/hosts.yaml:4:9: error[E103]: 'count' is 0"),
+])
+def test_a_bad_class_is_a_diagnostic_at_its_line(tmp_path: Path, entry: str, expected: str):
+    catalog = copy_catalog(REPO, tmp_path / "bad")
+    (catalog / "sources" / "hosts.yaml").write_text(
+        "schema_version: 2\nkind: hosts\nhosts:\n" + entry + "  laptop-16: {ram_gb: 16, profiles: [coding]}\n")
+    done = hostfit(catalog, "validate")
+    assert done.returncode == 1 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (catalog / "out" / "web-1").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fleet builds fork workers on Linux")
+def test_a_fleet_build_killed_mid_way_leaves_no_worker_and_the_next_build_finishes(fleet_catalog: Path):
+    import signal
+    import time
+
+    env = {**os.environ, "HOSTFIT_BUILD_JOBS": "2", "HOST": "test-machine"}
+    build = subprocess.Popen([sys.executable, "-m", "compiler.cli", "-C", str(fleet_catalog), "build", "--all", "-q"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staging = fleet_catalog / "out" / ".cache"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(staging.glob("staging-*/new/*")):  # workers are staging
+        time.sleep(0.05)
+    children = (Path(f"/proc/{build.pid}/task/{build.pid}/children").read_text().split())
+    build.send_signal(signal.SIGKILL)
+    build.wait(timeout=30)
+    for _ in range(100):  # PR_SET_PDEATHSIG: the workers die with the build
+        if not any(Path(f"/proc/{pid}").exists() for pid in children):
+            break
+        time.sleep(0.05)
+    assert children and not any(Path(f"/proc/{pid}").exists() for pid in children)
+    assert [p.name for p in (fleet_catalog / "out").iterdir() if p.name != ".cache"] == []  # nothing swapped yet
+    after = hostfit(fleet_catalog, "build", "--all", "-q")
+    assert after.returncode == 0, after.stderr
+    assert len([p for p in (fleet_catalog / "out").iterdir() if p.name != ".cache"]) == HOSTS
+    assert [p.name for p in staging.iterdir() if p.name.startswith("staging")] == []
