@@ -1,0 +1,126 @@
+"""examples/ansible run by ansible-core against localhost (local connection), offline: the first run
+installs and applies (changed), the second changes nothing, and a run after models.json was removed
+reports exactly the apply task as changed.
+
+The controller's catalog checkout is what a clone of this repository holds (the package source
+beside sources/, profiles/ and a compiled out/), its artifact served from 127.0.0.1. The role
+pip-installs hostfit from the copied checkout into its venv; here that venv is made beforehand the
+way test_installed makes one (without pip, lent this environment's dependencies, hostfit's editable
+install left out), and pip runs with --no-index --no-deps --no-build-isolation: the real wheel is
+built and installed in a few seconds without the network, where a host would download the
+dependencies from the package registry. Everything lives in a temporary HOME and XDG folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from test_fetch import BLOB, SHA, compiled, server  # noqa: F401 - fixtures
+from test_installed import PACKAGE_FILES, lent_dependencies, work  # noqa: F401 - fixtures
+
+PLAYBOOK = REPO / "examples" / "ansible" / "site.yml"
+RECAP = re.compile(r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+APPLY_TASK = "TASK [hostfit : Apply the compiled catalog (hostfit apply)]"
+
+
+def ansible_playbook() -> str:
+    try:
+        import ansible  # noqa: F401 - ansible-core, from the test extra
+    except ImportError as error:
+        pytest.skip(f"ansible-core cannot be imported ({error}): install the test extra")
+    return str(Path(sys.executable).with_name("ansible-playbook"))
+
+
+def catalog_repository(catalog: Path, target: Path, env: dict) -> Path:
+    """A git repository like this one, as a team's catalog repository: the package source beside
+    the catalog and its compiled out/ (.gitignore's exclusions kept)."""
+    target.mkdir()
+    for name in (*PACKAGE_FILES, ".gitignore"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(REPO / name, target / name)
+    for name in ("sources", "profiles", "out"):
+        shutil.copytree(catalog / name, target / name)
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "catalog"]):
+        subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@127.0.0.1", *command], cwd=target,
+                       env=env, check=True, timeout=60, capture_output=True)
+    return target
+
+
+def venv_with_lent_dependencies(venv: Path, lent: Path) -> None:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    (purelib / "lent.pth").write_text(f"{lent}\n")
+
+
+def play(env: dict, extra: Path, tmp_path: Path) -> tuple[dict, str]:
+    command = [ansible_playbook(), "-i", "localhost,", "-c", "local", str(PLAYBOOK), "-e", f"@{extra}"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    (recap,) = RECAP.findall(output)
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, recap))), output
+
+
+def apply_status(output: str) -> str:
+    """How the apply task ended: the first status line after its header (ok, changed, failed...)."""
+    after = output.split(APPLY_TASK, 1)[1]
+    return re.search(r"^(\w+): \[localhost\]", after, re.M).group(1)
+
+
+def test_playbook_installs_applies_and_is_idempotent(base_catalog, server, tmp_path, work, lent_dependencies):  # noqa: F811
+    ansible_playbook()  # skipped here, before any work, where ansible-core is missing
+    catalog = compiled(base_catalog, server)
+    home = tmp_path / "home"
+    venv = home / ".local" / "share" / "hostfit" / "venv"  # the role's default place
+    venv_with_lent_dependencies(venv, lent_dependencies)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV", "ANSIBLE_", "XDG_", "HOSTFIT_"))}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(tmp_path / "xdg-config"), XDG_CACHE_HOME=str(tmp_path / "xdg-cache"),
+               XDG_DATA_HOME=str(tmp_path / "xdg-data"), HOST="test-machine", HOSTFIT_BACKOFF_BASE="0.01",
+               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_RETRY_FILES_ENABLED="0")
+    repository = catalog_repository(catalog, tmp_path / "catalog-repository", env)
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({"hostfit_catalog_repo": str(repository), "hostfit_host": "box-8",
+                                 "hostfit_pip_args": "--no-index --no-deps --no-build-isolation"}))
+
+    started = time.monotonic()
+    first, output = play(env, extra, tmp_path)
+    assert first["failed"] == 0 and first["changed"] >= 3, output  # cloned, hostfit installed, applied
+    assert apply_status(output) == "changed", output
+    installed = json.loads((tmp_path / "xdg-data" / "hostfit" / "models.json").read_text())
+    artifact = installed["models"]["small-chat"]["artifact"]
+    assert artifact["sha256"] == SHA and Path(artifact["path"]).read_bytes() == BLOB
+    assert Path(artifact["path"]).is_relative_to(tmp_path / "xdg-cache")
+    checkout_on_host = home / ".local" / "share" / "hostfit" / "catalog"
+    assert json.loads((checkout_on_host / "out" / "box-8" / "models.lock").read_text())["artifacts"]["small-chat"][
+        "sha256"] == SHA
+    assert (venv / "bin" / "hostfit").exists(), "the role installed hostfit's entry point into its venv"
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import compiler; print(compiler.__file__)"],
+                           capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path).stdout.strip()
+    assert Path(where).is_relative_to(venv), f"hostfit came from {where}, not the role's install"
+
+    second, output = play(env, extra, tmp_path)
+    assert second == {"ok": first["ok"] - 1, "changed": 0, "unreachable": 0, "failed": 0}, output  # no reinstall
+    assert "skipping: [localhost]" in output.split("TASK [hostfit : Install hostfit into its venv]", 1)[1][:200]
+    assert apply_status(output) == "ok", "apply ran and found nothing to change"
+    assert len(server.log) == 1, "the artifact was downloaded once"
+
+    (tmp_path / "xdg-data" / "hostfit" / "models.json").unlink()
+    third, output = play(env, extra, tmp_path)
+    assert third["changed"] == 1 and apply_status(output) == "changed", output
+    assert (tmp_path / "xdg-data" / "hostfit" / "models.json").exists()
+    print(f"three playbook runs in {time.monotonic() - started:.1f} s")
