@@ -1,6 +1,6 @@
 """examples/ansible run by ansible-core against localhost (local connection), offline: the first run
 installs and applies (changed), the second changes nothing, and a run after models.json was removed
-reports exactly the apply task as changed.
+reports exactly the apply task as changed; --check skips apply.
 
 The controller's catalog checkout is what a clone of this repository holds (the package source
 beside sources/, profiles/ and a compiled out/), its artifact served from 127.0.0.1. The role
@@ -65,8 +65,8 @@ def venv_with_lent_dependencies(venv: Path, lent: Path) -> None:
     (purelib / "lent.pth").write_text(f"{lent}\n")
 
 
-def play(env: dict, extra: Path, tmp_path: Path) -> tuple[dict, str]:
-    command = [ansible_playbook(), "-i", "localhost,", "-c", "local", str(PLAYBOOK), "-e", f"@{extra}"]
+def play(env: dict, extra: Path, tmp_path: Path, *options: str) -> tuple[dict, str]:
+    command = [ansible_playbook(), "-i", "localhost,", "-c", "local", str(PLAYBOOK), "-e", f"@{extra}", *options]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -119,8 +119,11 @@ def test_playbook_installs_applies_and_is_idempotent(base_catalog, server, tmp_p
     assert apply_status(output) == "ok", "apply ran and found nothing to change"
     assert len(server.log) == 1, "the artifact was downloaded once"
 
+    dry, output = play(env, extra, tmp_path, "--check")  # the README's dry run: apply is skipped, nothing fails
+    assert (dry["changed"], dry["failed"]) == (0, 0) and apply_status(output) == "skipping", output
+
     (tmp_path / "xdg-data" / "hostfit" / "models.json").unlink()
     third, output = play(env, extra, tmp_path)
     assert third["changed"] == 1 and apply_status(output) == "changed", output
     assert (tmp_path / "xdg-data" / "hostfit" / "models.json").exists()
-    print(f"three playbook runs in {time.monotonic() - started:.1f} s")
+    print(f"four playbook runs in {time.monotonic() - started:.1f} s")
