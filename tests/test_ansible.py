@@ -1,15 +1,16 @@
-"""examples/ansible run by ansible-core against localhost (local connection), offline: the first run
-installs and applies (changed), the second changes nothing, and a run after models.json was removed
-reports exactly the apply task as changed; --check skips apply.
+"""examples/ansible run by ansible-core against localhost (-i localhost, -c local), offline, in a
+temporary HOME and XDG folders, the artifact served from 127.0.0.1.
 
-The controller's catalog checkout is what a clone of this repository holds (the package source
-beside sources/, profiles/ and a compiled out/), its artifact served from 127.0.0.1. The role
-pip-installs hostfit from the copied checkout into its venv; here that venv is made beforehand the
-way test_installed makes one (without pip, lent this environment's dependencies, hostfit's editable
+The main test clones a catalog repository like this one (the package source beside sources/,
+profiles/ and a compiled out/) from a local path: the first run installs and applies (changed), the
+second changes nothing (changed=0), --check skips apply, and a run after models.json was removed
+reports exactly the apply task as changed. The second copies a catalog folder from the controller.
+The role pip-installs hostfit into its venv; here that venv is made beforehand the way
+test_installed makes one (without pip, lent this environment's dependencies, hostfit's editable
 install left out), and pip runs with --no-index --no-deps --no-build-isolation: the real wheel is
-built and installed in a few seconds without the network, where a host would download the
-dependencies from the package registry. Everything lives in a temporary HOME and XDG folders.
-"""
+built from the checkout and installed in seconds without the network, where a host would download
+the dependencies from the package registry. About 20 s and 40 s here (the copy is one module call per
+file)."""
 
 from __future__ import annotations
 
@@ -80,18 +81,26 @@ def apply_status(output: str) -> str:
     return re.search(r"^(\w+): \[localhost\]", after, re.M).group(1)
 
 
+def host_environment(tmp_path: Path, venv: Path, lent: Path) -> dict:
+    """The environment ansible-playbook (and so every task, over the local connection) runs in:
+    a temporary HOME and XDG folders, nothing of this process's Python, pip or Ansible settings."""
+    venv_with_lent_dependencies(venv, lent)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV", "ANSIBLE_", "XDG_", "HOSTFIT_"))}
+    env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+               XDG_CACHE_HOME=str(tmp_path / "xdg-cache"), XDG_DATA_HOME=str(tmp_path / "xdg-data"),
+               HOST="test-machine", HOSTFIT_BACKOFF_BASE="0.01", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"), ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+               ANSIBLE_RETRY_FILES_ENABLED="0")
+    return env
+
+
 def test_playbook_installs_applies_and_is_idempotent(base_catalog, server, tmp_path, work, lent_dependencies):  # noqa: F811
     ansible_playbook()  # skipped here, before any work, where ansible-core is missing
     catalog = compiled(base_catalog, server)
     home = tmp_path / "home"
     venv = home / ".local" / "share" / "hostfit" / "venv"  # the role's default place
-    venv_with_lent_dependencies(venv, lent_dependencies)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV", "ANSIBLE_", "XDG_", "HOSTFIT_"))}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(tmp_path / "xdg-config"), XDG_CACHE_HOME=str(tmp_path / "xdg-cache"),
-               XDG_DATA_HOME=str(tmp_path / "xdg-data"), HOST="test-machine", HOSTFIT_BACKOFF_BASE="0.01",
-               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-               ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_RETRY_FILES_ENABLED="0")
+    env = host_environment(tmp_path, venv, lent_dependencies)
     repository = catalog_repository(catalog, tmp_path / "catalog-repository", env)
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps({"hostfit_catalog_repo": str(repository), "hostfit_host": "box-8",
@@ -127,3 +136,30 @@ def test_playbook_installs_applies_and_is_idempotent(base_catalog, server, tmp_p
     assert third["changed"] == 1 and apply_status(output) == "changed", output
     assert (tmp_path / "xdg-data" / "hostfit" / "models.json").exists()
     print(f"four playbook runs in {time.monotonic() - started:.1f} s")
+
+
+def test_a_catalog_folder_copied_from_the_controller(base_catalog, server, tmp_path, work, lent_dependencies):  # noqa: F811
+    """No repository: the controller's catalog folder is copied, hostfit installed from another source."""
+    ansible_playbook()
+    catalog = compiled(base_catalog, server)
+    folder = tmp_path / "controller-catalog"  # what the host needs: the layers and its compiled folder
+    for name in ("sources", "profiles", "out/box-8"):
+        shutil.copytree(catalog / name, folder / name, ignore=shutil.ignore_patterns("explain.json"))
+    source = tmp_path / "hostfit-source"
+    source.mkdir()
+    for name in PACKAGE_FILES:
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(REPO / name, source / name)
+    venv = tmp_path / "venv"
+    env = host_environment(tmp_path, venv, lent_dependencies)
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({"hostfit_catalog_src": str(folder), "hostfit_host": "box-8",
+                                 "hostfit_catalog_dir": str(tmp_path / "on-host"), "hostfit_venv": str(venv),
+                                 "hostfit_pip_source": str(source),
+                                 "hostfit_pip_args": "--no-index --no-deps --no-build-isolation"}))
+    first, output = play(env, extra, tmp_path)
+    assert first["changed"] >= 3 and apply_status(output) == "changed", output
+    assert (tmp_path / "on-host" / "sources" / "hosts.yaml").exists() and (venv / "bin" / "hostfit").exists()
+    assert json.loads((tmp_path / "xdg-data" / "hostfit" / "models.json").read_text())["host"]["name"] == "box-8"
+    second, output = play(env, extra, tmp_path)
+    assert (second["changed"], second["failed"]) == (0, 0), output
