@@ -4,7 +4,8 @@ temporary HOME and XDG folders, the artifact served from 127.0.0.1.
 The main test clones a catalog repository like this one (the package source beside sources/,
 profiles/ and a compiled out/) from a local path: the first run installs and applies (changed), the
 second changes nothing (changed=0), --check skips apply, and a run after models.json was removed
-reports exactly the apply task as changed. The second copies a catalog folder from the controller.
+reports exactly the apply task as changed; a new commit whose pip install fails fails the run and
+leaves no hostfit behind, so the next run installs again. The second test copies a catalog folder from the controller.
 The role pip-installs hostfit into its venv; here that venv is made beforehand the way
 test_installed makes one (without pip, lent this environment's dependencies, hostfit's editable
 install left out), and pip runs with --no-index --no-deps --no-build-isolation: the real wheel is
@@ -55,9 +56,13 @@ def catalog_repository(catalog: Path, target: Path, env: dict) -> Path:
     for name in ("sources", "profiles", "out"):
         shutil.copytree(catalog / name, target / name)
     for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "catalog"]):
-        subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@127.0.0.1", *command], cwd=target,
-                       env=env, check=True, timeout=60, capture_output=True)
+        git(target, env, *command)
     return target
+
+
+def git(repository: Path, env: dict, *command: str) -> None:
+    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@127.0.0.1", *command], cwd=repository,
+                   env=env, check=True, timeout=60, capture_output=True)
 
 
 def venv_with_lent_dependencies(venv: Path, lent: Path) -> None:
@@ -66,11 +71,11 @@ def venv_with_lent_dependencies(venv: Path, lent: Path) -> None:
     (purelib / "lent.pth").write_text(f"{lent}\n")
 
 
-def play(env: dict, extra: Path, tmp_path: Path, *options: str) -> tuple[dict, str]:
+def play(env: dict, extra: Path, tmp_path: Path, *options: str, rc: int = 0) -> tuple[dict, str]:
     command = [ansible_playbook(), "-i", "localhost,", "-c", "local", str(PLAYBOOK), "-e", f"@{extra}", *options]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    assert result.returncode == rc, output
     (recap,) = RECAP.findall(output)
     return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, recap))), output
 
@@ -124,7 +129,7 @@ def test_playbook_installs_applies_and_is_idempotent(base_catalog, server, tmp_p
 
     second, output = play(env, extra, tmp_path)
     assert second == {"ok": first["ok"] - 1, "changed": 0, "unreachable": 0, "failed": 0}, output  # no reinstall
-    assert "skipping: [localhost]" in output.split("TASK [hostfit : Install hostfit into its venv]", 1)[1][:200]
+    assert "skipping: [localhost]" in output.split("TASK [hostfit : Install hostfit into its venv (pip)]", 1)[1][:200]
     assert apply_status(output) == "ok", "apply ran and found nothing to change"
     assert len(server.log) == 1, "the artifact was downloaded once"
 
@@ -135,7 +140,20 @@ def test_playbook_installs_applies_and_is_idempotent(base_catalog, server, tmp_p
     third, output = play(env, extra, tmp_path)
     assert third["changed"] == 1 and apply_status(output) == "changed", output
     assert (tmp_path / "xdg-data" / "hostfit" / "models.json").exists()
-    print(f"four playbook runs in {time.monotonic() - started:.1f} s")
+
+    # a new commit whose install fails: the run fails, and the next one installs again
+    (repository / "NOTES.md").write_text("a new commit\n")
+    git(repository, env, "add", "-A")
+    git(repository, env, "commit", "-q", "-m", "notes")
+    settings = json.loads(extra.read_text())
+    extra.write_text(json.dumps({**settings, "hostfit_pip_args": "--no-such-pip-option"}))
+    failed, output = play(env, extra, tmp_path, rc=2)
+    assert failed["failed"] == 1 and "pip could not install" in output and not (venv / "bin" / "hostfit").exists()
+    extra.write_text(json.dumps(settings))
+    healed, output = play(env, extra, tmp_path)
+    assert healed["failed"] == 0 and (venv / "bin" / "hostfit").exists(), output
+    assert apply_status(output) == "ok", "reinstalled, and models.json and models.lock are as they were"
+    print(f"six playbook runs in {time.monotonic() - started:.1f} s")
 
 
 def test_a_catalog_folder_copied_from_the_controller(base_catalog, server, tmp_path, work, lent_dependencies):  # noqa: F811
