@@ -181,3 +181,30 @@ def test_a_catalog_folder_copied_from_the_controller(base_catalog, server, tmp_p
     assert json.loads((tmp_path / "xdg-data" / "hostfit" / "models.json").read_text())["host"]["name"] == "box-8"
     second, output = play(env, extra, tmp_path)
     assert (second["changed"], second["failed"]) == (0, 0), output
+
+
+def test_the_apply_wrapper_reports_changes_and_passes_failures_through(base_catalog, server, tmp_path, monkeypatch,  # noqa: F811
+                                                                         capsys):
+    """The role's hostfit_apply.py by itself (no Ansible): changed, then unchanged; hostfit's exit 3 kept."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "hostfit_apply", REPO / "examples" / "ansible" / "roles" / "hostfit" / "files" / "hostfit_apply.py")
+    wrapper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wrapper)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("HOSTFIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOSTFIT_BACKOFF_BASE", "0.01")
+    catalog = compiled(base_catalog, server)
+
+    def reported() -> dict:
+        return json.loads(capsys.readouterr().out)
+
+    assert wrapper.main(str(catalog), "box-8") == 0 and reported()["changed"] is True
+    assert wrapper.main(str(catalog), "box-8") == 0 and reported()["changed"] is False
+    (catalog / "out" / "box-8" / "models.lock").unlink()  # apply pins it again: a change
+    assert wrapper.main(str(catalog), "box-8") == 0 and reported()["changed"] is True
+    (tmp_path / "cache").rename(tmp_path / "gone")
+    server.files.clear()  # the artifact is no longer cached nor served: apply exits 3
+    assert wrapper.main(str(catalog), "box-8") == 3 and capsys.readouterr().out == ""
+    assert wrapper.main(str(catalog), "no-such-host") == 2, "a usage error is passed through too"

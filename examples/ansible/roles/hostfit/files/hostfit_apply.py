@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from compiler.errors import UsageError
 from compiler.executor.fetch import host_folder
 from compiler.runtime import installed_path
 
@@ -21,7 +22,7 @@ def main(catalog: str, host: str = "") -> int:
     catalog_dir = Path(catalog).expanduser()
     try:  # the folder apply will use, by hostfit's own rule; when there is none, apply says why
         lock = host_folder(catalog_dir / "out", host or None) / "models.lock"
-    except Exception:
+    except UsageError:
         lock = None
     watched = [installed_path(), lock]
     before = [digest(path) for path in watched]
