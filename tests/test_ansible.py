@@ -5,7 +5,9 @@ The main test clones a catalog repository like this one (the package source besi
 profiles/ and a compiled out/) from a local path: the first run installs and applies (changed), the
 second changes nothing (changed=0), --check skips apply, and a run after models.json was removed
 reports exactly the apply task as changed; a new commit whose pip install fails fails the run and
-leaves no hostfit behind, so the next run installs again. The second test copies a catalog folder from the controller.
+leaves no hostfit behind, so the next run installs again. The second test copies a catalog folder
+from the controller; the third runs the role's hostfit_apply.py alone.
+
 The role pip-installs hostfit into its venv; here that venv is made beforehand the way
 test_installed makes one (without pip, lent this environment's dependencies, hostfit's editable
 install left out), and pip runs with --no-index --no-deps --no-build-isolation: the real wheel is
@@ -184,8 +186,8 @@ def test_a_catalog_folder_copied_from_the_controller(base_catalog, server, tmp_p
     assert (second["changed"], second["failed"]) == (0, 0), output
 
 
-def test_the_apply_wrapper_reports_changes_and_passes_failures_through(base_catalog, server, tmp_path, monkeypatch,  # noqa: F811
-                                                                         capsys):
+def test_the_apply_wrapper_reports_changes_and_passes_failures_through(base_catalog, server,  # noqa: F811
+                                                                         tmp_path, monkeypatch, capsys):
     """The role's hostfit_apply.py by itself (no Ansible): changed, then unchanged; hostfit's exit 3 kept."""
     import importlib.util
 
