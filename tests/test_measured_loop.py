@@ -177,3 +177,46 @@ def test_the_export_reads_the_store_s_own_rows():
                    "tokens_per_s": round(statistics.median([33.33]), 1), "ttft_s": 0.25, "load_s": 1.5,
                    "success_rate": 1.0, "samples": 1,
                    "measured_at": dt.datetime.fromtimestamp(row["ts"], dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+# ------------------------------------------------------------------ GPU figures, without a GPU
+
+# llama.cpp's log lines as it prints them loading a model on one CUDA GPU with 20 of 28 layers offloaded
+CUDA_LOG = """load_tensors: offloading 20 repeating layers to GPU
+load_tensors:        CUDA0 model buffer size =  3120.50 MiB
+load_tensors:   CPU_Mapped model buffer size =  1283.00 MiB
+llama_context:  CUDA_Host  output buffer size =     0.58 MiB
+llama_kv_cache:      CUDA0 KV buffer size =   320.00 MiB
+llama_kv_cache:        CPU KV buffer size =   128.00 MiB
+llama_context:      CUDA0 compute buffer size =   304.00 MiB
+llama_context:  CUDA_Host compute buffer size =    16.01 MiB
+"""
+
+
+def test_llama_cpp_buffers_are_read_per_device_and_only_a_gpu_s_count_as_vram():
+    from compiler.executor.loaders import buffers, placement_and_gpu
+    from compiler.memory import GPU_RUNTIME_OVERHEAD_MB
+
+    found = buffers(CUDA_LOG)
+    assert found == {"CUDA0": round(3120.50 + 320.00 + 304.00, 2), "CPU_Mapped": 1283.00, "CPU": 128.00,
+                     "CUDA_Host": round(0.58 + 16.01, 2)}
+    split = placement_and_gpu(found, gpu_layers=20, layers=28, smi_mib=None)
+    assert split == {"placement": "split", "gpu_mib": round(found["CUDA0"] + GPU_RUNTIME_OVERHEAD_MB, 1),
+                     "gpu_source": "llama.cpp buffers"}
+    assert placement_and_gpu(found, gpu_layers=-1, layers=28, smi_mib=4410.0) == {
+        "placement": "gpu", "gpu_mib": 4410.0, "gpu_source": "nvidia-smi"}
+    # asked for the GPU, but llama.cpp kept everything in RAM (a build without GPU support): cpu, no guess
+    ram_only = buffers("load_tensors:   CPU_Mapped model buffer size =  1283.00 MiB\n")
+    assert placement_and_gpu(ram_only, gpu_layers=-1, layers=28, smi_mib=None) == {"placement": "cpu"}
+
+
+def test_nvidia_smi_s_figure_is_this_process_s_and_absent_without_it(tmp_path, monkeypatch):
+    from compiler.executor.loaders import nvidia_smi_mib
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert nvidia_smi_mib(1234) is None, "no nvidia-smi: no figure"
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\nprintf '999, 100\\n1234, 4410\\n1234, 512\\n12345, 7\\n'\n")
+    fake.chmod(0o755)
+    assert nvidia_smi_mib(1234) == 4410 + 512, "both GPUs of the process, no other process"
+    assert nvidia_smi_mib(42) is None

@@ -207,21 +207,26 @@ def _probe(llm, settings: Settings, log: str) -> dict:
         figures["decode_tps"] = round(perf.n_eval / (perf.t_eval_ms / 1000), 2)
     found = buffers(log)
     figures["buffers_mib"] = found
-    gpu = {device: mib for device, mib in found.items() if _is_gpu_buffer(device)}
-    layers = llama_cpp.llama_model_n_layer(llm.model)
-    if not gpu:
-        figures["placement"] = "cpu"
-    else:
-        figures["placement"] = "gpu" if settings.gpu_layers < 0 or settings.gpu_layers >= layers else "split"
-        smi = nvidia_smi_mib(os.getpid())
-        if smi is not None:
-            figures["gpu_mib"], figures["gpu_source"] = smi, "nvidia-smi"
-        else:  # the buffers leave out the CUDA context that the figure replaces an estimate of (measured.py)
-            from ..memory import GPU_RUNTIME_OVERHEAD_MB
-
-            figures["gpu_mib"] = round(sum(gpu.values()) + GPU_RUNTIME_OVERHEAD_MB * len(gpu), 1)
-            figures["gpu_source"] = "llama.cpp buffers"
+    on_gpu = any(_is_gpu_buffer(device) for device in found)
+    figures.update(placement_and_gpu(found, settings.gpu_layers, llama_cpp.llama_model_n_layer(llm.model),
+                                     nvidia_smi_mib(os.getpid()) if on_gpu else None))
     return figures
+
+
+def placement_and_gpu(found: dict[str, float], gpu_layers: int, layers: int, smi_mib: float | None) -> dict:
+    """Where llama.cpp put the model (its buffers: none on a GPU is `cpu`, whatever was asked) and the GPU
+    memory it holds: nvidia-smi's figure, else its GPU buffers plus the CUDA context the buffers leave out
+    (memory.GPU_RUNTIME_OVERHEAD_MB per GPU: the figure replaces an estimate that counts it, measured.py)."""
+    gpu = {device: mib for device, mib in found.items() if _is_gpu_buffer(device)}
+    if not gpu:
+        return {"placement": "cpu"}
+    placement = "gpu" if gpu_layers < 0 or gpu_layers >= layers else "split"
+    if smi_mib is not None:
+        return {"placement": placement, "gpu_mib": smi_mib, "gpu_source": "nvidia-smi"}
+    from ..memory import GPU_RUNTIME_OVERHEAD_MB
+
+    return {"placement": placement, "gpu_mib": round(sum(gpu.values()) + GPU_RUNTIME_OVERHEAD_MB * len(gpu), 1),
+            "gpu_source": "llama.cpp buffers"}
 
 
 NVIDIA_SMI_TIMEOUT = 10.0  # seconds
