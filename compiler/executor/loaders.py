@@ -128,7 +128,10 @@ def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int =
                 first = time.perf_counter()
             pieces.append(chunk["choices"][0]["text"])
         if probe is not None:
-            probe.update(_probe(llm, settings, "".join(log)))
+            try:
+                probe.update(_probe(llm, settings, "".join(log)))
+            except (AttributeError, TypeError, ValueError, OSError):
+                pass  # a llama-cpp-python without these counters: the load stands, its figures are unmeasured
     except (ValueError, RuntimeError) as exc:
         raise LoadFailure(f"llama.cpp loaded {path.name} but could not generate: {exc}") from exc
     finally:
