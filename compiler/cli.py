@@ -1231,8 +1231,8 @@ def measured_export(obj: Context, host, dry_run) -> None:
             store.close()
         rows, unplaced = measured.exportable(rows)
         if unplaced:
-            click.echo(f"warning: W641 {len(unplaced)} measurement(s) of {name} left out: no runtime, placement or "
-                       "context recorded", err=True)
+            click.echo(f"warning: W641 {len(unplaced)} measurement(s) of {name} left out: no known runtime, no "
+                       f"placement of {', '.join(measured.PLACEMENTS)} or no context recorded", err=True)
         if not rows:
             click.echo(f"warning: W640 no measurements of host {name!r} in {store.path}"
                        + (f" (it holds {', '.join(hosts)}; --host H)" if hosts else "")

@@ -328,12 +328,17 @@ def read(root: Path, host: str) -> Document | None:
 
 
 def exportable(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """The store's rows a layer can hold, and those it cannot: a measurement with no runtime, placement or
-    context recorded (a fallback's load before the store knew its placement) sizes nothing."""
+    """The store's rows a layer can hold, and those it cannot: a measurement with no known runtime, no
+    placement of PLACEMENTS or no context (a fallback's load before the store knew its placement, or an
+    application's record_measurement with figures of its own) sizes nothing."""
+    from . import runtimes
+
     usable, unplaced = [], []
     for row in rows:
-        (usable if all(row.get(key) is not None for key in ("runtime", "placement", "context")) else unplaced
-         ).append(row)
+        context = row.get("context")
+        fits = (row.get("runtime") in runtimes.REGISTRY and row.get("placement") in PLACEMENTS
+                and isinstance(context, int) and not isinstance(context, bool) and context >= 1)
+        (usable if fits else unplaced).append(row)
     return usable, unplaced
 
 

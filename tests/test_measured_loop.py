@@ -156,10 +156,13 @@ def test_export_defaults_to_this_machine_and_says_when_there_is_nothing(base_cat
     record(state, "test-machine", "small-chat", 1_790_000_000.0, peak_rss_mib=1200.0)
     store = usage.Store(state)  # a fallback's load recorded without a placement: not exportable
     store.record_measurement("test-machine", "small-chat", runtime="llamacpp", context=4096, peak_rss_mib=1.0)
+    # an application's own vocabulary: no placement the layer knows, no runtime the registry knows
+    store.record_measurement("test-machine", "small-chat", runtime="llamacpp", placement="metal", context=4096)
+    store.record_measurement("test-machine", "small-chat", runtime="llama.cpp", placement="cpu", context=4096)
     store.close()
     mine = export(base_catalog)
     assert mine.exit_code == 0, mine.output
-    assert "W641 1 measurement(s) of test-machine left out" in mine.stderr
+    assert "W641 3 measurement(s) of test-machine left out" in mine.stderr
     [run] = yaml.safe_load((base_catalog / LAYER / "test-machine.yaml").read_text())["models"]["small-chat"]
     assert (run["memory_mb"], run["samples"]) == (1200, 1)
     assert export(base_catalog, "--host", "../etc").exit_code == 2
