@@ -385,24 +385,11 @@ def lock_command(obj: Context, host, with_fallbacks) -> None:
 def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers, no_mmap, mlock, verify) -> None:
     """Load ROLE's model (fetching it first), run a short generation, print load and first-token times."""
     def action() -> int:
-        from .executor import fetch as fetcher
         from .executor.loaders import DEFAULT_PROMPT, load_role
 
         limit = _cache_limit()
         plan, cache, lock, reporter = _executor_setup(obj, host, (role,), True)
-        artifacts = {a.model_id: a for a in plan.artifacts}
-
-        def fetch_one(model_id: str):
-            if model_id not in artifacts:
-                from .errors import RuntimeFailure
-                raise RuntimeFailure(f"{model_id}: {plan.skipped.get(model_id) or 'no artifact to fetch'}")
-            # a corrupt cached file is refused, not replaced: `hostfit fetch` repairs
-            fetched = fetcher.fetch_one(artifacts[model_id], cache, lock, reporter, verify, repair=False)
-            if lock.pin(model_id, fetcher.lock_entry(fetched)):
-                lock.save()
-            _keep_under_limit(obj, cache, limit, [fetched])
-            return fetched.path
-
+        fetch_one = _fetch_one(obj, plan, cache, lock, reporter, verify, limit)
         overrides = {"threads": threads, "gpu_layers": gpu_layers, "mmap": not no_mmap, "mlock": mlock,
                      "interactive": True}
         loaded = load_role(plan.document, role, backend, prompt or DEFAULT_PROMPT, fetch_one, overrides,
@@ -416,20 +403,48 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
     run(action)
 
 
-def _record_load(document: dict, role: str, loaded) -> None:
-    """The load as a measurement in the usage store (`hostfit stats`); never fails the command."""
+def _fetch_one(obj: Context, plan, cache, lock, reporter, verify: bool, limit):
+    """model id -> its cached file, fetched and pinned first (`load`, `bench`)."""
+    from .executor import fetch as fetcher
+
+    artifacts = {a.model_id: a for a in plan.artifacts}
+
+    def fetch_one(model_id: str):
+        if model_id not in artifacts:
+            from .errors import RuntimeFailure
+            raise RuntimeFailure(f"{model_id}: {plan.skipped.get(model_id) or 'no artifact to fetch'}")
+        # a corrupt cached file is refused, not replaced: `hostfit fetch` repairs
+        fetched = fetcher.fetch_one(artifacts[model_id], cache, lock, reporter, verify, repair=False)
+        if lock.pin(model_id, fetcher.lock_entry(fetched)):
+            lock.save()
+        _keep_under_limit(obj, cache, limit, [fetched])
+        return fetched.path
+    return fetch_one
+
+
+def _record_load(document: dict, role: str, loaded, source: str = "load") -> dict:
+    """The load (or benchmark) as a measurement in the usage store (`hostfit stats`, `hostfit measured
+    export`); never fails the command. Returns the measurement."""
     import resource
 
     from . import usage
 
     spec = document["roles"].get(role) or {}
+    figures = loaded.figures
     main_pick = spec.get("model") == loaded.model_id
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: this process's peak
-    usage.record_measurement(
-        document["host"]["name"], loaded.model_id, runtime=loaded.backend,
-        placement=spec.get("placement") if main_pick else None, context=spec.get("context"),
-        load_s=loaded.load_seconds, ttft_s=loaded.first_token_seconds,
-        peak_rss_mib=round(peak_kib / 1024, 1) if loaded.backend == "llamacpp" else None, source="load")
+    measurement = {
+        "runtime": loaded.backend,
+        # where llama.cpp put it, from its buffers; else the compiled placement of the role's own pick
+        "placement": figures.get("placement") or (spec.get("placement") if main_pick else None),
+        "context": figures.get("context") or spec.get("context"),
+        "kv_cache_type": figures.get("kv_cache_type") or spec.get("kv_cache_type"),
+        "load_s": loaded.load_seconds, "ttft_s": loaded.first_token_seconds,
+        "decode_tps": figures.get("decode_tps") if source == "bench" else None,  # a load's few tokens are noise
+        "peak_rss_mib": round(peak_kib / 1024, 1) if loaded.backend == "llamacpp" else None,
+        "gpu_mib": figures.get("gpu_mib"), "source": source}
+    usage.record_measurement(document["host"]["name"], loaded.model_id, **measurement)
+    return {"host": document["host"]["name"], "model": loaded.model_id, **measurement}
 
 
 @main.command(name="apply")
@@ -1236,3 +1251,116 @@ def stats_command(obj: Context, role, model, since, fmt, repair) -> None:
                    else stats.render_text(calls, measured, since, str(store.path)))
         return EXIT_OK
     run(action)
+
+
+# ------------------------------------------------------------------------------ measured facts
+
+@main.group(name="measured")
+def measured_group() -> None:
+    """The measured layer: sources/measured/<host>.yaml, from the usage store's measurements."""
+
+
+@measured_group.command(name="export")
+@click.option("--host", metavar="H", help="The host whose measurements to export (default: this machine's name, "
+                                          "as build names it).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.pass_obj
+def measured_export(obj: Context, host, dry_run) -> None:
+    """Write sources/measured/<host>.yaml from the measurements `hostfit load` and `bench` recorded."""
+    def action() -> int:
+        from . import measured, usage
+        from .errors import RuntimeFailure
+        from .executor.fetch import HOST_NAME
+
+        project = obj.project()
+        name = host or _this_host(project, project.load_sources())
+        if not HOST_NAME.match(name):  # the file's name: one file under sources/measured/, never a path
+            raise UsageError(f"{name!r} is not a host name (letters, digits, '.', '_' and '-')")
+        store = usage.Store()
+        try:
+            rows = store.measurements(host=name) if store.path.exists() else []
+            hosts = sorted({row["host"] for row in store.measurements()}) if store.path.exists() and not rows else []
+        except usage.StoreError as exc:
+            raise RuntimeFailure(f"E640 the usage store cannot be read: {exc}") from exc
+        finally:
+            store.close()
+        rows, unplaced = measured.exportable(rows)
+        if unplaced:
+            click.echo(f"warning: W641 {len(unplaced)} measurement(s) of {name} left out: no known runtime, no "
+                       f"placement of {', '.join(measured.PLACEMENTS)} or no context recorded", err=True)
+        if not rows:
+            click.echo(f"warning: W640 no measurements of host {name!r} in {store.path}"
+                       + (f" (it holds {', '.join(hosts)}; --host H)" if hosts else "")
+                       + "; `hostfit load` and `hostfit bench` record them. Nothing written.", err=True)
+            return EXIT_OK
+        path, changed, lines = measured.export_changes(project.root, name, rows, dry_run)
+        for line in lines:
+            click.echo(line)
+        where = project.display(path)
+        if not changed:
+            click.echo(f"{where}: unchanged ({len(rows)} measurement(s) of {name})", err=True)
+        else:
+            click.echo(f"{where}: {'would be written' if dry_run else 'written'} ({len(rows)} measurement(s) of "
+                       f"{name}); review it and commit it, then `hostfit build`", err=True)
+        return EXIT_OK
+
+    run(action)
+
+
+# ------------------------------------------------------------------------------ benchmarks
+
+BENCH_TOKENS = 128  # decoded by default: enough for a steady tokens/s, seconds on a laptop
+
+
+@main.command(name="bench")
+@click.argument("target", metavar="ROLE|MODEL")
+@click.option("--host", metavar="H", help="A compiled host (default: this machine's).")
+@click.option("--context", type=click.IntRange(min=1), help="Load with this context (default: the compiled one).")
+@click.option("--tokens", type=click.IntRange(min=2), default=BENCH_TOKENS, show_default=True,
+              help="Tokens to decode.")
+@click.option("--prompt", default=None, help="The prompt.")
+@click.option("--threads", type=int, help="CPU threads (default: all).")
+@click.option("--gpu-layers", type=int, help="Layers to offload (default: from the compiled placement).")
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
+@click.pass_obj
+def bench_command(obj: Context, target, host, context, tokens, prompt, threads, gpu_layers, verify) -> None:
+    """Load ROLE's model (or MODEL) as compiled, decode N tokens, record the figures beside the estimates."""
+    def action() -> int:
+        from . import stats
+        from .executor import fetch as fetcher
+        from .executor.loaders import DEFAULT_PROMPT, load_role
+
+        limit = _cache_limit()
+        compiled = fetcher.plan(fetcher.host_folder(obj.root() / "out", host)).document
+        role, model_id = _bench_target(compiled, target)
+        plan, cache, lock, reporter = _executor_setup(obj, host, (role,), True)
+        fetch_one = _fetch_one(obj, plan, cache, lock, reporter, verify, limit)
+        overrides = {"threads": threads, "gpu_layers": gpu_layers, "interactive": True, "context": context,
+                     "max_tokens": tokens}
+        loaded = load_role(plan.document, role, None, prompt or DEFAULT_PROMPT, fetch_one, overrides,
+                           say=lambda text: click.echo(text, err=True), only=model_id)
+        row = _record_load(plan.document, role, loaded, source="bench")
+        [row] = stats.with_estimates([row], lambda _host: plan.document)
+        click.echo(stats.render_bench(row, loaded.figures))
+        return EXIT_OK
+
+    run(action)
+
+
+def _bench_target(compiled: dict, target: str) -> tuple[str, str | None]:
+    """(role, model or None for the role's chain) that `bench TARGET` names: a compiled role, else a model
+    (id or alias, in any case) of a role's chain, benched with that role's compiled settings."""
+    roles = compiled["roles"]
+    if target in roles:
+        return target, None
+    wanted = target.lower()
+    aliases = {name.lower(): model_id for name, model_id in (compiled.get("aliases") or {}).items()}
+    model_id = next((m for m in compiled["models"] if m.lower() == wanted), None) or aliases.get(wanted)
+    for name in sorted(roles):
+        spec = roles[name]
+        if model_id and model_id in [spec.get("model"), *spec.get("fallbacks", ())]:
+            return name, model_id
+    from .errors import did_you_mean
+    hint = did_you_mean(target, [*roles, *compiled["models"]]) or f"roles: {', '.join(sorted(roles))}"
+    raise UsageError(f"{target!r} is neither a role of {compiled['host']['name']} nor a model one of its roles "
+                     f"uses; {hint}")

@@ -168,7 +168,8 @@ def _latest_first(runs) -> list[Run]:
 def export_layer(host: str, rows: list[dict], previous: dict | None) -> dict:
     """The measured layer of `host` from measurement rows, over `previous` (the committed layer's data, or None).
 
-    Each row is one run of a model, a dict with:
+    Each row is one run of a model, a measurement as the usage store records it (usage.MEASUREMENT_FIELDS,
+    what usage.measurements() returns), a dict with:
       host         the host it ran on (rows of other hosts are left out)
       model        the catalog id (or alias) of the model; a variant by its id, `<model>:<variant>`
       runtime      the runtime that ran it: llamacpp, ollama, mlx, vllm, transformers
@@ -176,14 +177,15 @@ def export_layer(host: str, rows: list[dict], previous: dict | None) -> dict:
       context      the context (n_ctx) it was loaded with, tokens
       load_s       seconds to load, or None
       ttft_s       seconds to the first token, or None
-      tok_s        decode tokens per second, or None
-      rss_mib      peak resident set of the process, MiB, or None
+      decode_tps   decode tokens per second, or None
+      peak_rss_mib peak resident set of the process, MiB, or None
       gpu_mib      peak GPU memory of the process, MiB, or None: nvidia-smi's per-process figure, which holds
                    the CUDA context; llama.cpp's buffers alone leave it out, so a recorder with only those adds
                    memory.GPU_RUNTIME_OVERHEAD_MB per GPU (the figure replaces an estimate that counts it)
       ok           whether the run succeeded (a failed one counts in success_rate only)
-      measured_at  when it ran: ISO 8601 text, or seconds since the epoch
+      ts           when it ran: seconds since the epoch, or ISO 8601 text
       kv_cache_type  (optional) the KV cache type it ran with; absent or None: f16
+    (other keys, such as the store's `source`, are ignored)
 
     Rows with the same model, runtime, placement, context and cache type make one measurement: memory_mb
     is the peak over the successful runs of the placement's figure (VRAM on gpu, resident set on cpu, both
@@ -229,11 +231,12 @@ def _summary(key: tuple, rows: list[dict]) -> dict:
     memory = [m for m in (_memory(row, placement) for row in good) if m]
     if memory:
         run["memory_mb"] = math.ceil(max(memory))
-    for field, source in (("rss_mb", "rss_mib"), ("gpu_mb", "gpu_mib")):
+    for field, source in (("rss_mb", "peak_rss_mib"), ("gpu_mb", "gpu_mib")):
         values = [value for row in good if (value := _figure(row.get(source))) is not None]
         if values:
             run[field] = math.ceil(max(values))
-    for field, source, digits in (("tokens_per_s", "tok_s", 1), ("ttft_s", "ttft_s", 3), ("load_s", "load_s", 3)):
+    for field, source, digits in (("tokens_per_s", "decode_tps", 1), ("ttft_s", "ttft_s", 3),
+                                  ("load_s", "load_s", 3)):
         values = [value for row in good if (value := _figure(row.get(source))) is not None]
         if not values:
             continue
@@ -242,7 +245,7 @@ def _summary(key: tuple, rows: list[dict]) -> dict:
             run[field] = median
     run["success_rate"] = round(len(good) / len(rows), 3)
     run["samples"] = len(rows)
-    run["measured_at"] = max(_when(row.get("measured_at")) for row in rows)
+    run["measured_at"] = max(_when(row.get("ts")) for row in rows)
     return run
 
 
@@ -255,7 +258,7 @@ def _figure(value) -> float | None:
 
 def _memory(row: dict, placement: str) -> float | None:
     """The figure the placement's budget is checked against: VRAM on gpu, RAM on cpu, both on split."""
-    rss, gpu = _figure(row.get("rss_mib")), _figure(row.get("gpu_mib"))
+    rss, gpu = _figure(row.get("peak_rss_mib")), _figure(row.get("gpu_mib"))
     if placement == "gpu":
         return gpu
     if placement == "cpu":
@@ -268,7 +271,7 @@ def _when(value) -> str:
         return dt.datetime.fromtimestamp(value, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, str) and value:
         return value
-    raise ValueError(f"measured_at {value!r} is neither ISO 8601 text nor seconds since the epoch")
+    raise ValueError(f"ts {value!r} is neither ISO 8601 text nor seconds since the epoch")
 
 
 def _steady(old: dict, new: dict) -> dict:
@@ -324,9 +327,51 @@ def read(root: Path, host: str) -> Document | None:
     return doc
 
 
-def write(root: Path, layer: dict) -> tuple[Path, bool]:
+def exportable(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The store's rows a layer can hold, and those it cannot: a measurement with no known runtime, no
+    placement of PLACEMENTS or no context (a fallback's load before the store knew its placement, or an
+    application's record_measurement with figures of its own) sizes nothing."""
+    from . import runtimes
+
+    usable, unplaced = [], []
+    for row in rows:
+        context = row.get("context")
+        fits = (row.get("runtime") in runtimes.REGISTRY and row.get("placement") in PLACEMENTS
+                and isinstance(context, int) and not isinstance(context, bool) and context >= 1)
+        (usable if fits else unplaced).append(row)
+    return usable, unplaced
+
+
+def changes(previous: dict | None, layer: dict) -> list[str]:
+    """What an export changes, one line per measurement added, changed or kept from `previous`."""
+    def runs_of(data: dict | None) -> dict[tuple, dict]:
+        return {(name.lower(), *_key(run)): run for name, runs in ((data or {}).get("models") or {}).items()
+                for run in runs}
+
+    before, after = runs_of(previous), runs_of(layer)
+    lines = []
+    for key in sorted(after, key=lambda k: (k[0], _sort_key(k[1:]))):
+        model, runtime, placement, context, cache_type = key
+        what = f"{model} on {runtime}, {placement}, {context:,} tokens" + (f", {cache_type} cache" if cache_type
+                                                                             else "")
+        old, new = before.get(key), after[key]
+        figures = [field for field in ("memory_mb", "tokens_per_s", "ttft_s", "load_s", "success_rate", "samples")
+                   if old is None and new.get(field) is not None or old is not None and old.get(field) != new.get(field)]
+        if old is None:
+            lines.append(f"+ {what}: " + ", ".join(f"{field} {new[field]}" for field in figures))
+        elif old != new:
+            lines.append(f"~ {what}: " + ", ".join(f"{field} {old.get(field)} -> {new.get(field)}"
+                                                   for field in figures))
+        else:
+            lines.append(f"= {what}: unchanged (memory_mb {new.get('memory_mb')}, tokens_per_s "
+                         f"{new.get('tokens_per_s')}; a figure within {HYSTERESIS:.0%} keeps the committed one)")
+    return lines
+
+
+def write(root: Path, layer: dict, dry_run: bool = False) -> tuple[Path, bool]:
     """Write sources/measured/<host>.yaml atomically, after checking it as the pipeline will read it.
-    Returns (path, changed): the same layer again leaves the file untouched."""
+    Returns (path, changed): the same layer again leaves the file untouched; `dry_run` checks and
+    compares, and writes nothing."""
     from . import validate
     from .emit import write_atomic
     from .load import load_yaml_text
@@ -342,11 +387,20 @@ def write(root: Path, layer: dict) -> tuple[Path, bool]:
             return path, False
     except OSError:
         pass  # unreadable: write_atomic replaces it, or names the problem
-    write_atomic(path, data)
+    if not dry_run:
+        write_atomic(path, data)
     return path, True
 
 
-def export(root: Path, host: str, rows: list[dict]) -> tuple[Path, bool]:
+def export(root: Path, host: str, rows: list[dict], dry_run: bool = False) -> tuple[Path, bool]:
     """`hostfit measured export`: the host's rows over its committed layer, written back. (path, changed)"""
+    path, changed, _ = export_changes(root, host, rows, dry_run)
+    return path, changed
+
+
+def export_changes(root: Path, host: str, rows: list[dict], dry_run: bool = False) -> tuple[Path, bool, list[str]]:
+    """`export`, and what it changed (`changes`)."""
     previous = read(root, host)
-    return write(root, export_layer(host, rows, previous.data if previous is not None else None))
+    before = previous.data if previous is not None else None
+    layer = export_layer(host, rows, before)
+    return (*write(root, layer, dry_run), changes(before, layer))

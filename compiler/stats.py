@@ -110,13 +110,37 @@ def render_text(calls: list[dict], measured: list[dict], since_text: str | None,
     return "\n".join(lines)
 
 
+def render_bench(row: dict, figures: dict) -> str:
+    """`hostfit bench`: each measured figure beside the compile's estimate (row: with_estimates's)."""
+    measured_mb = (row["peak_rss_mib"] or 0) + (row["gpu_mib"] or 0) or None
+    lines = [f"{row['model']} on {row['host']} ({row['runtime']}, {row['placement'] or '-'}, "
+             f"{_num(row['context'], 0)} tokens of context): recorded in the usage store",
+             *_columns([("figure", "measured", "estimate"),
+                        ("load s", _num(row["load_s"], 3), "-"),
+                        ("first token s", _num(row["ttft_s"], 3), "-"),
+                        (f"decode tok/s ({figures.get('tokens', '-')} tokens)", _num(row["decode_tps"], 1),
+                         _num(row["estimated_tps"], 1)),
+                        ("peak RSS MiB", _num(row["peak_rss_mib"], 0), "-"),
+                        (f"GPU MiB ({figures.get('gpu_source') or 'no GPU used'})", _num(row["gpu_mib"], 0), "-"),
+                        ("memory MiB", _num(measured_mb, 0), _num(row["estimated_mb"], 0))], left=1)]
+    buffers = figures.get("buffers_mib") or {}
+    if buffers:
+        lines.append("llama.cpp buffers: " + ", ".join(f"{device} {mib:,.1f} MiB" for device, mib in sorted(
+            buffers.items())))
+    for label, key in (("memory", "memory_error_pct"), ("speed", "speed_error_pct")):
+        if row.get(key) is not None:
+            lines.append(f"{label} estimate off by {row[key]:+.1f}%")
+    return "\n".join(lines)
+
+
 def render_json(calls: list[dict], measured: list[dict]) -> str:
     return json.dumps({"calls": calls, "measurements": measured}, indent=2, sort_keys=True)
 
 
-def _columns(rows: list[tuple]) -> list[str]:
+def _columns(rows: list[tuple], left: int = 2) -> list[str]:
+    """Aligned columns: the first `left` (names) to the left, numbers to the right."""
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(str(cell).ljust(width) if i < 2 else str(cell).rjust(width)
+    return ["  ".join(str(cell).ljust(width) if i < left else str(cell).rjust(width)
                       for i, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows]
 
 

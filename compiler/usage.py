@@ -26,15 +26,16 @@ from pathlib import Path
 
 from .paths import usage_db
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RETENTION_DAYS = 30  # raw calls kept this long; older ones live on as daily aggregates
 BUSY_TIMEOUT_MS = 5000  # SQLite waits this long for another writer before answering "locked"
 RETRIES = 8  # then this many more tries, with a short random back-off each
 DAY_S = 86400
 
-# the columns of a measurement, in order (record_measurement's keywords; measurements()'s keys)
-MEASUREMENT_FIELDS = ("ts", "host", "model", "runtime", "placement", "context", "load_s", "ttft_s", "decode_tps",
-                      "peak_rss_mib", "gpu_mib", "source")
+# the columns of a measurement, in order (record_measurement's keywords; measurements()'s keys; the rows
+# measured.export_layer reads, so an export is a straight call)
+MEASUREMENT_FIELDS = ("ts", "host", "model", "runtime", "placement", "context", "kv_cache_type", "ok", "load_s",
+                      "ttft_s", "decode_tps", "peak_rss_mib", "gpu_mib", "source")
 
 # calls_daily: one row per day, role, model and provider ('' for none), kept by a trigger on calls
 _DAILY_COLUMNS = ("day, role, model, provider, calls, ok, tokens_in, tokens_out, ok_latency_ms, ok_tokens_out,"
@@ -76,6 +77,11 @@ MIGRATIONS = {
         " runtime TEXT, placement TEXT, context INTEGER, load_s REAL, ttft_s REAL, decode_tps REAL,"
         " peak_rss_mib REAL, gpu_mib REAL, source TEXT)",
         "CREATE INDEX measurements_host ON measurements (host, model)"),
+    # what the measured layer needs besides the figures: whether the run succeeded (its success_rate; every
+    # measurement before version 3 was a successful load, the only kind recorded) and the KV cache type it
+    # ran with (a measurement's key; NULL: f16, the only type loaded before)
+    3: ("ALTER TABLE measurements ADD COLUMN ok INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE measurements ADD COLUMN kv_cache_type TEXT"),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
@@ -205,13 +211,14 @@ class Store:
             " VALUES (?,?,?,?,?,?,?,?,?,?)", row))
 
     def record_measurement(self, host: str, model: str, *, runtime: str | None = None,
-                           placement: str | None = None, context: int | None = None, load_s: float | None = None,
+                           placement: str | None = None, context: int | None = None,
+                           kv_cache_type: str | None = None, ok: bool = True, load_s: float | None = None,
                            ttft_s: float | None = None, decode_tps: float | None = None,
                            peak_rss_mib: float | None = None, gpu_mib: float | None = None,
                            source: str | None = None, ts: float | None = None) -> bool:
-        """A measured load or benchmark of `model` on `host` (seconds, tokens/s, MiB)."""
-        row = (self.clock() if ts is None else ts, host, model, runtime, placement, context, load_s, ttft_s,
-               decode_tps, peak_rss_mib, gpu_mib, source)
+        """A measured load or benchmark of `model` on `host` (seconds, tokens/s, MiB; `ok`: it ran)."""
+        row = (self.clock() if ts is None else ts, host, model, runtime, placement, context, kv_cache_type,
+               1 if ok else 0, load_s, ttft_s, decode_tps, peak_rss_mib, gpu_mib, source)
         columns = ", ".join(MEASUREMENT_FIELDS)
         return self._write(lambda db: db.execute(
             f"INSERT INTO measurements ({columns}) VALUES ({', '.join('?' * len(row))})", row))
@@ -246,7 +253,10 @@ class Store:
                                         " ORDER BY ts, id", args).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it") from exc
-        return [dict(zip(MEASUREMENT_FIELDS, row)) for row in rows]
+        found = [dict(zip(MEASUREMENT_FIELDS, row)) for row in rows]
+        for measurement in found:
+            measurement["ok"] = bool(measurement["ok"])
+        return found
 
     def summary(self, role: str | None = None, model: str | None = None, since: float | None = None) -> list[dict]:
         """Per (model, role): calls, ok, tokens, cost, tokens/s and latency percentiles (README, "Usage statistics").

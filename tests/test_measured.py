@@ -18,7 +18,7 @@ import yaml
 
 from conftest import add_layer, run_cli, tree_bytes
 
-from compiler import diff, measured, memory
+from compiler import diff, measured, memory, usage
 from compiler.pipeline import Project
 
 FAST_ROLE = ("roles:\n  fast:\n    workload: chat\n    strategy: first_fit\n    prefer: [big-chat, small-chat]\n"
@@ -39,9 +39,12 @@ def explained(catalog: Path, host: str) -> dict:
 
 
 def row(model: str, host: str = "box-8", **figures) -> dict:
-    base = {"host": host, "model": model, "runtime": "llamacpp", "placement": "cpu", "context": 4096,
-            "load_s": None, "ttft_s": None, "tok_s": None, "rss_mib": None, "gpu_mib": None, "ok": True,
-            "measured_at": "2026-11-29T10:00:00Z"}
+    """A measurement as the usage store returns it (usage.MEASUREMENT_FIELDS: one vocabulary)."""
+    base = dict.fromkeys(usage.MEASUREMENT_FIELDS) | {
+        "host": host, "model": model, "runtime": "llamacpp", "placement": "cpu", "context": 4096, "ok": True,
+        "ts": "2026-11-29T10:00:00Z"}
+    unknown = set(figures) - set(base)
+    assert not unknown, f"not a measurement field: {unknown}"
     return base | figures
 
 
@@ -52,13 +55,13 @@ def export(catalog: Path, host: str, rows: list[dict]) -> tuple[Path, bool]:
 # ------------------------------------------------------------------------------- export_layer
 
 def test_export_layer_summarizes_rows_per_model_runtime_placement_and_context():
-    rows = [row("big-chat", rss_mib=5000.2, tok_s=6.0, ttft_s=0.5, load_s=2.0),
-            row("big-chat", rss_mib=5100.0, tok_s=7.0, ttft_s=0.7, load_s=3.0, measured_at="2026-11-29T11:00:00Z"),
-            row("big-chat", rss_mib=9999.0, tok_s=1.0, ok=False),  # failed: counts in the rate only
-            row("big-chat", placement="gpu", gpu_mib=4800, rss_mib=900, tok_s=80.0),
-            row("big-chat", placement="split", gpu_mib=3000, rss_mib=2500),
-            row("big-chat", host="elsewhere", rss_mib=1.0),
-            row("small-chat", context=8192, rss_mib=1500, kv_cache_type="q8_0", measured_at=1764410400)]
+    rows = [row("big-chat", peak_rss_mib=5000.2, decode_tps=6.0, ttft_s=0.5, load_s=2.0),
+            row("big-chat", peak_rss_mib=5100.0, decode_tps=7.0, ttft_s=0.7, load_s=3.0, ts="2026-11-29T11:00:00Z"),
+            row("big-chat", peak_rss_mib=9999.0, decode_tps=1.0, ok=False),  # failed: counts in the rate only
+            row("big-chat", placement="gpu", gpu_mib=4800, peak_rss_mib=900, decode_tps=80.0),
+            row("big-chat", placement="split", gpu_mib=3000, peak_rss_mib=2500),
+            row("big-chat", host="elsewhere", peak_rss_mib=1.0),
+            row("small-chat", context=8192, peak_rss_mib=1500, kv_cache_type="q8_0", ts=1764410400)]
     layer = measured.export_layer("box-8", rows, None)
     assert (layer["schema_version"], layer["kind"], layer["host"]) == (2, "measured", "box-8")
     assert list(layer["models"]) == ["big-chat", "small-chat"]
@@ -77,20 +80,20 @@ def test_export_layer_summarizes_rows_per_model_runtime_placement_and_context():
 
 
 def test_export_layer_keeps_what_the_rows_do_not_cover_and_refuses_broken_rows():
-    previous = measured.export_layer("box-8", [row("small-chat", rss_mib=1500)], None)
-    layer = measured.export_layer("box-8", [row("big-chat", rss_mib=5000)], previous)
+    previous = measured.export_layer("box-8", [row("small-chat", peak_rss_mib=1500)], None)
+    layer = measured.export_layer("box-8", [row("big-chat", peak_rss_mib=5000)], previous)
     assert set(layer["models"]) == {"small-chat", "big-chat"}
     assert layer["models"]["small-chat"] == previous["models"]["small-chat"]
     for broken, words in (({"model": None}, "no model"), ({"placement": "disk"}, "placement"),
-                          ({"context": 0}, "context"), ({"measured_at": None}, "measured_at")):
+                          ({"context": 0}, "context"), ({"ts": None}, "ts")):
         with pytest.raises(ValueError, match=words):
             measured.export_layer("box-8", [row("big-chat") | broken], None)
 
 
 def test_a_loads_figures_do_not_erase_a_bench_s():
     """`hostfit load` records memory and load time but no tok/s: the committed tok/s stays."""
-    previous = measured.export_layer("box-8", [row("big-chat", rss_mib=5000, tok_s=6.0)], None)
-    layer = measured.export_layer("box-8", [row("big-chat", rss_mib=6000, load_s=2.0)], previous)
+    previous = measured.export_layer("box-8", [row("big-chat", peak_rss_mib=5000, decode_tps=6.0)], None)
+    layer = measured.export_layer("box-8", [row("big-chat", peak_rss_mib=6000, load_s=2.0)], previous)
     run = layer["models"]["big-chat"][0]
     assert (run["memory_mb"], run["tokens_per_s"], run["load_s"]) == (6000, 6.0, 2.0)
 
@@ -98,9 +101,9 @@ def test_a_loads_figures_do_not_erase_a_bench_s():
 @pytest.mark.parametrize("factor, moves", [(1.05, False), (0.95, False), (1.09, False), (1.10, True),
                                            (0.85, True)])
 def test_hysteresis_keeps_a_figure_within_ten_percent(factor: float, moves: bool):
-    first = [row("big-chat", rss_mib=5000, tok_s=10.0, measured_at="2026-11-01T00:00:00Z")]
+    first = [row("big-chat", peak_rss_mib=5000, decode_tps=10.0, ts="2026-11-01T00:00:00Z")]
     previous = measured.export_layer("box-8", first, None)
-    again = [row("big-chat", rss_mib=5000 * factor, tok_s=10.0 * factor, measured_at="2026-11-29T00:00:00Z")] * 2
+    again = [row("big-chat", peak_rss_mib=5000 * factor, decode_tps=10.0 * factor, ts="2026-11-29T00:00:00Z")] * 2
     layer = measured.export_layer("box-8", again, previous)
     run = layer["models"]["big-chat"][0]
     if moves:
@@ -111,8 +114,8 @@ def test_hysteresis_keeps_a_figure_within_ten_percent(factor: float, moves: bool
 
 
 def test_hysteresis_is_per_figure():
-    previous = measured.export_layer("box-8", [row("big-chat", rss_mib=5000, tok_s=10.0)], None)
-    layer = measured.export_layer("box-8", [row("big-chat", rss_mib=5200, tok_s=14.0)], previous)
+    previous = measured.export_layer("box-8", [row("big-chat", peak_rss_mib=5000, decode_tps=10.0)], None)
+    layer = measured.export_layer("box-8", [row("big-chat", peak_rss_mib=5200, decode_tps=14.0)], previous)
     run = layer["models"]["big-chat"][0]
     assert (run["memory_mb"], run["tokens_per_s"]) == (5000, 14.0)  # memory moved 4%: kept
 
@@ -124,8 +127,8 @@ def test_measured_heavier_no_longer_fits(base_catalog: Path):
     before = compiled(base_catalog, "box-8")
     assert before["roles"]["chat"]["model"] == "big-chat"  # the estimate fits it
     usable = before["host"]["usable_mb"]
-    path, changed = export(base_catalog, "box-8", [row("big-chat", rss_mib=usable + 300, tok_s=5.5),
-                                                   row("big-chat", rss_mib=usable + 100, tok_s=5.9)])
+    path, changed = export(base_catalog, "box-8", [row("big-chat", peak_rss_mib=usable + 300, decode_tps=5.5),
+                                                   row("big-chat", peak_rss_mib=usable + 100, decode_tps=5.9)])
     assert changed and path == base_catalog / "sources" / "measured" / "box-8.yaml"
     assert yaml.safe_load(path.read_text())["models"]["big-chat"][0]["memory_mb"] == usable + 300
     build(base_catalog)
@@ -149,7 +152,7 @@ def test_measured_faster_meets_speed_min(base_catalog: Path):
     trace = {c["model"]: c for c in explained(base_catalog, "box-32")["roles"]["fast"]["candidates"]}
     assert trace["big-chat"]["verdict"] == "rejected" and trace["big-chat"]["speed"]["tokens_per_s"] < 8
     context = before["roles"]["fast"]["context"]
-    export(base_catalog, "box-32", [row("big-chat", "box-32", context=context, tok_s=t) for t in (11.5, 12.0, 12.5)])
+    export(base_catalog, "box-32", [row("big-chat", "box-32", context=context, decode_tps=t) for t in (11.5, 12.0, 12.5)])
     build(base_catalog)
     after = compiled(base_catalog, "box-32")
     role = after["roles"]["fast"]
@@ -162,7 +165,7 @@ def test_measured_faster_meets_speed_min(base_catalog: Path):
 
 def test_measured_speed_is_for_its_runtime_and_placement_only(base_catalog: Path):
     add_layer(base_catalog, "20-fast.yaml", FAST_ROLE)
-    export(base_catalog, "box-32", [row("big-chat", "box-32", placement="gpu", gpu_mib=5000, tok_s=90.0)])
+    export(base_catalog, "box-32", [row("big-chat", "box-32", placement="gpu", gpu_mib=5000, decode_tps=90.0)])
     build(base_catalog)
     role = compiled(base_catalog, "box-32")["roles"]["fast"]
     assert role["model"] == "small-chat" and "speed_method" not in role  # box-32 has no GPU: cpu, estimated
@@ -180,7 +183,7 @@ def test_measured_memory_is_scaled_to_the_role_context_by_memory_py(base_catalog
     build(base_catalog)
     model = compiled(base_catalog, "box-32")["models"]["big-chat"]
     context = compiled(base_catalog, "box-32")["roles"]["chat"]["context"]
-    export(base_catalog, "box-32", [row("big-chat", "box-32", context=at, rss_mib=5000)])
+    export(base_catalog, "box-32", [row("big-chat", "box-32", context=at, peak_rss_mib=5000)])
     build(base_catalog)
     after = compiled(base_catalog, "box-32")
     assert after["roles"]["chat"]["model"] == "big-chat"
@@ -193,13 +196,13 @@ def test_a_kv_bound_is_never_subtracted(base_catalog: Path):
     add_layer(base_catalog, "20-loose.yaml", "models:\n  loose-chat: {provider: local, workloads: [chat], "
                                              "params_b: 3, quantization: Q4_K_M, context_window: 32768}\n"
                                              "roles:\n  loose: {workload: chat, prefer: [loose-chat]}\n")
-    export(base_catalog, "box-32", [row("loose-chat", "box-32", context=16384, rss_mib=3000)])
+    export(base_catalog, "box-32", [row("loose-chat", "box-32", context=16384, peak_rss_mib=3000)])
     build(base_catalog)
     assert compiled(base_catalog, "box-32")["roles"]["loose"]["memory_mb"] == 3000
 
 
 def test_a_measurement_may_name_a_model_by_alias(base_catalog: Path):
-    export(base_catalog, "box-32", [row("TINY", "box-32", rss_mib=999)])
+    export(base_catalog, "box-32", [row("TINY", "box-32", peak_rss_mib=999)])
     build(base_catalog)
     model = compiled(base_catalog, "box-32")["models"]["small-chat"]
     assert (model["memory_method"], model["memory_mb"]) == ("measured", 999)
@@ -208,19 +211,19 @@ def test_a_measurement_may_name_a_model_by_alias(base_catalog: Path):
 # ------------------------------------------------------------------------ hysteresis end to end
 
 def test_a_five_percent_change_does_not_churn_models_json(base_catalog: Path):
-    first = [row("big-chat", "box-32", rss_mib=5000, tok_s=6.0)]
+    first = [row("big-chat", "box-32", peak_rss_mib=5000, decode_tps=6.0)]
     export(base_catalog, "box-32", first)
     build(base_catalog)
     layer, out = tree_bytes(base_catalog / "sources" / "measured"), tree_bytes(base_catalog / "out" / "box-32")
     assert compiled(base_catalog, "box-32")["models"]["big-chat"]["memory_mb"] == 5000
-    _, changed = export(base_catalog, "box-32", [row("big-chat", "box-32", rss_mib=5250, tok_s=5.7,
-                                                     measured_at="2026-11-30T10:00:00Z")])
+    _, changed = export(base_catalog, "box-32", [row("big-chat", "box-32", peak_rss_mib=5250, decode_tps=5.7,
+                                                     ts="2026-11-30T10:00:00Z")])
     assert not changed and tree_bytes(base_catalog / "sources" / "measured") == layer
     assert run_cli("-C", str(base_catalog), "build", "--all", "--check").exit_code == 0
     build(base_catalog)
     assert tree_bytes(base_catalog / "out" / "box-32") == out
     # 15% moves it
-    _, changed = export(base_catalog, "box-32", [row("big-chat", "box-32", rss_mib=5750, tok_s=6.0)])
+    _, changed = export(base_catalog, "box-32", [row("big-chat", "box-32", peak_rss_mib=5750, decode_tps=6.0)])
     assert changed
     assert run_cli("-C", str(base_catalog), "build", "--all", "--check").exit_code == 1
     build(base_catalog)
@@ -228,8 +231,8 @@ def test_a_five_percent_change_does_not_churn_models_json(base_catalog: Path):
 
 
 def test_build_all_check_is_deterministic_with_measured_layers(base_catalog: Path, tmp_path: Path):
-    export(base_catalog, "box-8", [row("small-chat", rss_mib=1400, tok_s=30.0), row("big-chat", rss_mib=7000)])
-    export(base_catalog, "box-32", [row("big-chat", "box-32", rss_mib=5000, tok_s=6.5)])
+    export(base_catalog, "box-8", [row("small-chat", peak_rss_mib=1400, decode_tps=30.0), row("big-chat", peak_rss_mib=7000)])
+    export(base_catalog, "box-32", [row("big-chat", "box-32", peak_rss_mib=5000, decode_tps=6.5)])
     build(base_catalog)
     first = tree_bytes(base_catalog / "out")
     assert run_cli("-C", str(base_catalog), "build", "--all", "--check").exit_code == 0
@@ -247,8 +250,8 @@ def test_diff_says_measured_on_the_host(base_catalog: Path):
     add_layer(base_catalog, "20-fast.yaml", FAST_ROLE)
     before = diff.compiled_side(Project(base_catalog))
     usable = before.documents["box-8"]["host"]["usable_mb"]
-    export(base_catalog, "box-8", [row("big-chat", rss_mib=usable + 300)])
-    export(base_catalog, "box-32", [row("big-chat", "box-32", tok_s=12.0)])
+    export(base_catalog, "box-8", [row("big-chat", peak_rss_mib=usable + 300)])
+    export(base_catalog, "box-32", [row("big-chat", "box-32", decode_tps=12.0)])
     after = diff.compiled_side(Project(base_catalog))
     changes = {(d.host, r["role"]): r for d in diff.diff(before, after) for r in d.roles}
     assert changes[("box-8", "chat")]["reason"].startswith("measured on box-8: big-chat needs")
@@ -262,7 +265,7 @@ def test_diff_says_measured_on_the_host(base_catalog: Path):
 
 
 def test_diff_does_not_blame_a_measurement_it_did_not_make(base_catalog: Path):
-    export(base_catalog, "box-32", [row("big-chat", "box-32", rss_mib=5000)])
+    export(base_catalog, "box-32", [row("big-chat", "box-32", peak_rss_mib=5000)])
     before = diff.compiled_side(Project(base_catalog))
     (base_catalog / "sources" / "hosts.yaml").write_text(
         (base_catalog / "sources" / "hosts.yaml").read_text().replace("box-8: {ram_gb: 8", "box-8: {ram_gb: 4"))
@@ -317,7 +320,7 @@ def test_export_refuses_a_broken_committed_layer(base_catalog: Path):
     folder.mkdir()
     (folder / "box-8.yaml").write_text(LAYER + "  big-chat:\n" + RUN + RUN)
     with pytest.raises(InputError) as caught:
-        export(base_catalog, "box-8", [row("big-chat", rss_mib=5000)])
+        export(base_catalog, "box-8", [row("big-chat", peak_rss_mib=5000)])
     assert [d.code for d in caught.value.diagnostics] == ["E621"]
 
 
@@ -331,8 +334,8 @@ def test_a_variant_is_measured_by_its_id(tmp_path: Path):
     before = compiled(root, "desktop-32")["roles"]["code"]
     assert before["model"] == "qwen2.5-coder-14b:q5_k_m"
     measured.write(root, measured.export_layer("desktop-32", [
-        row("qwen2.5-coder-14b:q5_k_m", "desktop-32", context=before["context"], tok_s=1.5),
-        row("qwen2.5-coder-14b", "desktop-32", rss_mib=100)], None))
+        row("qwen2.5-coder-14b:q5_k_m", "desktop-32", context=before["context"], decode_tps=1.5),
+        row("qwen2.5-coder-14b", "desktop-32", peak_rss_mib=100)], None))
     result = run_cli("-C", str(root), "build", "--all")
     assert result.exit_code == 0, result.output
     assert "warning[W621]: measurements of 'qwen2.5-coder-14b'" in result.stderr
@@ -366,8 +369,8 @@ def test_which_measurement_sizes_and_times_a_candidate():
 
 def test_export_layer_writes_only_figures_the_schema_holds(base_catalog: Path):
     """Zero, negative, NaN and infinite figures were not measured; names merge case-insensitively."""
-    rows = [row("Big-Chat", rss_mib=0, tok_s=float("nan"), ttft_s=-1.0, load_s=float("inf")),
-            row("big-chat", rss_mib=None, tok_s=0.0, kv_cache_type="f16")]
+    rows = [row("Big-Chat", peak_rss_mib=0, decode_tps=float("nan"), ttft_s=-1.0, load_s=float("inf")),
+            row("big-chat", peak_rss_mib=None, decode_tps=0.0, kv_cache_type="f16")]
     layer = measured.export_layer("box-8", rows, None)
     assert layer["models"] == {"big-chat": [{"runtime": "llamacpp", "placement": "cpu", "context": 4096,
                                              "rss_mb": 0, "success_rate": 1.0, "samples": 2,

@@ -456,7 +456,7 @@ COMPILED = {
 def backends(monkeypatch):
     calls = []
 
-    def llamacpp(path, settings, prompt, max_tokens=8):
+    def llamacpp(path, settings, prompt, max_tokens=8, probe=None, decode_all=False):
         calls.append(("llamacpp", str(path)))
         return 0.5, 0.1, "hi"
 

@@ -99,6 +99,25 @@ def test_an_older_schema_version_is_migrated_on_open(tmp_path):
     assert summary[("phi-3-mini", "chat")]["calls"] == 2 and summary[("phi-3-mini", "chat")]["ok"] == 1
 
 
+def test_a_version_2_store_gains_ok_and_kv_cache_type_on_open(tmp_path):
+    """Version 3 adds what the measured layer needs; the measurements already there were successful loads
+    with the default cache, and read back as such."""
+    path = tmp_path / "usage.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript((REPO / "tests" / "data" / "usage-v2.sql").read_text())
+    store = usage.Store(path, clock=Clock(1795000300.0))
+    assert store.record_measurement(host="box", model="phi-3-mini", runtime="llamacpp", placement="cpu",
+                                    context=4096, kv_cache_type="q8_0", ok=False, source="bench")
+    rows = store.measurements(host="box")
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == usage.SCHEMA_VERSION == 3
+    assert [(r["ok"], r["kv_cache_type"], r["source"]) for r in rows] == [
+        (True, None, "bench"), (True, None, "load"), (False, "q8_0", "bench")]
+    assert (rows[0]["decode_tps"], rows[0]["peak_rss_mib"], rows[0]["ts"]) == (9.5, 2900.0, 1795000100.0)
+    assert set(rows[0]) == set(usage.MEASUREMENT_FIELDS)
+
+
 def test_a_newer_schema_version_is_refused_not_rewritten(tmp_path):
     path = tmp_path / "usage.sqlite3"
     with sqlite3.connect(path) as db:
@@ -234,7 +253,7 @@ def test_measurement_api_round_trips(tmp_path):
     store.record_measurement(host="b", model="m1", decode_tps=20.0)
     [row] = store.measurements(host="a")
     assert row == {"ts": NOW, "host": "a", "model": "m1", "runtime": "llamacpp", "placement": "gpu", "context": 8192,
-                   "load_s": 2.0, "ttft_s": 0.1, "decode_tps": 50.0, "peak_rss_mib": 900.0, "gpu_mib": 4500.0,
+                   "kv_cache_type": None, "ok": True, "load_s": 2.0, "ttft_s": 0.1, "decode_tps": 50.0, "peak_rss_mib": 900.0, "gpu_mib": 4500.0,
                    "source": "bench"}
     assert [r["host"] for r in store.measurements()] == ["a", "b"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,9 @@ class Loaded:
     first_token_seconds: float
     text: str
     attempts: list[tuple[str, str]] = field(default_factory=list)  # (model, why it failed) before this one
+    # what the loader measured besides the times (llama.cpp only; `probe` in llamacpp_load): context,
+    # kv_cache_type, placement, tokens, decode_tps, buffers_mib, gpu_mib, gpu_source
+    figures: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -90,32 +94,44 @@ def settings_for(role: dict, model: dict, threads: int | None, gpu_layers: int |
                     tuple(compiled.get("tensor_split") or ()))
 
 
-def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int = 8) -> tuple[float, float, str]:
-    """(load seconds, seconds to the first token, text) from llama-cpp-python."""
+def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int = 8,
+                  probe: dict | None = None, decode_all: bool = False) -> tuple[float, float, str]:
+    """(load seconds, seconds to the first token, text) from llama-cpp-python. `probe` (a dict) is filled
+    with what llama.cpp measured: decode tokens/s, its buffers per device, the placement they show,
+    nvidia-smi's figure; `decode_all` generates all `max_tokens` (a benchmark: end of text ignored)."""
     try:
         from llama_cpp import Llama
     except ImportError as exc:
         raise UsageError("the llama.cpp backend needs llama-cpp-python: pip install 'hostfit[llama]'") from exc
     started = time.perf_counter()
     kv_type = KV_CACHE_TYPES[settings.kv_cache_type]
+    log: list[str] = []
     try:
-        llm = Llama(model_path=str(path), n_ctx=settings.context, n_threads=settings.threads,
-                    n_gpu_layers=settings.gpu_layers, use_mmap=settings.mmap, use_mlock=settings.mlock,
-                    flash_attn=settings.flash_attention, type_k=kv_type, type_v=kv_type,
-                    tensor_split=[float(share) for share in settings.tensor_split] or None,
-                    # sliding-window layers keep window + batch cells, as compiled and as llama-server
-                    # does; llama-cpp-python would otherwise keep the whole context on them
-                    swa_full=False, verbose=False)
+        with _llama_log(log if probe is not None else None):
+            llm = Llama(model_path=str(path), n_ctx=settings.context, n_threads=settings.threads,
+                        n_gpu_layers=settings.gpu_layers, use_mmap=settings.mmap, use_mlock=settings.mlock,
+                        flash_attn=settings.flash_attention, type_k=kv_type, type_v=kv_type,
+                        tensor_split=[float(share) for share in settings.tensor_split] or None,
+                        # sliding-window layers keep window + batch cells, as compiled and as llama-server
+                        # does; llama-cpp-python would otherwise keep the whole context on them
+                        swa_full=False, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise LoadFailure(f"llama.cpp could not load {path.name}: {exc}") from exc
     loaded = time.perf_counter()
     first = None
     pieces = []
     try:
-        for chunk in llm(prompt, max_tokens=max_tokens, temperature=0.0, stream=True):
+        # a benchmark decodes all `max_tokens`: the end-of-text token is never sampled
+        never_end = _without_token(llm.token_eos()) if decode_all else None
+        for chunk in llm(prompt, max_tokens=max_tokens, temperature=0.0, stream=True, logits_processor=never_end):
             if first is None:
                 first = time.perf_counter()
             pieces.append(chunk["choices"][0]["text"])
+        if probe is not None:
+            try:
+                probe.update(_probe(llm, settings, "".join(log)))
+            except (AttributeError, TypeError, ValueError, OSError):
+                pass  # a llama-cpp-python without these counters: the load stands, its figures are unmeasured
     except (ValueError, RuntimeError) as exc:
         raise LoadFailure(f"llama.cpp loaded {path.name} but could not generate: {exc}") from exc
     finally:
@@ -123,6 +139,121 @@ def llamacpp_load(path: Path, settings: Settings, prompt: str, max_tokens: int =
         if close:
             close()
     return loaded - started, (first or time.perf_counter()) - loaded, "".join(pieces)
+
+
+# llama.cpp's log lines naming a buffer it allocated: "CUDA0 KV buffer size =   256.00 MiB"
+_BUFFER = re.compile(r"(\S+)\s+(?:model|KV|compute|output|RS|recurrent)\s+buffer size\s*=\s*([\d.]+)\s*MiB")
+
+
+def _is_gpu_buffer(device: str) -> bool:
+    """CPU, CPU_Mapped, CPU_REPACK and a GPU's pinned host memory (CUDA_Host) are RAM; the others a GPU's."""
+    return not device.upper().startswith("CPU") and not device.endswith("_Host")
+
+
+def buffers(log: str) -> dict[str, float]:
+    """MiB per device that llama.cpp reported allocating (model, KV cache, compute and output buffers)."""
+    found: dict[str, float] = {}
+    for device, mib in _BUFFER.findall(log):
+        found[device] = round(found.get(device, 0.0) + float(mib), 2)
+    return found
+
+
+class _llama_log:
+    """While loading: llama.cpp's log text into `sink` (None: leave the log alone), then the
+    llama-cpp-python logger back."""
+
+    def __init__(self, sink: list[str] | None):
+        self.sink = sink
+
+    def __enter__(self):
+        if self.sink is None:
+            return self
+        import ctypes
+
+        import llama_cpp
+
+        def collect(_level, text, _user_data):
+            if text:
+                self.sink.append(text.decode("utf-8", "replace"))
+        self._callback = llama_cpp.llama_log_callback(collect)  # kept referenced while llama.cpp may call it
+        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+        return self
+
+    def __exit__(self, *_):
+        if self.sink is None:
+            return
+        import ctypes
+
+        import llama_cpp
+        from llama_cpp import _logger
+
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+def _without_token(token: int):
+    from llama_cpp import LogitsProcessorList
+
+    def processor(_input_ids, scores):
+        scores[token] = -float("inf")
+        return scores
+    return LogitsProcessorList([processor])
+
+
+def _probe(llm, settings: Settings, log: str) -> dict:
+    """What llama.cpp measured of this load: its decode timing, its buffers, and the placement they show."""
+    import llama_cpp
+
+    figures: dict = {"context": llm.n_ctx(), "kv_cache_type": settings.kv_cache_type}
+    perf = llama_cpp.llama_perf_context(llm.ctx)
+    figures["tokens"] = perf.n_eval
+    if perf.n_eval and perf.t_eval_ms > 0:  # llama.cpp's own clock over the decoded tokens, prompt excluded
+        figures["decode_tps"] = round(perf.n_eval / (perf.t_eval_ms / 1000), 2)
+    found = buffers(log)
+    figures["buffers_mib"] = found
+    on_gpu = any(_is_gpu_buffer(device) for device in found)
+    figures.update(placement_and_gpu(found, settings.gpu_layers, llama_cpp.llama_model_n_layer(llm.model),
+                                     nvidia_smi_mib(os.getpid()) if on_gpu else None))
+    return figures
+
+
+def placement_and_gpu(found: dict[str, float], gpu_layers: int, layers: int, smi_mib: float | None) -> dict:
+    """Where llama.cpp put the model (its buffers: none on a GPU is `cpu`, whatever was asked) and the GPU
+    memory it holds: nvidia-smi's figure, else its GPU buffers plus the CUDA context the buffers leave out
+    (memory.GPU_RUNTIME_OVERHEAD_MB per GPU: the figure replaces an estimate that counts it, measured.py)."""
+    gpu = {device: mib for device, mib in found.items() if _is_gpu_buffer(device)}
+    if not gpu:
+        return {"placement": "cpu"}
+    placement = "gpu" if gpu_layers < 0 or gpu_layers >= layers else "split"
+    if smi_mib is not None:
+        return {"placement": placement, "gpu_mib": smi_mib, "gpu_source": "nvidia-smi"}
+    from ..memory import GPU_RUNTIME_OVERHEAD_MB
+
+    return {"placement": placement, "gpu_mib": round(sum(gpu.values()) + GPU_RUNTIME_OVERHEAD_MB * len(gpu), 1),
+            "gpu_source": "llama.cpp buffers"}
+
+
+NVIDIA_SMI_TIMEOUT = 10.0  # seconds
+
+
+def nvidia_smi_mib(pid: int) -> float | None:
+    """The GPU memory nvidia-smi counts for process `pid`, MiB over every GPU; None without nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        done = subprocess.run([exe, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    total = None
+    for line in done.stdout.splitlines():
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(pid):
+            try:
+                total = (total or 0.0) + float(parts[1])
+            except ValueError:
+                continue
+    return total
 
 
 # ---------------------------------------------------------------------------------- Ollama
@@ -286,9 +417,11 @@ def no_loader(runtime: str, model_id: str, model: dict, context: int, host: dict
 
 
 def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, fetch_one, overrides: dict,
-              say=print) -> Loaded:
+              say=print, only: str | None = None) -> Loaded:
     """Try the role's model, then its fallbacks in order, until one loads and generates. Each model is
-    loaded with the runtime the role chose for it, unless `backend` names one for all.
+    loaded with the runtime the role chose for it, unless `backend` names one for all. `only`: that model
+    of the chain alone (`hostfit bench MODEL`). overrides: threads, gpu_layers, mmap, mlock, interactive,
+    context (instead of the compiled one), max_tokens (generated; a benchmark's decode length).
     `compiled` comes from documents.read_models (the plan's document): schema-checked, and every
     model its roles name is defined, so the lookups below cannot fail."""
     roles = compiled["roles"]
@@ -296,6 +429,8 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
         raise UsageError(f"unknown role {role_name!r}; roles: {', '.join(sorted(roles))}")
     role = roles[role_name]
     chain = [m for m in [role["model"], *role["fallbacks"]] if m]
+    if only is not None:
+        chain = [m for m in chain if m == only]
     attempts: list[tuple[str, str]] = []
     ollama_down = None  # why Ollama cannot serve, once asked: the later models on it are not asked again
     for model_id in chain:
@@ -307,6 +442,8 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
             say(f"{role_name}: trying fallback {model_id}")
         settings = settings_for(role, model, overrides.get("threads"), overrides.get("gpu_layers"),
                                 overrides.get("mmap", True), overrides.get("mlock", False), model_id)
+        if overrides.get("context"):
+            settings.context = overrides["context"]
         runtime = backend or runtime_of(role, model_id)
         known = runtimes.REGISTRY.get(runtime)
         if known is None or known.loader is None:
@@ -318,6 +455,7 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
             say(f"{role_name}: {model_id} runs on Ollama, which is not running (above)")
             attempts.append((model_id, ollama_down))
             continue
+        figures: dict = {}
         try:
             if known.loader == "ollama":
                 name = (model.get("ollama") or {}).get("name")
@@ -327,7 +465,8 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
                                                 interactive=overrides.get("interactive", False))
             else:
                 fetched = fetch_one(model_id)
-                load, first, text = llamacpp_load(fetched, settings, prompt)
+                load, first, text = llamacpp_load(fetched, settings, prompt, overrides.get("max_tokens", 8),
+                                                  figures, decode_all="max_tokens" in overrides)
         except OllamaUnavailable as exc:
             ollama_down = str(exc)
             say(f"{role_name}: {model_id} runs on Ollama: {exc}")
@@ -341,7 +480,7 @@ def load_role(compiled: dict, role_name: str, backend: str | None, prompt: str, 
             say(f"{role_name}: {model_id} could not be fetched: {exc}")
             attempts.append((model_id, str(exc)))
             continue
-        return Loaded(model_id, runtime, load, first, text, attempts)
+        return Loaded(model_id, runtime, load, first, text, attempts, figures)
     failed: dict[str, list[str]] = {}  # one sentence per reason, with the models it stopped
     for model_id, why in attempts:
         failed.setdefault(why, []).append(model_id)
