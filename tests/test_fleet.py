@@ -190,3 +190,30 @@ def test_a_fleet_build_killed_mid_way_leaves_no_worker_and_the_next_build_finish
     assert after.returncode == 0, after.stderr
     assert len([p for p in (fleet_catalog / "out").iterdir() if p.name != ".cache"]) == HOSTS
     assert [p.name for p in staging.iterdir() if p.name.startswith("staging")] == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fleet builds fork workers on Linux")
+def test_a_fleet_build_uses_a_hosts_measured_layer_like_a_one_host_build(fleet_catalog: Path, tmp_path: Path):
+    """The workers compile each host with its own sources/measured/<host>.yaml, as a one-host build does."""
+    from compiler import measured, usage
+
+    done = hostfit(fleet_catalog, "build", "--all", "-q")
+    assert done.returncode == 0, done.stderr
+    out = fleet_catalog / "out"
+    names = sorted(p.name for p in out.iterdir() if p.name != ".cache")
+    host = names[len(names) // 2]
+    before = json.loads((out / host / "models.json").read_text())
+    chat = before["roles"]["chat"]
+    row = dict.fromkeys(usage.MEASUREMENT_FIELDS) | {
+        "ts": "2026-11-29T10:00:00Z", "host": host, "model": chat["model"], "runtime": chat["runtime"],
+        "placement": chat["placement"], "context": chat["context"], "ok": True,
+        # measured far heavier than the host, in RAM and on the GPU: it cannot stay
+        "peak_rss_mib": before["host"]["ram_mb"] * 2, "gpu_mib": before["host"]["ram_mb"] * 2}
+    measured.export(fleet_catalog, host, [row])
+    rebuilt = hostfit(fleet_catalog, "build", "--all", "-q")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    after = json.loads((out / host / "models.json").read_text())
+    assert after["roles"]["chat"]["model"] != chat["model"], "the measurement moved the pick"
+    alone = hostfit(fleet_catalog, "build", "--host", host, "-q", "--out", str(tmp_path / "single"), jobs=1)
+    assert alone.returncode == 0, alone.stderr
+    assert same_tree(out / host, tmp_path / "single" / host) == []
