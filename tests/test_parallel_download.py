@@ -153,7 +153,7 @@ def test_kill_9_mid_transfer_then_every_part_resumes(base_catalog, server, tmp_p
     blob = b"GGUF" + os.urandom((8 << 20) - 4)  # 32 parts of 256 KiB
     server.files["tiny.gguf"] = blob
     catalog = compiled(base_catalog, server, blob)
-    server.faults["throttle"] = 0.05  # 64 KiB per 50 ms per connection: about 5 MiB/s over 4, several seconds
+    server.faults["throttle"] = 0.1  # 64 KiB per 100 ms per connection: 2.5 MiB/s over 4, sidecar saved each second
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "compiler.cli", "-C", str(catalog), "fetch", "--host", "box-8"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -173,8 +173,11 @@ def test_kill_9_mid_transfer_then_every_part_resumes(base_catalog, server, tmp_p
                 break
             time.sleep(0.01)
     finally:
-        os.kill(process.pid, signal.SIGKILL)
+        finished = process.poll()
+        if finished is None:
+            os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+    assert finished is None, f"the fetch ended (exit {finished}) before the kill; sidecar: {state}"
     state = json.loads(sidecar.read_text())  # as the killed process last saved it
     done = state["done"]
     begun = [i for i, (d, (a, b)) in enumerate(zip(done, spans)) if 0 < d < b - a]
