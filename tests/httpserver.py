@@ -91,6 +91,8 @@ class FileServer(LoopbackServer):
                 else:
                     stop = len(body)
                     self.send_response(200)
+                    if not faults.get("ignore_range"):
+                        self.send_header("Accept-Ranges", "bytes")
                     entry["status"] = 200
                 self.send_header("Content-Length", str(stop - start))
                 self.end_headers()

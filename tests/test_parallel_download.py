@@ -49,9 +49,10 @@ def configure(tmp_path: Path, text: str) -> Path:
     return config
 
 
-def compiled(base_catalog: Path, server: FileServer, blob: bytes = BLOB) -> Path:
-    artifact = {"url": server.url("tiny.gguf"), "file": "tiny.gguf", "sha256": hashlib.sha256(blob).hexdigest(),
-                "size_bytes": len(blob)}
+def compiled(base_catalog: Path, server: FileServer, blob: bytes = BLOB, sized: bool = True) -> Path:
+    artifact = {"url": server.url("tiny.gguf"), "file": "tiny.gguf", "sha256": hashlib.sha256(blob).hexdigest()}
+    if sized:
+        artifact["size_bytes"] = len(blob)
     add_layer(base_catalog, "20-served.yaml", "models:\n  small-chat:\n    artifact: " + json.dumps(artifact) + "\n"
               "roles:\n  chat: {prefer: [small-chat]}\n")
     result = run_cli("-C", str(base_catalog), "build", "--host", "box-8")
@@ -87,6 +88,32 @@ def test_a_large_file_comes_in_ranges_over_several_connections(base_catalog, ser
     assert {e["status"] for e in server.log} == {206} and sum(e["sent"] for e in server.log) == len(BLOB)
     assert 1 < len({e["port"] for e in server.log}) <= 4, "several connections, at most download.connections"
     assert downloading(tmp_path) == [], "no partial and no sidecar left"
+
+
+def test_a_file_of_unknown_size_comes_in_ranges_when_the_server_offers_them(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server, sized=False)  # no size_bytes: the first answer's Content-Length says
+    server.faults["fail_range"] = {PART * 2: 5}
+    assert fetch(catalog).exit_code == 3
+    first, *ranges = server.log
+    assert (first["range"], first["status"]) == (None, 200)
+    assert {e["range"] for e in ranges} == {f"bytes={a}-{b - 1}" for a, b in parts_of(len(BLOB))}, \
+        "its body left unread: every part asked for"
+    server.faults.clear()
+    server.log.clear()
+    result = fetch(catalog)  # the sidecar knows the size: no plain GET, only the missing bytes
+    assert result.exit_code == 0, result.output
+    assert all(e["range"] and e["status"] == 206 for e in server.log)
+    assert hashlib.sha256(cached(tmp_path).read_bytes()).hexdigest() == SHA and downloading(tmp_path) == []
+    pin = json.loads((catalog / "out" / "box-8" / "models.lock").read_text())["artifacts"]["small-chat"]
+    assert (pin["size"], pin["sha256"]) == (len(BLOB), SHA)
+
+
+def test_a_file_of_unknown_size_without_ranges_is_one_stream(base_catalog, server, tmp_path):
+    catalog = compiled(base_catalog, server, sized=False)
+    server.faults["ignore_range"] = True  # and no Accept-Ranges
+    assert fetch(catalog).exit_code == 0
+    assert [(e["range"], e["status"], e["sent"]) for e in server.log] == [(None, 200, len(BLOB))]
+    assert hashlib.sha256(cached(tmp_path).read_bytes()).hexdigest() == SHA and downloading(tmp_path) == []
 
 
 def test_one_connection_or_a_small_file_is_one_stream(base_catalog, server, tmp_path):

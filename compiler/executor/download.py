@@ -183,7 +183,10 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
     import httpx
 
     parallel = parallel or configured()
-    ranged = parallel.parts(expected_size) > 1
+    # an unknown size is learnt from the first answer's Content-Length (or a ranged partial's sidecar); a
+    # one-stream partial of unknown size resumes as one stream
+    ranged = parallel.parts(expected_size) > 1 if expected_size is not None else \
+        parallel.connections > 1 and (not os.path.lexists(part) or os.path.lexists(sidecar_path(part)))
     if not ranged and os.path.lexists(sidecar_path(part)):  # a ranged partial is sparse: not a one-stream prefix
         part.unlink(missing_ok=True)
         _drop_sidecar(part)
@@ -483,6 +486,16 @@ class _Ranges:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    @staticmethod
+    def started(part: Path) -> int | None:
+        """The size a ranged partial of unknown size was begun with (its sidecar's), or None."""
+        try:
+            with open_artifact(sidecar_path(part)) as handle:
+                size = json.loads(handle.read(1 << 20)).get("size")
+            return size if isinstance(size, int) and size > 0 else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
     @classmethod
     def from_prefix(cls, size: int, span: int, have: int) -> "_Ranges":
         """A one-stream partial of `have` bytes: its whole parts done, the part it ends in begun."""
@@ -528,7 +541,7 @@ def _content_range(response, start: int, end: int, size: int) -> None:
     """A 206 must be the bytes asked for, of a file of the expected size."""
     match = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("content-range", ""))
     if match and match.group(3) != "*" and int(match.group(3)) != size:
-        raise NextMirror(f"the server offers {int(match.group(3)):,} bytes, the catalog says {size:,}")
+        raise NextMirror(f"the server offers {int(match.group(3)):,} bytes, {size:,} expected")
     if not match or int(match.group(1)) != start or int(match.group(2)) >= end:
         raise Retry(f"Content-Range {response.headers.get('content-range')!r} is not bytes {start}-{end - 1}")
 
@@ -721,12 +734,45 @@ def _ranged(client, url: str, part: Path, size: int, parallel: Parallel, progres
         raise DiskError(f"cannot write {part}: {exc.strerror or exc}") from exc
 
 
-def _ranged_attempt(client, url: str, part: Path, size: int, parallel: Parallel, progress, deadline: Deadline,
-                    min_speed: float, budget: _Budget, ceiling: int | None) -> tuple[Outcome, bool]:
+def _plain_get(client, url: str, part: Path, parallel: Parallel, progress, deadline: Deadline, min_speed: float,
+               budget: _Budget, ceiling: int | None) -> tuple[Outcome | None, int | None]:
+    """A file of unknown size: (its download as one stream, None), or (None, its size) when the answer
+    offers ranges of more than one part (then it is closed unread, and the parts are asked for)."""
     import httpx
 
-    if deadline.remaining() <= 0:
-        raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline")
+    try:
+        response, final_url = open_following_redirects(client, url, IDENTITY, deadline, budget.take)
+    except DeadlinePassed as exc:
+        raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline") from exc
+    except LimitExceeded as exc:
+        raise NextMirror(str(exc)) from exc
+    except httpx.InvalidURL as exc:
+        raise NextMirror(f"{type(exc).__name__}: {exc}") from exc
+    except (httpx.TransportError, httpx.TimeoutException) as exc:
+        raise Retry(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        length = response.headers.get("content-length", "")
+        size = int(length) if length.isdigit() else None
+        if (response.status_code == 200 and response.headers.get("accept-ranges", "").strip().lower() == "bytes"
+                and parallel.parts(size) > 1 and (ceiling is None or size <= ceiling)
+                and response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")):
+            return None, size
+        try:  # the checks, the ceiling and the body: as any one-stream download
+            return _receive(response, final_url, part, 0, hashlib.sha256(), None, progress, deadline, min_speed,
+                            ceiling), None
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            raise Retry(f"{type(exc).__name__}: {exc}") from exc
+        except DeadlinePassed as exc:
+            raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline") from exc
+        except LimitExceeded as exc:
+            raise NextMirror(str(exc)) from exc
+    finally:
+        response.close()
+
+
+def _prepare(part: Path, size: int, parallel: Parallel) -> _Ranges:
+    """The parts of `part` already on disk (its sidecar, or a one-stream partial as the first bytes),
+    the file grown to `size` once the sidecar says what it holds."""
     span = parallel.span(size)
     ranges = _Ranges.load(part, size, span)
     if ranges is None:  # a new download, or a one-stream partial taken over as its prefix
@@ -739,10 +785,30 @@ def _ranged_attempt(client, url: str, part: Path, size: int, parallel: Parallel,
         _save(part, ranges, None)  # before the file grows: a full-size file without its sidecar never exists
         with open_artifact(part, "r+b" if ranges.total() else "wb") as handle:
             handle.truncate(size)
-    index = next(i for i in range(ranges.count) if not ranges.complete(i)) \
-        if ranges.total() < size else None
-    if index is None:
+    return ranges
+
+
+def _ranged_attempt(client, url: str, part: Path, size: int | None, parallel: Parallel, progress,
+                    deadline: Deadline, min_speed: float, budget: _Budget, ceiling: int | None) -> tuple[Outcome, bool]:
+    """`size` None: a ranged partial's sidecar gives it, else a plain GET's answer: taken as one stream
+    unless it offers ranges (Accept-Ranges: bytes) of a file of more than one part."""
+    import httpx
+
+    if deadline.remaining() <= 0:
+        raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline")
+    learnt = False
+    if size is None:
+        size = _Ranges.started(part)
+        learnt = size is not None
+    if size is None:
+        outcome, size = _plain_get(client, url, part, parallel, progress, deadline, min_speed, budget, ceiling)
+        if outcome is not None:
+            return outcome, False
+        learnt = True
+    ranges = _prepare(part, size, parallel)
+    if ranges.total() >= size:
         return _Ranged(client, url, part, size, parallel, deadline, min_speed, progress).run(None, -1, ranges), True
+    index = next(i for i in range(ranges.count) if not ranges.complete(i))
     start, end = ranges.bounds(index)
     position = start + ranges.done[index]
     try:
@@ -761,15 +827,22 @@ def _ranged_attempt(client, url: str, part: Path, size: int, parallel: Parallel,
         if response.status_code == 200:  # Range ignored: this answer is the whole file, taken as one stream
             _drop_sidecar(part)
             try:
-                return _receive(response, final_url, part, 0, hashlib.sha256(), size, progress, deadline, min_speed,
-                                ceiling), False
+                return _receive(response, final_url, part, 0, hashlib.sha256(), None if learnt else size, progress,
+                                deadline, min_speed, ceiling), False
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 raise Retry(f"{type(exc).__name__}: {exc}") from exc
             except DeadlinePassed as exc:
                 raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline") from exc
             except LimitExceeded as exc:
                 raise NextMirror(str(exc)) from exc
-        _content_range(response, position, end, size)
+        try:
+            _content_range(response, position, end, size)
+        except NextMirror:
+            if learnt:  # the file changed since its size was learnt: what is on disk is of no use
+                part.unlink(missing_ok=True)
+                _drop_sidecar(part)
+                raise Retry("the file's size changed since the partial download began: starting over") from None
+            raise
     except BaseException:
         response.close()
         raise
