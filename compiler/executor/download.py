@@ -393,8 +393,9 @@ def _verify(outcome: Outcome, part: Path, expected_size: int | None, expected_sh
 
 # ------------------------------------------------------------------ ranged (parallel) downloads
 #
-# A file of known size and at least two parts is fetched in parts of `part_size` bytes over `connections`
-# connections at once, each worker taking the next part in file order (as aria2c -x or Ollama's parts).
+# A file of at least two parts (its size declared, else learnt) is fetched in parts of `part_size` bytes
+# over `connections` connections at once, each worker taking the next part in file order (as aria2c -x or
+# Ollama's parts).
 # `<key>.part` is the file at its final size (sparse); `<key>.part.ranges` (the sidecar) records how many
 # bytes of each part are written. The sidecar is saved at most once a SAVE_INTERVAL, each time after an
 # fdatasync of the file, so it never claims bytes a power cut could lose; after kill -9 every part resumes
@@ -547,7 +548,8 @@ def _content_range(response, start: int, end: int, size: int) -> None:
 
 
 class _Ranged:
-    """One ranged download of `url` into `part`: workers fetch parts, the calling thread hashes and saves."""
+    """One ranged download of `url` into `part`: workers fetch parts, a thread saves the sidecar, the
+    calling thread hashes."""
 
     def __init__(self, client, url: str, part: Path, size: int, parallel: Parallel, deadline: Deadline,
                  min_speed: float, progress):

@@ -208,7 +208,8 @@ if __name__ == "__main__":
     bin_dir = Path(sys.executable).parent
     work = Path(tempfile.mkdtemp(prefix="hostfit-fetch-bench-"))
     try:
-        environment = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "XDG_CONFIG_HOME": str(work / "config")}
+        environment = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"),
+                       "XDG_CONFIG_HOME": str(work / "config")}
         print_rows(run(work, str(bin_dir / "hostfit"), environment, int(os.environ.get("BENCH_REPEAT", "3"))))
     finally:
         shutil.rmtree(work, ignore_errors=True)
