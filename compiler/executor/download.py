@@ -183,10 +183,8 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
     import httpx
 
     parallel = parallel or configured()
-    # an unknown size is learnt from the first answer's Content-Length (or a ranged partial's sidecar); a
-    # one-stream partial of unknown size resumes as one stream
-    ranged = parallel.parts(expected_size) > 1 if expected_size is not None else \
-        parallel.connections > 1 and (not os.path.lexists(part) or os.path.lexists(sidecar_path(part)))
+    # an unknown size is learnt from the first answer's Content-Length (or a ranged partial's sidecar)
+    ranged = parallel.parts(expected_size) > 1 if expected_size is not None else parallel.connections > 1
     if not ranged and os.path.lexists(sidecar_path(part)):  # a ranged partial is sparse: not a one-stream prefix
         part.unlink(missing_ok=True)
         _drop_sidecar(part)
@@ -206,6 +204,9 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
         for url in urls:
             for attempt in range(ATTEMPTS):
                 try:
+                    if ranged and expected_size is None and os.path.lexists(part) \
+                            and not os.path.lexists(sidecar_path(part)):
+                        ranged = False  # a one-stream partial of unknown size resumes as one stream
                     if ranged:
                         outcome, ranged = _ranged(client, url, part, expected_size, parallel, progress, deadline,
                                                   min_speed, budget, ceiling)
