@@ -42,8 +42,9 @@ test: $(LLAMA_STAMP)
 apply: $(STAMP)            ## fetch, lock and install this machine's models (see README, "On the machine")
 	$(BIN)/hostfit apply
 
-bench: $(BENCH_STAMP)      ## needs nginx (Debian nginx-light) for the download benchmark; installs it as root
+bench: $(BENCH_STAMP)      ## needs nginx (Debian nginx-light) and aria2c (Debian aria2) for the download benchmark; installs them as root
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || (apt-get update -qq && apt-get install -y -qq nginx-light)
+	@command -v aria2c >/dev/null || (apt-get update -qq && apt-get install -y -qq aria2) || echo "aria2 not installed: its rows are skipped"
 	$(BIN)/python tests/bench/run.py
 	$(BIN)/python tests/bench/fleet_bench.py
 

@@ -2,11 +2,12 @@
 
 Faults (set on `server.faults` before a request): `drop_after` bytes then close the connection
 (once), `ignore_range`, `always_416`, `fail` (the next N requests get a 500), `throttle` (seconds
-per 64 KiB), `wrong` (serve other bytes after the first 16); hostile ones: `redirect` ({path: Location}),
+per 64 KiB), `wrong` (serve other bytes after the first 16), `fail_range` ({first byte: N}: the next N
+requests for a Range starting there get a 500); hostile ones: `redirect` ({path: Location}),
 `html` (an error page with 200), `content_type`, `endless` (that many bytes, no Content-Length),
 `gzip` (these compressed bytes, as Content-Encoding: gzip), `trickle` (seconds per byte, for at most
 `trickle_for` seconds). Every request is logged with its Range and Accept-Encoding headers and the
-bytes sent, so tests can assert what was actually asked for.
+bytes sent (and the client's port: one per connection), so tests can assert what was actually asked for.
 
 HEAD (logged with "method": "HEAD") answers like a plain server (200, Content-Length, no body), or,
 for a path in `server.hub`, like Hugging Face's resolve URL of an LFS file: a 302 to `location` carrying
@@ -44,11 +45,15 @@ class FileServer(LoopbackServer):
 
             def do_GET(self):
                 entry = {"path": self.path, "range": self.headers.get("Range"), "status": None, "sent": 0,
-                         "accept_encoding": self.headers.get("Accept-Encoding")}
+                         "accept_encoding": self.headers.get("Accept-Encoding"), "port": self.client_address[1]}
                 server.log.append(entry)
                 faults = server.faults
                 if faults.get("fail", 0) > 0:
                     faults["fail"] -= 1
+                    return self._reply(entry, 500, b"boom")
+                first_byte = (entry["range"] or "=").split("=")[1].partition("-")[0]
+                if (faults.get("fail_range") or {}).get(int(first_byte or -1), 0) > 0:
+                    faults["fail_range"][int(first_byte)] -= 1
                     return self._reply(entry, 500, b"boom")
                 location = (faults.get("redirect") or {}).get(self.path.lstrip("/"))
                 if location:
@@ -93,6 +98,8 @@ class FileServer(LoopbackServer):
                 else:
                     stop = len(body)
                     self.send_response(200)
+                    if not faults.get("ignore_range"):
+                        self.send_header("Accept-Ranges", "bytes")
                     entry["status"] = 200
                 self.send_header("Content-Length", str(stop - start))
                 self.end_headers()

@@ -11,6 +11,7 @@ from ..load import load_file
 from .cache import parse_size
 
 MAX_DIAGNOSTICS = 20
+MIN_PART_SIZE = 64 << 10  # schemas/config.v1.json says the same for an integer
 SIZE_HINT = "bytes, or a number and a unit: 200G, 500 GiB, 1.5T (binary units: 1G = 1024^3 bytes)"
 
 
@@ -37,6 +38,10 @@ def read(path: Path | None = None) -> tuple[Path, dict]:
     if isinstance(value, str) and not _size(value):  # said in words here, not as the schema's pattern
         raise InputError([Diagnostic(str(path), *doc.where(("cache", "max_size")), "E720",
                                      f"cache.max_size {value!r} is not a size", SIZE_HINT)])
+    part = (doc.data.get("download") or {}).get("part_size") if isinstance(doc.data.get("download"), dict) else None
+    if isinstance(part, str) and (_size(part) or 0) < MIN_PART_SIZE:
+        raise InputError([Diagnostic(str(path), *doc.where(("download", "part_size")), "E840",
+                                     f"download.part_size {part!r} is not a size of at least 64K", SIZE_HINT)])
     from ..validate import schema_diagnostics
 
     errors = itertools.islice(schema.iter_errors("config", doc.data, layer=False, version=1), MAX_DIAGNOSTICS)
@@ -56,3 +61,11 @@ def cache_max_size(path: Path | None = None) -> int | None:
 def mirrors(path: Path | None = None) -> tuple[str, ...]:
     """`mirrors`: the team mirrors' base URLs this user's fetches try first (read() checked them)."""
     return tuple((read(path)[1].get("mirrors") or ()))
+
+
+def download_settings(path: Path | None = None) -> tuple[int | None, int | None]:
+    """(`download.connections`, `download.part_size` in bytes); None where the configuration sets none."""
+    path, data = read(path)
+    section = data.get("download") or {}
+    size = section.get("part_size")
+    return section.get("connections"), size if size is None or isinstance(size, int) else parse_size(size)

@@ -206,11 +206,7 @@ def main() -> int:
         import fetch_bench
 
         print()
-        for name, baseline, ours, theirs, target in fetch_bench.run(work, hostfit, env, REPEAT):
-            ratio = ours / theirs
-            verdict = "" if target is None else ("ok" if ratio <= target else "MISSED")
-            goal = f"<={target:.2f}" if target is not None else "-"
-            print(f"{name:<44} {ours:>8.3f}s {theirs:>8.3f}s {ratio:>6.2f}x  {goal:>7} {verdict:>6}  {baseline}")
+        fetch_bench.print_rows(fetch_bench.run(work, hostfit, env, REPEAT))
         print(fetch_bench.tiny_model_times(work))
         print(f"\n{'import and migration':<56} {'seconds':>9} {'baseline':>9} {'ratio':>7}  baseline")
         for name, baseline, ours, theirs in second:
