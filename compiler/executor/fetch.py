@@ -398,7 +398,7 @@ def _download_from_sources(artifact: Artifact, spec: File, cache: Cache, part: P
     from .mirror import mirror_url
 
     bases = [base for base in artifact.team_mirrors if not _down_recently(base)] if sha else []
-    with plain_http_to(artifact.team_mirrors):
+    with plain_http_to(artifact.team_mirrors):  # only while the mirrors are asked for bytes a sha256 verifies
         for base in bases:
             try:
                 return download([mirror_url(base, sha)], part, final, size, sha, tick, fmt=spec.format,
@@ -410,7 +410,8 @@ def _download_from_sources(artifact: Artifact, spec: File, cache: Cache, part: P
                     _MIRRORS_DOWN[base] = time.monotonic()
                     reporter.say(f"mirror {redact_url(base)} does not accept connections: not asked again for "
                                  f"{MIRROR_DOWN_SECONDS:g} s")
-        return download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format, ceiling=ceiling)
+    # the file's own URLs keep the https rule, redirects included, even to a team mirror's host
+    return download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format, ceiling=ceiling)
 
 
 def lock_all(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporter) -> int:
