@@ -587,12 +587,12 @@ def age_seconds(stamp: str) -> float:
 
 
 def clean(store: Cache, older_than: float, pins: set[tuple[str, str]]) -> tuple[list[str], int]:
-    """Remove artifacts unused for `older_than` seconds (never a pinned one) and stale partials."""
-    old = [e.id for e in store.entries().values()
+    """Remove artifacts unused for `older_than` seconds (never a pinned one, nor one a concurrent fetch holds
+    or has used since this listing) and stale partials."""
+    old = [e for e in store.entries().values()
            if age_seconds(e.last_used) > older_than and (e.id, e.sha256) not in pins]
-    for model_id in old:
-        store.remove(model_id)
-    return old, sum(store.delete(part) for part in store.stale_parts())
+    removed = [entry.id for entry in old if store.evict(entry)]  # not one a fetch holds or used since listed
+    return removed, sum(store.delete(part) for part in store.stale_parts())
 
 
 def prune(store: Cache, limit: int, pins: set[tuple[str, str]]) -> tuple[list[str], int]:
