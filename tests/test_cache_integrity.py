@@ -275,7 +275,7 @@ def test_an_unknown_cache_setting_is_named(base_catalog, server, tmp_path):  # n
 
 
 @pytest.mark.parametrize("text, expected", [("200G", 200 * 2**30), ("500 GiB", 500 * 2**30), ("1.5T", int(1.5 * 2**40)),
-                                            ("1048576", 2**20), ("12 MB", 12 * 2**20)])
+                                            ("1048576", 2**20), ("12 MB", 12 * 2**20), ("0G", 0)])
 def test_max_size_units(tmp_path, text, expected):
     from compiler.executor.config import cache_max_size
 
