@@ -275,7 +275,7 @@ def test_an_unknown_cache_setting_is_named(base_catalog, server, tmp_path):  # n
 
 
 @pytest.mark.parametrize("text, expected", [("200G", 200 * 2**30), ("500 GiB", 500 * 2**30), ("1.5T", int(1.5 * 2**40)),
-                                            ("1048576", 2**20), ("12 MB", 12 * 2**20)])
+                                            ("1048576", 2**20), ("12 MB", 12 * 2**20), ("0G", 0)])
 def test_max_size_units(tmp_path, text, expected):
     from compiler.executor.config import cache_max_size
 
@@ -338,6 +338,42 @@ def test_prune_and_clear_skip_an_artifact_a_fetch_holds(tmp_path):
     finally:
         holder.communicate("\n", timeout=10)
     assert prune(store, 0, set())[0] == ["busy"]
+
+
+def test_clean_skips_an_artifact_a_fetch_holds(tmp_path):
+    root = tmp_path / "cache"
+    stored(root, "busy", MIB, "2020-01-01T00:00:00Z")
+    stored(root, "idle", MIB, "2021-01-01T00:00:00Z")
+    store = Cache(root)
+    lock = str(store.part_path("busy", "busy.gguf")) + ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, lock], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        from compiler.executor.cache import clean
+
+        removed, _ = clean(store, 0, set())
+        assert removed == ["idle"] and set(store.entries()) == {"busy"}
+        assert (root / "busy" / "busy.gguf").is_file()
+    finally:
+        holder.communicate("\n", timeout=10)
+    assert clean(store, 0, set())[0] == ["busy"]
+
+
+def test_clean_keeps_an_artifact_used_since_it_was_listed(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    stored(root, "a", MIB, "2020-01-01T00:00:00Z")
+    store = Cache(root)
+    from compiler.executor import cache as cache_module
+
+    real = cache_module.age_seconds
+
+    def used_meanwhile(stamp):  # another process fetches `a` right after clean listed it as old
+        store.update(lambda entries: setattr(entries["a"], "last_used", "2030-01-01T00:00:00Z"))
+        return real(stamp)
+    monkeypatch.setattr(cache_module, "age_seconds", used_meanwhile)
+    assert cache_module.clean(store, 60, set())[0] == [] and "a" in store.entries()
+    assert (root / "a" / "a.gguf").is_file()
 
 
 def test_prune_keeps_an_artifact_used_since_it_was_listed(tmp_path):

@@ -280,6 +280,33 @@ def test_plain_http_only_to_the_configured_mirrors():
     assert url_problem("http://cache.lan/hostfit/sha256/" + SHA)
 
 
+@pytest.mark.parametrize("sha", [SHA, None])
+def test_plain_http_to_a_team_mirror_only_while_that_mirror_is_asked(monkeypatch, tmp_path, sha):
+    """The origin's download (and any redirect it makes) keeps the https rule: an unverified file (no sha256)
+    must never arrive over plain http from a team mirror's host."""
+    from compiler.errors import DownloadError
+    from compiler.executor.cache import Cache
+
+    asked = []
+
+    def fake_download(urls, *args, **kwargs):
+        asked.append((urls[0], url_problem("http://cache.lan/hostfit/redirected.gguf")))
+        if urls[0].startswith("http://cache.lan/"):
+            raise DownloadError("the mirror is down")
+        return "downloaded"
+    monkeypatch.setattr(fetcher, "download", fake_download)
+    monkeypatch.setattr(fetcher, "_accepts_connections", lambda base: True)
+    spec = fetcher.File("tiny.gguf", "https://origin.example/tiny.gguf", size=len(BLOB), sha256=sha)
+    artifact = fetcher.Artifact("small-chat", (spec,), team_mirrors=("http://cache.lan/hostfit/",))
+    cache = Cache(tmp_path / "cache")
+    part = cache.part_path("small-chat", "tiny.gguf")
+    assert fetcher._download_from_sources(artifact, spec, cache, part, cache.artifact_path("small-chat", "tiny.gguf"),
+                                          len(BLOB), sha, None, fetcher.Reporter("json"), None) == "downloaded"
+    origin = [problem for url, problem in asked if url == spec.url]
+    assert len(origin) == 1 and origin[0], "plain http to the mirror's host is refused for the origin's download"
+    assert [problem for url, problem in asked if url != spec.url] == ([None] if sha else [])
+
+
 def test_a_mirror_url_that_is_not_http_is_refused_by_the_config_schema(base_catalog, origin, tmp_path):
     build(base_catalog, origin.url("tiny.gguf"))
     config_mirrors(tmp_path, "ftp://cache.lan/hostfit/")

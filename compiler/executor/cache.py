@@ -212,7 +212,7 @@ class Cache:
 
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(path) + ".lock", timeout=3600)
+            lock = FileLock(lock_file(path), timeout=3600)
             lock.acquire()
         except OSError as exc:  # a read-only cache, or a lock held for an hour (filelock.Timeout)
             raise DiskError(f"cannot lock {path} in the artifact cache: {exc.strerror or exc}") from exc
@@ -433,7 +433,7 @@ class Cache:
         prune from deleting what a concurrent fetch has just verified or is about to record."""
         from filelock import FileLock, Timeout
 
-        lock = FileLock(str(self.part_path(seen.id, seen.path.rpartition("/")[2])) + ".lock", timeout=0)
+        lock = FileLock(lock_file(self.part_path(seen.id, seen.path.rpartition("/")[2])), timeout=0)
         try:
             lock.acquire()
         except Timeout:
@@ -498,6 +498,14 @@ def one_split_set(names: list[str]) -> bool:
 class NotRegular(DiskError):
     """A cache entry that is not a regular file (a FIFO, a device, a folder, a link): never opened, since
     opening a FIFO blocks forever; it counts as not cached."""
+
+
+LOCK_SUFFIX = ".lock"
+
+
+def lock_file(path: Path) -> str:
+    """The lock file Cache.lock_for takes for `path`: evict and clear test the same one a fetch holds."""
+    return str(path) + LOCK_SUFFIX
 
 
 def file_stat(path: Path) -> list[int] | None:
@@ -587,12 +595,12 @@ def age_seconds(stamp: str) -> float:
 
 
 def clean(store: Cache, older_than: float, pins: set[tuple[str, str]]) -> tuple[list[str], int]:
-    """Remove artifacts unused for `older_than` seconds (never a pinned one) and stale partials."""
-    old = [e.id for e in store.entries().values()
+    """Remove artifacts unused for `older_than` seconds (never a pinned one, nor one a concurrent fetch holds
+    or has used since this listing) and stale partials."""
+    old = [e for e in store.entries().values()
            if age_seconds(e.last_used) > older_than and (e.id, e.sha256) not in pins]
-    for model_id in old:
-        store.remove(model_id)
-    return old, sum(store.delete(part) for part in store.stale_parts())
+    removed = [entry.id for entry in old if store.evict(entry)]  # not one a fetch holds or used since listed
+    return removed, sum(store.delete(part) for part in store.stale_parts())
 
 
 def prune(store: Cache, limit: int, pins: set[tuple[str, str]]) -> tuple[list[str], int]:
@@ -644,7 +652,7 @@ def _fetch_running(store: Cache) -> bool:
     from filelock import FileLock, Timeout
 
     folder = store.root / ".downloading"
-    for path in sorted(folder.glob("*.part.lock")) if folder.is_dir() else ():
+    for path in sorted(folder.glob("*.part" + LOCK_SUFFIX)) if folder.is_dir() else ():
         lock = FileLock(str(path), timeout=0)
         try:
             lock.acquire()

@@ -34,8 +34,8 @@ def read(path: Path | None = None) -> tuple[Path, dict]:
     if not isinstance(doc.data, dict):
         raise InputError([Diagnostic(str(path), 1, 1, "E720", "the configuration is not a mapping",
                                      "write `key: value` pairs, e.g. `cache: {max_size: 200G}`")])
-    value = (doc.data.get("cache") or {}).get("max_size") if isinstance(doc.data.get("cache"), dict) else None
-    if isinstance(value, str) and not _size(value):  # said in words here, not as the schema's pattern
+    value = doc.data["cache"].get("max_size") if isinstance(doc.data.get("cache"), dict) else None
+    if isinstance(value, str) and _size(value) is None:  # said in words here, not as the schema's pattern
         raise InputError([Diagnostic(str(path), *doc.where(("cache", "max_size")), "E720",
                                      f"cache.max_size {value!r} is not a size", SIZE_HINT)])
     part = (doc.data.get("download") or {}).get("part_size") if isinstance(doc.data.get("download"), dict) else None

@@ -398,7 +398,7 @@ def _download_from_sources(artifact: Artifact, spec: File, cache: Cache, part: P
     from .mirror import mirror_url
 
     bases = [base for base in artifact.team_mirrors if not _down_recently(base)] if sha else []
-    with plain_http_to(artifact.team_mirrors):
+    with plain_http_to(artifact.team_mirrors):  # only while the mirrors are asked for bytes a sha256 verifies
         for base in bases:
             try:
                 return download([mirror_url(base, sha)], part, final, size, sha, tick, fmt=spec.format,
@@ -410,7 +410,8 @@ def _download_from_sources(artifact: Artifact, spec: File, cache: Cache, part: P
                     _MIRRORS_DOWN[base] = time.monotonic()
                     reporter.say(f"mirror {redact_url(base)} does not accept connections: not asked again for "
                                  f"{MIRROR_DOWN_SECONDS:g} s")
-        return download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format, ceiling=ceiling)
+    # the file's own URLs keep the https rule, redirects included, even to a team mirror's host
+    return download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format, ceiling=ceiling)
 
 
 def lock_all(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporter) -> int:
@@ -418,21 +419,24 @@ def lock_all(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Repo
     the lock's own pin of the same URL, else from what the server publishes (lock.published); a file
     nobody publishes them for is downloaded and verified (and the others checked against what was
     published). Returns how many pins changed; the lock is saved when any did."""
+    import httpx
+
     changed = 0
-    for artifact in artifacts:
-        files = _known(artifact, lock, reporter)
-        if all(spec.sha256 and spec.size for spec in files):
-            entry = _entry(artifact, [{"url": redact_url(spec.url), "file": spec.name, "size": spec.size,
-                                       "sha256": spec.sha256} for spec in files])
-        else:
-            entry = lock_entry(fetch_one(replace(artifact, files=files), cache, lock, reporter))
-        changed += lock.pin(artifact.model_id, entry)
+    with httpx.Client(follow_redirects=False, verify=True) as client:  # one pool: a hub's files share connections
+        for artifact in artifacts:
+            files = _known(artifact, lock, reporter, client)
+            if all(spec.sha256 and spec.size for spec in files):
+                entry = _entry(artifact, [{"url": redact_url(spec.url), "file": spec.name, "size": spec.size,
+                                           "sha256": spec.sha256} for spec in files])
+            else:
+                entry = lock_entry(fetch_one(replace(artifact, files=files), cache, lock, reporter))
+            changed += lock.pin(artifact.model_id, entry)
     if changed or not lock.path.exists():
         lock.save()
     return changed
 
 
-def _known(artifact: Artifact, lock: Lock, reporter: Reporter) -> tuple[File, ...]:
+def _known(artifact: Artifact, lock: Lock, reporter: Reporter, client=None) -> tuple[File, ...]:
     """The artifact's files, each with the size and sha256 the catalog, the lock or the server's
     metadata gives (a file the catalog sizes but does not hash keeps its size, checked against the
     metadata's: a difference is an IntegrityError, exit 3)."""
@@ -441,7 +445,7 @@ def _known(artifact: Artifact, lock: Lock, reporter: Reporter) -> tuple[File, ..
     files = []
     for spec, (size, sha) in zip(artifact.files, expected(artifact, lock)):
         if not (size and sha):
-            meta = published(spec.url)
+            meta = published(spec.url, client)
             if meta is not None:
                 if (size and size != meta.size) or (sha and sha.lower() != meta.sha256):
                     raise IntegrityError(f"{artifact.model_id}: {redact_url(spec.url)} publishes {meta.size:,} bytes, "
