@@ -290,6 +290,7 @@ def test_cache_clear_asks_unless_yes_and_deletes_everything(base_catalog, server
     catalog = fetched(base_catalog, server)
     stored(root, "other", MIB, "2020-01-01T00:00:00Z")
     (root / ".downloading" / "x%2Fy.gguf.part").write_bytes(b"partial")
+    (root / ".downloading" / "x%2Fy.gguf.part.ranges").write_bytes(b"{}")  # a ranged partial's sidecar
     refused = run_cli("-C", str(catalog), "cache", "clear")
     assert refused.exit_code == 2 and "--yes" in refused.stderr
     assert sorted(manifest(tmp_path)) == ["other", "small-chat"], "nothing deleted without confirmation"

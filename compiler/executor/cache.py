@@ -7,6 +7,7 @@
     <cache>/<model id, escaped>/<file>     verified artifacts; a file set's files side by side under their
                                            own names (llama.cpp finds a split GGUF's shards beside the first)
     <cache>/.downloading/<key>.part        partial downloads (resumed across runs)
+    <cache>/.downloading/<key>.part.ranges what a ranged partial holds (download.py)
 
 The cache owns only what it created. A missing or empty folder becomes a cache (marker and an empty
 manifest); a folder that holds anything else and no marker is refused by every command (E220, exit
@@ -66,6 +67,11 @@ class LinkOut(DiskError):
 
 class UnsafeName(ValueError):
     """A name that would put a file outside its place in the cache."""
+
+
+def sidecar_path(part: Path) -> Path:
+    """The sidecar of a ranged partial download: the bytes written in each of its parts (download.py)."""
+    return part.with_name(part.name + ".ranges")
 
 
 def unsafe(what: str, name: str, why: str) -> UnsafeName:
@@ -462,6 +468,12 @@ class Cache:
         folder = self.root / ".downloading"
         return sorted(folder.glob("*.part")) if self.marked and folder.is_dir() else []
 
+    def delete_part(self, part: Path) -> bool:
+        """A partial download and the sidecar of a ranged one (`<key>.part.ranges`, download.py), which
+        says how much of the part is written and means nothing without it. True if the part was deleted."""
+        self.delete(sidecar_path(part))
+        return self.delete(part)
+
     def stale_parts(self, older_than: float = STALE_PART_SECONDS) -> list[Path]:
         limit = time.time() - older_than
         return [p for p in self.parts() if p.lstat().st_mtime < limit]
@@ -600,7 +612,7 @@ def clean(store: Cache, older_than: float, pins: set[tuple[str, str]]) -> tuple[
     old = [e for e in store.entries().values()
            if age_seconds(e.last_used) > older_than and (e.id, e.sha256) not in pins]
     removed = [entry.id for entry in old if store.evict(entry)]  # not one a fetch holds or used since listed
-    return removed, sum(store.delete(part) for part in store.stale_parts())
+    return removed, sum(store.delete_part(part) for part in store.stale_parts())
 
 
 def prune(store: Cache, limit: int, pins: set[tuple[str, str]]) -> tuple[list[str], int]:
@@ -618,7 +630,7 @@ def prune(store: Cache, limit: int, pins: set[tuple[str, str]]) -> tuple[list[st
         total -= entry.size
         evicted.append(entry.id)
     for part in store.stale_parts():
-        store.delete(part)
+        store.delete_part(part)
     return evicted, total
 
 
@@ -644,7 +656,7 @@ def clear(store: Cache) -> tuple[list[str], int]:
     fetch holds (its artifact, and then every partial: a set's partials share its first file's lock)
     stays. The marker and an empty manifest are kept. Returns the removed ids and the partials deleted."""
     removed = [entry.id for entry in store.entries().values() if store.evict(entry)]
-    return removed, 0 if _fetch_running(store) else sum(store.delete(part) for part in store.parts())
+    return removed, 0 if _fetch_running(store) else sum(store.delete_part(part) for part in store.parts())
 
 
 def _fetch_running(store: Cache) -> bool:

@@ -46,7 +46,7 @@ from ..errors import DiskError, DownloadError, IntegrityError, UsageError
 from ..net import (IDENTITY, Deadline, DeadlinePassed, LimitExceeded, backoff, check_identity,
                    open_following_redirects, raw_chunks, redact_url)
 from ..validate import url_problem
-from .cache import open_artifact
+from .cache import open_artifact, sidecar_path
 
 CHUNK = 1 << 20
 ATTEMPTS = 5  # per mirror
@@ -403,7 +403,6 @@ def _verify(outcome: Outcome, part: Path, expected_size: int | None, expected_sh
 # where its last save left it. One SHA-256 follows the contiguous prefix as parts complete, reading the bytes
 # back in HASH_BLOCK blocks (from the page cache), so memory stays bounded and little is left to hash at the end.
 
-SIDECAR = ".ranges"
 SAVE_INTERVAL = 1.0  # seconds between sidecar saves
 HASH_BLOCK = 4 << 20
 MAX_PARTS = 4096  # a larger file gets larger parts
@@ -433,9 +432,6 @@ def configured() -> Parallel:
     connections, part_size = download_settings()
     return Parallel(connections or CONNECTIONS, part_size or PART_SIZE)
 
-
-def sidecar_path(part: Path) -> Path:
-    return part.with_name(part.name + SIDECAR)
 
 
 def _drop_sidecar(part: Path) -> None:
