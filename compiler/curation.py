@@ -95,7 +95,8 @@ def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, cal
                 entry["status"] = "active"
         edits[project.root / home.path] = update_model
     prefer = roles[role].get("prefer") or []
-    if prefer and (model_id not in prefer or priority is not None):
+    listed = any(_resolve(str(ref), models) == model_id for ref in prefer)  # by its id or an alias
+    if prefer and (not listed or priority is not None):
         role_home = _defining(sources.catalogs, "roles", role, "prefer")[-1]
         ranks = {ref: (models.get(_resolve(ref, models) or "") or {}).get("priority", DEFAULT_PRIORITY)
                  for ref in prefer}

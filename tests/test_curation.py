@@ -87,3 +87,14 @@ def test_dry_run_writes_nothing(base_catalog: Path):
     assert result.exit_code == 0 and "status: retired" in result.stdout
     assert tree_bytes(base_catalog / "sources") == before
     assert run_cli("-C", str(base_catalog), "adopt", "nope", "--role", "chat").exit_code == 2
+
+
+def test_adopting_a_model_a_prefer_list_names_by_alias_leaves_the_list_alone(shipped_catalog: Path):
+    roles = shipped_catalog / "sources/10-roles.yaml"
+    roles.write_text(roles.read_text().replace(
+        "prefer: [gpt-oss-20b, llama-3.1-8b-instruct, qwen2.5-coder-7b-q5, phi-3-mini]",
+        "prefer: [gpt-oss-20b, phi3-mini, llama-3.1-8b-instruct, qwen2.5-coder-7b-q5]"))
+    before = roles.read_text()
+    result = run_cli("-C", str(shipped_catalog), "adopt", "phi-3-mini", "--role", "critic")
+    assert result.exit_code == 0, result.output
+    assert roles.read_text() == before, "listed already (by its alias): no priority given, so no move"
