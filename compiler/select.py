@@ -524,8 +524,7 @@ def _judge(verdict: Verdict, catalog: Catalog, host: Host, full: Budget, now: Bu
         verdict.speed = measured_speed(verdict.speed, verdict, model, host, now.vram_mb)
     if screened.speed_min is not None and verdict.speed.tokens_per_s < screened.speed_min:
         verdict.verdict, verdict.placement, verdict.too_slow = "rejected", None, True
-        how = "measured " if verdict.speed.method == "measured" else "~"
-        verdict.reason = f"{how}{verdict.speed.tokens_per_s:g} tok/s on {placement} < required {screened.speed_min:g}"
+        verdict.reason = f"{verdict.speed.rate} on {placement} < required {screened.speed_min:g}"
 
 
 def placed_speed(model: dict, host: Host, placement: str, need: Estimate, runtime_name: str | None,
@@ -722,8 +721,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         if plan.strategy == "best_fit" and len(ranked) > 1:
             chosen.reason += "; " + why_best(rank(chosen), rank(ranked[1]), ranked[1].model)
         if plan.strategy == "best_fit" and chosen.speed and chosen.speed.tokens_per_s < catalog.selection["speed_floor"]:
-            how = "measured " if chosen.speed.method == "measured" else "~"
-            chosen.reason += (f"; {how}{chosen.speed.tokens_per_s:g} tok/s, below selection.speed_floor "
+            chosen.reason += (f"; {chosen.speed.rate}, below selection.speed_floor "
                               f"{catalog.selection['speed_floor']:g}: nothing faster serves the role")
         if chosen.fit == fit.TIGHT:
             chosen.reason += "; no comfortable candidate serves the role"
@@ -798,9 +796,8 @@ def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host) -> dict[
                 placed_speed(model, host, plan.placement, verdict.memory, plan.runtime, vram,
                              screened.kv_cache_type, copy), verdict, model, host, vram, copy)
             if screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min:
-                how = "measured " if plan.speed.method == "measured" else "~"
                 slow[(plan.name, model_id)] = (
-                    f"{how}{plan.speed.tokens_per_s:g} tok/s on {plan.placement} with the one resident copy it would "
+                    f"{plan.speed.rate} on {plan.placement} with the one resident copy it would "
                     f"share with role {largest.name!r} (laid out for {largest.context:,} tokens) < required "
                     f"{screened.speed_min:g}")
     return slow
