@@ -308,15 +308,23 @@ def _yielded(plans: dict[str, RolePlan], catalog: Catalog, host: Host, moved_mb:
         if plan.resident and plan.placement == "split" and plan.copy_vram is not None:
             plan.copy_vram -= moved_mb
             chosen = next(v for v in plan.candidates if v.verdict == "chosen")
-            plan.offload = offload(catalog.models[plan.model], chosen.memory, "split", plan.copy_vram,
-                                   tuple(gpu.vram_mb for gpu in host.gpus))
-            screened = screen(plan.name, catalog)
-            model = catalog.models[plan.model]
-            plan.speed = chosen.speed = measured_speed(
-                placed_speed(model, host, "split", chosen.memory, plan.runtime, plan.copy_vram,
-                             screened.kv_cache_type, plan.offload), chosen, model, host, plan.copy_vram, plan.offload)
-            starved |= screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min
+            layout = offload(catalog.models[plan.model], chosen.memory, "split", plan.copy_vram,
+                             tuple(gpu.vram_mb for gpu in host.gpus))
+            starved |= _laid_out(plan, chosen, catalog, host, plan.copy_vram, layout)
     return starved
+
+
+def _laid_out(plan: RolePlan, chosen: Verdict, catalog: Catalog, host: Host, vram_mb: int,
+              layout: Offload | None) -> bool:
+    """The role runs its model with `layout` (GPU settings for `vram_mb` MiB left it): its speed from that
+    layout (measured where the host measured it). Whether that speed is below the role's speed_min."""
+    screened = screen(plan.name, catalog)
+    model = catalog.models[plan.model]
+    plan.offload = layout
+    plan.speed = chosen.speed = measured_speed(
+        placed_speed(model, host, plan.placement, chosen.memory, plan.runtime, vram_mb, screened.kv_cache_type,
+                     layout), chosen, model, host, vram_mb, layout)
+    return screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min
 
 
 @dataclass(frozen=True)
@@ -789,17 +797,11 @@ def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host) -> dict[
         copy = offload(catalog.models[model_id], chosen[largest.name].memory, largest.placement, vram,
                        tuple(gpu.vram_mb for gpu in host.gpus))
         for plan in sharing:
-            plan.offload = copy
-            screened = screen(plan.name, catalog)
-            verdict, model = chosen[plan.name], catalog.models[model_id]
-            plan.speed = verdict.speed = measured_speed(
-                placed_speed(model, host, plan.placement, verdict.memory, plan.runtime, vram,
-                             screened.kv_cache_type, copy), verdict, model, host, vram, copy)
-            if screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min:
+            if _laid_out(plan, chosen[plan.name], catalog, host, vram, copy):
                 slow[(plan.name, model_id)] = (
                     f"{plan.speed.rate} on {plan.placement} with the one resident copy it would "
                     f"share with role {largest.name!r} (laid out for {largest.context:,} tokens) < required "
-                    f"{screened.speed_min:g}")
+                    f"{screen(plan.name, catalog).speed_min:g}")
     return slow
 
 
