@@ -44,6 +44,7 @@ def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, cal
     model_id = _resolve(name, models)
     workload = roles[role]["workload"]
     staged_path = project.root / "sources" / "staging" / "candidates.json"
+    candidate = None  # the staged candidate adopted, when `name` is one
     if model_id is None:
         staged = read_staged(staged_path)
         candidate = staged.get(name.lower())
@@ -75,12 +76,6 @@ def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, cal
         def add_model(tree, model_id=model_id, entry=entry):
             tree["models"][model_id] = entry
         edits[project.root / home.path] = add_model
-
-        def mark_adopted(data, key=name.lower()):
-            for item in data["candidates"]:
-                if item["model_id"].lower() == key:
-                    item["status"] = "adopted"
-        edits[staged_path] = mark_adopted
     else:
         home = _defining(sources.catalogs, "models", model_id)[0]
         model = models[model_id]
@@ -94,8 +89,16 @@ def adopt(project, name: str, role: str, priority: int | None) -> dict[Path, cal
             if entry.get("status") in ("candidate", "retired"):
                 entry["status"] = "active"
         edits[project.root / home.path] = update_model
+    if candidate is not None:  # new to the catalog or, as ingest found, already in it: off the review queue
+
+        def mark_adopted(data, key=name.lower()):
+            for item in data["candidates"]:
+                if item["model_id"].lower() == key:
+                    item["status"] = "adopted"
+        edits[staged_path] = mark_adopted
     prefer = roles[role].get("prefer") or []
-    if prefer and (model_id not in prefer or priority is not None):
+    listed = any(_resolve(str(ref), models) == model_id for ref in prefer)  # by its id or an alias
+    if prefer and (not listed or priority is not None):
         role_home = _defining(sources.catalogs, "roles", role, "prefer")[-1]
         ranks = {ref: (models.get(_resolve(ref, models) or "") or {}).get("priority", DEFAULT_PRIORITY)
                  for ref in prefer}

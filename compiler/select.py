@@ -308,15 +308,23 @@ def _yielded(plans: dict[str, RolePlan], catalog: Catalog, host: Host, moved_mb:
         if plan.resident and plan.placement == "split" and plan.copy_vram is not None:
             plan.copy_vram -= moved_mb
             chosen = next(v for v in plan.candidates if v.verdict == "chosen")
-            plan.offload = offload(catalog.models[plan.model], chosen.memory, "split", plan.copy_vram,
-                                   tuple(gpu.vram_mb for gpu in host.gpus))
-            screened = screen(plan.name, catalog)
-            model = catalog.models[plan.model]
-            plan.speed = chosen.speed = measured_speed(
-                placed_speed(model, host, "split", chosen.memory, plan.runtime, plan.copy_vram,
-                             screened.kv_cache_type, plan.offload), chosen, model, host, plan.copy_vram, plan.offload)
-            starved |= screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min
+            layout = offload(catalog.models[plan.model], chosen.memory, "split", plan.copy_vram,
+                             tuple(gpu.vram_mb for gpu in host.gpus))
+            starved |= _laid_out(plan, chosen, catalog, host, plan.copy_vram, layout)
     return starved
+
+
+def _laid_out(plan: RolePlan, chosen: Verdict, catalog: Catalog, host: Host, vram_mb: int,
+              layout: Offload | None) -> bool:
+    """The role runs its model with `layout` (GPU settings for `vram_mb` MiB left it): its speed from that
+    layout (measured where the host measured it). Whether that speed is below the role's speed_min."""
+    screened = screen(plan.name, catalog)
+    model = catalog.models[plan.model]
+    plan.offload = layout
+    plan.speed = chosen.speed = measured_speed(
+        placed_speed(model, host, plan.placement, chosen.memory, plan.runtime, vram_mb, screened.kv_cache_type,
+                     layout), chosen, model, host, vram_mb, layout)
+    return screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min
 
 
 @dataclass(frozen=True)
@@ -524,8 +532,7 @@ def _judge(verdict: Verdict, catalog: Catalog, host: Host, full: Budget, now: Bu
         verdict.speed = measured_speed(verdict.speed, verdict, model, host, now.vram_mb)
     if screened.speed_min is not None and verdict.speed.tokens_per_s < screened.speed_min:
         verdict.verdict, verdict.placement, verdict.too_slow = "rejected", None, True
-        how = "measured " if verdict.speed.method == "measured" else "~"
-        verdict.reason = f"{how}{verdict.speed.tokens_per_s:g} tok/s on {placement} < required {screened.speed_min:g}"
+        verdict.reason = f"{verdict.speed.rate} on {placement} < required {screened.speed_min:g}"
 
 
 def placed_speed(model: dict, host: Host, placement: str, need: Estimate, runtime_name: str | None,
@@ -722,8 +729,7 @@ def _choose(plan: RolePlan, catalog: Catalog, shared: Budget | None,
         if plan.strategy == "best_fit" and len(ranked) > 1:
             chosen.reason += "; " + why_best(rank(chosen), rank(ranked[1]), ranked[1].model)
         if plan.strategy == "best_fit" and chosen.speed and chosen.speed.tokens_per_s < catalog.selection["speed_floor"]:
-            how = "measured " if chosen.speed.method == "measured" else "~"
-            chosen.reason += (f"; {how}{chosen.speed.tokens_per_s:g} tok/s, below selection.speed_floor "
+            chosen.reason += (f"; {chosen.speed.rate}, below selection.speed_floor "
                               f"{catalog.selection['speed_floor']:g}: nothing faster serves the role")
         if chosen.fit == fit.TIGHT:
             chosen.reason += "; no comfortable candidate serves the role"
@@ -791,18 +797,11 @@ def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host) -> dict[
         copy = offload(catalog.models[model_id], chosen[largest.name].memory, largest.placement, vram,
                        tuple(gpu.vram_mb for gpu in host.gpus))
         for plan in sharing:
-            plan.offload = copy
-            screened = screen(plan.name, catalog)
-            verdict, model = chosen[plan.name], catalog.models[model_id]
-            plan.speed = verdict.speed = measured_speed(
-                placed_speed(model, host, plan.placement, verdict.memory, plan.runtime, vram,
-                             screened.kv_cache_type, copy), verdict, model, host, vram, copy)
-            if screened.speed_min is not None and plan.speed.tokens_per_s < screened.speed_min:
-                how = "measured " if plan.speed.method == "measured" else "~"
+            if _laid_out(plan, chosen[plan.name], catalog, host, vram, copy):
                 slow[(plan.name, model_id)] = (
-                    f"{how}{plan.speed.tokens_per_s:g} tok/s on {plan.placement} with the one resident copy it would "
+                    f"{plan.speed.rate} on {plan.placement} with the one resident copy it would "
                     f"share with role {largest.name!r} (laid out for {largest.context:,} tokens) < required "
-                    f"{screened.speed_min:g}")
+                    f"{screen(plan.name, catalog).speed_min:g}")
     return slow
 
 

@@ -94,6 +94,11 @@ class Speed:
     def method(self) -> str:
         return "measured" if self.measured_tokens_per_s else "estimated"
 
+    @property
+    def rate(self) -> str:
+        """The speed as reasons word it: "~12.5 tok/s" estimated, "measured 12.5 tok/s"."""
+        return f"{'measured ' if self.measured_tokens_per_s else '~'}{self.tokens_per_s:g} tok/s"
+
     def to_dict(self) -> dict:
         out = {"tokens_per_s": self.tokens_per_s, "bytes_per_token": self.bytes_per_token,
                "weights_bytes": self.weights_bytes, "kv_bytes": self.kv_bytes,

@@ -87,3 +87,32 @@ def test_dry_run_writes_nothing(base_catalog: Path):
     assert result.exit_code == 0 and "status: retired" in result.stdout
     assert tree_bytes(base_catalog / "sources") == before
     assert run_cli("-C", str(base_catalog), "adopt", "nope", "--role", "chat").exit_code == 2
+
+
+def test_adopting_a_model_a_prefer_list_names_by_alias_leaves_the_list_alone(shipped_catalog: Path):
+    roles = shipped_catalog / "sources/10-roles.yaml"
+    roles.write_text(roles.read_text().replace(
+        "prefer: [gpt-oss-20b, llama-3.1-8b-instruct, qwen2.5-coder-7b-q5, phi-3-mini]",
+        "prefer: [gpt-oss-20b, phi3-mini, llama-3.1-8b-instruct, qwen2.5-coder-7b-q5]"))
+    before = roles.read_text()
+    result = run_cli("-C", str(shipped_catalog), "adopt", "phi-3-mini", "--role", "critic")
+    assert result.exit_code == 0, result.output
+    assert roles.read_text() == before, "listed already (by its alias): no priority given, so no move"
+
+
+def test_adopting_a_staged_candidate_the_catalog_has_marks_it_adopted(shipped_catalog: Path):
+    staging = shipped_catalog / "sources" / "staging"
+    staging.mkdir()
+    (staging / "candidates.json").write_text(json.dumps({
+        "schema_version": 2, "kind": "candidates", "fetched_at": "2026-11-22T00:00:00Z",
+        "candidates": [{"model_id": "microsoft/Phi-3-mini-4k-instruct-gguf", "provider": "huggingface",
+                        "license": "mit", "source": "huggingface_hub", "popularity_score": 10, "tags": [],
+                        "status": "pending", "in_catalog": "phi-3-mini"}]}))  # ingest found it in the catalog
+    models = (shipped_catalog / "sources/00-models.yaml").read_text()
+    result = run_cli("-C", str(shipped_catalog), "adopt", "microsoft/Phi-3-mini-4k-instruct-gguf", "--role", "critic",
+                     "--priority", "50")
+    assert result.exit_code == 0, result.output
+    assert (shipped_catalog / "sources/00-models.yaml").read_text() != models, "the catalog's own entry is updated"
+    assert "microsoft/phi-3-mini-4k-instruct-gguf:" not in (shipped_catalog / "sources/00-models.yaml").read_text()
+    staged = json.loads((staging / "candidates.json").read_text())["candidates"][0]
+    assert staged["status"] == "adopted", "off the review queue, as any adopted candidate"

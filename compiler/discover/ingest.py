@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import paths
-from ..importers import kinds as model_kinds
+from ..importers import count, kinds as model_kinds
 from ..resolve import MODEL_DEFAULTS
 from ..net import Deadline, DeadlinePassed, LimitExceeded, parse_json, redact_url, request
 from ..validate import file_name_problem, mapping
@@ -172,13 +172,8 @@ def openrouter_candidates(body, warnings: list[str]) -> list[dict]:
             "provider": "huggingface" if "/" in hf_id else "openrouter", "license": None,
             "source": "openrouter_index", "popularity_score": len(entries) - rank,  # listing order, as a rank
             "tags": sorted(set(_strings(mapping(entry.get("architecture")).get("input_modalities"))))}
-            | ({"context_window": window} if _count(window) else {}))
+            | ({"context_window": window} if count(window) else {}))
     return found
-
-
-def _count(value) -> bool:
-    """A positive integer JSON holds exactly (not a bool, a float or a string)."""
-    return type(value) is int and 0 < value < 1 << 53
 
 
 CURATED_FILE = "sources/curated.yaml"  # where the README puts the list; any sources/ file of kind curated is one
@@ -353,7 +348,7 @@ def sized_fields(candidate: dict) -> dict:
     out = {}
     if _number(candidate.get("params_b")):
         out["params_b"] = candidate["params_b"]
-    if _count(candidate.get("context_window")):
+    if count(candidate.get("context_window")):
         out["context_window"] = candidate["context_window"]
     variants = candidate.get("variants")
     if isinstance(variants, dict) and variants:
@@ -428,11 +423,11 @@ def repo_facts(repo: str, body) -> tuple[dict, list[str]]:
         total, window = gguf.get("total"), gguf.get("context_length")
     else:
         total, window = safetensors.get("total"), None
-        if _count(total):
+        if count(total):
             facts["format"] = "safetensors"
-    if _count(total):
+    if count(total):
         facts["params_b"] = round(total / 1e9, 3)
-    if _count(window):
+    if count(window):
         facts["context_window"] = window
     return facts, notes
 

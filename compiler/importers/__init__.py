@@ -273,6 +273,11 @@ def count(value) -> int | None:
     return value if type(value) is int and 0 < value <= MAX_NUMBER else None
 
 
+def day(value) -> str | None:
+    """A YYYY-MM-DD date as the catalog takes it, else None."""
+    return value if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value) else None
+
+
 def text(value) -> str | None:
     """A non-blank string, or None for blanks and every other type."""
     return value if isinstance(value, str) and value.strip() else None

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
-from . import FormatMismatch, Imported, api_key_env, context, normalize_id, per_million, text, unsafe_names
+from . import FormatMismatch, Imported, api_key_env, context, day, normalize_id, per_million, text, unsafe_names
 from . import kinds
 
 NOT_MODELS = {"sample_spec": "documentation of the format, not a model",
@@ -57,7 +55,7 @@ def convert(data, out: Imported) -> None:
             "type": kind,
             "capabilities": {"tools": bool(entry.get("supports_function_calling") or entry.get("supports_tool_choice")),
                              "vision": bool(entry.get("supports_vision"))},
-            "deprecation_date": date if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", date) else None,
+            "deprecation_date": day(date),
             "pricing": {k: v for k, v in pricing.items() if v is not None} or None,
         }
         if provider in LOCAL.values():

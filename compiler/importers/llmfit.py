@@ -6,8 +6,8 @@ import math
 import re
 
 from ..runtimes import infer
-from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, hf_repo, named, number, plain, quantization,
-               strings, text)
+from . import (FormatMismatch, IMPORT_PRIORITY, Imported, context, count, day, hf_repo, named, number, plain,
+               quantization, strings, text)
 from . import kinds
 
 FORMATS = {"gguf": "gguf", "mlx": "mlx", "awq": "safetensors", "gptq": "safetensors", "autoround": "safetensors"}
@@ -102,11 +102,6 @@ def convert(data, out: Imported) -> None:
         }
         out.add(name, model)
         out.unmapped_fields(key for key in entry if key not in MAPPED)
-
-
-def day(value) -> str | None:
-    """A YYYY-MM-DD date as the catalog takes it, else None."""
-    return value if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value) else None
 
 
 def model_type(name: str, entry: dict, workloads: list[str], caps: list[str], siblings: set[str]) -> str:
