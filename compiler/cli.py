@@ -905,13 +905,13 @@ def models_command(obj: Context, host, workload, provider, everything, show_alia
                              + (did_you_mean(workload, SERVES) or "workloads: " + ", ".join(SERVES)))
 
         options = BuildOptions(hosts=(host,) if host else (), with_staging=include_suggestions)
-        catalog, target = obj.project().host_catalog(options)
+        catalog, target, measured_runs = obj.project().host_catalog(options)
         if show_aliases:
             aliases = dict(sorted(catalog.aliases().items()))
             click.echo(json.dumps(aliases, indent=2) if as_json else
                        "\n".join(f"{alias} -> {model_id}" for alias, model_id in aliases.items()))
             return EXIT_OK
-        found = listing.rows(catalog, target, workload, provider, everything, include_suggestions)
+        found = listing.rows(catalog, target, workload, provider, everything, include_suggestions, measured_runs)
         click.echo(json.dumps(found, indent=2) if as_json else
                    f"{target.name}: {len(found)} model(s)\n" + listing.table(found))
         return EXIT_OK

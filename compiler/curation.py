@@ -7,11 +7,8 @@ from pathlib import Path
 from .errors import UsageError, did_you_mean
 from .merge import merge_layers
 from .migrate import normalize_id
-from .resolve import MODEL_DEFAULTS
+from .resolve import DEFAULT_PRIORITY
 from .validate import alias_table
-
-
-DEFAULT_PRIORITY = MODEL_DEFAULTS["priority"]
 
 
 def _defining(docs, *path) -> list:

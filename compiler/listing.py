@@ -12,10 +12,12 @@ CURATED = ("active", "deprecated")
 
 
 def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: str | None = None,
-         everything: bool = False, suggestions: bool = False) -> list[dict]:
+         everything: bool = False, suggestions: bool = False, measured: dict | None = None) -> list[dict]:
+    """The catalog's models as `host` sees them; WHY from the host's selection, with what it measured
+    (`measured`: measured.runs_for), as its build selects."""
     budget = host_budget(host, catalog.selection)
     runs = available(host)
-    plan = select(catalog, host)
+    plan = select(catalog, host, measured)
     statuses = None if everything else (*CURATED, "candidate") if suggestions else CURATED
     out = []
     for model_id, model in catalog.models.items():

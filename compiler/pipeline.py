@@ -482,8 +482,9 @@ class Project:
             result.staged = publication().stage(target.folder, result.outputs()) is not None
         return (result if keep_outputs else result.slim()), problems
 
-    def host_catalog(self, options: BuildOptions) -> tuple[Catalog, Host]:
-        """The resolved catalog of one host (the first target of `options`), for listings."""
+    def host_catalog(self, options: BuildOptions) -> tuple[Catalog, Host, dict]:
+        """The resolved catalog of one host (the first target of `options`) and what the host measured
+        (measured.runs_for), for listings: they select as the build does."""
         report = Report()
         sources = self.load_sources(options.with_staging)
         if sources.errors:
@@ -493,7 +494,8 @@ class Project:
         catalog = self._checked_catalog(layers, report)
         if catalog is None:
             raise InputError(report.errors)
-        return catalog, target.host
+        runs, _ = measured.runs_for(sources.measured.get(target.host.name), catalog.models, catalog.names)
+        return catalog, target.host, runs
 
     def _checked_catalog(self, layers: list[Layer], report: Report) -> Catalog | None:
         """The catalog for these layers, its problems added to the report (each once)."""

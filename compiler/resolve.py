@@ -18,7 +18,8 @@ SELECTION_DEFAULTS = {"ram_reserve_gb": 2, "vram_reserve_gb": 1, "basis": "total
                       "runtime_overhead_mb": RUNTIME_OVERHEAD_MB, "max_fallbacks": 3,
                       "flash_attention": True, "gpu_runtime_overhead_mb": GPU_RUNTIME_OVERHEAD_MB,
                       "max_fill": MAX_FILL, "speed_floor": SPEED_FLOOR}
-MODEL_DEFAULTS = {"status": "active", "priority": 100, "recommended": False}
+DEFAULT_PRIORITY = 100  # a model's priority when it gives none: lower wins, in every strategy's order
+MODEL_DEFAULTS = {"status": "active", "priority": DEFAULT_PRIORITY, "recommended": False}
 
 
 @dataclass

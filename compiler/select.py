@@ -32,10 +32,9 @@ from .hosts import GIB_IN_MB, Host
 from .memory import DEFAULT_KV_CACHE, Estimate, bits_per_weight, estimate, expert_weights_mib, is_cloud, size_unknown
 from .merge import origin
 from .offload import Offload, offload
-from .resolve import MODEL_DEFAULTS, Catalog
+from .resolve import DEFAULT_PRIORITY, Catalog
 
 ELIGIBLE_STATUS = ("active", "deprecated")
-DEFAULT_PRIORITY = MODEL_DEFAULTS["priority"]  # lower wins, in every strategy's order
 SIZE_UNKNOWN = "size unknown: give params_b, artifact.size_bytes or memory.ram_mb"
 TRACE_LIMIT = 200  # candidates kept per role in explain.json, beside the pick and fallbacks; the rest are counted
 CAPABILITIES = ("reasoning", "coding", "creativity", "multilingual")

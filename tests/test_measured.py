@@ -377,3 +377,17 @@ def test_export_layer_writes_only_figures_the_schema_holds(base_catalog: Path):
                                              "measured_at": "2026-11-29T10:00:00Z"}]}
     path, changed = measured.write(base_catalog, layer)
     assert changed and yaml.safe_load(path.read_text()) == layer
+
+
+def test_models_lists_what_the_build_picks_with_the_hosts_measurements(base_catalog: Path):
+    """`hostfit models` selects with the host's measured layer, so its WHY names the build's picks."""
+    build(base_catalog)
+    usable = compiled(base_catalog, "box-8")["host"]["usable_mb"]
+    export(base_catalog, "box-8", [row("big-chat", peak_rss_mib=usable + 300, decode_tps=5.5)])
+    build(base_catalog)
+    assert compiled(base_catalog, "box-8")["roles"]["chat"]["model"] == "small-chat"
+    listed = run_cli("-C", str(base_catalog), "models", "--host", "box-8", "--json")
+    assert listed.exit_code == 0, listed.output
+    why = {r["id"]: r["why"] for r in json.loads(listed.stdout)}
+    assert "chat" in why["small-chat"] and "picked for" in why["small-chat"], why
+    assert "picked for chat" not in why["big-chat"], why

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import paths
 from ..importers import count, kinds as model_kinds
-from ..resolve import MODEL_DEFAULTS
+from ..resolve import DEFAULT_PRIORITY
 from ..net import Deadline, DeadlinePassed, LimitExceeded, parse_json, redact_url, request
 from ..validate import file_name_problem, mapping
 from . import text
@@ -311,9 +311,6 @@ def staged_type(candidate: dict) -> str:
     model_id, source = candidate["model_id"], str(candidate.get("source") or "")
     return model_kinds.from_name(model_id) or model_kinds.generative(
         model_id, vision="image" in _strings(candidate.get("tags")), releases="openrouter" not in source)
-
-
-DEFAULT_PRIORITY = MODEL_DEFAULTS["priority"]
 
 
 def as_catalog(data: dict) -> dict:
