@@ -88,3 +88,12 @@ def test_compiled_validators_are_cached_between_runs(tmp_path, monkeypatch):
     assert len(cached) == 1
     schema.fast_validator.cache_clear()
     assert schema.fast_validator("hosts", True)({"schema_version": 2, "kind": "hosts"}) is not None
+
+
+@pytest.mark.parametrize("date, ok", [("2025-04-29", True), ("2024-02-31", True), ("2024-13-01", False),
+                                      ("2024-12-99", False), ("2024-00-10", False), ("24-12-01", False)])
+def test_release_date_is_a_calendar_shaped_date(date: str, ok: bool):
+    """best_fit reads months out of release_date (superseded): a month 13 would count as a later release."""
+    doc = {"schema_version": 2, "kind": "catalog",
+           "models": {"m": {"provider": "ollama", "workloads": ["chat"], "release_date": date}}}
+    assert schema.is_valid("catalog", doc, layer=False) is ok
