@@ -124,12 +124,14 @@ def create(project, sources, name: str, extends: tuple[str, ...], sets: tuple[st
                                      f"edit {doc.path}, or `hostfit profile delete {name}` first")])
     for parent in extends:
         known(sources, parent)
-    lines = ["schema_version: 2", "kind: profile", f"name: {name}"]
+    # dump_yaml quotes a name such as `123`, `true` or `null` that YAML would read as another type
+    head = {"schema_version": 2, "kind": "profile", "name": name}
     if description:
-        lines.append(dump_yaml({"description": description}, width=4096).rstrip("\n"))
-    if extends:
-        lines.append(f"extends: [{', '.join(extends)}]")
-    yaml, tree = edit.roundtrip("\n".join(lines) + "\n")
+        head["description"] = description
+    text = dump_yaml(head, sort_keys=False, width=4096)
+    if extends:  # `extends: [a, b]`, flow style as the catalog writes it
+        text += dump_yaml({"extends": list(extends)}, default_flow_style=None, width=4096)
+    yaml, tree = edit.roundtrip(text)
     for layer in parse_set(sets):  # a path outside models/roles/selection is a usage error there
         _patch(tree, {key: value for key, value in layer.doc.data.items() if key not in ("schema_version", "kind")})
     text = edit.dump(yaml, tree)

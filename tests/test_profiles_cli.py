@@ -308,3 +308,17 @@ def test_an_empty_or_comment_only_config_sets_nothing_and_keeps_its_comments(shi
     assert built_profiles(shipped_catalog, "local", tmp_path) == "base"
     assert cli(shipped_catalog, "activate", "coding").exit_code == 0
     assert config.read_text() == "# settings later\nprofiles: [base, coding]\n"
+
+
+@pytest.mark.parametrize("name", ["123", "1.0", "true", "null", "0o17"])
+def test_create_writes_a_name_yaml_would_read_as_another_type_as_a_string(shipped_catalog: Path, name: str):
+    result = cli(shipped_catalog, "create", name, "--extends", "base")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    import yaml
+    assert yaml.safe_load((shipped_catalog / "profiles" / f"{name}.yaml").read_text())["name"] == name
+    listed = {row["name"]: row for row in json.loads(cli(shipped_catalog, "list", "--json").stdout)}
+    assert listed[name]["extends"] == ["base"]
+    again = cli(shipped_catalog, "create", f"{name}-child", "--extends", name)
+    assert again.exit_code == 0, again.output
+    assert yaml.safe_load((shipped_catalog / "profiles" / f"{name}-child.yaml").read_text())["extends"] == [name]
