@@ -330,7 +330,8 @@ def _local_activation(sources, name: str, on: bool) -> Activation:
 
 
 def _config_line(names: list[str]) -> str:
-    return f"{CONFIG_KEY}: [{', '.join(names)}]\n"
+    """`profiles: [a, b]`, each name quoted where YAML would read it as another type (`123`)."""
+    return dump_yaml({CONFIG_KEY: names}, default_flow_style=None, width=4096)
 
 
 # ------------------------------------------------------------------------ this machine's profiles

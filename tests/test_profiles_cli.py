@@ -322,3 +322,14 @@ def test_create_writes_a_name_yaml_would_read_as_another_type_as_a_string(shippe
     again = cli(shipped_catalog, "create", f"{name}-child", "--extends", name)
     assert again.exit_code == 0, again.output
     assert yaml.safe_load((shipped_catalog / "profiles" / f"{name}-child.yaml").read_text())["extends"] == [name]
+
+
+def test_activate_on_an_undeclared_machine_writes_such_a_name_as_a_string(shipped_catalog: Path):
+    assert cli(shipped_catalog, "create", "2024", "--extends", "base").exit_code == 0
+    result = cli(shipped_catalog, "activate", "2024")  # no config.yaml yet: the file is written whole
+    assert result.exit_code == 0, result.output
+    import yaml
+    assert yaml.safe_load(config_file().read_text())["profiles"] == ["base", "2024"]
+    again = cli(shipped_catalog, "deactivate", "2024")
+    assert again.exit_code == 0, again.output
+    assert yaml.safe_load(config_file().read_text())["profiles"] == ["base"]
