@@ -227,6 +227,44 @@ def test_measurements_sit_beside_the_catalog_estimate(tmp_path):
     assert (entry["estimated_tps"], entry["speed_error_pct"]) == (8.0, -20.0)
 
 
+def test_a_measurement_is_compared_with_the_estimate_at_its_own_context(tmp_path):
+    """A model two roles use at different contexts: the role compiled at the measured context gives the
+    estimate (the model's memory_mb is its largest need, at another context)."""
+    from compiler import stats
+
+    row = {"ts": 1.0, "host": "box", "model": "local-a", "runtime": "llamacpp", "placement": "cpu",
+           "context": 4096, "load_s": None, "ttft_s": None, "decode_tps": 10.0, "peak_rss_mib": 3000.0,
+           "gpu_mib": None, "source": "bench"}
+    document = catalog(
+        code={"model": "local-a", "fallbacks": [], "placement": "cpu", "context": 32768, "memory_mb": 4000,
+              "tokens_per_s": 6.0},
+        chat={"model": "local-a", "fallbacks": [], "placement": "cpu", "context": 4096, "memory_mb": 3300,
+              "tokens_per_s": 9.0})
+    [entry] = stats.with_estimates([row], lambda host: document)
+    assert (entry["estimated_tps"], entry["estimated_mb"]) == (9.0, 3300)
+    assert (entry["speed_error_pct"], entry["memory_error_pct"]) == (-10.0, 10.0)
+    [other] = stats.with_estimates([{**row, "context": 8192}], lambda host: document)
+    assert (other["estimated_tps"], other["estimated_mb"]) == (6.0, 4000), "no role at 8192: the model's own figures"
+
+
+def test_a_catalog_that_is_no_compiled_catalog_gives_no_estimate(tmp_path, monkeypatch):
+    from compiler import stats
+
+    installed = tmp_path / "xdg-data" / "hostfit" / "models.json"
+    installed.parent.mkdir(parents=True)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    out = tmp_path / "catalog" / "out" / "box" / "models.json"
+    out.parent.mkdir(parents=True)
+    for text in ("[1, 2]", '{"host": "box"}', '{"host": {"name": "box"}, "models": [], "roles": []}'):
+        installed.write_text(text)
+        out.write_text(text)
+        assert stats.catalog_reader(tmp_path / "catalog")("box") is None, text
+        assert stats.catalog_reader(None)("box") is None, text
+    installed.write_text(json.dumps(catalog()))
+    assert stats.catalog_reader(tmp_path / "catalog")("box")["host"]["name"] == "box", "the installed one, for box"
+    assert stats.catalog_reader(None)("other") is None
+
+
 def test_measurement_api_round_trips(tmp_path):
     store = usage.Store(tmp_path / "usage.sqlite3", clock=Clock(NOW))
     store.record_measurement(host="a", model="m1", runtime="llamacpp", placement="gpu", context=8192, load_s=2.0,
