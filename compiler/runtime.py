@@ -66,6 +66,11 @@ def check(document) -> dict:
         raise RuntimeCatalogError("not a compiled hostfit catalog")
     if document["schema_version"] != SCHEMA_VERSION:
         raise RuntimeCatalogError(f"schema_version {document['schema_version']!r}; this reader knows {SCHEMA_VERSION}")
+    # the shapes this reader walks: a wrong one is a broken catalog (passed over), never an application's crash
+    if not all(isinstance(document[key], dict) for key in ("host", "roles", "models", "aliases")) \
+            or not all(isinstance(spec, dict) for spec in (*document["roles"].values(), *document["models"].values())) \
+            or not all(isinstance(spec.get("fallbacks", []), list) for spec in document["roles"].values()):
+        raise RuntimeCatalogError("not a compiled hostfit catalog (a section of the wrong shape)")
     return document
 
 

@@ -374,6 +374,19 @@ def test_an_unusable_installed_catalog_is_passed_over_with_a_warning(tmp_path, m
         assert Runtime.load(usage_store=False).source == "builtin"
 
 
+@pytest.mark.parametrize("field, value", [("aliases", []), ("roles", ["chat"]), ("models", {"local-a": "x"}),
+                                          ("roles", {"chat": {"model": "local-a", "fallbacks": "local-b"}})])
+def test_a_catalog_of_the_wrong_shape_is_passed_over_not_raised(tmp_path, monkeypatch, field, value):
+    """An application's start-up never fails on the installed file: a wrong shape is a broken catalog."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    installed = tmp_path / "data" / "hostfit" / "models.json"
+    installed.parent.mkdir(parents=True)
+    installed.write_text(json.dumps({**catalog(), field: value}))
+    with pytest.warns(RuntimeCatalogWarning, match="passed over"):
+        rt = Runtime.load(usage_store=False)
+    assert rt.source == "builtin" and rt.model_for("chat")["id"] == "test"
+
+
 @pytest.mark.parametrize("output", sorted((REPO / "out").glob("*/models.json")), ids=lambda p: p.parent.name)
 def test_every_shipped_model_resolves_by_id_and_every_alias_in_any_case(output):
     document = json.loads(output.read_text())
