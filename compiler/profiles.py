@@ -3,6 +3,7 @@ each edit checked against the whole catalog on a copy before anything is written
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -175,7 +176,11 @@ def export(project, sources, name: str, flatten: bool = False) -> bytes:
     if flatten:
         return dump_yaml(resolved(project, sources, name), sort_keys=False).encode()
     text = _text(project, doc)
-    if doc.data.get("name") is None and not doc.path.endswith(".json"):
+    if doc.data.get("name") is None and doc.path.endswith(".json"):  # JSON keeps no layout to round-trip
+        items = [item for item in json.loads(text).items() if item[0] != "name"]
+        items.insert([key for key, _ in items].index("kind") + 1 if "kind" in doc.data else 0, ("name", name))
+        text = json.dumps(dict(items), indent=2, ensure_ascii=False) + "\n"
+    elif doc.data.get("name") is None:
         yaml, tree = edit.roundtrip(text)
         tree.insert(list(tree).index("kind") + 1 if "kind" in tree else 0, "name", name)
         text = edit.dump(yaml, tree)
@@ -206,6 +211,11 @@ def import_(project, sources, file: Path, force: bool) -> tuple[Path, bytes, boo
                                      f"profile {name!r} already exists; {display} not imported",
                                      "--force replaces it")])
     suffix = ".json" if file.suffix == ".json" else ".yaml"
+    if existing is not None and existing.path.endswith(".json") != (suffix == ".json"):  # its bytes go there unchanged
+        kinds = ("JSON", "YAML") if suffix == ".json" else ("YAML", "JSON")
+        raise InputError([Diagnostic(existing.path, *existing.where(("name",)), "E700",
+                                     f"profile {name!r} is {existing.path}, a {kinds[1]} file; {display} is "
+                                     f"{kinds[0]}, not imported over it", f"remove {existing.path} first")])
     path = (project.root / existing.path if existing is not None
             else _free(project, sources, project.root / "profiles" / f"{name}{suffix}"))
     changes: dict[Path, str | None] = {path: text}
