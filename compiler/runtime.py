@@ -77,8 +77,10 @@ def check(document) -> dict:
 def _upgrade_1(document: dict) -> dict:
     """Version 1 models.json: roles could name their model as a bare string, and `profiles`,
     `aliases` and a role's `fallbacks` were optional (aliases were only listed on each model)."""
-    roles = {name: {"model": spec, "fallbacks": []} if isinstance(spec, str) or spec is None
-             else {"fallbacks": [], **spec} for name, spec in (document.get("roles") or {}).items()}
+    roles = document.get("roles") or {}
+    if isinstance(roles, dict):  # another shape is left for check() to refuse
+        roles = {name: {"model": spec, "fallbacks": []} if isinstance(spec, str) or spec is None
+                 else {"fallbacks": [], **spec} if isinstance(spec, dict) else spec for name, spec in roles.items()}
     return {"host": {"name": "unknown", "ram_mb": 0, "usable_mb": 0, "gpus": [], "detected": False},
             "profiles": [], "aliases": {}, **document, "roles": roles, "schema_version": 2}
 

@@ -387,6 +387,16 @@ def test_a_catalog_of_the_wrong_shape_is_passed_over_not_raised(tmp_path, monkey
     assert rt.source == "builtin" and rt.model_for("chat")["id"] == "test"
 
 
+@pytest.mark.parametrize("roles", [["chat"], {"chat": 5}, {"chat": ["local-a"]}])
+def test_a_version_1_catalog_of_the_wrong_shape_is_passed_over_not_raised(tmp_path, monkeypatch, roles):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    installed = tmp_path / "data" / "hostfit" / "models.json"
+    installed.parent.mkdir(parents=True)
+    installed.write_text(json.dumps({"schema_version": 1, "models": catalog()["models"], "roles": roles}))
+    with pytest.warns(RuntimeCatalogWarning, match="passed over"):
+        assert Runtime.load(usage_store=False).source == "builtin"
+
+
 @pytest.mark.parametrize("output", sorted((REPO / "out").glob("*/models.json")), ids=lambda p: p.parent.name)
 def test_every_shipped_model_resolves_by_id_and_every_alias_in_any_case(output):
     document = json.loads(output.read_text())
