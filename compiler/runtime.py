@@ -285,5 +285,7 @@ class Runtime:
         found += chain
         unique = list(dict.fromkeys(found))
         if not unique:
-            raise RouteError(f"no model for role {role!r}" + (f" from provider {provider!r}" if provider else ""))
+            asked = ([f"for role {role!r}"] if role is not None else []) + (
+                [f"from provider {provider!r}"] if provider is not None else [])
+            raise RouteError(" ".join(["no model", *asked]))
         return unique

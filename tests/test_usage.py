@@ -337,6 +337,17 @@ def test_circuit_breaker_skips_a_failing_model_and_lets_it_back_after_the_cool_d
         rt.route("chat")
 
 
+def test_a_provider_without_models_names_what_was_asked():
+    rt = Runtime(catalog(), "test", breaker=Breaker(clock=Clock()))
+    with pytest.raises(RouteError) as alone:
+        rt.route(provider="nosuch")
+    assert str(alone.value) == "no model from provider 'nosuch'", "no role was asked for"
+    assert rt.route("chat", provider="nosuch")["id"] == "local-a", "the role's chain still serves"
+    empty = Runtime({**catalog(), "roles": {"chat": {"model": None, "fallbacks": []}}}, "test")
+    with pytest.raises(RouteError, match="^no model for role 'chat' from provider 'nosuch'$"):
+        empty.route("chat", provider="nosuch")
+
+
 def test_a_success_resets_the_failure_count():
     rt = Runtime(catalog(), "test", breaker=Breaker(threshold=3, clock=Clock()))
     for outcome in (False, False, True, False, False):
