@@ -227,6 +227,13 @@ def _memory(change: dict) -> str:
     return f"{old:,} -> {new:,} MiB ({new - old:+,})"
 
 
+def _change(change: dict) -> str:
+    """A host fact's or model field's old -> new; a `*_mb` one in MiB as every memory line."""
+    if change["field"].endswith("_mb"):
+        return _memory(change)
+    return f"{_value(change['old'])} -> {_value(change['new'])}"
+
+
 def _measured_on(change: dict) -> str:
     return f" (measured on {change['measured_on']})" if change.get("measured_on") else ""
 
@@ -245,10 +252,7 @@ def render_text(diffs: list[HostDiff], colour: bool = False) -> str:
             continue
         lines.append(paint(f"host {d.host}:", "1"))
         for fact in d.facts:
-            if fact["field"].endswith("_mb"):
-                lines.append(f"  host {fact['field']}: {_memory(fact)}")
-            else:
-                lines.append(f"  host {fact['field']}: {_value(fact['old'])} -> {_value(fact['new'])}")
+            lines.append(f"  host {fact['field']}: {_change(fact)}")
         for r in d.roles:
             if r["kind"] == "reassigned":
                 lines.append(f"  {r['role']}: {r['old_model'] or '(none)'} -> {paint(r['new_model'] or '(none)', '33')}"
@@ -269,7 +273,7 @@ def render_text(diffs: list[HostDiff], colour: bool = False) -> str:
         for model in d.models_removed:
             lines.append(paint(f"  - model {model}", "31"))
         for f in d.fields:
-            lines.append(f"  {f['model']}.{f['field']}: {_value(f['old'])} -> {_value(f['new'])}")
+            lines.append(f"  {f['model']}.{f['field']}: {_change(f)}")
     return "\n".join(lines)
 
 

@@ -40,7 +40,10 @@ def render(document: dict, subject: str | None, as_json: bool = False) -> str:
     lines = [f"host {document['host']}: {budget['ram_mb']:,} MiB RAM usable, {budget['vram_mb']:,} MiB {gpu}"]
     for name, role in roles.items():
         chosen = role["chosen"] or "(none)"
-        level = f", {role['fit']}, ~{role['tokens_per_s']:g} tok/s" if role.get("fit") else ""
+        # the pick's own speed says whether the role's figure was measured
+        speed = next((c["speed"] for c in role["candidates"] if c["verdict"] == "chosen" and c.get("speed")), {})
+        fast = f", {_tok_s({**speed, 'tokens_per_s': role['tokens_per_s']})}" if role.get("tokens_per_s") else ""
+        level = f", {role['fit']}{fast}" if role.get("fit") else ""
         lines.append(f"  {name}: {chosen} [{role['strategy']}{level}, {len(role['candidates'])} candidates]")
     return "\n".join(lines)
 
@@ -75,7 +78,7 @@ def _role(name: str, role: dict, document: dict) -> str:
         if c.get("memory"):
             numbers = _memory(c["memory"])
         runtime = f" on {c['runtime']}" if c.get("runtime") and c["verdict"] != "rejected" else ""
-        fast = f" {_approx(c['speed'])}{c['speed']['tokens_per_s']:g} tok/s" if c.get("speed") else ""
+        fast = f" {_tok_s(c['speed'])}" if c.get("speed") else ""
         lines.append(f"    {c['verdict']:<9} {c['model']}: {c['reason']}{numbers}{runtime}{fast}{_type(c)}")
     if role.get("omitted_candidates"):
         lines.append(f"    ... and {role['omitted_candidates']} more candidates")
@@ -90,8 +93,7 @@ def _variants(subject: str, prefix: str, document: dict) -> str | None:
         if judged:
             lines.append(f"  role {name}:")
             lines += [f"    {c['verdict']:<9} {c['model']}: {c['reason']}"
-                      + (f" {_approx(c['speed'])}{c['speed']['tokens_per_s']:g} tok/s" if c.get("speed") else "")
-                      for c in judged]
+                      + (f" {_tok_s(c['speed'])}" if c.get("speed") else "") for c in judged]
     if not lines and not any(p.startswith(prefix + ":") for p in document["provenance"]):
         return None
     return f"model {subject}: variants judged on {document['host']}\n" + "\n".join(lines)
@@ -124,9 +126,9 @@ def _memory(m: dict) -> str:
             f"{m['declared_mb']:,}]")
 
 
-def _approx(s: dict) -> str:
-    """A measured speed is shown as measured, an estimate as about."""
-    return "measured " if s.get("method") == "measured" else "~"
+def _tok_s(s: dict) -> str:
+    """A decode speed: a measured one shown as measured, an estimate as about."""
+    return f"{'measured ' if s.get('method') == 'measured' else '~'}{s['tokens_per_s']:g} tok/s"
 
 
 def _speed(s: dict) -> str:

@@ -3,6 +3,7 @@ each edit checked against the whole catalog on a copy before anything is written
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -124,12 +125,14 @@ def create(project, sources, name: str, extends: tuple[str, ...], sets: tuple[st
                                      f"edit {doc.path}, or `hostfit profile delete {name}` first")])
     for parent in extends:
         known(sources, parent)
-    lines = ["schema_version: 2", "kind: profile", f"name: {name}"]
+    # dump_yaml quotes a name such as `123`, `true` or `null` that YAML would read as another type
+    head = {"schema_version": 2, "kind": "profile", "name": name}
     if description:
-        lines.append(dump_yaml({"description": description}, width=4096).rstrip("\n"))
-    if extends:
-        lines.append(f"extends: [{', '.join(extends)}]")
-    yaml, tree = edit.roundtrip("\n".join(lines) + "\n")
+        head["description"] = description
+    text = dump_yaml(head, sort_keys=False, width=4096)
+    if extends:  # `extends: [a, b]`, flow style as the catalog writes it
+        text += dump_yaml({"extends": list(extends)}, default_flow_style=None, width=4096)
+    yaml, tree = edit.roundtrip(text)
     for layer in parse_set(sets):  # a path outside models/roles/selection is a usage error there
         _patch(tree, {key: value for key, value in layer.doc.data.items() if key not in ("schema_version", "kind")})
     text = edit.dump(yaml, tree)
@@ -173,7 +176,11 @@ def export(project, sources, name: str, flatten: bool = False) -> bytes:
     if flatten:
         return dump_yaml(resolved(project, sources, name), sort_keys=False).encode()
     text = _text(project, doc)
-    if doc.data.get("name") is None and not doc.path.endswith(".json"):
+    if doc.data.get("name") is None and doc.path.endswith(".json"):  # JSON keeps no layout to round-trip
+        items = [item for item in json.loads(text).items() if item[0] != "name"]
+        items.insert([key for key, _ in items].index("kind") + 1 if "kind" in doc.data else 0, ("name", name))
+        text = json.dumps(dict(items), indent=2, ensure_ascii=False) + "\n"
+    elif doc.data.get("name") is None:
         yaml, tree = edit.roundtrip(text)
         tree.insert(list(tree).index("kind") + 1 if "kind" in tree else 0, "name", name)
         text = edit.dump(yaml, tree)
@@ -204,6 +211,11 @@ def import_(project, sources, file: Path, force: bool) -> tuple[Path, bytes, boo
                                      f"profile {name!r} already exists; {display} not imported",
                                      "--force replaces it")])
     suffix = ".json" if file.suffix == ".json" else ".yaml"
+    if existing is not None and existing.path.endswith(".json") != (suffix == ".json"):  # its bytes go there unchanged
+        kinds = ("JSON", "YAML") if suffix == ".json" else ("YAML", "JSON")
+        raise InputError([Diagnostic(existing.path, *existing.where(("name",)), "E700",
+                                     f"profile {name!r} is {existing.path}, a {kinds[1]} file; {display} is "
+                                     f"{kinds[0]}, not imported over it", f"remove {existing.path} first")])
     path = (project.root / existing.path if existing is not None
             else _free(project, sources, project.root / "profiles" / f"{name}{suffix}"))
     changes: dict[Path, str | None] = {path: text}
@@ -328,7 +340,8 @@ def _local_activation(sources, name: str, on: bool) -> Activation:
 
 
 def _config_line(names: list[str]) -> str:
-    return f"{CONFIG_KEY}: [{', '.join(names)}]\n"
+    """`profiles: [a, b]`, each name quoted where YAML would read it as another type (`123`)."""
+    return dump_yaml({CONFIG_KEY: names}, default_flow_style=None, width=4096)
 
 
 # ------------------------------------------------------------------------ this machine's profiles

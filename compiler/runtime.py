@@ -66,14 +66,21 @@ def check(document) -> dict:
         raise RuntimeCatalogError("not a compiled hostfit catalog")
     if document["schema_version"] != SCHEMA_VERSION:
         raise RuntimeCatalogError(f"schema_version {document['schema_version']!r}; this reader knows {SCHEMA_VERSION}")
+    # the shapes this reader walks: a wrong one is a broken catalog (passed over), never an application's crash
+    if not all(isinstance(document[key], dict) for key in ("host", "roles", "models", "aliases")) \
+            or not all(isinstance(spec, dict) for spec in (*document["roles"].values(), *document["models"].values())) \
+            or not all(isinstance(spec.get("fallbacks", []), list) for spec in document["roles"].values()):
+        raise RuntimeCatalogError("not a compiled hostfit catalog (a section of the wrong shape)")
     return document
 
 
 def _upgrade_1(document: dict) -> dict:
     """Version 1 models.json: roles could name their model as a bare string, and `profiles`,
     `aliases` and a role's `fallbacks` were optional (aliases were only listed on each model)."""
-    roles = {name: {"model": spec, "fallbacks": []} if isinstance(spec, str) or spec is None
-             else {"fallbacks": [], **spec} for name, spec in (document.get("roles") or {}).items()}
+    roles = document.get("roles") or {}
+    if isinstance(roles, dict):  # another shape is left for check() to refuse
+        roles = {name: {"model": spec, "fallbacks": []} if isinstance(spec, str) or spec is None
+                 else {"fallbacks": [], **spec} if isinstance(spec, dict) else spec for name, spec in roles.items()}
     return {"host": {"name": "unknown", "ram_mb": 0, "usable_mb": 0, "gpus": [], "detected": False},
             "profiles": [], "aliases": {}, **document, "roles": roles, "schema_version": 2}
 
@@ -278,5 +285,7 @@ class Runtime:
         found += chain
         unique = list(dict.fromkeys(found))
         if not unique:
-            raise RouteError(f"no model for role {role!r}" + (f" from provider {provider!r}" if provider else ""))
+            asked = ([f"for role {role!r}"] if role is not None else []) + (
+                [f"from provider {provider!r}"] if provider is not None else [])
+            raise RouteError(" ".join(["no model", *asked]))
         return unique

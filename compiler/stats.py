@@ -37,10 +37,15 @@ def with_estimates(rows: list[dict], catalogs) -> list[dict]:
     for row in rows:
         document = catalogs(row["host"]) or {}
         model = (document.get("models") or {}).get(row["model"]) or {}
-        speeds = [spec.get("tokens_per_s") for spec in (document.get("roles") or {}).values()
-                  if spec.get("model") == row["model"] and spec.get("tokens_per_s")]
+        using = [spec for spec in (document.get("roles") or {}).values()
+                 if isinstance(spec, dict) and spec.get("model") == row["model"]]
+        # the role compiled at the measured context is the estimate to compare; the model's own memory_mb is
+        # its largest need (at another context)
+        same = next((spec for spec in using if row["context"] is not None and spec.get("context") == row["context"]),
+                    None)
+        speeds = [spec["tokens_per_s"] for spec in ([same] if same else using) if spec.get("tokens_per_s")]
         entry = dict(row)
-        entry["estimated_mb"] = model.get("memory_mb")
+        entry["estimated_mb"] = (same or {}).get("memory_mb") or model.get("memory_mb")
         entry["estimated_tps"] = speeds[0] if speeds else None
         measured_mb = (row["peak_rss_mib"] or 0) + (row["gpu_mib"] or 0)
         entry["memory_error_pct"] = _error(entry["estimated_mb"], measured_mb or None)
@@ -64,25 +69,28 @@ def catalog_reader(root: Path | None):
 
     def read(host: str) -> dict | None:
         if host not in cache:
-            cache[host] = None
-            candidate = root / "out" / host / "models.json" if root else None
-            if candidate is not None and candidate.is_file():
-                try:
-                    cache[host] = json.loads(candidate.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    pass
+            cache[host] = _compiled(root / "out" / host / "models.json") if root else None
             if cache[host] is None:
-                installed = runtime.installed_path()
-                if installed.is_file():
-                    try:
-                        document = json.loads(installed.read_text(encoding="utf-8"))
-                        if (document.get("host") or {}).get("name") == host:
-                            cache[host] = document
-                    except (OSError, ValueError):
-                        pass
+                document = _compiled(runtime.installed_path())
+                if document is not None and document["host"].get("name") == host:
+                    cache[host] = document
         return cache[host]
 
     return read
+
+
+def _compiled(path: Path) -> dict | None:
+    """The compiled catalog at `path` as the runtime reader checks it (migrated when older); None when there is
+    none or it is no compiled catalog."""
+    from . import runtime
+
+    if not path.is_file():
+        return None
+    try:
+        document = runtime.migrate(json.loads(path.read_text(encoding="utf-8")))[0]
+    except (OSError, ValueError):  # RuntimeCatalogError is a ValueError
+        return None
+    return document if isinstance(document["host"], dict) and isinstance(document["roles"], dict) else None
 
 
 def render_text(calls: list[dict], measured: list[dict], since_text: str | None, path: str) -> str:

@@ -149,3 +149,11 @@ def test_a_role_s_gpu_settings_and_speed_changing_are_shown(tmp_path: Path):
     changes = json.loads(run_cli("diff", "--format", "json", str(tmp_path / "before"), str(tmp_path / "after")).stdout)
     (role,) = changes["hosts"][0]["roles"]
     assert role["cpu_moe_layers"] == {"old": old["cpu_moe_layers"], "new": new["cpu_moe_layers"]}
+
+
+def test_a_models_memory_is_worded_as_every_memory_line():
+    from compiler.diff import HostDiff, render_text
+    changed = HostDiff("box", "changed", fields=[{"model": "m", "field": "memory_mb", "old": 6211, "new": 6500},
+                                                 {"model": "m", "field": "context_window", "old": 4096, "new": 8192}])
+    assert render_text([changed]).splitlines()[1:] == ["  m.memory_mb: 6,211 -> 6,500 MiB (+289)",
+                                                       "  m.context_window: 4096 -> 8192"]

@@ -308,3 +308,56 @@ def test_an_empty_or_comment_only_config_sets_nothing_and_keeps_its_comments(shi
     assert built_profiles(shipped_catalog, "local", tmp_path) == "base"
     assert cli(shipped_catalog, "activate", "coding").exit_code == 0
     assert config.read_text() == "# settings later\nprofiles: [base, coding]\n"
+
+
+@pytest.mark.parametrize("name", ["123", "1.0", "true", "null", "0o17"])
+def test_create_writes_a_name_yaml_would_read_as_another_type_as_a_string(shipped_catalog: Path, name: str):
+    result = cli(shipped_catalog, "create", name, "--extends", "base")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    import yaml
+    assert yaml.safe_load((shipped_catalog / "profiles" / f"{name}.yaml").read_text())["name"] == name
+    listed = {row["name"]: row for row in json.loads(cli(shipped_catalog, "list", "--json").stdout)}
+    assert listed[name]["extends"] == ["base"]
+    again = cli(shipped_catalog, "create", f"{name}-child", "--extends", name)
+    assert again.exit_code == 0, again.output
+    assert yaml.safe_load((shipped_catalog / "profiles" / f"{name}-child.yaml").read_text())["extends"] == [name]
+
+
+def test_activate_on_an_undeclared_machine_writes_such_a_name_as_a_string(shipped_catalog: Path):
+    assert cli(shipped_catalog, "create", "2024", "--extends", "base").exit_code == 0
+    result = cli(shipped_catalog, "activate", "2024")  # no config.yaml yet: the file is written whole
+    assert result.exit_code == 0, result.output
+    import yaml
+    assert yaml.safe_load(config_file().read_text())["profiles"] == ["base", "2024"]
+    again = cli(shipped_catalog, "deactivate", "2024")
+    assert again.exit_code == 0, again.output
+    assert yaml.safe_load(config_file().read_text())["profiles"] == ["base"]
+
+
+def test_a_json_profile_without_a_name_exports_with_it_and_imports_back(shipped_catalog: Path, tmp_path: Path):
+    path = shipped_catalog / "profiles" / "jp.json"
+    path.write_text('{"schema_version": 2, "kind": "profile", "extends": ["base"]}\n')
+    exported = tmp_path / "jp-export.json"
+    assert cli(shipped_catalog, "export", "jp", "-o", str(exported)).exit_code == 0
+    assert json.loads(exported.read_text()) == {"schema_version": 2, "kind": "profile", "name": "jp",
+                                                "extends": ["base"]}
+    assert list(json.loads(exported.read_text())) == ["schema_version", "kind", "name", "extends"]
+    assert cli(shipped_catalog, "delete", "jp").exit_code == 0 and not path.exists()
+    result = cli(shipped_catalog, "import", str(exported))
+    assert result.exit_code == 0, result.output
+    assert json.loads(path.read_text())["name"] == "jp"
+
+
+def test_import_force_of_another_format_than_the_profiles_file_is_refused_clearly(shipped_catalog: Path,
+                                                                                  tmp_path: Path):
+    (shipped_catalog / "profiles" / "jq.json").write_text(
+        '{"schema_version": 2, "kind": "profile", "name": "jq", "extends": ["base"]}\n')
+    incoming = tmp_path / "jq.yaml"
+    incoming.write_text("schema_version: 2\nkind: profile\nname: jq\nextends: [base]\n")
+    before = everything(shipped_catalog)
+    result = cli(shipped_catalog, "import", "--force", str(incoming))
+    assert result.exit_code == 1
+    assert "profiles/jq.json:1:" in result.stderr and "error[E700]" in result.stderr
+    assert "JSON syntax error" not in result.stderr
+    assert everything(shipped_catalog) == before

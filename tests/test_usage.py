@@ -246,6 +246,44 @@ def test_measurements_sit_beside_the_catalog_estimate(tmp_path):
     assert (entry["estimated_tps"], entry["speed_error_pct"]) == (8.0, -20.0)
 
 
+def test_a_measurement_is_compared_with_the_estimate_at_its_own_context(tmp_path):
+    """A model two roles use at different contexts: the role compiled at the measured context gives the
+    estimate (the model's memory_mb is its largest need, at another context)."""
+    from compiler import stats
+
+    row = {"ts": 1.0, "host": "box", "model": "local-a", "runtime": "llamacpp", "placement": "cpu",
+           "context": 4096, "load_s": None, "ttft_s": None, "decode_tps": 10.0, "peak_rss_mib": 3000.0,
+           "gpu_mib": None, "source": "bench"}
+    document = catalog(
+        code={"model": "local-a", "fallbacks": [], "placement": "cpu", "context": 32768, "memory_mb": 4000,
+              "tokens_per_s": 6.0},
+        chat={"model": "local-a", "fallbacks": [], "placement": "cpu", "context": 4096, "memory_mb": 3300,
+              "tokens_per_s": 9.0})
+    [entry] = stats.with_estimates([row], lambda host: document)
+    assert (entry["estimated_tps"], entry["estimated_mb"]) == (9.0, 3300)
+    assert (entry["speed_error_pct"], entry["memory_error_pct"]) == (-10.0, 10.0)
+    [other] = stats.with_estimates([{**row, "context": 8192}], lambda host: document)
+    assert (other["estimated_tps"], other["estimated_mb"]) == (6.0, 4000), "no role at 8192: the model's own figures"
+
+
+def test_a_catalog_that_is_no_compiled_catalog_gives_no_estimate(tmp_path, monkeypatch):
+    from compiler import stats
+
+    installed = tmp_path / "xdg-data" / "hostfit" / "models.json"
+    installed.parent.mkdir(parents=True)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    out = tmp_path / "catalog" / "out" / "box" / "models.json"
+    out.parent.mkdir(parents=True)
+    for text in ("[1, 2]", '{"host": "box"}', '{"host": {"name": "box"}, "models": [], "roles": []}'):
+        installed.write_text(text)
+        out.write_text(text)
+        assert stats.catalog_reader(tmp_path / "catalog")("box") is None, text
+        assert stats.catalog_reader(None)("box") is None, text
+    installed.write_text(json.dumps(catalog()))
+    assert stats.catalog_reader(tmp_path / "catalog")("box")["host"]["name"] == "box", "the installed one, for box"
+    assert stats.catalog_reader(None)("other") is None
+
+
 def test_measurement_api_round_trips(tmp_path):
     store = usage.Store(tmp_path / "usage.sqlite3", clock=Clock(NOW))
     store.record_measurement(host="a", model="m1", runtime="llamacpp", placement="gpu", context=8192, load_s=2.0,
@@ -318,6 +356,17 @@ def test_circuit_breaker_skips_a_failing_model_and_lets_it_back_after_the_cool_d
         rt.route("chat")
 
 
+def test_a_provider_without_models_names_what_was_asked():
+    rt = Runtime(catalog(), "test", breaker=Breaker(clock=Clock()))
+    with pytest.raises(RouteError) as alone:
+        rt.route(provider="nosuch")
+    assert str(alone.value) == "no model from provider 'nosuch'", "no role was asked for"
+    assert rt.route("chat", provider="nosuch")["id"] == "local-a", "the role's chain still serves"
+    empty = Runtime({**catalog(), "roles": {"chat": {"model": None, "fallbacks": []}}}, "test")
+    with pytest.raises(RouteError, match="^no model for role 'chat' from provider 'nosuch'$"):
+        empty.route("chat", provider="nosuch")
+
+
 def test_a_success_resets_the_failure_count():
     rt = Runtime(catalog(), "test", breaker=Breaker(threshold=3, clock=Clock()))
     for outcome in (False, False, True, False, False):
@@ -352,6 +401,29 @@ def test_an_unusable_installed_catalog_is_passed_over_with_a_warning(tmp_path, m
     installed.parent.mkdir(parents=True)
     installed.write_text(text)
     with pytest.warns(RuntimeCatalogWarning, match=reason):
+        assert Runtime.load(usage_store=False).source == "builtin"
+
+
+@pytest.mark.parametrize("field, value", [("aliases", []), ("roles", ["chat"]), ("models", {"local-a": "x"}),
+                                          ("roles", {"chat": {"model": "local-a", "fallbacks": "local-b"}})])
+def test_a_catalog_of_the_wrong_shape_is_passed_over_not_raised(tmp_path, monkeypatch, field, value):
+    """An application's start-up never fails on the installed file: a wrong shape is a broken catalog."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    installed = tmp_path / "data" / "hostfit" / "models.json"
+    installed.parent.mkdir(parents=True)
+    installed.write_text(json.dumps({**catalog(), field: value}))
+    with pytest.warns(RuntimeCatalogWarning, match="passed over"):
+        rt = Runtime.load(usage_store=False)
+    assert rt.source == "builtin" and rt.model_for("chat")["id"] == "test"
+
+
+@pytest.mark.parametrize("roles", [["chat"], {"chat": 5}, {"chat": ["local-a"]}])
+def test_a_version_1_catalog_of_the_wrong_shape_is_passed_over_not_raised(tmp_path, monkeypatch, roles):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    installed = tmp_path / "data" / "hostfit" / "models.json"
+    installed.parent.mkdir(parents=True)
+    installed.write_text(json.dumps({"schema_version": 1, "models": catalog()["models"], "roles": roles}))
+    with pytest.warns(RuntimeCatalogWarning, match="passed over"):
         assert Runtime.load(usage_store=False).source == "builtin"
 
 
