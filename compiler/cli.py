@@ -1196,10 +1196,6 @@ def _mirror_cache():
         return None
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 # ------------------------------------------------------------------------------ usage statistics
 
 @main.command(name="stats")
@@ -1364,3 +1360,7 @@ def _bench_target(compiled: dict, target: str) -> tuple[str, str | None]:
     hint = did_you_mean(target, [*roles, *compiled["models"]]) or f"roles: {', '.join(sorted(roles))}"
     raise UsageError(f"{target!r} is neither a role of {compiled['host']['name']} nor a model one of its roles "
                      f"uses; {hint}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

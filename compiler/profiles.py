@@ -12,7 +12,7 @@ from pathlib import Path
 from . import edit, hosts as hostmod, paths, validate
 from .emit import write_atomic
 from .errors import Diagnostic, InputError, UsageError, did_you_mean
-from .load import Document, dump_yaml, load_yaml_text, read_regular
+from .load import Document, dump_yaml, read_regular
 from .merge import Layer, merge_layers, parse_set
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the profile schema's `name` pattern; also a safe file name
@@ -347,17 +347,9 @@ def _config_line(names: list[str]) -> str:
 # ------------------------------------------------------------------------ this machine's profiles
 
 def _read_config() -> Document | None:
-    path = paths.config_file()
-    if not path.is_file():
-        return None
-    display = str(path)
-    try:
-        text = read_regular(path, display).decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError([Diagnostic(display, 0, 0, "E001", f"cannot read file: {exc}")]) from exc
-    if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
-        return None  # an empty settings file sets nothing (the loader would call it an empty catalog)
-    return load_yaml_text(text, display, "config")
+    from .executor import config
+
+    return config.document()
 
 
 def local_profiles(profiles: dict) -> tuple[str, ...]:

@@ -283,6 +283,18 @@ def test_max_size_units(tmp_path, text, expected):
     assert cache_max_size(configure(tmp_path, "ollama: {auto_start: true}\n")) is None
 
 
+def test_a_comment_only_config_sets_nothing_for_fetch_and_cache(base_catalog, server, tmp_path):  # noqa: F811
+    """`profile activate` keeps config.yaml's comments; one that holds only comments is a settings file that
+    sets nothing, for every reader of it (fetch's mirrors and cache limit as much as profiles)."""
+    from compiler.executor import config
+
+    configure(tmp_path, "# my settings, none yet\n\n")
+    assert config.read()[1] == {} and config.document() is None
+    catalog = fetched(base_catalog, server)
+    listed = run_cli("-C", str(catalog), "cache", "list")
+    assert listed.exit_code == 0, listed.output
+
+
 # --------------------------------------------------------------------------------- clear
 
 def test_cache_clear_asks_unless_yes_and_deletes_everything(base_catalog, server, tmp_path):  # noqa: F811

@@ -219,3 +219,17 @@ def test_a_disk_failure_exits_3_without_a_traceback(base_catalog: Path):
     result = run_cli("-C", str(base_catalog), "build", "--all", "--out", str(blocker / "out"))
     assert result.exit_code == 3
     assert result.stderr.startswith("hostfit: error: cannot write ") and "Traceback" not in result.output
+
+
+def test_every_command_is_there_under_python_m():
+    """`python -m compiler.cli` runs main() after every command is defined (stats, measured, bench, profile...)."""
+    import subprocess
+    import sys
+
+    from compiler.cli import main as group
+
+    listed = subprocess.run([sys.executable, "-m", "compiler.cli", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    for name in group.commands:
+        assert f"  {name} " in listed.stdout or f"  {name}\n" in listed.stdout, name

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import paths, schema
 from ..errors import Diagnostic, InputError
-from ..load import load_file
+from ..load import Document, load_yaml_text, read_regular
 from .cache import parse_size
 
 MAX_DIAGNOSTICS = 20
@@ -22,14 +22,28 @@ def _size(text: str) -> int | None:
         return None
 
 
-def read(path: Path | None = None) -> tuple[Path, dict]:
-    """(the file, its data checked against schemas/config.v1.json); {} when there is none. A bad value is
-    an InputError with its file:line:col (exit 1)."""
+def document(path: Path | None = None) -> Document | None:
+    """config.yaml as read, positions kept (the one reader of it); None when there is none or it sets
+    nothing: empty or only comments (a settings file, not a catalog: the loader would call it empty, E008)."""
     path = path or paths.config_file()
     if not path.is_file():
-        return path, {}
-    doc = load_file(path, layer="config")
-    if doc.data is None:
+        return None
+    display = str(path)
+    try:
+        text = read_regular(path, display).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError([Diagnostic(display, 0, 0, "E001", f"cannot read file: {exc}")]) from exc
+    if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
+        return None
+    return load_yaml_text(text, display, "config")
+
+
+def read(path: Path | None = None) -> tuple[Path, dict]:
+    """(the file, its data checked against schemas/config.v1.json); {} when there is none or it sets
+    nothing. A bad value is an InputError with its file:line:col (exit 1)."""
+    path = path or paths.config_file()
+    doc = document(path)
+    if doc is None or doc.data is None:
         return path, {}
     if not isinstance(doc.data, dict):
         raise InputError([Diagnostic(str(path), 1, 1, "E720", "the configuration is not a mapping",

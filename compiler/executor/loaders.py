@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths, runtimes
-from ..errors import RuntimeFailure, UsageError
+from ..errors import InputError, RuntimeFailure, UsageError
 from ..memory import UNQUANTIZED_KV, is_cloud
 from ..net import (IDENTITY, READ, Deadline, LimitExceeded, iter_lines, parse_json, parse_json_object,
                    redact_url, request)
@@ -270,17 +270,14 @@ def auto_start_allowed(interactive: bool) -> bool:
     env = paths.env(paths.HOSTFIT_OLLAMA_AUTO_START)
     if env is not None:
         return env.strip().lower() in ("1", "true", "yes", "on")
-    config = paths.config_file()
-    if config.is_file():
-        import yaml
+    from .config import read
 
-        try:
-            data = yaml.safe_load(config.read_text()) or {}
-            value = (data.get("ollama") or {}).get("auto_start")
-            if value is not None:
-                return bool(value)
-        except (yaml.YAMLError, AttributeError):
-            pass
+    try:
+        value = (read()[1].get("ollama") or {}).get("auto_start")
+    except InputError:  # a broken config.yaml is reported by the commands that need it; here, ask
+        value = None
+    if value is not None:
+        return bool(value)
     if interactive and sys.stdin.isatty():
         import click
 
