@@ -49,7 +49,7 @@ def _github(errors, warnings, limit) -> str:
 
 
 def role_table(output: dict) -> str:
-    """role -> model, memory needed, placement and fit level, estimated tok/s, fallbacks: what `make build` prints."""
+    """role -> model, memory needed, placement and fit level, tok/s (~ estimated), fallbacks: what `make build` prints."""
     host = output["host"]
     gpus = ", ".join(f"{g['name']} {g['vram_mb'] / 1024:.0f} GiB" for g in host["gpus"]) or "no GPU"
     head = (f"host {host['name']}: {host['ram_mb'] / 1024:.1f} GiB RAM ({host['usable_mb'] / 1024:.1f} usable), "
@@ -59,7 +59,8 @@ def role_table(output: dict) -> str:
         memory = f"{role['memory_mb'] / 1024:.1f} GiB" if role["memory_mb"] is not None else "-"
         model = role["model"] or ("(none: required)" if role["required"] else "(none)")
         placed = f"{role['placement']} {role['fit']}" if role.get("fit") else (role["placement"] or "-")
-        speed = f"~{role['tokens_per_s']:g}" if role.get("tokens_per_s") else "-"
+        measured = role.get("speed_method") == "measured"  # "~" marks an estimate, as in explain
+        speed = f"{'' if measured else '~'}{role['tokens_per_s']:g}" if role.get("tokens_per_s") else "-"
         rows.append((name, model, memory, placed, speed, ", ".join(role["fallbacks"]) or "-"))
     last = len(rows[0]) - 1
     widths = [max(len(row[i]) for row in rows) for i in range(last)]

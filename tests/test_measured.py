@@ -161,6 +161,9 @@ def test_measured_faster_meets_speed_min(base_catalog: Path):
     assert "speed_method" not in after["roles"]["summarization"]
     text = run_cli("-C", str(base_catalog), "explain", "box-32", "fast").stdout
     assert "12 tok/s measured (12 at" in text
+    table = run_cli("-C", str(base_catalog), "build", "--host", "box-32").stdout
+    fast = next(line for line in table.splitlines() if line.startswith("fast "))
+    assert " 12 " in fast and "~12" not in fast, fast  # the build's table marks estimates only
 
 
 def test_measured_speed_is_for_its_runtime_and_placement_only(base_catalog: Path):
