@@ -113,7 +113,10 @@ def test_memory_is_bounded_whatever_builds_it(base_catalog: Path):
                      setup="import compiler.sandbox as e; e.MAX_MEMORY = 64 << 20")
     assert_e215(result, "it needs more than 64 MiB of memory")
     assert "64 MiB of memory per file" in result.stderr  # the hint names the bounds
-    assert result.peak_mb < 300
+    # RLIMIT_AS bounds address space, not what is resident: malloc arenas an earlier thread of the process
+    # reserved can be filled without growing it, so the peak is 75-90 MB alone and was 323 MB once in a
+    # full run. Under 400 MB the 512 MB string (and the 256 MB step, 384 MB with its source) was never built.
+    assert result.peak_mb < 400
 
 
 def test_memory_bound_lets_normal_large_output_through(base_catalog: Path):
