@@ -28,6 +28,7 @@ answers the first Range request with 200 is read as one stream (see "ranged down
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -232,24 +233,14 @@ def download(urls: list[str], part: Path, final: Path, expected_size: int | None
     raise DownloadError(f"could not download {final.name}: " + "; ".join(errors[-3:]))
 
 
-def _attempt(client, url: str, part: Path, expected_size: int | None, progress, deadline: Deadline,
-             min_speed: float, budget: _Budget, ceiling: int | None = None) -> Outcome:
+@contextlib.contextmanager
+def _translated(deadline: Deadline):
+    """The one place a request's failures become the download's outcomes: past the deadline, give up;
+    a limit or an unusable URL, the next mirror; a transport failure or timeout, retry the same URL."""
     import httpx
 
-    if deadline.remaining() <= 0:
-        raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline")
-    offset, digest = _seed(part)
-    if offset > (expected_size if expected_size is not None else ceiling if ceiling is not None else offset):
-        part.unlink()
-        offset, digest = 0, hashlib.sha256()
-    headers = {**IDENTITY, **({"Range": f"bytes={offset}-"} if offset else {})}
     try:
-        response, final_url = open_following_redirects(client, url, headers, deadline, budget.take)
-        try:
-            return _receive(response, final_url, part, offset, digest, expected_size, progress, deadline, min_speed,
-                            ceiling)
-        finally:
-            response.close()
+        yield
     except DeadlinePassed as exc:
         raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline") from exc
     except LimitExceeded as exc:
@@ -258,6 +249,25 @@ def _attempt(client, url: str, part: Path, expected_size: int | None, progress, 
         raise NextMirror(f"{type(exc).__name__}: {exc}") from exc
     except (httpx.TransportError, httpx.TimeoutException) as exc:
         raise Retry(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _attempt(client, url: str, part: Path, expected_size: int | None, progress, deadline: Deadline,
+             min_speed: float, budget: _Budget, ceiling: int | None = None) -> Outcome:
+    if deadline.remaining() <= 0:
+        raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline")
+    offset, digest = _seed(part)
+    if offset > (expected_size if expected_size is not None else ceiling if ceiling is not None else offset):
+        part.unlink()
+        offset, digest = 0, hashlib.sha256()
+    headers = {**IDENTITY, **({"Range": f"bytes={offset}-"} if offset else {})}
+    try:
+        with _translated(deadline):
+            response, final_url = open_following_redirects(client, url, headers, deadline, budget.take)
+            try:
+                return _receive(response, final_url, part, offset, digest, expected_size, progress, deadline,
+                                min_speed, ceiling)
+            finally:
+                response.close()
     except OSError as exc:
         raise DiskError(f"cannot write {part}: {exc.strerror or exc}") from exc
 
@@ -737,18 +747,8 @@ def _plain_get(client, url: str, part: Path, parallel: Parallel, progress, deadl
                budget: _Budget, ceiling: int | None) -> tuple[Outcome | None, int | None]:
     """A file of unknown size: (its download as one stream, None), or (None, its size) when the answer
     offers ranges of more than one part (then it is closed unread, and the parts are asked for)."""
-    import httpx
-
-    try:
+    with _translated(deadline):
         response, final_url = open_following_redirects(client, url, IDENTITY, deadline, budget.take)
-    except DeadlinePassed as exc:
-        raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline") from exc
-    except LimitExceeded as exc:
-        raise NextMirror(str(exc)) from exc
-    except httpx.InvalidURL as exc:
-        raise NextMirror(f"{type(exc).__name__}: {exc}") from exc
-    except (httpx.TransportError, httpx.TimeoutException) as exc:
-        raise Retry(f"{type(exc).__name__}: {exc}") from exc
     try:
         length = response.headers.get("content-length", "")
         size = int(length) if length.isdigit() else None
@@ -756,15 +756,9 @@ def _plain_get(client, url: str, part: Path, parallel: Parallel, progress, deadl
                 and parallel.parts(size) > 1 and (ceiling is None or size <= ceiling)
                 and response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")):
             return None, size
-        try:  # the checks, the ceiling and the body: as any one-stream download
+        with _translated(deadline):  # the checks, the ceiling and the body: as any one-stream download
             return _receive(response, final_url, part, 0, hashlib.sha256(), None, progress, deadline, min_speed,
                             ceiling), None
-        except (httpx.TransportError, httpx.TimeoutException) as exc:
-            raise Retry(f"{type(exc).__name__}: {exc}") from exc
-        except DeadlinePassed as exc:
-            raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline") from exc
-        except LimitExceeded as exc:
-            raise NextMirror(str(exc)) from exc
     finally:
         response.close()
 
@@ -791,8 +785,6 @@ def _ranged_attempt(client, url: str, part: Path, size: int | None, parallel: Pa
                     deadline: Deadline, min_speed: float, budget: _Budget, ceiling: int | None) -> tuple[Outcome, bool]:
     """`size` None: a ranged partial's sidecar gives it, else a plain GET's answer: taken as one stream
     unless it offers ranges (Accept-Ranges: bytes) of a file of more than one part."""
-    import httpx
-
     if deadline.remaining() <= 0:
         raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline")
     learnt = False
@@ -810,30 +802,16 @@ def _ranged_attempt(client, url: str, part: Path, size: int | None, parallel: Pa
     index = next(i for i in range(ranges.count) if not ranges.complete(i))
     start, end = ranges.bounds(index)
     position = start + ranges.done[index]
-    try:
+    with _translated(deadline):
         response, final_url = open_following_redirects(
             client, url, {**IDENTITY, "Range": f"bytes={position}-{end - 1}"}, deadline, budget.take)
-    except DeadlinePassed as exc:
-        raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline") from exc
-    except LimitExceeded as exc:
-        raise NextMirror(str(exc)) from exc
-    except httpx.InvalidURL as exc:
-        raise NextMirror(f"{type(exc).__name__}: {exc}") from exc
-    except (httpx.TransportError, httpx.TimeoutException) as exc:
-        raise Retry(f"{type(exc).__name__}: {exc}") from exc
     try:
         _check_response(response, "the server")
         if response.status_code == 200:  # Range ignored: this answer is the whole file, taken as one stream
             _drop_sidecar(part)
-            try:
+            with _translated(deadline):
                 return _receive(response, final_url, part, 0, hashlib.sha256(), None if learnt else size, progress,
                                 deadline, min_speed, ceiling), False
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                raise Retry(f"{type(exc).__name__}: {exc}") from exc
-            except DeadlinePassed as exc:
-                raise GiveUp(f"gave up after the {deadline.seconds:g} s deadline") from exc
-            except LimitExceeded as exc:
-                raise NextMirror(str(exc)) from exc
         try:
             _content_range(response, position, end, size)
         except NextMirror:
