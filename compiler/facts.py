@@ -183,24 +183,30 @@ def _sorted(value):
 def write(root: Path, model_id: str, found: dict, name: str) -> tuple[Path, bool]:
     """Write sources/facts/<model>.yaml atomically, after checking it as the pipeline will read it.
     Returns (path, changed): the same facts again leave the file untouched."""
+    path = file_for(root, model_id)
+    return path, write_layer(path, render(model_id, found, name), str(Path(*FOLDER) / path.name), LAYER)
+
+
+def write_layer(path: Path, data: bytes, shown: str, kind: str, dry_run: bool = False) -> bool:
+    """A machine-written layer (facts, measurements) written atomically once it checks as the pipeline
+    will read it (errors: InputError at their place); False, and nothing written, when the file already
+    holds these bytes; `dry_run` checks and compares only."""
     from . import validate
     from .emit import write_atomic
     from .load import load_yaml_text
 
-    path = file_for(root, model_id)
-    data = render(model_id, found, name)
-    shown = str(Path(*FOLDER) / path.name)
-    problems = [p for p in validate.check_document(load_yaml_text(data.decode(), shown, LAYER))
+    problems = [p for p in validate.check_document(load_yaml_text(data.decode(), shown, kind))
                 if p.severity == "error"]
     if problems:
         raise InputError(problems)
     try:
         if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
-            return path, False
+            return False
     except OSError:
         pass  # unreadable: write_atomic replaces it, or names the problem
-    write_atomic(path, data)
-    return path, True
+    if not dry_run:
+        write_atomic(path, data)
+    return True
 
 
 def record(project, target: str, found: dict, explicit: str | None) -> tuple[Path, bool, str]:

@@ -372,24 +372,10 @@ def write(root: Path, layer: dict, dry_run: bool = False) -> tuple[Path, bool]:
     """Write sources/measured/<host>.yaml atomically, after checking it as the pipeline will read it.
     Returns (path, changed): the same layer again leaves the file untouched; `dry_run` checks and
     compares, and writes nothing."""
-    from . import validate
-    from .emit import write_atomic
-    from .load import load_yaml_text
+    from .facts import write_layer
 
     path = file_for(root, layer["host"])
-    data = render(layer)
-    doc = load_yaml_text(data.decode(), str(Path(*FOLDER) / path.name), LAYER)
-    problems = [p for p in validate.check_document(doc) if p.severity == "error"]
-    if problems:
-        raise InputError(problems)
-    try:
-        if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
-            return path, False
-    except OSError:
-        pass  # unreadable: write_atomic replaces it, or names the problem
-    if not dry_run:
-        write_atomic(path, data)
-    return path, True
+    return path, write_layer(path, render(layer), str(Path(*FOLDER) / path.name), LAYER, dry_run)
 
 
 def export(root: Path, host: str, rows: list[dict], dry_run: bool = False) -> tuple[Path, bool]:
