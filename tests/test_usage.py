@@ -513,3 +513,22 @@ def test_the_module_level_measurement_api_uses_the_default_store(tmp_path, monke
     [row] = usage.measurements(host="box")
     assert (row["model"], row["runtime"], row["peak_rss_mib"]) == ("m1", "llamacpp", 812.5)
     assert (tmp_path / "state" / "usage.sqlite3").is_file()
+
+
+def test_the_benchmarks_bulk_load_keeps_the_daily_counts_exact(tmp_path: Path):
+    """tests/bench/usage_bench.py fills a store with the per-call trigger off and counts the days after:
+    the store it leaves must read as if every call had been recorded (and keep counting new ones)."""
+    sys.path.insert(0, str(Path(__file__).parent / "bench"))
+    try:
+        from usage_bench import fill
+    finally:
+        sys.path.pop(0)
+    path = tmp_path / "usage.sqlite3"
+    fill(path, 500)
+    db = sqlite3.connect(path)
+    raw = db.execute("SELECT count(*), sum(ok) FROM calls").fetchone()
+    daily = db.execute("SELECT sum(calls), sum(ok) FROM calls_daily").fetchone()
+    assert raw == daily and raw[0] == 500
+    db.execute("INSERT INTO calls (ts, role, model, provider, ok, latency_ms) VALUES (strftime('%s','now'), 'r', 'm', 'p', 1, 5)")
+    db.commit()
+    assert db.execute("SELECT sum(calls) FROM calls_daily").fetchone()[0] == 501, "the trigger is back"

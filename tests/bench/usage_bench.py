@@ -54,7 +54,7 @@ def fill(path: Path, rows: int) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     times = sorted(now - rng.random() * 20 * 86400 for _ in range(rows))  # in time order, as recorded
     # bulk load: the per-call trigger off, the days counted in one statement after (as a migration does)
-    trigger = next(sql for sql in usage.MIGRATIONS[usage.SCHEMA_VERSION] if sql.startswith("CREATE TRIGGER"))
+    trigger = db.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'calls_count'").fetchone()[0]
     db.execute("BEGIN")
     db.execute("DROP TRIGGER calls_count")
     for first in range(0, rows, 50000):
