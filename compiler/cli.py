@@ -278,14 +278,15 @@ def migrate_command(obj: Context, paths, write: bool, backup: bool) -> None:
 
 
 def _executor_setup(obj: Context, host: str | None, roles=(), with_fallbacks: bool = False, progress: str = "auto",
-                    settings=None):
+                    settings=None, compiled: dict | None = None):
     from .executor import fetch as fetcher
     from .executor.cache import Cache
     from .executor.lock import Lock
 
     settings = settings or _settings()
     folder = fetcher.host_folder(obj.root() / "out", host)
-    plan = fetcher.plan(folder, tuple(roles), with_fallbacks, settings.mirrors)  # config.yaml's team mirrors first
+    # config.yaml's team mirrors first
+    plan = fetcher.plan(folder, tuple(roles), with_fallbacks, settings.mirrors, compiled)
     for model_id, why in plan.skipped.items():
         click.echo(f"skipped {model_id}: {why}", err=True)
     lock = Lock.load(folder / "models.lock", plan.host)  # every input is checked before the cache is created
@@ -1325,12 +1326,14 @@ def bench_command(obj: Context, target, host, context, tokens, prompt, threads, 
     def action() -> int:
         from . import stats
         from .executor import fetch as fetcher
+        from .executor.documents import read_models
         from .executor.loaders import DEFAULT_PROMPT, load_role
 
         settings = _settings()
-        compiled = fetcher.plan(fetcher.host_folder(obj.root() / "out", host)).document
+        # read once: the target is looked up in it, then the plan is made from it
+        compiled = read_models(fetcher.host_folder(obj.root() / "out", host) / "models.json").data
         role, model_id = _bench_target(compiled, target)
-        plan, cache, lock, reporter = _executor_setup(obj, host, (role,), True, settings=settings)
+        plan, cache, lock, reporter = _executor_setup(obj, host, (role,), True, settings=settings, compiled=compiled)
         fetch_one = _fetch_one(obj, plan, cache, lock, reporter, verify, settings)
         overrides = {"threads": threads, "gpu_layers": gpu_layers, "interactive": True, "context": context,
                      "max_tokens": tokens}
