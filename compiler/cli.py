@@ -1210,9 +1210,7 @@ def _mirror_cache():
 def stats_command(obj: Context, role, model, since, fmt, repair) -> None:
     """Calls per model and role (success, latency, tokens/s, cost) and measurements vs estimates."""
     def action() -> int:
-        nonlocal model
         from . import stats, usage
-        from .errors import RuntimeFailure
 
         if repair:
             result = usage.repair()
@@ -1221,32 +1219,14 @@ def stats_command(obj: Context, role, model, since, fmt, repair) -> None:
             click.echo(f"rebuilt {result['path']}: kept {kept}{moved}")
             return EXIT_OK
         cutoff = stats.parse_since(since, stats.now())
-        if model is not None:  # an alias, in any case, names the model the calls were recorded under
-            import warnings
-
-            from .runtime import Runtime
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                resolved = Runtime.load(usage_store=False).resolve(model)
-            model = resolved or model.lower()
-        store = usage.Store()
-        if not store.path.exists():
-            calls, measured = [], []
-        else:
-            try:
-                calls = store.summary(role=role, model=model, since=cutoff)
-                measured = stats.latest_measurements(store.measurements(), model, cutoff) if role is None else []
-            except usage.StoreError as exc:
-                raise RuntimeFailure(f"E600 the usage store cannot be read: {exc}") from exc
-            finally:
-                store.close()
+        calls, measured, path = stats.gather(role, model and stats.recorded_name(model), cutoff)
         try:
             root = obj.root()
         except UsageError:
             root = None
         measured = stats.with_estimates(measured, stats.catalog_reader(root))
         click.echo(stats.render_json(calls, measured) if fmt == "json"
-                   else stats.render_text(calls, measured, since, str(store.path)))
+                   else stats.render_text(calls, measured, since, str(path)))
         return EXIT_OK
     run(action)
 
