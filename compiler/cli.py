@@ -824,11 +824,11 @@ def ingest_command(obj: Context, chosen, refresh, dry_run) -> None:
             click.echo(f"warning: {warning}", err=True)
         found = ingest.changes(previous, candidates)
         click.echo(ingest.render_changes(found))
-        unsized = sum(1 for c in candidates if c.get("unsized"))
         if dry_run:
             click.echo("(dry run: nothing written)", err=True)
             return EXIT_OK
         write_atomic(target, ingest.render(ingest.document(candidates)))
+        unsized = sum(1 for c in candidates if c.get("unsized"))
         click.echo(f"wrote {project.display(target)}: {len(candidates)} candidate(s), {unsized} unsized; review it, "
                    "then `hostfit adopt MODEL --role R`", err=True)
         return EXIT_OK
