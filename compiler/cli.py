@@ -277,26 +277,27 @@ def migrate_command(obj: Context, paths, write: bool, backup: bool) -> None:
     run(action)
 
 
-def _executor_setup(obj: Context, host: str | None, roles=(), with_fallbacks: bool = False, progress: str = "auto"):
+def _executor_setup(obj: Context, host: str | None, roles=(), with_fallbacks: bool = False, progress: str = "auto",
+                    settings=None, compiled: dict | None = None):
     from .executor import fetch as fetcher
     from .executor.cache import Cache
     from .executor.lock import Lock
 
-    from .executor import config
-
+    settings = settings or _settings()
     folder = fetcher.host_folder(obj.root() / "out", host)
-    plan = fetcher.plan(folder, tuple(roles), with_fallbacks, config.mirrors())  # config.yaml's team mirrors first
+    # config.yaml's team mirrors first
+    plan = fetcher.plan(folder, tuple(roles), with_fallbacks, settings.mirrors, compiled)
     for model_id, why in plan.skipped.items():
         click.echo(f"skipped {model_id}: {why}", err=True)
     lock = Lock.load(folder / "models.lock", plan.host)  # every input is checked before the cache is created
     return plan, Cache(), lock, fetcher.Reporter(progress)
 
 
-def _cache_limit() -> int | None:
-    """cache.max_size from the user configuration, read before anything is fetched (a bad value: exit 1)."""
+def _settings():
+    """The user configuration, read once per command before anything is fetched (a bad value: exit 1)."""
     from .executor import config
 
-    return config.cache_max_size()
+    return config.settings()
 
 
 def _pins(obj: Context, store) -> set:
@@ -306,18 +307,18 @@ def _pins(obj: Context, store) -> set:
     return pinned(_out_folder(obj)) | installed_pins(store)
 
 
-def _keep_under_limit(obj: Context, store, limit: int | None, fetched=()) -> None:
+def _keep_under_limit(obj: Context, store, settings, fetched=()) -> None:
     """After a fetch: LRU prune to cache.max_size (never what a lock pins, nor what this run fetched);
     E721 (exit 3) when the pinned artifacts alone exceed it."""
+    limit = settings.max_size
     if limit is None:
         return
-    from .executor import config
     from .executor.cache import enforce_limit
 
     entries = store.entries()
     this_run = {(item.artifact.model_id, entries[item.artifact.model_id].sha256) for item in fetched
                 if item.artifact.model_id in entries}
-    evicted = enforce_limit(store, limit, _pins(obj, store) | this_run, config.read()[0])
+    evicted = enforce_limit(store, limit, _pins(obj, store) | this_run, settings.path)
     if evicted:
         click.echo(f"cache.max_size: evicted {len(evicted)} least recently used artifact(s): {', '.join(evicted)}",
                    err=True)
@@ -339,10 +340,11 @@ def fetch(obj: Context, host, roles, with_fallbacks, require_pinned, as_json, ve
     def action() -> int:
         from .executor import fetch as fetcher
 
-        limit = _cache_limit()
-        plan, cache, lock, reporter = _executor_setup(obj, host, roles, with_fallbacks, "json" if as_json else "auto")
+        settings = _settings()
+        plan, cache, lock, reporter = _executor_setup(obj, host, roles, with_fallbacks, "json" if as_json else "auto",
+                                                      settings)
         fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter, require_pinned, verify=verify)
-        _keep_under_limit(obj, cache, limit, fetched)
+        _keep_under_limit(obj, cache, settings, fetched)
         for warning in cache.warnings:
             click.echo(f"warning: {warning}", err=True)
         return EXIT_OK
@@ -387,9 +389,9 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
     def action() -> int:
         from .executor.loaders import DEFAULT_PROMPT, load_role
 
-        limit = _cache_limit()
-        plan, cache, lock, reporter = _executor_setup(obj, host, (role,), True)
-        fetch_one = _fetch_one(obj, plan, cache, lock, reporter, verify, limit)
+        settings = _settings()
+        plan, cache, lock, reporter = _executor_setup(obj, host, (role,), True, settings=settings)
+        fetch_one = _fetch_one(obj, plan, cache, lock, reporter, verify, settings)
         overrides = {"threads": threads, "gpu_layers": gpu_layers, "mmap": not no_mmap, "mlock": mlock,
                      "interactive": True}
         loaded = load_role(plan.document, role, backend, prompt or DEFAULT_PROMPT, fetch_one, overrides,
@@ -403,7 +405,7 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
     run(action)
 
 
-def _fetch_one(obj: Context, plan, cache, lock, reporter, verify: bool, limit):
+def _fetch_one(obj: Context, plan, cache, lock, reporter, verify: bool, settings):
     """model id -> its cached file, fetched and pinned first (`load`, `bench`)."""
     from .executor import fetch as fetcher
 
@@ -417,7 +419,7 @@ def _fetch_one(obj: Context, plan, cache, lock, reporter, verify: bool, limit):
         fetched = fetcher.fetch_one(artifacts[model_id], cache, lock, reporter, verify, repair=False)
         if lock.pin(model_id, fetcher.lock_entry(fetched)):
             lock.save()
-        _keep_under_limit(obj, cache, limit, [fetched])
+        _keep_under_limit(obj, cache, settings, [fetched])
         return fetched.path
     return fetch_one
 
@@ -462,8 +464,8 @@ def apply_command(obj: Context, host, bundle_file, verify) -> None:
         if bundle_file:
             document, count = applier.apply_from(bundle_file)
         else:
-            limit = _cache_limit()
-            plan, cache, lock, reporter = _executor_setup(obj, host)
+            settings = _settings()
+            plan, cache, lock, reporter = _executor_setup(obj, host, settings=settings)
             # a corrupt cached file is refused, never installed nor replaced: `hostfit fetch` repairs
             fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter, verify=verify, repair=False)
             if not lock.path.exists():
@@ -471,7 +473,7 @@ def apply_command(obj: Context, host, bundle_file, verify) -> None:
             document, count = applier.installed_document(plan.document, fetched), len(fetched)
         target = applier.install(document)
         if not bundle_file:
-            _keep_under_limit(obj, cache, limit, fetched)
+            _keep_under_limit(obj, cache, settings, fetched)
         click.echo(f"installed {target} ({document['host']['name']}, {count} artifact(s) verified)")
         return EXIT_OK
 
@@ -491,12 +493,12 @@ def bundle_command(obj: Context, host, output, verify) -> None:
         from .executor import fetch as fetcher
 
         output_mode(output)  # a device, FIFO or link is refused before anything is downloaded
-        limit = _cache_limit()
-        plan, cache, lock, reporter = _executor_setup(obj, host)
+        settings = _settings()
+        plan, cache, lock, reporter = _executor_setup(obj, host, settings=settings)
         # a corrupt cached file is refused, never packed nor replaced: `hostfit fetch` repairs
         fetched = fetcher.fetch(plan.artifacts, cache, lock, reporter, verify=verify, repair=False)
         count = applier.bundle(plan, lock, fetched, output)
-        _keep_under_limit(obj, cache, limit, fetched)
+        _keep_under_limit(obj, cache, settings, fetched)
         click.echo(f"wrote {output}: models.json, models.lock and {count} artifact(s)")
         return EXIT_OK
 
@@ -822,11 +824,11 @@ def ingest_command(obj: Context, chosen, refresh, dry_run) -> None:
             click.echo(f"warning: {warning}", err=True)
         found = ingest.changes(previous, candidates)
         click.echo(ingest.render_changes(found))
-        unsized = sum(1 for c in candidates if c.get("unsized"))
         if dry_run:
             click.echo("(dry run: nothing written)", err=True)
             return EXIT_OK
         write_atomic(target, ingest.render(ingest.document(candidates)))
+        unsized = sum(1 for c in candidates if c.get("unsized"))
         click.echo(f"wrote {project.display(target)}: {len(candidates)} candidate(s), {unsized} unsized; review it, "
                    "then `hostfit adopt MODEL --role R`", err=True)
         return EXIT_OK
@@ -1208,9 +1210,7 @@ def _mirror_cache():
 def stats_command(obj: Context, role, model, since, fmt, repair) -> None:
     """Calls per model and role (success, latency, tokens/s, cost) and measurements vs estimates."""
     def action() -> int:
-        nonlocal model
         from . import stats, usage
-        from .errors import RuntimeFailure
 
         if repair:
             result = usage.repair()
@@ -1219,32 +1219,14 @@ def stats_command(obj: Context, role, model, since, fmt, repair) -> None:
             click.echo(f"rebuilt {result['path']}: kept {kept}{moved}")
             return EXIT_OK
         cutoff = stats.parse_since(since, stats.now())
-        if model is not None:  # an alias, in any case, names the model the calls were recorded under
-            import warnings
-
-            from .runtime import Runtime
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                resolved = Runtime.load(usage_store=False).resolve(model)
-            model = resolved or model.lower()
-        store = usage.Store()
-        if not store.path.exists():
-            calls, measured = [], []
-        else:
-            try:
-                calls = store.summary(role=role, model=model, since=cutoff)
-                measured = stats.latest_measurements(store.measurements(), model, cutoff) if role is None else []
-            except usage.StoreError as exc:
-                raise RuntimeFailure(f"E600 the usage store cannot be read: {exc}") from exc
-            finally:
-                store.close()
+        calls, measured, path = stats.gather(role, model and stats.recorded_name(model), cutoff)
         try:
             root = obj.root()
         except UsageError:
             root = None
         measured = stats.with_estimates(measured, stats.catalog_reader(root))
         click.echo(stats.render_json(calls, measured) if fmt == "json"
-                   else stats.render_text(calls, measured, since, str(store.path)))
+                   else stats.render_text(calls, measured, since, str(path)))
         return EXIT_OK
     run(action)
 
@@ -1324,13 +1306,15 @@ def bench_command(obj: Context, target, host, context, tokens, prompt, threads, 
     def action() -> int:
         from . import stats
         from .executor import fetch as fetcher
+        from .executor.documents import read_models
         from .executor.loaders import DEFAULT_PROMPT, load_role
 
-        limit = _cache_limit()
-        compiled = fetcher.plan(fetcher.host_folder(obj.root() / "out", host)).document
+        settings = _settings()
+        # read once: the target is looked up in it, then the plan is made from it
+        compiled = read_models(fetcher.host_folder(obj.root() / "out", host) / "models.json").data
         role, model_id = _bench_target(compiled, target)
-        plan, cache, lock, reporter = _executor_setup(obj, host, (role,), True)
-        fetch_one = _fetch_one(obj, plan, cache, lock, reporter, verify, limit)
+        plan, cache, lock, reporter = _executor_setup(obj, host, (role,), True, settings=settings, compiled=compiled)
+        fetch_one = _fetch_one(obj, plan, cache, lock, reporter, verify, settings)
         overrides = {"threads": threads, "gpu_layers": gpu_layers, "interactive": True, "context": context,
                      "max_tokens": tokens}
         loaded = load_role(plan.document, role, None, prompt or DEFAULT_PROMPT, fetch_one, overrides,

@@ -23,6 +23,37 @@ def parse_since(text: str | None, now: float) -> float | None:
     return now - float(match.group(1)) * SINCE_UNITS[match.group(2)]
 
 
+def recorded_name(model: str) -> str:
+    """The id the calls of `model` were recorded under: an alias or id, in any case, resolved by the installed
+    catalog (its warnings are the router's business, not the report's)."""
+    import warnings
+
+    from .runtime import Runtime
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Runtime.load(usage_store=False).resolve(model) or model.lower()
+
+
+def gather(role: str | None, model: str | None, since: float | None) -> tuple[list[dict], list[dict], Path]:
+    """(calls per model and role, the latest measurements: none when a role is asked) from the usage store,
+    and its path; empty when there is no store yet. E600 (exit 3) when it cannot be read."""
+    from . import usage
+    from .errors import RuntimeFailure
+
+    store = usage.Store()
+    if not store.path.exists():
+        return [], [], store.path
+    try:
+        calls = store.summary(role=role, model=model, since=since)
+        measured = latest_measurements(store.measurements(), model, since) if role is None else []
+    except usage.StoreError as exc:
+        raise RuntimeFailure(f"E600 the usage store cannot be read: {exc}") from exc
+    finally:
+        store.close()
+    return calls, measured, store.path
+
+
 def latest_measurements(rows: list[dict], model: str | None, since: float | None) -> list[dict]:
     latest: dict[tuple, dict] = {}
     for row in rows:  # oldest first: a later row replaces an earlier one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths, schema
@@ -65,16 +66,32 @@ def read(path: Path | None = None) -> tuple[Path, dict]:
     return path, doc.data
 
 
+@dataclass(frozen=True)
+class Settings:
+    """config.yaml read and checked once; a command passes it along instead of reading the file again."""
+
+    path: Path
+    data: dict
+
+    @property
+    def max_size(self) -> int | None:
+        """`cache.max_size` in bytes, or None when no limit is set."""
+        value = (self.data.get("cache") or {}).get("max_size")
+        return value if value is None or isinstance(value, int) else parse_size(value)  # read() checked it
+
+    @property
+    def mirrors(self) -> tuple[str, ...]:
+        """`mirrors`: the team mirrors' base URLs this user's fetches try first (read() checked them)."""
+        return tuple(self.data.get("mirrors") or ())
+
+
+def settings(path: Path | None = None) -> Settings:
+    return Settings(*read(path))
+
+
 def cache_max_size(path: Path | None = None) -> int | None:
     """`cache.max_size` in bytes, or None when no limit is set."""
-    path, data = read(path)
-    value = (data.get("cache") or {}).get("max_size")
-    return value if value is None or isinstance(value, int) else parse_size(value)  # read() checked it
-
-
-def mirrors(path: Path | None = None) -> tuple[str, ...]:
-    """`mirrors`: the team mirrors' base URLs this user's fetches try first (read() checked them)."""
-    return tuple((read(path)[1].get("mirrors") or ()))
+    return settings(path).max_size
 
 
 def download_settings(path: Path | None = None) -> tuple[int | None, int | None]:

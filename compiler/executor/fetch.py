@@ -102,9 +102,11 @@ def host_folder(out: Path, host: str | None) -> Path:
 
 
 def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False,
-         mirrors: tuple[str, ...] = ()) -> Plan:
-    """The artifacts to fetch; `mirrors`: the user configuration's team mirrors, tried before the host's."""
-    compiled = read_models(folder / "models.json").data  # schema-checked; ids and file names confined
+         mirrors: tuple[str, ...] = (), compiled: dict | None = None) -> Plan:
+    """The artifacts to fetch; `mirrors`: the user configuration's team mirrors, tried before the host's;
+    `compiled`: the folder's models.json when the caller has read it already."""
+    if compiled is None:
+        compiled = read_models(folder / "models.json").data  # schema-checked; ids and file names confined
     team = tuple(dict.fromkeys((*mirrors, *compiled["host"].get("mirrors", ()))))
     known = compiled["roles"]
     for role in roles:
