@@ -266,6 +266,15 @@ def _memory(row: dict, placement: str) -> float | None:
     return rss + gpu if rss is not None and gpu is not None else None
 
 
+def memory_of(row: dict) -> float | None:
+    """A measurement row's memory as the compile checks it (`_memory` of its placement); a row with no
+    known placement: all it held, resident set and GPU."""
+    if row.get("placement") in PLACEMENTS:
+        return _memory(row, row["placement"])
+    held = [figure for figure in (_figure(row.get("peak_rss_mib")), _figure(row.get("gpu_mib"))) if figure is not None]
+    return sum(held) if held else None
+
+
 def _when(value) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return dt.datetime.fromtimestamp(value, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

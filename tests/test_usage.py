@@ -266,6 +266,26 @@ def test_a_measurement_is_compared_with_the_estimate_at_its_own_context(tmp_path
     assert (other["estimated_tps"], other["estimated_mb"]) == (6.0, 4000), "no role at 8192: the model's own figures"
 
 
+def test_a_gpu_measurement_is_compared_by_the_figure_the_measured_layer_uses(tmp_path):
+    """On gpu the compile checks (and the measured layer replaces) VRAM; the process's resident set there
+    holds mapped weights on the host side: adding it called an estimate 9% low 61.5% low."""
+    from compiler import measured, stats
+
+    row = {"ts": 1.0, "host": "box", "model": "local-a", "runtime": "llamacpp", "placement": "gpu",
+           "context": 4096, "load_s": 1.0, "ttft_s": 0.2, "decode_tps": 50.0, "peak_rss_mib": 6000.0,
+           "gpu_mib": 4400.0, "source": "bench"}
+    document = catalog(chat={"model": "local-a", "fallbacks": [], "placement": "gpu", "context": 4096,
+                             "memory_mb": 4000, "tokens_per_s": 50.0})
+    [entry] = stats.with_estimates([row], lambda host: document)
+    layer = measured.export_layer("box", [{**row, "ok": True}], None)
+    [run] = layer["models"]["local-a"]
+    assert run["memory_mb"] == 4400, "the layer sizes a gpu run by its VRAM"
+    assert entry["memory_error_pct"] == round((4000 - run["memory_mb"]) / run["memory_mb"] * 100, 1)
+    assert "4,400" in stats.render_bench(entry, {}).split("memory MiB")[1].splitlines()[0]
+    unplaced = stats.with_estimates([{**row, "placement": None}], lambda host: document)[0]
+    assert unplaced["memory_error_pct"] == round((4000 - 10400) / 10400 * 100, 1), "no placement: all it held"
+
+
 def test_a_catalog_that_is_no_compiled_catalog_gives_no_estimate(tmp_path, monkeypatch):
     from compiler import stats
 
