@@ -388,9 +388,9 @@ def repair(path: str | os.PathLike | None = None) -> dict:
     store = Store(path)
     kept = {}
     db = store.open()
-    raw_days: set[str] = set()
-    # raw calls first: the trigger counts them into calls_daily; a salvaged daily row is then kept
-    # only for a day no raw call was salvaged from (else that day would be counted twice)
+    # raw calls first: the trigger counts them into calls_daily; a salvaged daily row then replaces that
+    # count, as it counted every call of its day and key, the rolled-up ones too (a raw row of a day
+    # otherwise rolled up, recorded late, would leave only itself counted)
     for table in ("calls", "measurements", "calls_daily"):
         if table not in salvaged:
             continue
@@ -398,19 +398,14 @@ def repair(path: str | os.PathLike | None = None) -> dict:
         known = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         usable = [i for i, name in enumerate(columns) if name in known and name != "id"]
         names = ", ".join(columns[i] for i in usable)
-        day = columns.index("day") if table == "calls_daily" else None
-        ts = columns.index("ts") if table == "calls" else None
+        insert = "INSERT OR REPLACE" if table == "calls_daily" else "INSERT"
         db.execute("BEGIN")
         count = 0
         for row in rows:
-            if day is not None and row[day] in raw_days:
-                continue
             try:
-                db.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(usable))})",
+                db.execute(f"{insert} INTO {table} ({names}) VALUES ({', '.join('?' * len(usable))})",
                            [row[i] for i in usable])
                 count += 1
-                if ts is not None:
-                    raw_days.add(time.strftime("%Y-%m-%d", time.gmtime(row[ts])))
             except (sqlite3.Error, TypeError, ValueError, OverflowError):
                 continue
         db.execute("COMMIT")

@@ -480,6 +480,25 @@ def test_repair_of_a_readable_store_keeps_every_count_exact(tmp_path):
     assert after == before, "raw rows and the rolled-up days are each counted once"
 
 
+def test_repair_keeps_a_rolled_up_day_that_a_late_call_of_the_same_day_joined(tmp_path):
+    """A call recorded with a time past the retention window (a clock set back, an import) sits as a raw row
+    beside its day's aggregate, which also counts the calls rolled up before it: repair keeps the aggregate."""
+    path = tmp_path / "usage.sqlite3"
+    old = NOW - 40 * usage.DAY_S
+    store = usage.Store(path, clock=Clock(NOW))
+    for _ in range(3):
+        store.record_call("chat", "local-a", "local", True, latency_ms=100.0, tokens_out=10, ts=old)
+    assert store.rollup() == 3
+    store.record_call("chat", "local-a", "local", True, latency_ms=200.0, tokens_out=10, ts=old + 60)
+    before = store.summary()
+    store.close()
+    assert before[0]["calls"] == 4
+    usage.repair(path)
+    [after] = usage.Store(path, clock=Clock(NOW)).summary()  # opening it rolls the late raw row up too
+    counts = ("calls", "ok", "tokens_out", "tokens_per_s")
+    assert [after[key] for key in counts] == [before[0][key] for key in counts], "the rolled-up calls are kept"
+
+
 def test_a_lock_held_past_every_retry_drops_that_record_only(tmp_path, monkeypatch):
     monkeypatch.setattr(usage, "BUSY_TIMEOUT_MS", 10)
     monkeypatch.setattr(usage, "RETRIES", 1)
