@@ -243,7 +243,10 @@ class Store:
             with self._lock:
                 return self._retry(self._connect)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it") from exc
+            raise self._unreadable(exc) from exc
+
+    def _unreadable(self, exc: Exception) -> StoreError:
+        return StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it")
 
     def measurements(self, host: str | None = None, model: str | None = None) -> list[dict]:
         """Every measurement (of `host`, of `model`), oldest first, as dicts keyed by MEASUREMENT_FIELDS."""
@@ -252,7 +255,7 @@ class Store:
             rows = self.open().execute(f"SELECT {', '.join(MEASUREMENT_FIELDS)} FROM measurements WHERE 1{where}"
                                         " ORDER BY ts, id", args).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it") from exc
+            raise self._unreadable(exc) from exc
         found = [dict(zip(MEASUREMENT_FIELDS, row)) for row in rows]
         for measurement in found:
             measurement["ok"] = bool(measurement["ok"])
@@ -266,7 +269,7 @@ class Store:
         try:
             return self._summary(self.open(), role, model, since)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it") from exc
+            raise self._unreadable(exc) from exc
 
     def _summary(self, db, role, model, since) -> list[dict]:
         groups: dict[tuple, dict] = {}
@@ -290,13 +293,12 @@ class Store:
                 add(db.execute(daily + " AND day >= date(?, 'unixepoch') GROUP BY 1, 2", (*args, since)))
             else:  # whole days after the first, and the first day's calls from `since` on
                 add(db.execute(daily + " AND day > date(?, 'unixepoch') GROUP BY 1, 2", (*args, since)))
-                raw_filters, raw_args = _where(role=role, model=model)
                 add(db.execute(
                     "SELECT model, role, count(*), total(ok), total(tokens_in), total(tokens_out), sum(cost_usd),"
                     " total(CASE WHEN ok AND latency_ms IS NOT NULL THEN latency_ms END),"
                     " total(CASE WHEN ok AND latency_ms IS NOT NULL THEN tokens_out END)"
-                    f" FROM calls WHERE ts >= ? AND ts < ?{raw_filters} GROUP BY 1, 2",
-                    (since, first_day + DAY_S, *raw_args)))
+                    f" FROM calls WHERE ts >= ? AND ts < ?{filters} GROUP BY 1, 2",
+                    (since, first_day + DAY_S, *args)))
         time_clause, time_args = (" AND ts >= ?", (since,)) if since is not None else ("", ())
         ranked = (" FROM calls WHERE role IS ? AND model IS ? AND ok = 1 AND latency_ms IS NOT NULL"
                   + time_clause)
