@@ -94,6 +94,10 @@ class StoreError(Exception):
     """The usage store cannot be read (for `hostfit stats`, which has nothing to show without it)."""
 
 
+class NewerSchema(sqlite3.DatabaseError):
+    """The file was written by a newer hostfit: readable by it, not by this one (and not to be rebuilt)."""
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -137,7 +141,7 @@ class Store:
         if version == SCHEMA_VERSION:
             return
         if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"schema version {version} is newer than this hostfit's {SCHEMA_VERSION}")
+            raise NewerSchema(f"schema version {version} is newer than this hostfit's {SCHEMA_VERSION}")
         db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then find it done
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -189,8 +193,10 @@ class Store:
             except sqlite3.Error:
                 pass
             self._db = None
+        remedy = ("Upgrade hostfit to read it: a newer one wrote it." if isinstance(exc, NewerSchema)
+                  else "Run `hostfit stats --repair` to rebuild it.")
         warnings.warn(f"W600 hostfit usage store {self.path} is unusable ({self.broken}); usage is not recorded. "
-                      "Run `hostfit stats --repair` to rebuild it.", UsageWarning, stacklevel=4)
+                      + remedy, UsageWarning, stacklevel=4)
 
     def close(self) -> None:
         with self._lock:

@@ -122,8 +122,10 @@ def test_a_newer_schema_version_is_refused_not_rewritten(tmp_path):
     path = tmp_path / "usage.sqlite3"
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {usage.SCHEMA_VERSION + 1}")
-    with pytest.warns(usage.UsageWarning, match="newer"):
+    with pytest.warns(usage.UsageWarning, match="newer") as caught:
         assert not usage.Store(path).record_call("chat", "m", "local", True)
+    advice = str(caught[0].message)
+    assert "upgrade hostfit" in advice.lower() and "--repair" not in advice, "a repair would rebuild it at the older schema"
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == usage.SCHEMA_VERSION + 1
 
