@@ -44,7 +44,9 @@ def with_estimates(rows: list[dict], catalogs) -> list[dict]:
         # its largest need (at another context)
         same = next((spec for spec in using if row["context"] is not None and spec.get("context") == row["context"]),
                     None)
-        speeds = [spec["tokens_per_s"] for spec in ([same] if same else using) if spec.get("tokens_per_s")]
+        # a speed is of its runtime and placement, as the compile uses one (measured.for_speed)
+        speeds = [spec["tokens_per_s"] for spec in ([same] if same else using) if spec.get("tokens_per_s")
+                  and all(spec.get(key) in (None, row[key]) for key in ("runtime", "placement"))]
         entry = dict(row)
         entry["estimated_mb"] = (same or {}).get("memory_mb") or model.get("memory_mb")
         entry["estimated_tps"] = speeds[0] if speeds else None

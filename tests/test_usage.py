@@ -288,6 +288,24 @@ def test_a_gpu_measurement_is_compared_by_the_figure_the_measured_layer_uses(tmp
     assert unplaced["memory_error_pct"] == round((4000 - 10400) / 10400 * 100, 1), "no placement: all it held"
 
 
+def test_a_speed_is_compared_only_with_an_estimate_on_its_runtime_and_placement(tmp_path):
+    """As the compile uses a measured speed (measured.for_speed): a CPU run says nothing of the role's GPU
+    estimate."""
+    from compiler import stats
+
+    row = {"ts": 1.0, "host": "box", "model": "local-a", "runtime": "llamacpp", "placement": "cpu",
+           "context": 4096, "load_s": None, "ttft_s": None, "decode_tps": 10.0, "peak_rss_mib": 3000.0,
+           "gpu_mib": None, "source": "bench"}
+    document = catalog(chat={"model": "local-a", "fallbacks": [], "placement": "gpu", "runtime": "llamacpp",
+                             "context": 4096, "memory_mb": 3300, "tokens_per_s": 50.0})
+    [entry] = stats.with_estimates([row], lambda host: document)
+    assert (entry["estimated_tps"], entry["speed_error_pct"]) == (None, None)
+    [on_gpu] = stats.with_estimates([{**row, "placement": "gpu", "gpu_mib": 3000.0}], lambda host: document)
+    assert (on_gpu["estimated_tps"], on_gpu["speed_error_pct"]) == (50.0, 400.0)
+    [ollama] = stats.with_estimates([{**row, "placement": "gpu", "runtime": "ollama"}], lambda host: document)
+    assert ollama["estimated_tps"] is None
+
+
 def test_a_catalog_that_is_no_compiled_catalog_gives_no_estimate(tmp_path, monkeypatch):
     from compiler import stats
 
