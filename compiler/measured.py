@@ -228,7 +228,7 @@ def _summary(key: tuple, rows: list[dict]) -> dict:
     run: dict = {"runtime": runtime, "placement": placement, "context": context}
     if cache_type:
         run["kv_cache_type"] = cache_type
-    memory = [m for m in (_memory(row, placement) for row in good) if m]
+    memory = [m for m in map(memory_of, good) if m]  # rows of the group's placement
     if memory:
         run["memory_mb"] = math.ceil(max(memory))
     for field, source in (("rss_mb", "peak_rss_mib"), ("gpu_mb", "gpu_mib")):
@@ -256,14 +256,18 @@ def _figure(value) -> float | None:
     return None
 
 
-def _memory(row: dict, placement: str) -> float | None:
-    """The figure the placement's budget is checked against: VRAM on gpu, RAM on cpu, both on split."""
+def memory_of(row: dict) -> float | None:
+    """A measurement row's memory as its placement's budget is checked: VRAM on gpu, RAM on cpu, both on
+    split (None when that figure is missing); a row with no known placement: all it held, RAM and VRAM."""
     rss, gpu = _figure(row.get("peak_rss_mib")), _figure(row.get("gpu_mib"))
+    placement = row.get("placement")
     if placement == "gpu":
         return gpu
     if placement == "cpu":
         return rss
-    return rss + gpu if rss is not None and gpu is not None else None
+    if placement == "split":
+        return rss + gpu if rss is not None and gpu is not None else None
+    return (rss or 0) + (gpu or 0) if rss is not None or gpu is not None else None
 
 
 def _when(value) -> str:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .errors import UsageError
+from .measured import memory_of
 
 SINCE_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MEASURED_KEY = ("host", "model", "runtime", "placement", "context")  # the latest measurement of each is shown
@@ -74,12 +75,13 @@ def with_estimates(rows: list[dict], catalogs) -> list[dict]:
         # its largest need (at another context)
         same = next((spec for spec in using if row["context"] is not None and spec.get("context") == row["context"]),
                     None)
-        speeds = [spec["tokens_per_s"] for spec in ([same] if same else using) if spec.get("tokens_per_s")]
+        # a speed is of its runtime and placement, as the compile uses one (measured.for_speed)
+        speeds = [spec["tokens_per_s"] for spec in ([same] if same else using) if spec.get("tokens_per_s")
+                  and all(spec.get(key) in (None, row[key]) for key in ("runtime", "placement"))]
         entry = dict(row)
         entry["estimated_mb"] = (same or {}).get("memory_mb") or model.get("memory_mb")
         entry["estimated_tps"] = speeds[0] if speeds else None
-        measured_mb = (row["peak_rss_mib"] or 0) + (row["gpu_mib"] or 0)
-        entry["memory_error_pct"] = _error(entry["estimated_mb"], measured_mb or None)
+        entry["memory_error_pct"] = _error(entry["estimated_mb"], memory_of(row))
         entry["speed_error_pct"] = _error(entry["estimated_tps"], row["decode_tps"])
         result.append(entry)
     return result
@@ -151,7 +153,7 @@ def render_text(calls: list[dict], measured: list[dict], since_text: str | None,
 
 def render_bench(row: dict, figures: dict) -> str:
     """`hostfit bench`: each measured figure beside the compile's estimate (row: with_estimates's)."""
-    measured_mb = (row["peak_rss_mib"] or 0) + (row["gpu_mib"] or 0) or None
+    measured_mb = memory_of(row)
     lines = [f"{row['model']} on {row['host']} ({row['runtime']}, {row['placement'] or '-'}, "
              f"{_num(row['context'], 0)} tokens of context): recorded in the usage store",
              *_columns([("figure", "measured", "estimate"),

@@ -94,6 +94,10 @@ class StoreError(Exception):
     """The usage store cannot be read (for `hostfit stats`, which has nothing to show without it)."""
 
 
+class NewerSchema(sqlite3.DatabaseError):
+    """The file was written by a newer hostfit: readable by it, not by this one (and not to be rebuilt)."""
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -137,7 +141,7 @@ class Store:
         if version == SCHEMA_VERSION:
             return
         if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"schema version {version} is newer than this hostfit's {SCHEMA_VERSION}")
+            raise NewerSchema(f"schema version {version} is newer than this hostfit's {SCHEMA_VERSION}")
         db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then find it done
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -189,8 +193,10 @@ class Store:
             except sqlite3.Error:
                 pass
             self._db = None
+        remedy = ("Upgrade hostfit to read it: a newer one wrote it." if isinstance(exc, NewerSchema)
+                  else "Run `hostfit stats --repair` to rebuild it.")
         warnings.warn(f"W600 hostfit usage store {self.path} is unusable ({self.broken}); usage is not recorded. "
-                      "Run `hostfit stats --repair` to rebuild it.", UsageWarning, stacklevel=4)
+                      + remedy, UsageWarning, stacklevel=4)
 
     def close(self) -> None:
         with self._lock:
@@ -243,7 +249,10 @@ class Store:
             with self._lock:
                 return self._retry(self._connect)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it") from exc
+            raise self._unreadable(exc) from exc
+
+    def _unreadable(self, exc: Exception) -> StoreError:
+        return StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it")
 
     def measurements(self, host: str | None = None, model: str | None = None) -> list[dict]:
         """Every measurement (of `host`, of `model`), oldest first, as dicts keyed by MEASUREMENT_FIELDS."""
@@ -252,7 +261,7 @@ class Store:
             rows = self.open().execute(f"SELECT {', '.join(MEASUREMENT_FIELDS)} FROM measurements WHERE 1{where}"
                                         " ORDER BY ts, id", args).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it") from exc
+            raise self._unreadable(exc) from exc
         found = [dict(zip(MEASUREMENT_FIELDS, row)) for row in rows]
         for measurement in found:
             measurement["ok"] = bool(measurement["ok"])
@@ -266,7 +275,7 @@ class Store:
         try:
             return self._summary(self.open(), role, model, since)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}; `hostfit stats --repair` rebuilds it") from exc
+            raise self._unreadable(exc) from exc
 
     def _summary(self, db, role, model, since) -> list[dict]:
         groups: dict[tuple, dict] = {}
@@ -290,13 +299,12 @@ class Store:
                 add(db.execute(daily + " AND day >= date(?, 'unixepoch') GROUP BY 1, 2", (*args, since)))
             else:  # whole days after the first, and the first day's calls from `since` on
                 add(db.execute(daily + " AND day > date(?, 'unixepoch') GROUP BY 1, 2", (*args, since)))
-                raw_filters, raw_args = _where(role=role, model=model)
                 add(db.execute(
                     "SELECT model, role, count(*), total(ok), total(tokens_in), total(tokens_out), sum(cost_usd),"
                     " total(CASE WHEN ok AND latency_ms IS NOT NULL THEN latency_ms END),"
                     " total(CASE WHEN ok AND latency_ms IS NOT NULL THEN tokens_out END)"
-                    f" FROM calls WHERE ts >= ? AND ts < ?{raw_filters} GROUP BY 1, 2",
-                    (since, first_day + DAY_S, *raw_args)))
+                    f" FROM calls WHERE ts >= ? AND ts < ?{filters} GROUP BY 1, 2",
+                    (since, first_day + DAY_S, *args)))
         time_clause, time_args = (" AND ts >= ?", (since,)) if since is not None else ("", ())
         ranked = (" FROM calls WHERE role IS ? AND model IS ? AND ok = 1 AND latency_ms IS NOT NULL"
                   + time_clause)
@@ -388,9 +396,9 @@ def repair(path: str | os.PathLike | None = None) -> dict:
     store = Store(path)
     kept = {}
     db = store.open()
-    raw_days: set[str] = set()
-    # raw calls first: the trigger counts them into calls_daily; a salvaged daily row is then kept
-    # only for a day no raw call was salvaged from (else that day would be counted twice)
+    # raw calls first: the trigger counts them into calls_daily; a salvaged daily row then replaces that
+    # count, as it counted every call of its day and key, the rolled-up ones too (a raw row of a day
+    # otherwise rolled up, recorded late, would leave only itself counted)
     for table in ("calls", "measurements", "calls_daily"):
         if table not in salvaged:
             continue
@@ -398,19 +406,14 @@ def repair(path: str | os.PathLike | None = None) -> dict:
         known = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         usable = [i for i, name in enumerate(columns) if name in known and name != "id"]
         names = ", ".join(columns[i] for i in usable)
-        day = columns.index("day") if table == "calls_daily" else None
-        ts = columns.index("ts") if table == "calls" else None
+        insert = "INSERT OR REPLACE" if table == "calls_daily" else "INSERT"
         db.execute("BEGIN")
         count = 0
         for row in rows:
-            if day is not None and row[day] in raw_days:
-                continue
             try:
-                db.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(usable))})",
+                db.execute(f"{insert} INTO {table} ({names}) VALUES ({', '.join('?' * len(usable))})",
                            [row[i] for i in usable])
                 count += 1
-                if ts is not None:
-                    raw_days.add(time.strftime("%Y-%m-%d", time.gmtime(row[ts])))
             except (sqlite3.Error, TypeError, ValueError, OverflowError):
                 continue
         db.execute("COMMIT")

@@ -213,6 +213,19 @@ def test_llama_cpp_buffers_are_read_per_device_and_only_a_gpu_s_count_as_vram():
     assert placement_and_gpu(ram_only, gpu_layers=-1, layers=28, smi_mib=None) == {"placement": "cpu"}
 
 
+def test_a_load_with_no_layer_on_the_gpu_is_cpu_beside_a_gpu_builds_compute_buffer():
+    """A GPU build of llama.cpp keeps a compute buffer on the GPU for a load with no layer there (it copies
+    weights over for large batches): the compile's cpu placement, measured as such (its RAM sizes it)."""
+    from compiler.executor.loaders import buffers, placement_and_gpu
+
+    found = buffers("load_tensors:   CPU_Mapped model buffer size =  1283.00 MiB\n"
+                    "llama_kv_cache:        CPU KV buffer size =   224.00 MiB\n"
+                    "llama_context:      CUDA0 compute buffer size =   298.50 MiB\n")
+    figures = placement_and_gpu(found, gpu_layers=0, layers=28, smi_mib=350.0)
+    assert figures["placement"] == "cpu", "no layer on the GPU"
+    assert figures["gpu_mib"] == 350.0, "what the GPU held is still reported"
+
+
 def test_nvidia_smi_s_figure_is_this_process_s_and_absent_without_it(tmp_path, monkeypatch):
     from compiler.executor.loaders import nvidia_smi_mib
 

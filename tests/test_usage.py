@@ -122,8 +122,10 @@ def test_a_newer_schema_version_is_refused_not_rewritten(tmp_path):
     path = tmp_path / "usage.sqlite3"
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {usage.SCHEMA_VERSION + 1}")
-    with pytest.warns(usage.UsageWarning, match="newer"):
+    with pytest.warns(usage.UsageWarning, match="newer") as caught:
         assert not usage.Store(path).record_call("chat", "m", "local", True)
+    advice = str(caught[0].message)
+    assert "upgrade hostfit" in advice.lower() and "--repair" not in advice, "a repair would rebuild it at the older schema"
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == usage.SCHEMA_VERSION + 1
 
@@ -264,6 +266,44 @@ def test_a_measurement_is_compared_with_the_estimate_at_its_own_context(tmp_path
     assert (entry["speed_error_pct"], entry["memory_error_pct"]) == (-10.0, 10.0)
     [other] = stats.with_estimates([{**row, "context": 8192}], lambda host: document)
     assert (other["estimated_tps"], other["estimated_mb"]) == (6.0, 4000), "no role at 8192: the model's own figures"
+
+
+def test_a_gpu_measurement_is_compared_by_the_figure_the_measured_layer_uses(tmp_path):
+    """On gpu the compile checks (and the measured layer replaces) VRAM; the process's resident set there
+    holds mapped weights on the host side: adding it called an estimate 9% low 61.5% low."""
+    from compiler import measured, stats
+
+    row = {"ts": 1.0, "host": "box", "model": "local-a", "runtime": "llamacpp", "placement": "gpu",
+           "context": 4096, "load_s": 1.0, "ttft_s": 0.2, "decode_tps": 50.0, "peak_rss_mib": 6000.0,
+           "gpu_mib": 4400.0, "source": "bench"}
+    document = catalog(chat={"model": "local-a", "fallbacks": [], "placement": "gpu", "context": 4096,
+                             "memory_mb": 4000, "tokens_per_s": 50.0})
+    [entry] = stats.with_estimates([row], lambda host: document)
+    layer = measured.export_layer("box", [{**row, "ok": True}], None)
+    [run] = layer["models"]["local-a"]
+    assert run["memory_mb"] == 4400, "the layer sizes a gpu run by its VRAM"
+    assert entry["memory_error_pct"] == round((4000 - run["memory_mb"]) / run["memory_mb"] * 100, 1)
+    assert "4,400" in stats.render_bench(entry, {}).split("memory MiB")[1].splitlines()[0]
+    unplaced = stats.with_estimates([{**row, "placement": None}], lambda host: document)[0]
+    assert unplaced["memory_error_pct"] == round((4000 - 10400) / 10400 * 100, 1), "no placement: all it held"
+
+
+def test_a_speed_is_compared_only_with_an_estimate_on_its_runtime_and_placement(tmp_path):
+    """As the compile uses a measured speed (measured.for_speed): a CPU run says nothing of the role's GPU
+    estimate."""
+    from compiler import stats
+
+    row = {"ts": 1.0, "host": "box", "model": "local-a", "runtime": "llamacpp", "placement": "cpu",
+           "context": 4096, "load_s": None, "ttft_s": None, "decode_tps": 10.0, "peak_rss_mib": 3000.0,
+           "gpu_mib": None, "source": "bench"}
+    document = catalog(chat={"model": "local-a", "fallbacks": [], "placement": "gpu", "runtime": "llamacpp",
+                             "context": 4096, "memory_mb": 3300, "tokens_per_s": 50.0})
+    [entry] = stats.with_estimates([row], lambda host: document)
+    assert (entry["estimated_tps"], entry["speed_error_pct"]) == (None, None)
+    [on_gpu] = stats.with_estimates([{**row, "placement": "gpu", "gpu_mib": 3000.0}], lambda host: document)
+    assert (on_gpu["estimated_tps"], on_gpu["speed_error_pct"]) == (50.0, 400.0)
+    [ollama] = stats.with_estimates([{**row, "placement": "gpu", "runtime": "ollama"}], lambda host: document)
+    assert ollama["estimated_tps"] is None
 
 
 def test_a_catalog_that_is_no_compiled_catalog_gives_no_estimate(tmp_path, monkeypatch):
@@ -458,6 +498,25 @@ def test_repair_of_a_readable_store_keeps_every_count_exact(tmp_path):
     assert result["kept"]["measurements"] == 1 and result["moved_to"]
     after = usage.Store(path, clock=Clock(NOW)).summary()
     assert after == before, "raw rows and the rolled-up days are each counted once"
+
+
+def test_repair_keeps_a_rolled_up_day_that_a_late_call_of_the_same_day_joined(tmp_path):
+    """A call recorded with a time past the retention window (a clock set back, an import) sits as a raw row
+    beside its day's aggregate, which also counts the calls rolled up before it: repair keeps the aggregate."""
+    path = tmp_path / "usage.sqlite3"
+    old = NOW - 40 * usage.DAY_S
+    store = usage.Store(path, clock=Clock(NOW))
+    for _ in range(3):
+        store.record_call("chat", "local-a", "local", True, latency_ms=100.0, tokens_out=10, ts=old)
+    assert store.rollup() == 3
+    store.record_call("chat", "local-a", "local", True, latency_ms=200.0, tokens_out=10, ts=old + 60)
+    before = store.summary()
+    store.close()
+    assert before[0]["calls"] == 4
+    usage.repair(path)
+    [after] = usage.Store(path, clock=Clock(NOW)).summary()  # opening it rolls the late raw row up too
+    counts = ("calls", "ok", "tokens_out", "tokens_per_s")
+    assert [after[key] for key in counts] == [before[0][key] for key in counts], "the rolled-up calls are kept"
 
 
 def test_a_lock_held_past_every_retry_drops_that_record_only(tmp_path, monkeypatch):

@@ -217,13 +217,14 @@ def _probe(llm, settings: Settings, log: str) -> dict:
 
 
 def placement_and_gpu(found: dict[str, float], gpu_layers: int, layers: int, smi_mib: float | None) -> dict:
-    """Where llama.cpp put the model (its buffers: none on a GPU is `cpu`, whatever was asked) and the GPU
-    memory it holds: nvidia-smi's figure, else its GPU buffers plus the CUDA context the buffers leave out
+    """Where llama.cpp put the model (its buffers: none on a GPU is `cpu`, whatever was asked; no layer
+    asked there is `cpu` too, beside the compute buffer a GPU build keeps) and the GPU memory it holds:
+    nvidia-smi's figure, else its GPU buffers plus the CUDA context the buffers leave out
     (memory.GPU_RUNTIME_OVERHEAD_MB per GPU: the figure replaces an estimate that counts it, measured.py)."""
     gpu = {device: mib for device, mib in found.items() if _is_gpu_buffer(device)}
     if not gpu:
         return {"placement": "cpu"}
-    placement = "gpu" if gpu_layers < 0 or gpu_layers >= layers else "split"
+    placement = "cpu" if gpu_layers == 0 else "gpu" if gpu_layers < 0 or gpu_layers >= layers else "split"
     if smi_mib is not None:
         return {"placement": placement, "gpu_mib": smi_mib, "gpu_source": "nvidia-smi"}
     from ..memory import GPU_RUNTIME_OVERHEAD_MB
