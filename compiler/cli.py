@@ -1210,10 +1210,10 @@ def _mirror_cache():
 def stats_command(obj: Context, role, model, since, fmt, repair) -> None:
     """Calls per model and role (success, latency, tokens/s, cost) and measurements vs estimates."""
     def action() -> int:
-        from . import stats, usage
+        from . import stats
 
         if repair:
-            result = usage.repair()
+            result = stats.rebuild()
             kept = ", ".join(f"{rows:,} {table}" for table, rows in sorted(result["kept"].items())) or "nothing"
             moved = f"; the old file is {result['moved_to']}" if result["moved_to"] else ""
             click.echo(f"rebuilt {result['path']}: kept {kept}{moved}")

@@ -55,6 +55,23 @@ def gather(role: str | None, model: str | None, since: float | None) -> tuple[li
     return calls, measured, store.path
 
 
+def rebuild() -> dict:
+    """`stats --repair`: usage.repair, refusing a store a newer hostfit wrote (E601) and failing as the
+    machine's fault (E600, exit 3) when the store's folder cannot be written."""
+    import sqlite3
+
+    from . import usage
+    from .errors import RuntimeFailure
+
+    try:
+        return usage.repair()
+    except usage.NewerSchema as exc:
+        raise RuntimeFailure(f"E601 the usage store was written by a newer hostfit ({exc}): upgrade hostfit "
+                             "to read it; --repair would rebuild it at this older schema and lose what it adds") from exc
+    except (OSError, sqlite3.Error, usage.StoreError) as exc:
+        raise RuntimeFailure(f"E600 the usage store cannot be rebuilt: {exc}") from exc
+
+
 def latest_measurements(rows: list[dict], model: str | None, since: float | None) -> list[dict]:
     latest: dict[tuple, dict] = {}
     for row in rows:  # oldest first: a later row replaces an earlier one

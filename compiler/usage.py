@@ -377,6 +377,9 @@ def repair(path: str | os.PathLike | None = None) -> dict:
         try:
             old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
+                version = old.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:  # rebuilt at this older schema, its newer data would be lost
+                    raise NewerSchema(f"schema version {version} is newer than this hostfit's {SCHEMA_VERSION}")
                 for table in ("calls", "calls_daily", "measurements"):
                     try:
                         columns = [row[1] for row in old.execute(f"PRAGMA table_info({table})")]
@@ -385,6 +388,8 @@ def repair(path: str | os.PathLike | None = None) -> dict:
                         continue
             finally:
                 old.close()
+        except NewerSchema:
+            raise
         except sqlite3.Error:
             pass
     moved = None

@@ -591,3 +591,22 @@ def test_the_benchmarks_bulk_load_keeps_the_daily_counts_exact(tmp_path: Path):
     db.execute("INSERT INTO calls (ts, role, model, provider, ok, latency_ms) VALUES (strftime('%s','now'), 'r', 'm', 'p', 1, 5)")
     db.commit()
     assert db.execute("SELECT sum(calls) FROM calls_daily").fetchone()[0] == 501, "the trigger is back"
+
+
+def test_stats_repair_refuses_a_newer_store_and_fails_cleanly_where_it_cannot_write(tmp_path, monkeypatch):
+    """--repair rebuilds at this hostfit's schema: a newer store would lose what it adds (E601, kept as it
+    is); a folder it cannot write is the machine's fault (E600, exit 3), never a traceback."""
+    monkeypatch.setenv("HOSTFIT_STATE", str(tmp_path))
+    path = tmp_path / "usage.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {usage.SCHEMA_VERSION + 1}")
+    refused = run_cli("stats", "--repair")
+    assert refused.exit_code == 3 and "E601" in refused.output and "Traceback" not in refused.output, refused.output
+    assert path.exists() and not list(tmp_path.glob("usage.sqlite3.broken-*")), "the newer store is left as it is"
+    path.unlink()
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the state folder should be")
+    monkeypatch.setenv("HOSTFIT_STATE", str(blocked))
+    failed = run_cli("stats", "--repair")
+    assert failed.exit_code == 3 and "E600" in failed.output, failed.output
+    assert isinstance(failed.exception, SystemExit), failed.exception  # an exit, not an escaped exception
