@@ -443,7 +443,8 @@ def _record_load(document: dict, role: str, loaded, source: str = "load") -> dic
         "kv_cache_type": figures.get("kv_cache_type") or spec.get("kv_cache_type"),
         "load_s": loaded.load_seconds, "ttft_s": loaded.first_token_seconds,
         "decode_tps": figures.get("decode_tps") if source == "bench" else None,  # a load's few tokens are noise
-        "peak_rss_mib": round(peak_kib / 1024, 1) if loaded.backend == "llamacpp" else None,
+        # the process's peak: the model's own only when no model of the chain was tried before it
+        "peak_rss_mib": round(peak_kib / 1024, 1) if loaded.backend == "llamacpp" and not loaded.attempts else None,
         "gpu_mib": figures.get("gpu_mib"), "source": source}
     usage.record_measurement(document["host"]["name"], loaded.model_id, **measurement)
     return {"host": document["host"]["name"], "model": loaded.model_id, **measurement}
