@@ -47,6 +47,8 @@ def run(project, jobs: list, out_root: Path, publication, report) -> None:
     """Compile `jobs` in worker processes (staging into `publication()` when given), adding each host's (slim) result and problems to `report` in
     the jobs' order, and the hosts staged to report.staged."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     from .pipeline import route
 
@@ -57,12 +59,23 @@ def run(project, jobs: list, out_root: Path, publication, report) -> None:
     done: dict[int, list] = {}
     _state = (project, jobs, out_root, publication)
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers(), len(chunks)), initializer=_die_with_parent,
-                                                      initargs=(os.getpid(),)) as pool:
-            for start, outcome, failure in pool.imap_unordered(_work, chunks):
-                if failure is not None:
-                    raise RuntimeFailure(failure)
-                done[start] = outcome
+        # an executor, not a Pool: a worker killed mid-chunk (the OOM killer) breaks it, where a Pool
+        # would wait for that chunk forever, holding the build lock
+        with ProcessPoolExecutor(min(workers(), len(chunks)), multiprocessing.get_context("fork"),
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+            pending = [pool.submit(_work, chunk) for chunk in chunks]
+            try:
+                for future in pending:
+                    start, outcome, failure = future.result()
+                    if failure is not None:
+                        raise RuntimeFailure(failure)
+                    done[start] = outcome
+            except BrokenProcessPool as exc:
+                raise RuntimeFailure("a build worker ended before its hosts were compiled (killed, perhaps "
+                                     "for memory); nothing was published") from exc
+            finally:
+                for future in pending:  # a failed build stops at the chunks already running
+                    future.cancel()
     finally:
         _state = None
     for start, _ in chunks:

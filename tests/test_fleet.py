@@ -217,3 +217,45 @@ def test_a_fleet_build_uses_a_hosts_measured_layer_like_a_one_host_build(fleet_c
     alone = hostfit(fleet_catalog, "build", "--host", host, "-q", "--out", str(tmp_path / "single"), jobs=1)
     assert alone.returncode == 0, alone.stderr
     assert same_tree(out / host, tmp_path / "single" / host) == []
+
+
+KILLED_WORKER = """
+import os, signal, sys
+from pathlib import Path
+from compiler import fleet
+from compiler.errors import RuntimeFailure
+from compiler.options import BuildOptions
+from compiler.pipeline import Project
+
+parent, plain = os.getpid(), Project.compile_host
+
+def compile_host(self, job, *args, **kwargs):
+    if os.getpid() != parent and job.target.host.name == sys.argv[2]:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer ends a worker
+    return plain(self, job, *args, **kwargs)
+
+Project.compile_host = compile_host
+try:
+    Project(Path(sys.argv[1])).compile(BuildOptions(all_hosts=True), keep_outputs=False)
+except RuntimeFailure as exc:
+    print("failed:", exc)
+else:
+    print("built")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fleet builds fork workers on Linux")
+def test_a_fleet_build_whose_worker_is_killed_fails_and_stages_nothing(fleet_catalog: Path):
+    """A worker killed mid-chunk (the OOM killer) fails the build (exit 3) instead of leaving the
+    parent waiting forever for the chunk, holding the build lock; nothing is published or left staged."""
+    import yaml
+
+    victim = sorted(yaml.safe_load((fleet_catalog / "sources" / "hosts.yaml").read_text())["hosts"])[HOSTS // 2]
+    env = {**os.environ, "HOSTFIT_BUILD_JOBS": "2", "HOST": "test-machine", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", KILLED_WORKER, str(fleet_catalog), victim], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("failed:"), (done.stdout, done.stderr[-2000:])
+    assert "worker" in done.stdout
+    out = fleet_catalog / "out"
+    assert [p.name for p in out.iterdir() if p.name != ".cache"] == []
+    assert [p.name for p in (out / ".cache").iterdir() if p.name.startswith("staging")] == []
