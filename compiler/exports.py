@@ -316,6 +316,9 @@ def render(document: dict, names: list[str] | None, catalog_templates: Path | No
 # is (through filters that leave a host name unchanged), so the bytes are those of a render for the host.
 SENTINEL = "hostfit-host-0f9c3e7a5d1b"
 RENDERED_MAX = 4096  # renders kept per process: memory stays bounded on any inventory
+# the statements around an output that write it to the file unchanged; a filter block, a `set` block,
+# a macro or a block captures it instead, to be transformed (`| upper`) before it is written
+WRITTEN_AS_IS = ("Template", "If", "For", "With", "Scope")
 
 
 @functools.lru_cache(maxsize=256)
@@ -332,6 +335,7 @@ def _reads(template) -> tuple[frozenset[str], frozenset[str] | None] | None:
         return None
     filters: set[str] = set()
     name_only = True
+    written_as_is = tuple(getattr(nodes, kind) for kind in WRITTEN_AS_IS)
 
     def visit(node, parents: tuple) -> None:
         nonlocal name_only
@@ -347,7 +351,8 @@ def _reads(template) -> tuple[frozenset[str], frozenset[str] | None] | None:
                 filters.add(chain[at].name)
                 at += 1
             if not (at < len(chain) and isinstance(chain[at], nodes.Output)
-                    and any(child is chain[at - 1] for child in chain[at].nodes)):
+                    and any(child is chain[at - 1] for child in chain[at].nodes)
+                    and all(isinstance(outer, written_as_is) for outer in chain[at + 1:])):
                 name_only = False
             return
         for child in node.iter_child_nodes():

@@ -259,3 +259,29 @@ def test_a_fleet_build_whose_worker_is_killed_fails_and_stages_nothing(fleet_cat
     out = fleet_catalog / "out"
     assert [p.name for p in out.iterdir() if p.name != ".cache"] == []
     assert [p.name for p in (out / ".cache").iterdir() if p.name.startswith("staging")] == []
+
+
+@pytest.mark.parametrize("source", [
+    "{% filter upper %}served by {{ host.name }}{% endfilter %}\n",
+    "{% set line %}served by {{ host.name }}{% endset %}{{ line | upper }}\n",
+    "{% macro by() %}served by {{ host.name }}{% endmacro %}{{ by() | upper }}\n",
+    "{% block b %}served by {{ host.name }}{% endblock %}{{ self.b() | upper }}\n",
+    "{% for n in [1] %}{% if n %}served by {{ host.name }}{% endif %}{% endfor %}\n",
+])
+def test_a_template_that_transforms_what_it_wrote_of_the_host_name_renders_for_the_host(tmp_path: Path, monkeypatch,
+                                                                                        source: str):
+    """A render reused across hosts is only valid where the name is written as it is: a block that
+    captures the output (filter, set, macro, block) may transform it, so the host's own render is used."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "banner.txt.j2").write_text(source)
+    document = json.loads((REPO / "out" / "workstation" / "models.json").read_text())
+    exports._rendered.clear()
+    for name in ("node-2", "box-7"):
+        other = {**document, "host": {**document["host"], "name": name}}
+        cached = exports.render(other, ["banner.txt"], templates)
+        with monkeypatch.context() as patch:
+            patch.setattr(exports, "rendered", lambda env, template, context: exports.sandbox.render(template, context))
+            plain = exports.render(other, ["banner.txt"], templates)
+        assert cached == plain, name
+        assert name.encode() in plain["banner.txt"] or name.upper().encode() in plain["banner.txt"]
