@@ -126,15 +126,6 @@ def mode_for(data: bytes, umask: int) -> int:
 
 # ------------------------------------------------------------------------------------ publishing
 
-def publish(out_root: Path, hosts: dict[str, dict[str, bytes]]) -> list[str]:
-    """Make out_root/<name>/ hold exactly `files` (relative path -> bytes) for each host, each host
-    as one unit. Returns the names of the hosts whose folder was replaced."""
-    with locked(out_root), Publication(out_root) as publication:
-        changed = [name for name, files in hosts.items() if publication.stage(name, files) is not None]
-        publication.commit(changed)
-    return changed
-
-
 class Publication:
     """One build's writes, for builds that stream: each host staged as soon as it is compiled (by this
     process or by a worker it forked), then every changed host swapped in by `commit`, or nothing
