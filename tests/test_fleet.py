@@ -285,3 +285,36 @@ def test_a_template_that_transforms_what_it_wrote_of_the_host_name_renders_for_t
             plain = exports.render(other, ["banner.txt"], templates)
         assert cached == plain, name
         assert name.encode() in plain["banner.txt"] or name.upper().encode() in plain["banner.txt"]
+
+
+@pytest.mark.parametrize("flush", ["syncfs", "fsync"])
+def test_what_a_swapped_folder_carries_over_is_flushed_with_the_staged_files_before_the_swap(tmp_path: Path, monkeypatch,
+                                                                                             flush: str):
+    """The one flush before the first swap covers every file the swapped folder will hold: models.lock and
+    a user's notes copied over (a file system without hard links) as well as the build's new files."""
+    import errno
+
+    from compiler import publish
+
+    out = tmp_path / "out"
+    (out / "h" / "notes").mkdir(parents=True)
+    (out / "h" / "models.json").write_bytes(b"old\n")
+    (out / "h" / "models.lock").write_bytes(b"pinned\n")
+    (out / "h" / "notes" / "a.txt").write_text("note\n")
+    flushed: list[str] = []
+    def no_hard_links(source, target, **_):
+        raise OSError(errno.EPERM, "hard links not supported", str(target))
+
+    monkeypatch.setattr(publish.os, "link", no_hard_links)
+    if flush == "syncfs":
+        monkeypatch.setattr(publish, "_syncfs", lambda: lambda path: flushed.extend(
+            str(p.relative_to(path / "new")) for p in (path / "new").rglob("*") if p.is_file()))
+    else:
+        monkeypatch.setattr(publish, "_syncfs", lambda: None)
+        monkeypatch.setattr(publish, "_fsync", lambda path: flushed.append(str(path).split("/new/", 1)[1]))
+    with publish.locked(out), publish.Publication(out) as publication:
+        assert publication.stage("h", {"models.json": b"new\n"}) is not None
+        publication.commit(["h"])
+    assert (out / "h" / "models.json").read_bytes() == b"new\n"
+    assert (out / "h" / "models.lock").read_bytes() == b"pinned\n"
+    assert sorted(flushed) == ["h/models.json", "h/models.lock", "h/notes/a.txt"]
