@@ -316,6 +316,7 @@ def render(document: dict, names: list[str] | None, catalog_templates: Path | No
 # is (through filters that leave a host name unchanged), so the bytes are those of a render for the host.
 SENTINEL = "hostfit-host-0f9c3e7a5d1b"
 RENDERED_MAX = 4096  # renders kept per process: memory stays bounded on any inventory
+RENDERED_MAX_BYTES = 64 * 1024 * 1024  # and their bytes: a template may write up to sandbox.MAX_OUTPUT
 # the statements around an output that write it to the file unchanged; a filter block, a `set` block,
 # a macro or a block captures it instead, to be transformed (`| upper`) before it is written
 WRITTEN_AS_IS = ("Template", "If", "For", "With", "Scope")
@@ -363,6 +364,7 @@ def _reads(template) -> tuple[frozenset[str], frozenset[str] | None] | None:
 
 
 _rendered: dict[tuple, bytes] = {}
+_rendered_bytes = 0  # the sum of _rendered's values' lengths
 
 
 def rendered(env, template, context: dict) -> bytes:
@@ -388,9 +390,13 @@ def rendered(env, template, context: dict) -> bytes:
     if data is None:
         data = sandbox.render(template, {**context, "host": {**context["host"], "name": SENTINEL}}
                               if substitute else context)
-        if len(_rendered) >= RENDERED_MAX:
+        global _rendered_bytes
+        if len(_rendered) >= RENDERED_MAX or _rendered_bytes + len(data) > RENDERED_MAX_BYTES:
             _rendered.clear()
-        _rendered[key] = data
+            _rendered_bytes = 0
+        if len(data) <= RENDERED_MAX_BYTES:
+            _rendered[key] = data
+            _rendered_bytes += len(data)
     return data.replace(SENTINEL.encode(), host_name.encode()) if substitute else data
 
 

@@ -318,3 +318,20 @@ def test_what_a_swapped_folder_carries_over_is_flushed_with_the_staged_files_bef
     assert (out / "h" / "models.json").read_bytes() == b"new\n"
     assert (out / "h" / "models.lock").read_bytes() == b"pinned\n"
     assert sorted(flushed) == ["h/models.json", "h/models.lock", "h/notes/a.txt"]
+
+
+def test_renders_kept_for_reuse_are_bounded_in_bytes_not_only_in_number(tmp_path: Path, monkeypatch):
+    """A catalog template may write megabytes (up to sandbox.MAX_OUTPUT) and differ on each plan: the
+    renders a worker keeps stay within RENDERED_MAX_BYTES, however many plans it compiles."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "big.txt.j2").write_text("{{ profiles | join(',') }}\n{{ 'x' * 200000 }}\n")
+    document = json.loads((REPO / "out" / "workstation" / "models.json").read_text())
+    monkeypatch.setattr(exports, "RENDERED_MAX_BYTES", 1_000_000)
+    exports._rendered.clear()
+    for plan in range(12):  # twelve plans: twelve different renders of 200 kB
+        files = exports.render({**document, "profiles": [f"p{plan}"]}, ["big.txt"], templates)
+        assert files["big.txt"].startswith(f"p{plan}\n".encode())
+        assert sum(len(data) for data in exports._rendered.values()) <= exports.RENDERED_MAX_BYTES
+    assert exports._rendered  # still kept for reuse
+    exports._rendered.clear()
