@@ -316,6 +316,10 @@ def render(document: dict, names: list[str] | None, catalog_templates: Path | No
 # is (through filters that leave a host name unchanged), so the bytes are those of a render for the host.
 SENTINEL = "hostfit-host-0f9c3e7a5d1b"
 RENDERED_MAX = 4096  # renders kept per process: memory stays bounded on any inventory
+RENDERED_MAX_BYTES = 64 * 1024 * 1024  # and their bytes: a template may write up to sandbox.MAX_OUTPUT
+# the statements around an output that write it to the file unchanged; a filter block, a `set` block,
+# a macro or a block captures it instead, to be transformed (`| upper`) before it is written
+WRITTEN_AS_IS = ("Template", "If", "For", "With", "Scope")
 
 
 @functools.lru_cache(maxsize=256)
@@ -332,6 +336,7 @@ def _reads(template) -> tuple[frozenset[str], frozenset[str] | None] | None:
         return None
     filters: set[str] = set()
     name_only = True
+    written_as_is = tuple(getattr(nodes, kind) for kind in WRITTEN_AS_IS)
 
     def visit(node, parents: tuple) -> None:
         nonlocal name_only
@@ -347,7 +352,8 @@ def _reads(template) -> tuple[frozenset[str], frozenset[str] | None] | None:
                 filters.add(chain[at].name)
                 at += 1
             if not (at < len(chain) and isinstance(chain[at], nodes.Output)
-                    and any(child is chain[at - 1] for child in chain[at].nodes)):
+                    and any(child is chain[at - 1] for child in chain[at].nodes)
+                    and all(isinstance(outer, written_as_is) for outer in chain[at + 1:])):
                 name_only = False
             return
         for child in node.iter_child_nodes():
@@ -358,6 +364,7 @@ def _reads(template) -> tuple[frozenset[str], frozenset[str] | None] | None:
 
 
 _rendered: dict[tuple, bytes] = {}
+_rendered_bytes = 0  # the sum of _rendered's values' lengths
 
 
 def rendered(env, template, context: dict) -> bytes:
@@ -383,9 +390,13 @@ def rendered(env, template, context: dict) -> bytes:
     if data is None:
         data = sandbox.render(template, {**context, "host": {**context["host"], "name": SENTINEL}}
                               if substitute else context)
-        if len(_rendered) >= RENDERED_MAX:
+        global _rendered_bytes
+        if len(_rendered) >= RENDERED_MAX or _rendered_bytes + len(data) > RENDERED_MAX_BYTES:
             _rendered.clear()
-        _rendered[key] = data
+            _rendered_bytes = 0
+        if len(data) <= RENDERED_MAX_BYTES:
+            _rendered[key] = data
+            _rendered_bytes += len(data)
     return data.replace(SENTINEL.encode(), host_name.encode()) if substitute else data
 
 

@@ -47,6 +47,8 @@ def run(project, jobs: list, out_root: Path, publication, report) -> None:
     """Compile `jobs` in worker processes (staging into `publication()` when given), adding each host's (slim) result and problems to `report` in
     the jobs' order, and the hosts staged to report.staged."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     from .pipeline import route
 
@@ -54,19 +56,30 @@ def run(project, jobs: list, out_root: Path, publication, report) -> None:
     if publication is not None:
         publication = publication()  # the lock and the staging folder, before the workers fork
     chunks = [(start, min(start + CHUNK, len(jobs))) for start in range(0, len(jobs), CHUNK)]
-    done: dict[int, list] = {}
+    done: list[list] = []  # each chunk's outcome, in the chunks' order
     _state = (project, jobs, out_root, publication)
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers(), len(chunks)), initializer=_die_with_parent,
-                                                      initargs=(os.getpid(),)) as pool:
-            for start, outcome, failure in pool.imap_unordered(_work, chunks):
-                if failure is not None:
-                    raise RuntimeFailure(failure)
-                done[start] = outcome
+        # an executor, not a Pool: a worker killed mid-chunk (the OOM killer) breaks it, where a Pool
+        # would wait for that chunk forever, holding the build lock
+        with ProcessPoolExecutor(min(workers(), len(chunks)), multiprocessing.get_context("fork"),
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+            pending = [pool.submit(_work, chunk) for chunk in chunks]
+            try:
+                for future in pending:
+                    outcome, failure = future.result()
+                    if failure is not None:
+                        raise RuntimeFailure(failure)
+                    done.append(outcome)
+            except BrokenProcessPool as exc:
+                raise RuntimeFailure("a build worker ended before its hosts were compiled (killed, perhaps "
+                                     "for memory); nothing was published") from exc
+            finally:
+                for future in pending:  # a failed build stops at the chunks already running
+                    future.cancel()
     finally:
         _state = None
-    for start, _ in chunks:
-        for result, problems in done[start]:
+    for outcome in done:
+        for result, problems in outcome:
             route(problems, report.errors, report.warnings)
             if result is not None:
                 report.results.append(result)
@@ -75,7 +88,7 @@ def run(project, jobs: list, out_root: Path, publication, report) -> None:
 
 
 def _work(chunk: tuple[int, int]):
-    """One chunk of hosts in a worker: (its start, [(slim result, problems)], None), or a run-time failure's
+    """One chunk of hosts in a worker: ([(slim result, problems)], None), or a run-time failure's
     message in place of the results (a full disk: the parent stops and stages nothing more)."""
     from .errors import HostfitError
 
@@ -87,8 +100,8 @@ def _work(chunk: tuple[int, int]):
         if publication is not None:
             publication.sync_written()  # where there is no syncfs, this worker's files, fsynced here
     except (HostfitError, OSError) as exc:
-        return start, None, str(exc)
-    return start, outcome, None
+        return None, str(exc)
+    return outcome, None
 
 
 def _die_with_parent(parent: int) -> None:

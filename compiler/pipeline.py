@@ -418,10 +418,6 @@ class Project:
         report.warnings = sorted(set(report.warnings))
         return report
 
-    def write(self, options: BuildOptions, report: Report) -> None:
-        """Each host's outputs replace its old ones as one unit (see publish.py)."""
-        publish.publish(self.out_root(options), {r.folder.name: r.outputs() for r in report.results})
-
     def out_root(self, options: BuildOptions) -> Path:
         return options.out_root(self.root)
 

@@ -126,15 +126,6 @@ def mode_for(data: bytes, umask: int) -> int:
 
 # ------------------------------------------------------------------------------------ publishing
 
-def publish(out_root: Path, hosts: dict[str, dict[str, bytes]]) -> list[str]:
-    """Make out_root/<name>/ hold exactly `files` (relative path -> bytes) for each host, each host
-    as one unit. Returns the names of the hosts whose folder was replaced."""
-    with locked(out_root), Publication(out_root) as publication:
-        changed = [name for name, files in hosts.items() if publication.stage(name, files) is not None]
-        publication.commit(changed)
-    return changed
-
-
 class Publication:
     """One build's writes, for builds that stream: each host staged as soon as it is compiled (by this
     process or by a worker it forked), then every changed host swapped in by `commit`, or nothing
@@ -194,13 +185,14 @@ class Publication:
         if not changed:
             return
         try:
+            for name in changed:  # before the flush, which makes what is carried durable too
+                self.written += _carry(self.out_root / name, self.staging / "new" / name)
             syncfs = _syncfs()
             if syncfs is None:
                 self.sync_written()
             else:
                 syncfs(self.staging)
             for name in changed:
-                _carry(self.out_root / name, self.staging / "new" / name)
                 _swap(self.staging / "new" / name, self.out_root / name, self.staging / "old" / name)
         except OSError as exc:
             raise _failure(exc, self.out_root) from exc
@@ -305,7 +297,7 @@ def _same_file(path: Path, data: bytes, umask: int) -> bool:
 
 
 def _stage(folder: Path, staged: Path, files: dict[str, bytes], same: set[str], umask: int) -> list[Path]:
-    """The host's new folder, at `staged`; returns the files written (the rest are links)."""
+    """The host's new folder, at `staged`; returns the files written or copied (the rest are links)."""
     staged.mkdir()
     with contextlib.suppress(OSError):
         shutil.copymode(folder, staged)
@@ -316,7 +308,8 @@ def _stage(folder: Path, staged: Path, files: dict[str, bytes], same: set[str], 
             target.parent.mkdir(parents=True, exist_ok=True)
             folders.add(target.parent)
         if name in same:
-            _link_or_copy(folder / name, target)  # the same inode: its mtime stays, git sees no change
+            if _link_or_copy(folder / name, target):  # the same inode: its mtime stays, git sees no change
+                written.append(target)
         else:
             _write_new(target, data, mode_for(data, umask))
             written.append(target)
@@ -341,12 +334,19 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _carry(folder: Path, staged: Path) -> None:
-    """Bring along what the build does not own (models.lock, a user's notes), just before the swap."""
+def _carry(folder: Path, staged: Path) -> list[Path]:
+    """Bring along what the build does not own (models.lock, a user's notes), under the build lock
+    (models.lock is written under it too); returns the files copied (not linked), to be flushed."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
-        return
+        return []
+    copied: list[Path] = []
+
+    def carry(source, target) -> None:
+        if _link_or_copy(source, target):
+            copied.append(Path(target))
+
     for entry in entries:
         if entry.name in OWNED or _leftover(entry.name):
             continue
@@ -354,16 +354,20 @@ def _carry(folder: Path, staged: Path) -> None:
         if entry.is_symlink():
             os.symlink(os.readlink(entry.path), target)
         elif entry.is_dir():
-            shutil.copytree(entry.path, target, symlinks=True, copy_function=_link_or_copy)
+            shutil.copytree(entry.path, target, symlinks=True, copy_function=carry)
         else:
-            _link_or_copy(entry.path, target)
+            carry(entry.path, target)
+    return copied
 
 
-def _link_or_copy(source, target) -> None:
+def _link_or_copy(source, target) -> bool:
+    """Hard-link `source` at `target`; True when it had to copy it (new data, not yet durable)."""
     try:
         os.link(source, target)
     except OSError:  # a file system without hard links
         shutil.copy2(source, target)
+        return True
+    return False
 
 
 def _swap(staged: Path, folder: Path, aside: Path) -> None:

@@ -217,3 +217,121 @@ def test_a_fleet_build_uses_a_hosts_measured_layer_like_a_one_host_build(fleet_c
     alone = hostfit(fleet_catalog, "build", "--host", host, "-q", "--out", str(tmp_path / "single"), jobs=1)
     assert alone.returncode == 0, alone.stderr
     assert same_tree(out / host, tmp_path / "single" / host) == []
+
+
+KILLED_WORKER = """
+import os, signal, sys
+from pathlib import Path
+from compiler import fleet
+from compiler.errors import RuntimeFailure
+from compiler.options import BuildOptions
+from compiler.pipeline import Project
+
+parent, plain = os.getpid(), Project.compile_host
+
+def compile_host(self, job, *args, **kwargs):
+    if os.getpid() != parent and job.target.host.name == sys.argv[2]:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer ends a worker
+    return plain(self, job, *args, **kwargs)
+
+Project.compile_host = compile_host
+try:
+    Project(Path(sys.argv[1])).compile(BuildOptions(all_hosts=True), keep_outputs=False)
+except RuntimeFailure as exc:
+    print("failed:", exc)
+else:
+    print("built")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fleet builds fork workers on Linux")
+def test_a_fleet_build_whose_worker_is_killed_fails_and_stages_nothing(fleet_catalog: Path):
+    """A worker killed mid-chunk (the OOM killer) fails the build (exit 3) instead of leaving the
+    parent waiting forever for the chunk, holding the build lock; nothing is published or left staged."""
+    import yaml
+
+    victim = sorted(yaml.safe_load((fleet_catalog / "sources" / "hosts.yaml").read_text())["hosts"])[HOSTS // 2]
+    env = {**os.environ, "HOSTFIT_BUILD_JOBS": "2", "HOST": "test-machine", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", KILLED_WORKER, str(fleet_catalog), victim], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("failed:"), (done.stdout, done.stderr[-2000:])
+    assert "worker" in done.stdout
+    out = fleet_catalog / "out"
+    assert [p.name for p in out.iterdir() if p.name != ".cache"] == []
+    assert [p.name for p in (out / ".cache").iterdir() if p.name.startswith("staging")] == []
+
+
+@pytest.mark.parametrize("source", [
+    "{% filter upper %}served by {{ host.name }}{% endfilter %}\n",
+    "{% set line %}served by {{ host.name }}{% endset %}{{ line | upper }}\n",
+    "{% macro by() %}served by {{ host.name }}{% endmacro %}{{ by() | upper }}\n",
+    "{% block b %}served by {{ host.name }}{% endblock %}{{ self.b() | upper }}\n",
+    "{% for n in [1] %}{% if n %}served by {{ host.name }}{% endif %}{% endfor %}\n",
+])
+def test_a_template_that_transforms_what_it_wrote_of_the_host_name_renders_for_the_host(tmp_path: Path, monkeypatch,
+                                                                                        source: str):
+    """A render reused across hosts is only valid where the name is written as it is: a block that
+    captures the output (filter, set, macro, block) may transform it, so the host's own render is used."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "banner.txt.j2").write_text(source)
+    document = json.loads((REPO / "out" / "workstation" / "models.json").read_text())
+    exports._rendered.clear()
+    for name in ("node-2", "box-7"):
+        other = {**document, "host": {**document["host"], "name": name}}
+        cached = exports.render(other, ["banner.txt"], templates)
+        with monkeypatch.context() as patch:
+            patch.setattr(exports, "rendered", lambda env, template, context: exports.sandbox.render(template, context))
+            plain = exports.render(other, ["banner.txt"], templates)
+        assert cached == plain, name
+        assert name.encode() in plain["banner.txt"] or name.upper().encode() in plain["banner.txt"]
+
+
+@pytest.mark.parametrize("flush", ["syncfs", "fsync"])
+def test_what_a_swapped_folder_carries_over_is_flushed_with_the_staged_files_before_the_swap(tmp_path: Path, monkeypatch,
+                                                                                             flush: str):
+    """The one flush before the first swap covers every file the swapped folder will hold: models.lock and
+    a user's notes copied over (a file system without hard links) as well as the build's new files."""
+    import errno
+
+    from compiler import publish
+
+    out = tmp_path / "out"
+    (out / "h" / "notes").mkdir(parents=True)
+    (out / "h" / "models.json").write_bytes(b"old\n")
+    (out / "h" / "models.lock").write_bytes(b"pinned\n")
+    (out / "h" / "notes" / "a.txt").write_text("note\n")
+    flushed: list[str] = []
+    def no_hard_links(source, target, **_):
+        raise OSError(errno.EPERM, "hard links not supported", str(target))
+
+    monkeypatch.setattr(publish.os, "link", no_hard_links)
+    if flush == "syncfs":
+        monkeypatch.setattr(publish, "_syncfs", lambda: lambda path: flushed.extend(
+            str(p.relative_to(path / "new")) for p in (path / "new").rglob("*") if p.is_file()))
+    else:
+        monkeypatch.setattr(publish, "_syncfs", lambda: None)
+        monkeypatch.setattr(publish, "_fsync", lambda path: flushed.append(str(path).split("/new/", 1)[1]))
+    with publish.locked(out), publish.Publication(out) as publication:
+        assert publication.stage("h", {"models.json": b"new\n"}) is not None
+        publication.commit(["h"])
+    assert (out / "h" / "models.json").read_bytes() == b"new\n"
+    assert (out / "h" / "models.lock").read_bytes() == b"pinned\n"
+    assert sorted(flushed) == ["h/models.json", "h/models.lock", "h/notes/a.txt"]
+
+
+def test_renders_kept_for_reuse_are_bounded_in_bytes_not_only_in_number(tmp_path: Path, monkeypatch):
+    """A catalog template may write megabytes (up to sandbox.MAX_OUTPUT) and differ on each plan: the
+    renders a worker keeps stay within RENDERED_MAX_BYTES, however many plans it compiles."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "big.txt.j2").write_text("{{ profiles | join(',') }}\n{{ 'x' * 200000 }}\n")
+    document = json.loads((REPO / "out" / "workstation" / "models.json").read_text())
+    monkeypatch.setattr(exports, "RENDERED_MAX_BYTES", 1_000_000)
+    exports._rendered.clear()
+    for plan in range(12):  # twelve plans: twelve different renders of 200 kB
+        files = exports.render({**document, "profiles": [f"p{plan}"]}, ["big.txt"], templates)
+        assert files["big.txt"].startswith(f"p{plan}\n".encode())
+        assert sum(len(data) for data in exports._rendered.values()) <= exports.RENDERED_MAX_BYTES
+    assert exports._rendered  # still kept for reuse
+    exports._rendered.clear()
