@@ -768,8 +768,9 @@ def _prepare(part: Path, size: int, parallel: Parallel) -> _Ranges:
     the file grown to `size` once the sidecar says what it holds."""
     span = parallel.span(size)
     ranges = _Ranges.load(part, size, span)
-    if ranges is None:  # a new download, or a one-stream partial taken over as its prefix
-        have = os.lstat(part).st_size if os.path.lexists(part) else 0
+    if ranges is None:  # a new download, or a one-stream partial (no sidecar) taken over as its prefix
+        # a sidecar that does not describe this download (other parts or size): its file is sparse, not a prefix
+        have = os.lstat(part).st_size if os.path.lexists(part) and not os.path.lexists(sidecar_path(part)) else 0
         ranges = _Ranges.from_prefix(size, span, have if have <= size else 0)
         needed = size - ranges.total()
         if free_bytes(part.parent) < needed + DISK_MARGIN:
