@@ -266,3 +266,30 @@ def test_a_ranged_partial_of_other_parts_is_not_taken_for_a_prefix(server, tmp_p
                                   parallel=downloader.Parallel(4, 2 * PART))
     assert outcome.sha256 == SHA and final.read_bytes() == BLOB
     assert not part.exists() and not downloader.sidecar_path(part).exists()
+
+
+def test_deleting_a_ranged_partial_never_leaves_it_without_its_sidecar(server, tmp_path, monkeypatch):
+    """Interrupted between its two deletions, delete_part leaves the sidecar, never the sparse file alone
+    (which the next download would take for a one-stream prefix)."""
+    from compiler.executor.cache import Cache
+
+    store = Cache(tmp_path / "store")
+    part = store.part_path("small-chat", "tiny.gguf")
+    server.faults["fail_range"] = {PART * 5: 5}
+    with pytest.raises(downloader.DownloadError):
+        downloader.download([server.url("tiny.gguf")], part, part.with_name("tiny.gguf"), len(BLOB), SHA,
+                            parallel=downloader.Parallel(4, PART))
+    assert part.exists() and downloader.sidecar_path(part).exists()
+    delete = Cache.delete
+    calls = []
+
+    def interrupted(self, path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return delete(self, path)
+
+    monkeypatch.setattr(Cache, "delete", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.delete_part(part)
+    assert not (part.exists() and not downloader.sidecar_path(part).exists())

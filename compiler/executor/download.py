@@ -797,6 +797,7 @@ def _ranged_attempt(client, url: str, part: Path, size: int | None, parallel: Pa
     try:
         _check_response(response, "the server")
         if response.status_code == 200:  # Range ignored: this answer is the whole file, taken as one stream
+            part.unlink(missing_ok=True)  # before its sidecar: a sparse file without one would pass for a prefix
             _drop_sidecar(part)
             with _translated(deadline):
                 return _receive(response, final_url, part, 0, hashlib.sha256(), None if learnt else size, progress,
