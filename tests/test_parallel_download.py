@@ -248,3 +248,48 @@ def test_bad_download_settings_are_diagnostics(base_catalog, server, tmp_path, t
     result = fetch(catalog)
     assert result.exit_code == 1 and says in result.stderr and f"{config}:1:" in result.stderr, result.output
     assert server.log == [] and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("sha", [SHA, None], ids=["pinned", "unpinned"])
+def test_a_ranged_partial_of_other_parts_is_not_taken_for_a_prefix(server, tmp_path, sha):
+    """A sidecar that no longer describes the download (download.part_size changed) leaves a sparse file
+    at full size: it must start over, not count every byte as written (holes hashed as the file's bytes)."""
+    folder = tmp_path / "dl"
+    part, final = folder / "tiny.part", folder / "tiny.gguf"
+    server.faults["fail_range"] = {PART * 5: 5}  # part 6 never comes: the partial keeps a hole there
+    with pytest.raises(downloader.DownloadError):
+        downloader.download([server.url("tiny.gguf")], part, final, len(BLOB), SHA,
+                            parallel=downloader.Parallel(4, PART))
+    assert part.stat().st_size == len(BLOB) and downloader.sidecar_path(part).exists()
+    server.faults.clear()
+    outcome = downloader.download([server.url("tiny.gguf")], part, final, len(BLOB), sha,
+                                  parallel=downloader.Parallel(4, 2 * PART))
+    assert outcome.sha256 == SHA and final.read_bytes() == BLOB
+    assert not part.exists() and not downloader.sidecar_path(part).exists()
+
+
+def test_deleting_a_ranged_partial_never_leaves_it_without_its_sidecar(server, tmp_path, monkeypatch):
+    """Interrupted between its two deletions, delete_part leaves the sidecar, never the sparse file alone
+    (which the next download would take for a one-stream prefix)."""
+    from compiler.executor.cache import Cache
+
+    store = Cache(tmp_path / "store")
+    part = store.part_path("small-chat", "tiny.gguf")
+    server.faults["fail_range"] = {PART * 5: 5}
+    with pytest.raises(downloader.DownloadError):
+        downloader.download([server.url("tiny.gguf")], part, part.with_name("tiny.gguf"), len(BLOB), SHA,
+                            parallel=downloader.Parallel(4, PART))
+    assert part.exists() and downloader.sidecar_path(part).exists()
+    delete = Cache.delete
+    calls = []
+
+    def interrupted(self, path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return delete(self, path)
+
+    monkeypatch.setattr(Cache, "delete", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.delete_part(part)
+    assert not (part.exists() and not downloader.sidecar_path(part).exists())

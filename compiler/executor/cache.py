@@ -471,8 +471,9 @@ class Cache:
     def delete_part(self, part: Path) -> bool:
         """A partial download and the sidecar of a ranged one (`<key>.part.ranges`, download.py), which
         says how much of the part is written and means nothing without it. True if the part was deleted."""
+        deleted = self.delete(part)  # first: a ranged partial left without its sidecar would pass for a prefix
         self.delete(sidecar_path(part))
-        return self.delete(part)
+        return deleted
 
     def stale_parts(self, older_than: float = STALE_PART_SECONDS) -> list[Path]:
         limit = time.time() - older_than

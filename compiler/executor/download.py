@@ -280,14 +280,7 @@ def _receive(response, url: str, part: Path, offset: int, digest, expected_size:
             return Outcome(offset, digest.hexdigest(), url, offset)
         part.unlink(missing_ok=True)
         raise Retry("416 Range Not Satisfiable for a partial that is not complete: restarting")
-    if status >= 500 or status == 429:
-        raise Retry(f"HTTP {status}")
-    if status not in (200, 206):
-        raise NextMirror(f"HTTP {status}")
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind in ("text/html", "application/xhtml+xml"):
-        raise NextMirror(f"the server sent an HTML page (Content-Type: {kind}), not the artifact")
-    check_identity(response, "the server")  # before any size: a compressed body's sizes are not the artifact's
+    _check_response(response, "the server")  # before any size: a compressed body's sizes are not the artifact's
     total = _total(response, offset)
     if offset and status == 206:
         match = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("content-range", ""))
@@ -666,32 +659,27 @@ class _Ranged:
                 self.ranges.lock.notify_all()
 
     def fetch_part(self, index: int, response=None) -> None:
-        """Part `index`, resumed from what it has, retried with backoff; PartFailed after PART_ATTEMPTS."""
-        import httpx
-
+        """Part `index`, resumed from what it has, retried with backoff; NextMirror after PART_ATTEMPTS."""
         ranges = self.ranges
         start, end = ranges.bounds(index)
         failures = 0
         while not ranges.complete(index) and not self.stop.is_set():
             position = start + ranges.done[index]
             try:
-                try:
-                    if response is None:
-                        response, _ = self.open(index, position)
-                    _check_response(response, "the server")
-                    if response.status_code != 206:
-                        raise Retry(f"HTTP {response.status_code} to a Range request (the server ignored it)")
-                    _content_range(response, position, end, self.size)
-                    self.receive(response, index, position, end)
-                finally:
-                    if response is not None:
-                        response.close()
-                    response = None
-            except DeadlinePassed as exc:
-                raise GiveUp(f"gave up after the {self.deadline.seconds:g} s deadline") from exc
-            except (LimitExceeded, httpx.InvalidURL) as exc:
-                raise NextMirror(str(exc)) from exc
-            except (Retry, httpx.TransportError, httpx.TimeoutException) as exc:
+                with _translated(self.deadline):
+                    try:
+                        if response is None:
+                            response, _ = self.open(index, position)
+                        _check_response(response, "the server")
+                        if response.status_code != 206:
+                            raise Retry(f"HTTP {response.status_code} to a Range request (the server ignored it)")
+                        _content_range(response, position, end, self.size)
+                        self.receive(response, index, position, end)
+                    finally:
+                        if response is not None:
+                            response.close()
+                        response = None
+            except Retry as exc:
                 failures += 1
                 if failures >= PART_ATTEMPTS:
                     raise NextMirror(f"part {index + 1} of {ranges.count} (bytes {start:,}-{end - 1:,}) failed "
@@ -768,8 +756,9 @@ def _prepare(part: Path, size: int, parallel: Parallel) -> _Ranges:
     the file grown to `size` once the sidecar says what it holds."""
     span = parallel.span(size)
     ranges = _Ranges.load(part, size, span)
-    if ranges is None:  # a new download, or a one-stream partial taken over as its prefix
-        have = os.lstat(part).st_size if os.path.lexists(part) else 0
+    if ranges is None:  # a new download, or a one-stream partial (no sidecar) taken over as its prefix
+        # a sidecar that does not describe this download (other parts or size): its file is sparse, not a prefix
+        have = os.lstat(part).st_size if os.path.lexists(part) and not os.path.lexists(sidecar_path(part)) else 0
         ranges = _Ranges.from_prefix(size, span, have if have <= size else 0)
         needed = size - ranges.total()
         if free_bytes(part.parent) < needed + DISK_MARGIN:
@@ -808,6 +797,7 @@ def _ranged_attempt(client, url: str, part: Path, size: int | None, parallel: Pa
     try:
         _check_response(response, "the server")
         if response.status_code == 200:  # Range ignored: this answer is the whole file, taken as one stream
+            part.unlink(missing_ok=True)  # before its sidecar: a sparse file without one would pass for a prefix
             _drop_sidecar(part)
             with _translated(deadline):
                 return _receive(response, final_url, part, 0, hashlib.sha256(), None if learnt else size, progress,

@@ -407,7 +407,7 @@ def _download_from_sources(artifact: Artifact, spec: File, cache: Cache, part: P
                                 ceiling=ceiling)
             except (DownloadError, IntegrityError) as exc:
                 reporter.say(f"{Reporter.label(artifact, spec.name)}: mirror failed, trying the next source: {exc}")
-                cache.delete(part)
+                cache.delete_part(part)
                 if isinstance(exc, DownloadError) and not _accepts_connections(base):
                     _MIRRORS_DOWN[base] = time.monotonic()
                     reporter.say(f"mirror {redact_url(base)} does not accept connections: not asked again for "

@@ -189,17 +189,12 @@ def print_rows(rows: list[tuple]) -> None:
     """A row's ratio is hostfit's time over the baseline's, at most its target; a SPEEDUP row's is the
     baseline's time over hostfit's, at least its target."""
     for name, baseline, ours, theirs, target, *kind in rows:
-        if kind == [SPEEDUP]:
-            speedup = theirs / ours
-            verdict = "" if target is None else ("ok" if speedup >= target else "MISSED")
-            goal = f">={target:.2f}" if target is not None else "-"
-            print(f"{name:<44} {ours:>8.3f}s {theirs:>8.3f}s {speedup:>6.2f}x  {goal:>7} {verdict:>6}  {baseline} "
-                  "(speed-up)")
-            continue
-        ratio = ours / theirs
-        verdict = "" if target is None else ("ok" if ratio <= target else "MISSED")
-        goal = f"<={target:.2f}" if target is not None else "-"
-        print(f"{name:<44} {ours:>8.3f}s {theirs:>8.3f}s {ratio:>6.2f}x  {goal:>7} {verdict:>6}  {baseline}")
+        speedup = kind == [SPEEDUP]
+        ratio = theirs / ours if speedup else ours / theirs
+        verdict = "" if target is None else ("ok" if (ratio >= target if speedup else ratio <= target) else "MISSED")
+        goal = f"{'>=' if speedup else '<='}{target:.2f}" if target is not None else "-"
+        print(f"{name:<44} {ours:>8.3f}s {theirs:>8.3f}s {ratio:>6.2f}x  {goal:>7} {verdict:>6}  {baseline}"
+              + (" (speed-up)" if speedup else ""))
 
 
 if __name__ == "__main__":
