@@ -209,6 +209,15 @@ def test_kill_9_mid_transfer_then_every_part_resumes(base_catalog, server, tmp_p
     done = state["done"]
     begun = [i for i, (d, (a, b)) in enumerate(zip(done, spans)) if 0 < d < b - a]
     assert len(begun) >= 2 and sum(done) < len(blob), f"the kill landed mid-transfer: {done}"
+    # the server logs a request once its handler ends: those of the killed fetch end when their next write
+    # finds the socket gone (throttled: within 0.1 s each); wait until the log has been still for 0.5 s
+    settled, seen = time.monotonic() + 10, (-1, time.monotonic())
+    while time.monotonic() < settled:
+        if len(server.log) != seen[0]:
+            seen = (len(server.log), time.monotonic())
+        elif time.monotonic() - seen[1] >= 0.5:
+            break
+        time.sleep(0.05)
     server.faults.clear()
     server.log.clear()
     result = fetch(catalog)
