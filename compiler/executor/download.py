@@ -14,7 +14,8 @@ nothing is written past the declared size (the catalog's size_bytes, else Conten
 neither is known, past a ceiling (size_ceiling: twice the model's memory estimate, else 16 GiB); an HTML
 page, or a body without its format's magic bytes, is refused before anything is cached or pinned.
 Bounded: at most MAX_REQUESTS requests per artifact whatever the number of mirrors (redirect hops
-count), a total deadline and a minimum speed (limits(); README "Network limits").
+count; a ranged download's part requests are bounded instead by PART_ATTEMPTS per part and MAX_PARTS
+parts), a total deadline and a minimum speed (limits(); README "Network limits").
 
 The receiving thread only reads the socket; 1 MiB blocks go to two more threads, one writing the
 file and one updating SHA-256 (file writes and hashlib both release the GIL), so network, disk
