@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -78,3 +79,13 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def stage_candidates(catalog: Path, *candidates: dict) -> Path:
+    """Write sources/staging/candidates.json as ingest would, holding `candidates`; returns its path."""
+    staging = catalog / "sources" / "staging"
+    staging.mkdir()
+    path = staging / "candidates.json"
+    path.write_text(json.dumps({"schema_version": 2, "kind": "candidates", "fetched_at": "2026-11-22T00:00:00Z",
+                                "candidates": list(candidates)}))
+    return path

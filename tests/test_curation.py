@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli, tree_bytes
+from conftest import run_cli, stage_candidates, tree_bytes
 
 
 def untouched_lines_kept(before: str, after: str, changed: int) -> None:
@@ -40,14 +40,10 @@ def test_retire_marks_the_model_and_empties_it_from_every_list(shipped_catalog: 
 
 
 def test_adopt_a_staged_candidate(shipped_catalog: Path):
-    staging = shipped_catalog / "sources" / "staging"
-    staging.mkdir()
-    (staging / "candidates.json").write_text(json.dumps({
-        "schema_version": 2, "kind": "candidates", "fetched_at": "2026-11-22T00:00:00Z",
-        "candidates": [{"model_id": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "provider": "huggingface",
-                        "license": "apache-2.0", "source": "huggingface_hub", "popularity_score": 10,
-                        "tags": ["chat"], "status": "pending",
-                        "params_b": 1.711, "format": "safetensors"}]}))  # sized: the Hub's safetensors.total
+    staged_file = stage_candidates(shipped_catalog, {
+        "model_id": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "provider": "huggingface", "license": "apache-2.0",
+        "source": "huggingface_hub", "popularity_score": 10, "tags": ["chat"], "status": "pending",
+        "params_b": 1.711, "format": "safetensors"})  # sized: the Hub's safetensors.total
     before = (shipped_catalog / "sources/00-models.yaml").read_text()
     result = run_cli("-C", str(shipped_catalog), "adopt", "huggingfacetb/smollm2-1.7b-instruct", "--role", "chat",
                      "--priority", "150")
@@ -56,7 +52,7 @@ def test_adopt_a_staged_candidate(shipped_catalog: Path):
     assert after.startswith(before.rstrip("\n")), "the new entry is appended; nothing above it changes"
     assert "huggingfacetb/smollm2-1.7b-instruct:" in after and "priority: 150" in after
     assert "type: instruct" in after[len(before):]  # the kind its name states, declared in the entry
-    staged = json.loads((staging / "candidates.json").read_text())["candidates"][0]
+    staged = json.loads(staged_file.read_text())["candidates"][0]
     assert staged["status"] == "adopted"
     assert run_cli("-C", str(shipped_catalog), "validate").exit_code == 0
 
@@ -101,18 +97,15 @@ def test_adopting_a_model_a_prefer_list_names_by_alias_leaves_the_list_alone(shi
 
 
 def test_adopting_a_staged_candidate_the_catalog_has_marks_it_adopted(shipped_catalog: Path):
-    staging = shipped_catalog / "sources" / "staging"
-    staging.mkdir()
-    (staging / "candidates.json").write_text(json.dumps({
-        "schema_version": 2, "kind": "candidates", "fetched_at": "2026-11-22T00:00:00Z",
-        "candidates": [{"model_id": "microsoft/Phi-3-mini-4k-instruct-gguf", "provider": "huggingface",
-                        "license": "mit", "source": "huggingface_hub", "popularity_score": 10, "tags": [],
-                        "status": "pending", "in_catalog": "phi-3-mini"}]}))  # ingest found it in the catalog
+    staged_file = stage_candidates(shipped_catalog, {
+        "model_id": "microsoft/Phi-3-mini-4k-instruct-gguf", "provider": "huggingface", "license": "mit",
+        "source": "huggingface_hub", "popularity_score": 10, "tags": [], "status": "pending",
+        "in_catalog": "phi-3-mini"})  # ingest found it in the catalog
     models = (shipped_catalog / "sources/00-models.yaml").read_text()
     result = run_cli("-C", str(shipped_catalog), "adopt", "microsoft/Phi-3-mini-4k-instruct-gguf", "--role", "critic",
                      "--priority", "50")
     assert result.exit_code == 0, result.output
     assert (shipped_catalog / "sources/00-models.yaml").read_text() != models, "the catalog's own entry is updated"
     assert "microsoft/phi-3-mini-4k-instruct-gguf:" not in (shipped_catalog / "sources/00-models.yaml").read_text()
-    staged = json.loads((staging / "candidates.json").read_text())["candidates"][0]
+    staged = json.loads(staged_file.read_text())["candidates"][0]
     assert staged["status"] == "adopted", "off the review queue, as any adopted candidate"

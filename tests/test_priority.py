@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import run_cli, stage_candidates
 
 
 def compiled(catalog: Path, host: str) -> dict:
@@ -56,13 +56,9 @@ def test_adopt_with_a_priority_places_the_model_in_the_prefer_list(shipped_catal
 
 
 def test_models_shows_priority_why_and_trial(shipped_catalog: Path):
-    staging = shipped_catalog / "sources" / "staging"
-    staging.mkdir()
-    (staging / "candidates.json").write_text(json.dumps({
-        "schema_version": 2, "kind": "candidates", "fetched_at": "2026-11-22T00:00:00Z",
-        "candidates": [{"model_id": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "provider": "huggingface",
-                        "license": "apache-2.0", "source": "huggingface_hub", "popularity_score": 10,
-                        "tags": ["chat"], "status": "trial"}]}))
+    stage_candidates(shipped_catalog, {
+        "model_id": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "provider": "huggingface", "license": "apache-2.0",
+        "source": "huggingface_hub", "popularity_score": 10, "tags": ["chat"], "status": "trial"})
     result = run_cli("-C", str(shipped_catalog), "models", "--host", "laptop-16", "--include-suggestions")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
