@@ -283,7 +283,7 @@ def read_staged_strict(project, path: Path) -> dict[str, dict]:
     doc, problems = project.read(path, "staging")
     errors = [p for p in problems if p.severity == "error"]
     if doc is not None and not errors and doc.kind == "candidates":
-        return read_staged(path)
+        return staged_by_id(doc.data)  # the document just read and checked: no second read of the file
     shown = project.display(path)
     raise InputError(errors + [Diagnostic(shown, 1, 1, "E500", "the staged candidates cannot be read: a refresh "
                                           "would lose their review statuses; nothing written",
@@ -292,8 +292,17 @@ def read_staged_strict(project, path: Path) -> dict[str, dict]:
 
 def read_staged(path: Path) -> dict[str, dict]:
     try:
-        return {c["model_id"].lower(): c for c in json.loads(path.read_text())["candidates"]}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):  # a hand-edited file
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):  # a hand-edited file
+        return {}
+    return staged_by_id(data)
+
+
+def staged_by_id(data) -> dict[str, dict]:
+    """A candidates document's candidates by lower-cased id; {} when its shape is not that."""
+    try:
+        return {c["model_id"].lower(): c for c in data["candidates"]}
+    except (KeyError, TypeError, AttributeError):  # a hand-edited file
         return {}
 
 
