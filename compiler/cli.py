@@ -5,6 +5,7 @@ Kept thin and quick to start: the pipeline is imported inside the commands that 
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -998,157 +999,134 @@ def profile_group() -> None:
     """List, show, create, delete, export, import, activate and deactivate profiles (profiles/)."""
 
 
-def _profile_action(obj: Context, work) -> None:
-    """Run `work(project, sources)` on a valid catalog, through the single exit point."""
-    def action() -> int:
-        from .profiles import sources_of
+def _profile_command(name: str):
+    """Register `body(project, sources, **options)` as `profile NAME`, run on a valid catalog through the
+    single exit point (click options go below this decorator, as on any command)."""
+    def register(body):
+        @functools.wraps(body)
+        def command(obj: Context, **options) -> None:
+            def action() -> int:
+                from .profiles import sources_of
 
-        project = obj.project()
-        return work(project, sources_of(project))
+                project = obj.project()
+                return body(project, sources_of(project), **options)
 
-    run(action)
+            run(action)
+        return profile_group.command(name=name)(click.pass_obj(command))
+    return register
 
 
-@profile_group.command(name="list")
+@_profile_command("list")
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def profile_list(obj: Context, as_json: bool) -> None:
+def profile_list(project, sources, as_json: bool) -> int:
     """Every profile: what it extends, the declared hosts that activate it, its file."""
-    def work(project, sources) -> int:
-        import json
+    import json
 
-        from .profiles import rows, table
+    from .profiles import rows, table
 
-        found = rows(sources)
-        click.echo(json.dumps(found, indent=2) if as_json else table(found), nl=as_json)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    found = rows(sources)
+    click.echo(json.dumps(found, indent=2) if as_json else table(found), nl=as_json)
+    return EXIT_OK
 
 
-@profile_group.command(name="show")
+@_profile_command("show")
 @click.argument("name", metavar="P")
-@click.pass_obj
-def profile_show(obj: Context, name: str) -> None:
+def profile_show(project, sources, name: str) -> int:
     """Print profile P as written, then resolved (its extends chain merged)."""
-    def work(project, sources) -> int:
-        from .profiles import show
+    from .profiles import show
 
-        click.echo(show(project, sources, name), nl=False)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    click.echo(show(project, sources, name), nl=False)
+    return EXIT_OK
 
 
-@profile_group.command(name="create")
+@_profile_command("create")
 @click.argument("name", metavar="P")
 @click.option("--extends", "extends", multiple=True, metavar="B", help="A profile P builds on (repeatable).")
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="A value of the new profile (repeatable).")
 @click.option("--description", metavar="TEXT", help="What the profile is for.")
-@click.pass_obj
-def profile_create(obj: Context, name: str, extends, sets, description) -> None:
+def profile_create(project, sources, name: str, extends, sets, description) -> int:
     """Write profiles/P.yaml, checked with the whole catalog first."""
-    def work(project, sources) -> int:
-        from .emit import write_atomic
-        from .profiles import create
+    from .emit import write_atomic
+    from .profiles import create
 
-        path, text = create(project, sources, name, tuple(extends), tuple(sets), description)
-        write_atomic(path, text.encode())
-        click.echo(f"wrote {project.display(path)}", err=True)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    path, text = create(project, sources, name, tuple(extends), tuple(sets), description)
+    write_atomic(path, text.encode())
+    click.echo(f"wrote {project.display(path)}", err=True)
+    return EXIT_OK
 
 
-@profile_group.command(name="delete")
+@_profile_command("delete")
 @click.argument("name", metavar="P")
-@click.pass_obj
-def profile_delete(obj: Context, name: str) -> None:
+def profile_delete(project, sources, name: str) -> int:
     """Remove profile P; refused while a host, this machine or another profile's extends uses it."""
-    def work(project, sources) -> int:
-        from .profiles import delete
+    from .profiles import delete
 
-        path = delete(project, sources, name)
-        path.unlink()
-        click.echo(f"deleted {project.display(path)}", err=True)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    path = delete(project, sources, name)
+    path.unlink()
+    click.echo(f"deleted {project.display(path)}", err=True)
+    return EXIT_OK
 
 
-@profile_group.command(name="export")
+@_profile_command("export")
 @click.argument("name", metavar="P")
 @click.option("-o", "output", type=click.Path(dir_okay=False, path_type=Path), help="Write FILE (default: stdout).")
 @click.option("--resolved", "flatten", is_flag=True, help="Its extends chain merged in: needs no other profile.")
-@click.pass_obj
-def profile_export(obj: Context, name: str, output: Path | None, flatten: bool) -> None:
+def profile_export(project, sources, name: str, output: Path | None, flatten: bool) -> int:
     """Write profile P as one file `profile import` reads back byte for byte."""
-    def work(project, sources) -> int:
-        from .emit import write_atomic
-        from .profiles import export
+    from .emit import write_atomic
+    from .profiles import export
 
-        data = export(project, sources, name, flatten)
-        if output is None:
-            click.echo(data.decode(), nl=False)
-        else:
-            write_atomic(output, data)
-            click.echo(f"wrote {output}", err=True)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    data = export(project, sources, name, flatten)
+    if output is None:
+        click.echo(data.decode(), nl=False)
+    else:
+        write_atomic(output, data)
+        click.echo(f"wrote {output}", err=True)
+    return EXIT_OK
 
 
-@profile_group.command(name="import")
+@_profile_command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace a profile of the same name.")
-@click.pass_obj
-def profile_import(obj: Context, file: Path, force: bool) -> None:
+def profile_import(project, sources, file: Path, force: bool) -> int:
     """Add the profile in FILE to profiles/, checked with the whole catalog first."""
-    def work(project, sources) -> int:
-        from .emit import write_atomic
-        from .profiles import import_
+    from .emit import write_atomic
+    from .profiles import import_
 
-        path, data, replaced = import_(project, sources, file, force)
-        write_atomic(path, data)
-        click.echo(f"{'replaced' if replaced else 'wrote'} {project.display(path)}", err=True)
+    path, data, replaced = import_(project, sources, file, force)
+    write_atomic(path, data)
+    click.echo(f"{'replaced' if replaced else 'wrote'} {project.display(path)}", err=True)
+    return EXIT_OK
+
+
+def _toggle(project, sources, name: str, host: str | None, on: bool) -> int:
+    from .profiles import activation
+
+    change = activation(project, sources, name, host, on)
+    state = "active" if on else "inactive"
+    if change.write is None:
+        click.echo(f"{name} already {state} for {change.where}; nothing written", err=True)
         return EXIT_OK
-
-    _profile_action(obj, work)
-
-
-def _toggle(obj: Context, name: str, host: str | None, on: bool) -> None:
-    def work(project, sources) -> int:
-        from .profiles import activation
-
-        change = activation(project, sources, name, host, on)
-        state = "active" if on else "inactive"
-        if change.write is None:
-            click.echo(f"{name} already {state} for {change.where}; nothing written", err=True)
-            return EXIT_OK
-        change.write()
-        click.echo(f"{name} {state} for {change.where}: profiles [{', '.join(change.before)}] -> "
-                   f"[{', '.join(change.after)}]", err=True)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    change.write()
+    click.echo(f"{name} {state} for {change.where}: profiles [{', '.join(change.before)}] -> "
+               f"[{', '.join(change.after)}]", err=True)
+    return EXIT_OK
 
 
-@profile_group.command(name="activate")
+@_profile_command("activate")
 @click.argument("name", metavar="P")
 @click.option("--host", metavar="H", help="A declared host, or 'local' (default: this machine).")
-@click.pass_obj
-def profile_activate(obj: Context, name: str, host: str | None) -> None:
+def profile_activate(project, sources, name: str, host: str | None) -> int:
     """Add P to a declared host's profiles (sources/hosts.yaml), or this undeclared machine's (config.yaml)."""
-    _toggle(obj, name, host, True)
+    return _toggle(project, sources, name, host, True)
 
 
-@profile_group.command(name="deactivate")
+@_profile_command("deactivate")
 @click.argument("name", metavar="P")
 @click.option("--host", metavar="H", help="A declared host, or 'local' (default: this machine).")
-@click.pass_obj
-def profile_deactivate(obj: Context, name: str, host: str | None) -> None:
+def profile_deactivate(project, sources, name: str, host: str | None) -> int:
     """Take P out of a declared host's profiles, or this undeclared machine's."""
-    _toggle(obj, name, host, False)
+    return _toggle(project, sources, name, host, False)
 
 
 # ------------------------------------------------------------------------------------------- mirror
