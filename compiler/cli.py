@@ -1228,25 +1228,23 @@ def measured_export(obj: Context, host, dry_run) -> None:
         from . import measured, usage
         from .errors import RuntimeFailure
         from .executor.fetch import HOST_NAME
+        from .paths import usage_db
 
         project = obj.project()
         name = host or _this_host(project, project.load_sources())
         if not HOST_NAME.match(name):  # the file's name: one file under sources/measured/, never a path
             raise UsageError(f"{name!r} is not a host name (letters, digits, '.', '_' and '-')")
-        store = usage.Store()
         try:
-            rows = store.measurements(host=name) if store.path.exists() else []
-            hosts = sorted({row["host"] for row in store.measurements()}) if store.path.exists() and not rows else []
+            rows = usage.measurements(host=name)
+            hosts = [] if rows else sorted({row["host"] for row in usage.measurements()})
         except usage.StoreError as exc:
             raise RuntimeFailure(f"E640 the usage store cannot be read: {exc}") from exc
-        finally:
-            store.close()
         rows, unplaced = measured.exportable(rows)
         if unplaced:
             click.echo(f"warning: W641 {len(unplaced)} measurement(s) of {name} left out: no known runtime, no "
                        f"placement of {', '.join(measured.PLACEMENTS)} or no context recorded", err=True)
         if not rows:
-            click.echo(f"warning: W640 no measurements of host {name!r} in {store.path}"
+            click.echo(f"warning: W640 no measurements of host {name!r} in {usage_db()}"
                        + (f" (it holds {', '.join(hosts)}; --host H)" if hosts else "")
                        + "; `hostfit load` and `hostfit bench` record them. Nothing written.", err=True)
             return EXIT_OK
