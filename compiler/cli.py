@@ -388,6 +388,7 @@ def lock_command(obj: Context, host, with_fallbacks) -> None:
 def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers, no_mmap, mlock, verify) -> None:
     """Load ROLE's model (fetching it first), run a short generation, print load and first-token times."""
     def action() -> int:
+        from . import usage
         from .executor.loaders import DEFAULT_PROMPT, load_role
 
         settings = _settings()
@@ -400,7 +401,7 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
         click.echo(f"{role}: {loaded.model_id} loaded with {loaded.backend} in {loaded.load_seconds:.3f} s; "
                    f"first token after {loaded.first_token_seconds:.3f} s")
         click.echo(f"  output: {loaded.text.strip()!r}")
-        _record_load(plan.document, role, loaded)
+        usage.record_load(plan.document, role, loaded)
         return EXIT_OK
 
     run(action)
@@ -423,32 +424,6 @@ def _fetch_one(obj: Context, plan, cache, lock, reporter, verify: bool, settings
         _keep_under_limit(obj, cache, settings, [fetched])
         return fetched.path
     return fetch_one
-
-
-def _record_load(document: dict, role: str, loaded, source: str = "load") -> dict:
-    """The load (or benchmark) as a measurement in the usage store (`hostfit stats`, `hostfit measured
-    export`); never fails the command. Returns the measurement."""
-    import resource
-
-    from . import usage
-
-    spec = document["roles"].get(role) or {}
-    figures = loaded.figures
-    main_pick = spec.get("model") == loaded.model_id
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: this process's peak
-    measurement = {
-        "runtime": loaded.backend,
-        # where llama.cpp put it, from its buffers; else the compiled placement of the role's own pick
-        "placement": figures.get("placement") or (spec.get("placement") if main_pick else None),
-        "context": figures.get("context") or spec.get("context"),
-        "kv_cache_type": figures.get("kv_cache_type") or spec.get("kv_cache_type"),
-        "load_s": loaded.load_seconds, "ttft_s": loaded.first_token_seconds,
-        "decode_tps": figures.get("decode_tps") if source == "bench" else None,  # a load's few tokens are noise
-        # the process's peak: the model's own only when no model of the chain was tried before it
-        "peak_rss_mib": round(peak_kib / 1024, 1) if loaded.backend == "llamacpp" and not loaded.attempts else None,
-        "gpu_mib": figures.get("gpu_mib"), "source": source}
-    usage.record_measurement(document["host"]["name"], loaded.model_id, **measurement)
-    return {"host": document["host"]["name"], "model": loaded.model_id, **measurement}
 
 
 @main.command(name="apply")
@@ -1281,7 +1256,7 @@ BENCH_TOKENS = 128  # decoded by default: enough for a steady tokens/s, seconds 
 def bench_command(obj: Context, target, host, context, tokens, prompt, threads, gpu_layers, verify) -> None:
     """Load ROLE's model (or MODEL) as compiled, decode N tokens, record the figures beside the estimates."""
     def action() -> int:
-        from . import stats
+        from . import stats, usage
         from .executor import fetch as fetcher
         from .executor.documents import read_models
         from .executor.loaders import DEFAULT_PROMPT, load_role
@@ -1296,7 +1271,7 @@ def bench_command(obj: Context, target, host, context, tokens, prompt, threads, 
                      "max_tokens": tokens}
         loaded = load_role(plan.document, role, None, prompt or DEFAULT_PROMPT, fetch_one, overrides,
                            say=lambda text: click.echo(text, err=True), only=model_id)
-        row = _record_load(plan.document, role, loaded, source="bench")
+        row = usage.record_load(plan.document, role, loaded, source="bench")
         [row] = stats.with_estimates([row], lambda _host: plan.document)
         click.echo(stats.render_bench(row, loaded.figures))
         return EXIT_OK
