@@ -5,6 +5,7 @@ Kept thin and quick to start: the pipeline is imported inside the commands that 
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -387,6 +388,7 @@ def lock_command(obj: Context, host, with_fallbacks) -> None:
 def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers, no_mmap, mlock, verify) -> None:
     """Load ROLE's model (fetching it first), run a short generation, print load and first-token times."""
     def action() -> int:
+        from . import usage
         from .executor.loaders import DEFAULT_PROMPT, load_role
 
         settings = _settings()
@@ -399,7 +401,7 @@ def load_command(obj: Context, role, host, backend, prompt, threads, gpu_layers,
         click.echo(f"{role}: {loaded.model_id} loaded with {loaded.backend} in {loaded.load_seconds:.3f} s; "
                    f"first token after {loaded.first_token_seconds:.3f} s")
         click.echo(f"  output: {loaded.text.strip()!r}")
-        _record_load(plan.document, role, loaded)
+        usage.record_load(plan.document, role, loaded)
         return EXIT_OK
 
     run(action)
@@ -422,32 +424,6 @@ def _fetch_one(obj: Context, plan, cache, lock, reporter, verify: bool, settings
         _keep_under_limit(obj, cache, settings, [fetched])
         return fetched.path
     return fetch_one
-
-
-def _record_load(document: dict, role: str, loaded, source: str = "load") -> dict:
-    """The load (or benchmark) as a measurement in the usage store (`hostfit stats`, `hostfit measured
-    export`); never fails the command. Returns the measurement."""
-    import resource
-
-    from . import usage
-
-    spec = document["roles"].get(role) or {}
-    figures = loaded.figures
-    main_pick = spec.get("model") == loaded.model_id
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: this process's peak
-    measurement = {
-        "runtime": loaded.backend,
-        # where llama.cpp put it, from its buffers; else the compiled placement of the role's own pick
-        "placement": figures.get("placement") or (spec.get("placement") if main_pick else None),
-        "context": figures.get("context") or spec.get("context"),
-        "kv_cache_type": figures.get("kv_cache_type") or spec.get("kv_cache_type"),
-        "load_s": loaded.load_seconds, "ttft_s": loaded.first_token_seconds,
-        "decode_tps": figures.get("decode_tps") if source == "bench" else None,  # a load's few tokens are noise
-        # the process's peak: the model's own only when no model of the chain was tried before it
-        "peak_rss_mib": round(peak_kib / 1024, 1) if loaded.backend == "llamacpp" and not loaded.attempts else None,
-        "gpu_mib": figures.get("gpu_mib"), "source": source}
-    usage.record_measurement(document["host"]["name"], loaded.model_id, **measurement)
-    return {"host": document["host"]["name"], "model": loaded.model_id, **measurement}
 
 
 @main.command(name="apply")
@@ -998,157 +974,134 @@ def profile_group() -> None:
     """List, show, create, delete, export, import, activate and deactivate profiles (profiles/)."""
 
 
-def _profile_action(obj: Context, work) -> None:
-    """Run `work(project, sources)` on a valid catalog, through the single exit point."""
-    def action() -> int:
-        from .profiles import sources_of
+def _profile_command(name: str):
+    """Register `body(project, sources, **options)` as `profile NAME`, run on a valid catalog through the
+    single exit point (click options go below this decorator, as on any command)."""
+    def register(body):
+        @functools.wraps(body)
+        def command(obj: Context, **options) -> None:
+            def action() -> int:
+                from .profiles import sources_of
 
-        project = obj.project()
-        return work(project, sources_of(project))
+                project = obj.project()
+                return body(project, sources_of(project), **options)
 
-    run(action)
+            run(action)
+        return profile_group.command(name=name)(click.pass_obj(command))
+    return register
 
 
-@profile_group.command(name="list")
+@_profile_command("list")
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def profile_list(obj: Context, as_json: bool) -> None:
+def profile_list(project, sources, as_json: bool) -> int:
     """Every profile: what it extends, the declared hosts that activate it, its file."""
-    def work(project, sources) -> int:
-        import json
+    import json
 
-        from .profiles import rows, table
+    from .profiles import rows, table
 
-        found = rows(sources)
-        click.echo(json.dumps(found, indent=2) if as_json else table(found), nl=as_json)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    found = rows(sources)
+    click.echo(json.dumps(found, indent=2) if as_json else table(found), nl=as_json)
+    return EXIT_OK
 
 
-@profile_group.command(name="show")
+@_profile_command("show")
 @click.argument("name", metavar="P")
-@click.pass_obj
-def profile_show(obj: Context, name: str) -> None:
+def profile_show(project, sources, name: str) -> int:
     """Print profile P as written, then resolved (its extends chain merged)."""
-    def work(project, sources) -> int:
-        from .profiles import show
+    from .profiles import show
 
-        click.echo(show(project, sources, name), nl=False)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    click.echo(show(project, sources, name), nl=False)
+    return EXIT_OK
 
 
-@profile_group.command(name="create")
+@_profile_command("create")
 @click.argument("name", metavar="P")
 @click.option("--extends", "extends", multiple=True, metavar="B", help="A profile P builds on (repeatable).")
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="A value of the new profile (repeatable).")
 @click.option("--description", metavar="TEXT", help="What the profile is for.")
-@click.pass_obj
-def profile_create(obj: Context, name: str, extends, sets, description) -> None:
+def profile_create(project, sources, name: str, extends, sets, description) -> int:
     """Write profiles/P.yaml, checked with the whole catalog first."""
-    def work(project, sources) -> int:
-        from .emit import write_atomic
-        from .profiles import create
+    from .emit import write_atomic
+    from .profiles import create
 
-        path, text = create(project, sources, name, tuple(extends), tuple(sets), description)
-        write_atomic(path, text.encode())
-        click.echo(f"wrote {project.display(path)}", err=True)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    path, text = create(project, sources, name, tuple(extends), tuple(sets), description)
+    write_atomic(path, text.encode())
+    click.echo(f"wrote {project.display(path)}", err=True)
+    return EXIT_OK
 
 
-@profile_group.command(name="delete")
+@_profile_command("delete")
 @click.argument("name", metavar="P")
-@click.pass_obj
-def profile_delete(obj: Context, name: str) -> None:
+def profile_delete(project, sources, name: str) -> int:
     """Remove profile P; refused while a host, this machine or another profile's extends uses it."""
-    def work(project, sources) -> int:
-        from .profiles import delete
+    from .profiles import delete
 
-        path = delete(project, sources, name)
-        path.unlink()
-        click.echo(f"deleted {project.display(path)}", err=True)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    path = delete(project, sources, name)
+    path.unlink()
+    click.echo(f"deleted {project.display(path)}", err=True)
+    return EXIT_OK
 
 
-@profile_group.command(name="export")
+@_profile_command("export")
 @click.argument("name", metavar="P")
 @click.option("-o", "output", type=click.Path(dir_okay=False, path_type=Path), help="Write FILE (default: stdout).")
 @click.option("--resolved", "flatten", is_flag=True, help="Its extends chain merged in: needs no other profile.")
-@click.pass_obj
-def profile_export(obj: Context, name: str, output: Path | None, flatten: bool) -> None:
+def profile_export(project, sources, name: str, output: Path | None, flatten: bool) -> int:
     """Write profile P as one file `profile import` reads back byte for byte."""
-    def work(project, sources) -> int:
-        from .emit import write_atomic
-        from .profiles import export
+    from .emit import write_atomic
+    from .profiles import export
 
-        data = export(project, sources, name, flatten)
-        if output is None:
-            click.echo(data.decode(), nl=False)
-        else:
-            write_atomic(output, data)
-            click.echo(f"wrote {output}", err=True)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    data = export(project, sources, name, flatten)
+    if output is None:
+        click.echo(data.decode(), nl=False)
+    else:
+        write_atomic(output, data)
+        click.echo(f"wrote {output}", err=True)
+    return EXIT_OK
 
 
-@profile_group.command(name="import")
+@_profile_command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace a profile of the same name.")
-@click.pass_obj
-def profile_import(obj: Context, file: Path, force: bool) -> None:
+def profile_import(project, sources, file: Path, force: bool) -> int:
     """Add the profile in FILE to profiles/, checked with the whole catalog first."""
-    def work(project, sources) -> int:
-        from .emit import write_atomic
-        from .profiles import import_
+    from .emit import write_atomic
+    from .profiles import import_
 
-        path, data, replaced = import_(project, sources, file, force)
-        write_atomic(path, data)
-        click.echo(f"{'replaced' if replaced else 'wrote'} {project.display(path)}", err=True)
+    path, data, replaced = import_(project, sources, file, force)
+    write_atomic(path, data)
+    click.echo(f"{'replaced' if replaced else 'wrote'} {project.display(path)}", err=True)
+    return EXIT_OK
+
+
+def _toggle(project, sources, name: str, host: str | None, on: bool) -> int:
+    from .profiles import activation
+
+    change = activation(project, sources, name, host, on)
+    state = "active" if on else "inactive"
+    if change.write is None:
+        click.echo(f"{name} already {state} for {change.where}; nothing written", err=True)
         return EXIT_OK
-
-    _profile_action(obj, work)
-
-
-def _toggle(obj: Context, name: str, host: str | None, on: bool) -> None:
-    def work(project, sources) -> int:
-        from .profiles import activation
-
-        change = activation(project, sources, name, host, on)
-        state = "active" if on else "inactive"
-        if change.write is None:
-            click.echo(f"{name} already {state} for {change.where}; nothing written", err=True)
-            return EXIT_OK
-        change.write()
-        click.echo(f"{name} {state} for {change.where}: profiles [{', '.join(change.before)}] -> "
-                   f"[{', '.join(change.after)}]", err=True)
-        return EXIT_OK
-
-    _profile_action(obj, work)
+    change.write()
+    click.echo(f"{name} {state} for {change.where}: profiles [{', '.join(change.before)}] -> "
+               f"[{', '.join(change.after)}]", err=True)
+    return EXIT_OK
 
 
-@profile_group.command(name="activate")
+@_profile_command("activate")
 @click.argument("name", metavar="P")
 @click.option("--host", metavar="H", help="A declared host, or 'local' (default: this machine).")
-@click.pass_obj
-def profile_activate(obj: Context, name: str, host: str | None) -> None:
+def profile_activate(project, sources, name: str, host: str | None) -> int:
     """Add P to a declared host's profiles (sources/hosts.yaml), or this undeclared machine's (config.yaml)."""
-    _toggle(obj, name, host, True)
+    return _toggle(project, sources, name, host, True)
 
 
-@profile_group.command(name="deactivate")
+@_profile_command("deactivate")
 @click.argument("name", metavar="P")
 @click.option("--host", metavar="H", help="A declared host, or 'local' (default: this machine).")
-@click.pass_obj
-def profile_deactivate(obj: Context, name: str, host: str | None) -> None:
+def profile_deactivate(project, sources, name: str, host: str | None) -> int:
     """Take P out of a declared host's profiles, or this undeclared machine's."""
-    _toggle(obj, name, host, False)
+    return _toggle(project, sources, name, host, False)
 
 
 # ------------------------------------------------------------------------------------------- mirror
@@ -1250,25 +1203,23 @@ def measured_export(obj: Context, host, dry_run) -> None:
         from . import measured, usage
         from .errors import RuntimeFailure
         from .executor.fetch import HOST_NAME
+        from .paths import usage_db
 
         project = obj.project()
         name = host or _this_host(project, project.load_sources())
         if not HOST_NAME.match(name):  # the file's name: one file under sources/measured/, never a path
             raise UsageError(f"{name!r} is not a host name (letters, digits, '.', '_' and '-')")
-        store = usage.Store()
         try:
-            rows = store.measurements(host=name) if store.path.exists() else []
-            hosts = sorted({row["host"] for row in store.measurements()}) if store.path.exists() and not rows else []
+            rows = usage.measurements(host=name)
+            hosts = [] if rows else sorted({row["host"] for row in usage.measurements()})
         except usage.StoreError as exc:
             raise RuntimeFailure(f"E640 the usage store cannot be read: {exc}") from exc
-        finally:
-            store.close()
         rows, unplaced = measured.exportable(rows)
         if unplaced:
             click.echo(f"warning: W641 {len(unplaced)} measurement(s) of {name} left out: no known runtime, no "
                        f"placement of {', '.join(measured.PLACEMENTS)} or no context recorded", err=True)
         if not rows:
-            click.echo(f"warning: W640 no measurements of host {name!r} in {store.path}"
+            click.echo(f"warning: W640 no measurements of host {name!r} in {usage_db()}"
                        + (f" (it holds {', '.join(hosts)}; --host H)" if hosts else "")
                        + "; `hostfit load` and `hostfit bench` record them. Nothing written.", err=True)
             return EXIT_OK
@@ -1305,7 +1256,7 @@ BENCH_TOKENS = 128  # decoded by default: enough for a steady tokens/s, seconds 
 def bench_command(obj: Context, target, host, context, tokens, prompt, threads, gpu_layers, verify) -> None:
     """Load ROLE's model (or MODEL) as compiled, decode N tokens, record the figures beside the estimates."""
     def action() -> int:
-        from . import stats
+        from . import stats, usage
         from .executor import fetch as fetcher
         from .executor.documents import read_models
         from .executor.loaders import DEFAULT_PROMPT, load_role
@@ -1320,7 +1271,7 @@ def bench_command(obj: Context, target, host, context, tokens, prompt, threads, 
                      "max_tokens": tokens}
         loaded = load_role(plan.document, role, None, prompt or DEFAULT_PROMPT, fetch_one, overrides,
                            say=lambda text: click.echo(text, err=True), only=model_id)
-        row = _record_load(plan.document, role, loaded, source="bench")
+        row = usage.record_load(plan.document, role, loaded, source="bench")
         [row] = stats.with_estimates([row], lambda _host: plan.document)
         click.echo(stats.render_bench(row, loaded.figures))
         return EXIT_OK

@@ -204,6 +204,17 @@ def _failure(exc: OSError, out_root: Path) -> RuntimeFailure:
                           f"hosts not yet replaced keep their previous outputs")
 
 
+def _libc(name: str, argtypes: list):
+    """The Linux C library's function `name` (errno kept), or False where there is none."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        with contextlib.suppress(OSError, AttributeError):
+            function = getattr(ctypes.CDLL(None, use_errno=True), name)
+            function.argtypes = argtypes
+            return function
+    return False
+
+
 _syncfs_call = None  # resolved on first use; False when the C library has none
 
 
@@ -212,13 +223,8 @@ def _syncfs():
     all of a build's files, where an fsync per file commits once per file); None elsewhere."""
     global _syncfs_call
     if _syncfs_call is None:
-        _syncfs_call = False
-        if sys.platform.startswith("linux"):
-            import ctypes
-            with contextlib.suppress(OSError, AttributeError):
-                function = ctypes.CDLL(None, use_errno=True).syncfs
-                function.argtypes = [ctypes.c_int]
-                _syncfs_call = function
+        import ctypes
+        _syncfs_call = _libc("syncfs", [ctypes.c_int])
     if not _syncfs_call:
         return None
 
@@ -387,18 +393,12 @@ _renameat2 = None  # resolved on first use; False when the C library has none
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically exchange two paths (Linux 3.15+); False where that is not available."""
+    import ctypes
     global _renameat2
     if _renameat2 is None:
-        _renameat2 = False
-        if sys.platform.startswith("linux"):
-            import ctypes
-            with contextlib.suppress(OSError, AttributeError):
-                function = ctypes.CDLL(None, use_errno=True).renameat2
-                function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-                _renameat2 = function
+        _renameat2 = _libc("renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint])
     if not _renameat2:
         return False
-    import ctypes
     at_fdcwd = -100
     if _renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True

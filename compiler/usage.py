@@ -356,6 +356,30 @@ def record_measurement(host: str, model: str, **fields) -> bool:
         store.close()
 
 
+def record_load(document: dict, role: str, loaded, source: str = "load") -> dict:
+    """A `hostfit load` (or `bench`) of `role` in the compiled `document`, recorded as a measurement in the default
+    store (`hostfit stats`, `hostfit measured export`); never fails the command. Returns the measurement."""
+    import resource
+
+    spec = document["roles"].get(role) or {}
+    figures = loaded.figures
+    main_pick = spec.get("model") == loaded.model_id
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: this process's peak
+    measurement = {
+        "runtime": loaded.backend,
+        # where llama.cpp put it, from its buffers; else the compiled placement of the role's own pick
+        "placement": figures.get("placement") or (spec.get("placement") if main_pick else None),
+        "context": figures.get("context") or spec.get("context"),
+        "kv_cache_type": figures.get("kv_cache_type") or spec.get("kv_cache_type"),
+        "load_s": loaded.load_seconds, "ttft_s": loaded.first_token_seconds,
+        "decode_tps": figures.get("decode_tps") if source == "bench" else None,  # a load's few tokens are noise
+        # the process's peak: the model's own only when no model of the chain was tried before it
+        "peak_rss_mib": round(peak_kib / 1024, 1) if loaded.backend == "llamacpp" and not loaded.attempts else None,
+        "gpu_mib": figures.get("gpu_mib"), "source": source}
+    record_measurement(document["host"]["name"], loaded.model_id, **measurement)
+    return {"host": document["host"]["name"], "model": loaded.model_id, **measurement}
+
+
 def measurements(host: str | None = None, model: str | None = None) -> list[dict]:
     """Store.measurements of the default store; [] when there is none yet. StoreError when unreadable."""
     store = Store()

@@ -241,12 +241,11 @@ def test_nvidia_smi_s_figure_is_this_process_s_and_absent_without_it(tmp_path, m
 def test_a_fallbacks_load_records_no_peak_memory_an_earlier_attempt_may_have_set():
     """ru_maxrss is the process's peak: after a model of the chain failed to load, it may be that model's."""
     from compiler import usage
-    from compiler.cli import _record_load
     from compiler.executor.loaders import Loaded
 
     document = {"host": {"name": "box"}, "roles": {"chat": {"model": "big", "placement": "cpu", "context": 512}}}
-    alone = _record_load(document, "chat", Loaded("big", "llamacpp", 0.1, 0.2, "hi"))
-    fallback = _record_load(document, "chat", Loaded("small", "llamacpp", 0.1, 0.2, "hi",
-                                                     attempts=[("big", "out of memory while loading")]))
+    alone = usage.record_load(document, "chat", Loaded("big", "llamacpp", 0.1, 0.2, "hi"))
+    fallback = usage.record_load(document, "chat", Loaded("small", "llamacpp", 0.1, 0.2, "hi",
+                                                          attempts=[("big", "out of memory while loading")]))
     assert alone["peak_rss_mib"] is not None and fallback["peak_rss_mib"] is None
     assert [row["peak_rss_mib"] is None for row in usage.measurements(host="box")] == [False, True]
