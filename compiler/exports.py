@@ -215,8 +215,8 @@ def llama_servers(document: dict) -> dict[str, dict]:
                 and first:
             owner = copies.get(role["model"]) if role.get("resident") else None
             if owner:
-                servers[owner]["context"] = max(servers[owner]["context"] or 0, role.get("context") or 0) or None
-                servers[owner]["memory_mb"] = max(servers[owner]["memory_mb"] or 0, role.get("memory_mb") or 0) or None
+                for key in ("context", "memory_mb"):  # the one copy is the grown one: the largest of theirs
+                    servers[owner][key] = max(servers[owner][key] or 0, role.get(key) or 0) or None
                 servers[name] = {"port": servers[owner]["port"], "file": first, "shared_with": owner}
                 continue
             servers[name] = {"port": LLAMA_SERVER_PORT + server_count(servers), "file": first,

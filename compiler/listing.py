@@ -5,8 +5,7 @@ from __future__ import annotations
 from .hosts import Host
 from .memory import is_cloud, size_unknown
 from .resolve import Catalog
-from .runtimes import available
-from .select import DEFAULT_PRIORITY, Plan, first_placed, fit_and_speed, host_budget, need_on, runtime_options, select
+from .select import DEFAULT_PRIORITY, Plan, first_placed, fit_and_speed, need_on, runtime_options, select
 
 CURATED = ("active", "deprecated")
 
@@ -15,9 +14,9 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
          everything: bool = False, suggestions: bool = False, measured: dict | None = None) -> list[dict]:
     """The catalog's models as `host` sees them; WHY from the host's selection, with what it measured
     (`measured`: measured.runs_for), as its build selects."""
-    budget = host_budget(host, catalog.selection)
-    runs = available(host)
     plan = select(catalog, host, measured)
+    budget, runs = plan.budget, plan.available  # the host's, as select read them
+    context, cache_type = catalog.selection["context_default"], catalog.selection.get("kv_cache_type")
     statuses = None if everything else (*CURATED, "candidate") if suggestions else CURATED
     out = []
     for model_id, model in catalog.models.items():
@@ -27,7 +26,6 @@ def rows(catalog: Catalog, host: Host, workload: str | None = None, provider: st
             continue
         if provider and model.get("provider") != provider:
             continue
-        context, cache_type = catalog.selection["context_default"], catalog.selection.get("kv_cache_type")
         need = need_on(budget, model, context, catalog.selection, catalog.selection["flash_attention"], cache_type)
         options = () if is_cloud(model) else runtime_options(model_id, catalog, runs)
         unsized = size_unknown(model)  # its need would be the overhead alone: shown as unknown, never placed

@@ -171,6 +171,10 @@ class RolePlan:
     variant: str | None = None  # the chosen model's variant (its quantization), when it is one of a model's
     copy_vram: int | None = None  # resident: the VRAM its model's one copy was placed in (shared by roles on it)
 
+    def chosen(self) -> Verdict:
+        """The verdict of the chosen model (only once one is chosen)."""
+        return next(v for v in self.candidates if v.verdict == "chosen")
+
     def output(self) -> dict:
         out = {"model": self.model, "fallbacks": self.fallbacks, "placement": self.placement,
                "memory_mb": self.memory_mb, "context": self.context, "workload": self.workload,
@@ -306,9 +310,9 @@ def _yielded(plans: dict[str, RolePlan], catalog: Catalog, host: Host, moved_mb:
     for plan in plans.values():
         if plan.resident and plan.placement == "split" and plan.copy_vram is not None:
             plan.copy_vram -= moved_mb
-            chosen = next(v for v in plan.candidates if v.verdict == "chosen")
+            chosen = plan.chosen()
             layout = offload(catalog.models[plan.model], chosen.memory, "split", plan.copy_vram,
-                             tuple(gpu.vram_mb for gpu in host.gpus))
+                             _gpu_vram(host))
             starved |= _laid_out(plan, chosen, catalog, host, plan.copy_vram, layout)
     return starved
 
@@ -542,7 +546,7 @@ def placed_speed(model: dict, host: Host, placement: str, need: Estimate, runtim
     runtime = runtimes.REGISTRY.get(runtime_name or "")
     share = None
     if placement == "split" and runtime is not None and runtime.offload:
-        layout = layout or offload(model, need, placement, vram_mb, tuple(gpu.vram_mb for gpu in host.gpus))
+        layout = layout or offload(model, need, placement, vram_mb, _gpu_vram(host))
     elif placement == "split" and need.mb:
         share = min(1.0, vram_mb / need.mb)
     return speed.estimate(model, host, placement, need.context, kv_cache_type, share, layout,
@@ -761,11 +765,16 @@ def _movable_experts(verdict: Verdict, catalog: Catalog, budget: Budget) -> floa
     return experts if verdict.memory.mb - experts <= budget.vram_mb else 0
 
 
+def _gpu_vram(host: Host) -> tuple[int, ...]:
+    """Each GPU's VRAM in MiB, in the host's order (offload.py's `gpu_vram`)."""
+    return tuple(gpu.vram_mb for gpu in host.gpus)
+
+
 def _offload(plan: RolePlan, catalog: Catalog, host: Host, vram_mb: int, fallback_vram_mb: int) -> None:
     """The GPU settings of the role's model (with `vram_mb` left for it) and of each local fallback (which
     loads only when the model failed: with the whole VRAM, or a resident role's beside the other resident
     models, with the VRAM they leave, as its speed was judged), for runtimes that take them."""
-    gpus = tuple(gpu.vram_mb for gpu in host.gpus)
+    gpus = _gpu_vram(host)
     for verdict in plan.candidates:
         runtime = runtimes.REGISTRY.get(verdict.runtime or "")
         if verdict.verdict not in ("chosen", "fallback") or runtime is None or not runtime.offload:
@@ -791,10 +800,10 @@ def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host) -> dict[
         vram = sharing[0].copy_vram
         if len(sharing) < 2 or sharing[0].offload is None:
             continue
-        chosen = {p.name: next(v for v in p.candidates if v.verdict == "chosen") for p in sharing}
+        chosen = {p.name: p.chosen() for p in sharing}
         largest = max(sharing, key=lambda p: (p.memory_mb, p.name))
         copy = offload(catalog.models[model_id], chosen[largest.name].memory, largest.placement, vram,
-                       tuple(gpu.vram_mb for gpu in host.gpus))
+                       _gpu_vram(host))
         for plan in sharing:
             if _laid_out(plan, chosen[plan.name], catalog, host, vram, copy):
                 slow[(plan.name, model_id)] = (
@@ -807,7 +816,7 @@ def _one_copy(plans: dict[str, RolePlan], catalog: Catalog, host: Host) -> dict[
 def _tight(plan: RolePlan, host: Host, catalog: Catalog) -> Diagnostic:
     """W320: the role runs a pick above selection.max_fill, as nothing comfortable serves it."""
     file, line, col = origin(catalog.layers, ("roles", plan.name))
-    chosen = next(v for v in plan.candidates if v.verdict == "chosen")
+    chosen = plan.chosen()
     return Diagnostic(file, line, col, "W320",
                       f"role {plan.name!r} on host {host.name!r} runs {plan.model!r} tight: {chosen.fill}; "
                       f"no comfortable candidate serves it",

@@ -245,15 +245,6 @@ def test_a_model_with_variants_declares_no_file_of_its_own(tmp_path):
     assert f"sources/00-models.yaml:{line}:" in result.output and "E242" in result.output
 
 
-def test_a_variants_artifact_is_checked_like_a_models(tmp_path):
-    root = project(tmp_path, MODEL + "      Q4_K_M:\n        artifact: {format: gguf, file: ../escape.gguf}\n")
-    result = run_cli("-C", str(root), "validate")
-    assert result.exit_code == 1 and "E204" in result.output
-    lines = (root / "sources" / "00-models.yaml").read_text().splitlines()
-    line = next(i for i, text in enumerate(lines, 1) if "escape.gguf" in text)
-    assert f"sources/00-models.yaml:{line}:" in result.output
-
-
 def test_a_variants_unknown_quantization_is_warned_at_the_variant(tmp_path):
     root = project(tmp_path, MODEL + variants_yaml() + "      IQ9_XYZ:\n        artifact: {format: gguf, repo: "
                    f"{REPO}, file: made-up-iq9.gguf}}\n")
@@ -265,10 +256,15 @@ def test_a_variants_unknown_quantization_is_warned_at_the_variant(tmp_path):
     assert "qwen2.5-coder-14b:iq9_xyz" in warned[0]
 
 
-def test_a_variants_ollama_name_is_checked_like_a_models(tmp_path):
-    root = project(tmp_path, MODEL + "      Q4_K_M:\n        ollama: {name: 'qwen coder; rm -rf'}\n")
+# a variant's artifact and its Ollama name are checked as a model's are, at the variant's line
+@pytest.mark.parametrize("entry, code, marker", [
+    ("artifact: {format: gguf, file: ../escape.gguf}", "E204", "escape.gguf"),
+    ("ollama: {name: 'qwen coder; rm -rf'}", "[E230]", "rm -rf"),
+], ids=["artifact", "ollama-name"])
+def test_a_variants_field_is_checked_like_a_models(tmp_path, entry, code, marker):
+    root = project(tmp_path, MODEL + f"      Q4_K_M:\n        {entry}\n")
     result = run_cli("-C", str(root), "validate")
-    assert result.exit_code == 1 and "[E230]" in result.output
+    assert result.exit_code == 1 and code in result.output
     lines = (root / "sources" / "00-models.yaml").read_text().splitlines()
-    line = next(i for i, text in enumerate(lines, 1) if "rm -rf" in text)
+    line = next(i for i, text in enumerate(lines, 1) if marker in text)
     assert f"sources/00-models.yaml:{line}:" in result.output
