@@ -44,11 +44,12 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def catalog_with(catalog: Path, server: FileServer, files: list[dict] | None = None) -> Path:
-    """A model whose artifact is the three shards, URLs from url_template (rendered once per file)."""
+def catalog_with(catalog: Path, server: FileServer, files: list[dict] | None = None,
+                 model: str = "tiny-split") -> Path:
+    """A model whose artifact is the three shards (or `files`), URLs from url_template (rendered once per file)."""
     files = files if files is not None else [{"name": name} for name in SHARDS]
     add_layer(catalog, "20-split.yaml", f"""models:
-  tiny-split:
+  {model}:
     provider: local
     workloads: [chat, summarization]
     params_b: 0.0005
@@ -60,8 +61,8 @@ def catalog_with(catalog: Path, server: FileServer, files: list[dict] | None = N
       url_template: "{server.base}/{{{{file}}}}"
       files: {json.dumps(files)}
 roles:
-  chat: {{prefer: [tiny-split], requires: {{context_min: 128}}}}
-  summarization: {{prefer: [tiny-split]}}
+  chat: {{prefer: [{model}], requires: {{context_min: 128}}}}
+  summarization: {{prefer: [{model}]}}
 """)
     result = run_cli("-C", str(catalog), "build", "--host", "box-8")
     assert result.exit_code == 0, result.output
