@@ -282,12 +282,13 @@ def _executor_setup(obj: Context, host: str | None, roles=(), with_fallbacks: bo
                     settings=None, compiled: dict | None = None):
     from .executor import fetch as fetcher
     from .executor.cache import Cache
+    from .executor.download import configured
     from .executor.lock import Lock
 
     settings = settings or _settings()
     folder = fetcher.host_folder(obj.root() / "out", host)
     # config.yaml's team mirrors first
-    plan = fetcher.plan(folder, tuple(roles), with_fallbacks, settings.mirrors, compiled)
+    plan = fetcher.plan(folder, tuple(roles), with_fallbacks, settings.mirrors, compiled, configured(settings))
     for model_id, why in plan.skipped.items():
         click.echo(f"skipped {model_id}: {why}", err=True)
     lock = Lock.load(folder / "models.lock", plan.host)  # every input is checked before the cache is created

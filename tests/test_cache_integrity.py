@@ -4,6 +4,7 @@ server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -332,8 +333,9 @@ sys.stdin.readline()
 """
 
 
-def test_prune_and_clear_skip_an_artifact_a_fetch_holds(tmp_path):
-    root = tmp_path / "cache"
+@contextlib.contextmanager
+def busy_and_idle(root: Path):
+    """A cache of two artifacts, the older ("busy") held by another process as a fetch holds it, until exit."""
     stored(root, "busy", MIB, "2020-01-01T00:00:00Z")
     stored(root, "idle", MIB, "2021-01-01T00:00:00Z")
     store = Cache(root)
@@ -342,34 +344,30 @@ def test_prune_and_clear_skip_an_artifact_a_fetch_holds(tmp_path):
                               text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        from compiler.executor.cache import clear, prune
+        yield store
+    finally:
+        holder.communicate("\n", timeout=10)
 
+
+def test_prune_and_clear_skip_an_artifact_a_fetch_holds(tmp_path):
+    from compiler.executor.cache import clear, prune
+
+    with busy_and_idle(tmp_path / "cache") as store:
         evicted, _ = prune(store, 0, set())
         assert evicted == ["idle"] and set(store.entries()) == {"busy"}
         removed, parts = clear(store)
         assert removed == [] and set(store.entries()) == {"busy"}
-    finally:
-        holder.communicate("\n", timeout=10)
     assert prune(store, 0, set())[0] == ["busy"]
 
 
 def test_clean_skips_an_artifact_a_fetch_holds(tmp_path):
-    root = tmp_path / "cache"
-    stored(root, "busy", MIB, "2020-01-01T00:00:00Z")
-    stored(root, "idle", MIB, "2021-01-01T00:00:00Z")
-    store = Cache(root)
-    lock = str(store.part_path("busy", "busy.gguf")) + ".lock"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, lock], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        from compiler.executor.cache import clean
+    from compiler.executor.cache import clean
 
+    root = tmp_path / "cache"
+    with busy_and_idle(root) as store:
         removed, _ = clean(store, 0, set())
         assert removed == ["idle"] and set(store.entries()) == {"busy"}
         assert (root / "busy" / "busy.gguf").is_file()
-    finally:
-        holder.communicate("\n", timeout=10)
     assert clean(store, 0, set())[0] == ["busy"]
 
 

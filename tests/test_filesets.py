@@ -44,11 +44,12 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def catalog_with(catalog: Path, server: FileServer, files: list[dict] | None = None) -> Path:
-    """A model whose artifact is the three shards, URLs from url_template (rendered once per file)."""
+def catalog_with(catalog: Path, server: FileServer, files: list[dict] | None = None,
+                 model: str = "tiny-split") -> Path:
+    """A model whose artifact is the three shards (or `files`), URLs from url_template (rendered once per file)."""
     files = files if files is not None else [{"name": name} for name in SHARDS]
     add_layer(catalog, "20-split.yaml", f"""models:
-  tiny-split:
+  {model}:
     provider: local
     workloads: [chat, summarization]
     params_b: 0.0005
@@ -60,8 +61,8 @@ def catalog_with(catalog: Path, server: FileServer, files: list[dict] | None = N
       url_template: "{server.base}/{{{{file}}}}"
       files: {json.dumps(files)}
 roles:
-  chat: {{prefer: [tiny-split], requires: {{context_min: 128}}}}
-  summarization: {{prefer: [tiny-split]}}
+  chat: {{prefer: [{model}], requires: {{context_min: 128}}}}
+  summarization: {{prefer: [{model}]}}
 """)
     result = run_cli("-C", str(catalog), "build", "--host", "box-8")
     assert result.exit_code == 0, result.output
@@ -286,16 +287,21 @@ def test_lock_pins_a_set_the_catalog_describes_fully_without_downloading(base_ca
         [(f["name"], f["size_bytes"], f["sha256"]) for f in files]
 
 
-def test_an_unsafe_shard_name_in_a_compiled_models_json_is_refused_before_any_fetch(base_catalog, server):
+def fetch_compiled_set(catalog: Path, server: FileServer, *names: str):
+    """`hostfit fetch` of a models.json written by hand whose small-chat is the set of `names`."""
     from test_executor_inputs import good_models
 
     document = good_models()
     document["models"]["small-chat"]["artifact"] = {"format": "gguf", "files": [
-        {"name": "a.gguf", "url": server.url("a.gguf")}, {"name": "../b.gguf", "url": server.url("b.gguf")}]}
-    folder = base_catalog / "out" / "box-8"
+        {"name": name, "url": server.url(Path(name).name)} for name in names]}  # the URL itself is sound
+    folder = catalog / "out" / "box-8"
     folder.mkdir(parents=True)
     (folder / "models.json").write_text(json.dumps(document))
-    result = cli(base_catalog, "fetch", "--host", "box-8")
+    return cli(catalog, "fetch", "--host", "box-8")
+
+
+def test_an_unsafe_shard_name_in_a_compiled_models_json_is_refused_before_any_fetch(base_catalog, server):
+    result = fetch_compiled_set(base_catalog, server, "a.gguf", "../b.gguf")
     assert result.exit_code == 1 and "E209" in result.stderr and "'../b.gguf'" in result.stderr, result.output
     assert server.log == []
 
@@ -403,15 +409,7 @@ def test_apply_from_a_bundle_failing_midway_leaves_no_entry_vouching_for_replace
 
 
 def test_a_compiled_set_naming_one_file_in_two_cases_is_refused_before_any_fetch(base_catalog, server):
-    from test_executor_inputs import good_models
-
-    document = good_models()
-    document["models"]["small-chat"]["artifact"] = {"format": "gguf", "files": [
-        {"name": "A.gguf", "url": server.url("A.gguf")}, {"name": "a.gguf", "url": server.url("a.gguf")}]}
-    folder = base_catalog / "out" / "box-8"
-    folder.mkdir(parents=True)
-    (folder / "models.json").write_text(json.dumps(document))
-    result = cli(base_catalog, "fetch", "--host", "box-8")
+    result = fetch_compiled_set(base_catalog, server, "A.gguf", "a.gguf")
     assert result.exit_code == 1 and "E209" in result.stderr and "names a file twice" in result.stderr, result.output
     assert server.log == []
 

@@ -24,6 +24,7 @@ from compiler.validate import plain_http_to, url_problem
 from conftest import add_layer, run_cli
 from httpserver import FileServer
 from loopback import LoopbackServer
+from test_filesets import catalog_with
 
 BLOB = b"GGUF" + bytes((i * 13 + i // 253) % 256 for i in range(2 * 1024 * 1024 + 777))
 SHA = hashlib.sha256(BLOB).hexdigest()
@@ -234,23 +235,7 @@ def test_a_mirror_that_accepts_no_connections_is_not_asked_again_in_the_run(base
     origin.files.update(shards)
     files = [{"name": name, "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
              for name, data in shards.items()]
-    add_layer(base_catalog, "20-served.yaml", f"""models:
-  split-chat:
-    provider: local
-    workloads: [chat, summarization]
-    params_b: 0.0005
-    quantization: F32
-    context_window: 256
-    arch: {{layers: 2, kv_heads: 2, head_dim: 16}}
-    artifact:
-      format: gguf
-      url_template: "{origin.base}/{{{{file}}}}"
-      files: {json.dumps(files)}
-roles:
-  chat: {{prefer: [split-chat], requires: {{context_min: 128}}}}
-  summarization: {{prefer: [split-chat]}}
-""")
-    assert run_cli("-C", str(base_catalog), "build", "--host", "box-8").exit_code == 0
+    catalog_with(base_catalog, origin, files, model="split-chat")
     config_mirrors(tmp_path, f"http://127.0.0.1:{free_port()}/")  # nothing listens there
     result = run_cli("-C", str(base_catalog), "fetch", "--host", "box-8")
     assert result.exit_code == 0, result.output

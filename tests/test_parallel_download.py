@@ -20,19 +20,10 @@ from compiler.executor import download as downloader
 
 from conftest import REPO, add_layer, run_cli
 from httpserver import FileServer
+from test_fetch import BLOB, SHA, server  # noqa: F401 - fixtures; BLOB is 13 parts of 256 KiB
 
 PART = 256 << 10
-BLOB = b"GGUF" + bytes((i * 7 + i // 251) % 256 for i in range(3 * 1024 * 1024 + 12345))  # 13 parts of 256 KiB
-SHA = hashlib.sha256(BLOB).hexdigest()
 KEY = "small-chat%2Ftiny.gguf.part"
-
-
-@pytest.fixture
-def server():
-    srv = FileServer().start()
-    srv.files["tiny.gguf"] = BLOB
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(autouse=True)

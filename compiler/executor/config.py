@@ -85,6 +85,14 @@ class Settings:
         return tuple(self.data.get("mirrors") or ())
 
 
+    @property
+    def download(self) -> tuple[int | None, int | None]:
+        """(`download.connections`, `download.part_size` in bytes); None where the configuration sets none."""
+        section = self.data.get("download") or {}
+        size = section.get("part_size")
+        return section.get("connections"), size if size is None or isinstance(size, int) else parse_size(size)
+
+
 def settings(path: Path | None = None) -> Settings:
     return Settings(*read(path))
 
@@ -92,11 +100,3 @@ def settings(path: Path | None = None) -> Settings:
 def cache_max_size(path: Path | None = None) -> int | None:
     """`cache.max_size` in bytes, or None when no limit is set."""
     return settings(path).max_size
-
-
-def download_settings(path: Path | None = None) -> tuple[int | None, int | None]:
-    """(`download.connections`, `download.part_size` in bytes); None where the configuration sets none."""
-    path, data = read(path)
-    section = data.get("download") or {}
-    size = section.get("part_size")
-    return section.get("connections"), size if size is None or isinstance(size, int) else parse_size(size)

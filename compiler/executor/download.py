@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import gguf_header, paths
 from ..errors import DiskError, DownloadError, IntegrityError, UsageError
@@ -49,6 +50,9 @@ from ..net import (IDENTITY, Deadline, DeadlinePassed, LimitExceeded, backoff, c
                    open_following_redirects, raw_chunks, redact_url)
 from ..validate import url_problem
 from .cache import open_artifact, sidecar_path
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 CHUNK = 1 << 20
 ATTEMPTS = 5  # per mirror
@@ -429,11 +433,12 @@ class Parallel:
         return max(self.part_size, -(-size // MAX_PARTS))
 
 
-def configured() -> Parallel:
-    """The user configuration's `download:` settings (config.yaml), defaults where unset."""
-    from .config import download_settings
+def configured(settings: Settings | None = None) -> Parallel:
+    """The user configuration's `download:` settings (config.yaml, read here unless the command has read it
+    already), defaults where unset."""
+    from .config import settings as read_settings
 
-    connections, part_size = download_settings()
+    connections, part_size = (settings or read_settings()).download
     return Parallel(connections or CONNECTIONS, part_size or PART_SIZE)
 
 

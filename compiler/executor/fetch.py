@@ -17,7 +17,7 @@ from ..net import redact_url
 from ..validate import plain_http_to
 from .cache import Cache, NotRegular, regular, sha256_file
 from .documents import read_models
-from .download import download, size_ceiling
+from .download import Parallel, download, size_ceiling
 from .lock import Lock
 
 
@@ -41,6 +41,7 @@ class Artifact:
     revision: str | None = None
     memory_mb: int | None = None  # the model's memory estimate when it bounds its weights (size_ceiling)
     team_mirrors: tuple[str, ...] = ()  # base URLs (config.yaml, then hosts.yaml) tried before the file's own
+    parallel: Parallel | None = None  # config.yaml's `download:` as the command read it (None: read it here)
 
     @property
     def file(self) -> str:
@@ -102,9 +103,10 @@ def host_folder(out: Path, host: str | None) -> Path:
 
 
 def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False,
-         mirrors: tuple[str, ...] = (), compiled: dict | None = None) -> Plan:
+         mirrors: tuple[str, ...] = (), compiled: dict | None = None, parallel: Parallel | None = None) -> Plan:
     """The artifacts to fetch; `mirrors`: the user configuration's team mirrors, tried before the host's;
-    `compiled`: the folder's models.json when the caller has read it already."""
+    `compiled`: the folder's models.json when the caller has read it already; `parallel`: the user
+    configuration's `download:` settings, when the caller has read them already."""
     if compiled is None:
         compiled = read_models(folder / "models.json").data  # schema-checked; ids and file names confined
     team = tuple(dict.fromkeys((*mirrors, *compiled["host"].get("mirrors", ()))))
@@ -133,7 +135,7 @@ def plan(folder: Path, roles: tuple[str, ...] = (), with_fallbacks: bool = False
         result.artifacts.append(Artifact(
             model_id, tuple(File(item["name"], item["url"], mirrors, item.get("size_bytes"), item.get("sha256"),
                                  file_format(artifact.get("format"), item["name"], single)) for item in files),
-            artifact.get("revision"), size_ceiling_mb(model), team))
+            artifact.get("revision"), size_ceiling_mb(model), team, parallel))
     return result
 
 
@@ -404,7 +406,7 @@ def _download_from_sources(artifact: Artifact, spec: File, cache: Cache, part: P
         for base in bases:
             try:
                 return download([mirror_url(base, sha)], part, final, size, sha, tick, fmt=spec.format,
-                                ceiling=ceiling)
+                                ceiling=ceiling, parallel=artifact.parallel)
             except (DownloadError, IntegrityError) as exc:
                 reporter.say(f"{Reporter.label(artifact, spec.name)}: mirror failed, trying the next source: {exc}")
                 cache.delete_part(part)
@@ -413,7 +415,8 @@ def _download_from_sources(artifact: Artifact, spec: File, cache: Cache, part: P
                     reporter.say(f"mirror {redact_url(base)} does not accept connections: not asked again for "
                                  f"{MIRROR_DOWN_SECONDS:g} s")
     # the file's own URLs keep the https rule, redirects included, even to a team mirror's host
-    return download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format, ceiling=ceiling)
+    return download([spec.url, *spec.mirrors], part, final, size, sha, tick, fmt=spec.format, ceiling=ceiling,
+                    parallel=artifact.parallel)
 
 
 def lock_all(artifacts: list[Artifact], cache: Cache, lock: Lock, reporter: Reporter) -> int:
